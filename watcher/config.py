@@ -1,0 +1,186 @@
+"""Settings: a YAML file plus ``WATCHER_*`` environment overrides, validated once at start-up.
+
+This module owns the shape of the configuration and its defaults. It does not own rule files
+(``rules``), nor building anything from the settings.
+
+Precedence, highest first: explicit keyword arguments, ``WATCHER_*`` environment variables
+(nested with ``__``, e.g. ``WATCHER_STORE__URL``), the YAML file, the defaults. With no file and no
+environment, watcher runs on SQLite at ``./watcher.db`` with the rules in ``./rules`` and prints
+alerts on the console. Secrets (receiver URLs, tokens, database URLs) are ``SecretStr``: they are
+masked in every repr, log line and error.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+from .rules.schema import Duration
+
+DEFAULT_CONFIG_FILE = "watcher.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    """Where the SQL store lives."""
+
+    url: SecretStr = Field(
+        SecretStr("sqlite:///watcher.db"),
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user:pw@host/db",
+    )
+    busy_timeout_ms: int = Field(5000, ge=0)
+    echo: bool = False
+
+
+class ReceiverSettings(_Section):
+    """One named notification target."""
+
+    type: Literal["console", "apprise"] = "apprise"
+    urls: list[SecretStr] = Field(default_factory=list, description="Apprise URLs (secret)")
+    send_resolved: bool = True
+    title_template: str | None = None
+    body_template: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _urls_for_apprise(self) -> ReceiverSettings:
+        if self.type == "apprise" and not self.urls:
+            raise ValueError("an apprise receiver needs at least one entry in `urls`")
+        return self
+
+
+class RouteRule(_Section):
+    """Send alerts whose labels match to ``receivers``."""
+
+    match: dict[str, str] = Field(default_factory=dict)
+    match_re: dict[str, str] = Field(default_factory=dict)
+    receivers: list[str]
+    continue_: bool = Field(False, alias="continue")
+
+
+class RouteSettings(_Section):
+    """Label-based routing for rules that name no receivers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    receivers: list[str] = Field(default_factory=lambda: ["console"], description="default receivers")
+    routes: list[RouteRule] = Field(default_factory=list)
+
+
+class NotifySettings(_Section):
+    """Timing of notifications and of the outbox."""
+
+    repeat_interval: Duration = timedelta(hours=4)
+    resolved_retention: Duration = timedelta(minutes=15)
+    retry_initial: Duration = timedelta(seconds=5)
+    retry_max: Duration = timedelta(minutes=5)
+    max_age: Duration = timedelta(hours=24)
+    flush_interval: Duration = timedelta(seconds=5)
+    top_traces: int = Field(5, ge=0, le=50)
+
+
+class ServerSettings(_Section):
+    """The daemon's HTTP server."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Every setting of watcher. See the module docstring for precedence and defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WATCHER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+    yaml_path: ClassVar[Path | None] = None
+
+    store: StoreSettings = StoreSettings()
+    rules: list[Path] = Field(default_factory=lambda: [Path("rules")], description="rule files or folders")
+    trace_url: str = Field(
+        "http://localhost:16686/trace/{trace_id}",
+        description="deep link to one trace; {trace_id} is replaced (Jaeger default, see docs)",
+    )
+    external_url: str = Field("http://localhost:9464", description="where the status page is reachable")
+    receivers: dict[str, ReceiverSettings] = Field(
+        default_factory=lambda: {"console": ReceiverSettings(type="console")}
+    )
+    route: RouteSettings = RouteSettings()
+    notify: NotifySettings = NotifySettings()
+    server: ServerSettings = ServerSettings()
+    max_workers: int = Field(4, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _receivers_exist(self) -> Settings:
+        known = set(self.receivers)
+        named = set(self.route.receivers) | {r for route in self.route.routes for r in route.receivers}
+        unknown = sorted(named - known)
+        if unknown:
+            raise ValueError(
+                f"route names unknown receiver(s) {', '.join(unknown)}; defined: {', '.join(sorted(known))}"
+            )
+        if "{trace_id}" not in self.trace_url:
+            raise ValueError("trace_url must contain {trace_id}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.yaml_path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls.yaml_path))
+        return tuple(sources)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or ``./watcher.yaml`` if present) and the environment.
+
+    Raises ConfigError with a one-line-per-problem message; secrets are never echoed.
+    """
+    yaml_path: Path | None = None
+    if path is not None:
+        yaml_path = Path(path)
+        if not yaml_path.is_file():
+            raise ConfigError(f"{yaml_path}: config file not found")
+    elif Path(DEFAULT_CONFIG_FILE).is_file():
+        yaml_path = Path(DEFAULT_CONFIG_FILE)
+    if yaml_path is not None:
+        try:
+            data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{yaml_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(yaml_path)
+            raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{yaml_path}: the config must be a mapping of settings")
+    bound = type("Settings", (Settings,), {"yaml_path": yaml_path, "__module__": __name__})
+    try:
+        return bound(**overrides)
+    except ValidationError as exc:
+        where = str(yaml_path) if yaml_path else "settings"
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{where}: {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,244 @@
+"""The nouns every part of watcher shares: labels, series, trace references, verdicts and alerts.
+
+This module owns plain immutable data and the few pure helpers that belong to it (fingerprints,
+ordering of alert states). It does not own behaviour: fetching lives in ``sources``, scoring in
+``detectors``, state transitions in ``engine.alerting`` and delivery in ``notify``.
+
+Time is always a UTC-aware ``datetime`` at the edges and a float of Unix seconds inside the
+numeric paths (``Series.timestamps``), because detectors work on numpy arrays.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def utc(ts: datetime) -> datetime:
+    """Return ``ts`` as a UTC-aware datetime; naive values are taken to be UTC already."""
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
+
+
+def to_epoch(ts: datetime) -> float:
+    """Convert a datetime (naive means UTC) to Unix seconds."""
+    return utc(ts).timestamp()
+
+
+def from_epoch(seconds: float) -> datetime:
+    """Convert Unix seconds to a UTC-aware datetime."""
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+class Labels(Mapping[str, str]):
+    """An immutable, hashable, sorted label set with a stable fingerprint.
+
+    Equality and hashing ignore insertion order, so ``Labels(a="1", b="2") == Labels(b="2", a="1")``.
+    """
+
+    __slots__ = ("_fingerprint", "_items")
+
+    def __init__(self, items: Mapping[str, Any] | Sequence[tuple[str, Any]] = (), /, **kw: Any) -> None:
+        pairs = dict(items)
+        pairs.update(kw)
+        self._items: tuple[tuple[str, str], ...] = tuple(sorted((str(k), str(v)) for k, v in pairs.items()))
+        digest = hashlib.sha256("\x1f".join(f"{k}\x1e{v}" for k, v in self._items).encode()).hexdigest()
+        self._fingerprint = digest[:16]
+
+    @property
+    def fingerprint(self) -> str:
+        """Return a stable 16-hex-digit identity of this label set (same across processes)."""
+        return self._fingerprint
+
+    def merge(self, other: Mapping[str, Any]) -> Labels:
+        """Return a new label set with ``other`` laid over this one."""
+        return Labels({**dict(self._items), **dict(other)})
+
+    def without(self, *names: str) -> Labels:
+        """Return a new label set without the given names."""
+        return Labels({k: v for k, v in self._items if k not in names})
+
+    def __getitem__(self, key: str) -> str:
+        for k, v in self._items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Labels):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return dict(self._items) == {str(k): str(v) for k, v in other.items()}
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f'{k}="{v}"' for k, v in self._items)
+        return "{" + inner + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRef:
+    """A pointer to one offending trace: the ID plus what made it stand out."""
+
+    trace_id: str
+    span_id: str | None = None
+    value: float | None = None
+    """The per-trace quantity the ranking used (cost in USD, TTFT in seconds, score value …)."""
+    ts: datetime | None = None
+    note: str | None = None
+    """Short human context, e.g. ``"refused"`` or ``"gpt-4o · acme"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One labelled time series as a source returns it.
+
+    ``timestamps`` are Unix seconds, strictly increasing. ``values`` may hold NaN for a step with no
+    data. ``counts`` is the number of observations behind each point (calls, scores), used by
+    sample-size-aware detectors and ``min_count``; ``None`` when the source cannot know it.
+    ``traces[i]`` are the trace references behind point ``i`` (possibly empty), best offenders first.
+    """
+
+    labels: Labels
+    timestamps: FloatArray
+    values: FloatArray
+    counts: FloatArray | None = None
+    traces: tuple[tuple[TraceRef, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.timestamps) != len(self.values):
+            raise ValueError("timestamps and values differ in length")
+        if self.counts is not None and len(self.counts) != len(self.values):
+            raise ValueError("counts and values differ in length")
+        if self.traces and len(self.traces) != len(self.values):
+            raise ValueError("traces and values differ in length")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def traces_at(self, i: int) -> tuple[TraceRef, ...]:
+        """Return the trace references behind point ``i`` (empty when the source has none)."""
+        return self.traces[i] if self.traces else ()
+
+    def after(self, epoch: float) -> Series:
+        """Return the points strictly later than ``epoch`` (Unix seconds)."""
+        idx = int(np.searchsorted(self.timestamps, epoch, side="right"))
+        return replace(
+            self,
+            timestamps=self.timestamps[idx:],
+            values=self.values[idx:],
+            counts=None if self.counts is None else self.counts[idx:],
+            traces=self.traces[idx:] if self.traces else (),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a detector says about one point.
+
+    ``ready`` is False while the detector warms up (not enough history) or the point has no value;
+    then ``anomalous`` is False and the band may be NaN. ``score`` is in [0, 1]: how far outside
+    the expected band the value lies, comparable across detectors (0 = typical, →1 = extreme).
+    """
+
+    ts: float
+    value: float
+    expected: float = math.nan
+    lower: float = math.nan
+    upper: float = math.nan
+    score: float = 0.0
+    anomalous: bool = False
+    ready: bool = True
+    reason: str = ""
+    """Why the verdict is not ready (``"warming up: 3/30 points"``, ``"no data"``), else empty."""
+
+
+class AlertState(enum.IntEnum):
+    """Alert states, ordered so that the worst state of a rule is ``max()``."""
+
+    INACTIVE = 0
+    PENDING = 1
+    FIRING = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """The state of one alert: one rule and one label set, at one evaluation.
+
+    ``inactive`` with ``resolved_at`` set means "resolved, kept a while so the resolve can be
+    re-sent". Values are those of the latest evaluation that had data.
+    """
+
+    rule: str
+    group: str
+    labels: Labels
+    state: AlertState
+    active_at: datetime | None = None
+    fired_at: datetime | None = None
+    resolved_at: datetime | None = None
+    last_eval: datetime | None = None
+    keep_firing_since: datetime | None = None
+    value: float = math.nan
+    expected: float = math.nan
+    lower: float = math.nan
+    upper: float = math.nan
+    score: float = 0.0
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    traces: tuple[TraceRef, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        """Return the identity of this alert: rule name and labels, stable across restarts."""
+        return self.labels.merge({"alertname": self.rule}).fingerprint
+
+    @property
+    def resolved(self) -> bool:
+        """Tell whether the alert has fired and since resolved."""
+        return self.state is AlertState.INACTIVE and self.resolved_at is not None
+
+
+class NotificationKind(enum.StrEnum):
+    """Whether a notification announces a firing or a resolved alert."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A rendered message for one receiver about one alert, ready for the outbox."""
+
+    receiver: str
+    kind: NotificationKind
+    dedup_key: str
+    """Stable across re-sends of the same alert episode (PagerDuty dedup_key, webhook ID)."""
+    title: str
+    body: str
+    alert: Alert
+    links: tuple[tuple[str, str], ...] = ()
+    """(text, url) pairs: trace deep links first, then the rule on the status page."""
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    """A JSON-ready structured form of the alert, for receivers that send structured data."""

@@ -1,0 +1,95 @@
+"""The Detector seam: a causal, stateful scorer of one series, and the registry of kinds.
+
+This module owns the contract every detector kind follows and the factory that builds one from
+its rule spec. It does not own any statistics (``stats``) or any particular kind.
+
+Contract, for every kind:
+
+* **causal**: the verdict for a point uses only that point and earlier ones, so appending future
+  points never changes an earlier verdict;
+* **incremental**: the detector keeps its own state and ``update`` costs the same whatever the
+  history length; rebuilding from history is just ``update_many`` over it;
+* **safe**: NaN values, gaps, duplicate or out-of-order timestamps never raise; a point at or
+  before the last one seen is ignored, a NaN point gets a not-ready verdict and leaves the state
+  untouched; while warming up the verdict is not ready and never anomalous.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..core import FloatArray, Verdict
+from ..errors import DetectorError
+
+
+class Detector(abc.ABC):
+    """Scores the points of one series, oldest first, keeping whatever state it needs."""
+
+    kind: str = ""
+
+    def __init__(self) -> None:
+        self.last_ts: float | None = None
+
+    def update(self, ts: float, value: float, count: float | None = None) -> Verdict | None:
+        """Score one new point and fold it into the state; return None for a stale timestamp."""
+        if self.last_ts is not None and ts <= self.last_ts:
+            return None
+        self.last_ts = ts
+        if value is None or not math.isfinite(value):
+            return Verdict(ts=ts, value=math.nan, ready=False, reason="no data")
+        return self._update(ts, float(value), count)
+
+    def update_many(
+        self, timestamps: FloatArray, values: FloatArray, counts: FloatArray | None = None
+    ) -> list[Verdict]:
+        """Score a run of points in order; stale timestamps are skipped."""
+        out: list[Verdict] = []
+        for i in range(len(values)):
+            c = None if counts is None else float(counts[i])
+            v = self.update(float(timestamps[i]), float(values[i]), c)
+            if v is not None:
+                out.append(v)
+        return out
+
+    @abc.abstractmethod
+    def _update(self, ts: float, value: float, count: float | None) -> Verdict:
+        """Score one finite point that is newer than every point seen so far."""
+
+
+DetectorFactory = Callable[[Any], Detector]
+_REGISTRY: dict[str, DetectorFactory] = {}
+
+
+def register(kind: str) -> Callable[[DetectorFactory], DetectorFactory]:
+    """Register a factory that builds a detector of ``kind`` from its spec model."""
+
+    def deco(factory: DetectorFactory) -> DetectorFactory:
+        _REGISTRY[kind] = factory
+        return factory
+
+    return deco
+
+
+def make_detector(spec: Any) -> Detector:
+    """Build a fresh detector for one series from a rule's ``detector`` spec."""
+    kind = getattr(spec, "kind", None)
+    try:
+        factory = _REGISTRY[str(kind)]
+    except KeyError:
+        raise DetectorError(f"unknown detector kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return factory(spec)
+
+
+def known_kinds() -> list[str]:
+    """Return the registered detector kinds, sorted."""
+    return sorted(_REGISTRY)
+
+
+def as_array(values: Any) -> FloatArray:
+    """Return ``values`` as a float64 numpy array."""
+    return np.asarray(values, dtype=np.float64)

@@ -1,0 +1,298 @@
+"""The rule-file format as frozen pydantic models (a superset of Prometheus alerting rules).
+
+This module owns the shape and the per-field validation of rule files. It does not own reading
+YAML or mapping errors to ``file:line:col`` (``loader``), nor evaluating rules (``engine``).
+
+A plain Prometheus alerting rule (``alert``, ``expr`` with a comparison, ``for``, ``labels``,
+``annotations``) is a valid watcher rule: with no ``detector`` every series the query returns is
+an active alert, as in Prometheus. watcher adds ``source`` (``prometheus``, ``calls``, ``scores``),
+a ``query`` block for the SQL sources, a ``detector`` block, ``traces``, ``receivers``,
+``min_value``/``max_value`` floors and a ``no_data`` policy.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+
+_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+_UNITS = (
+    timedelta(weeks=1),
+    timedelta(days=1),
+    timedelta(hours=1),
+    timedelta(minutes=1),
+    timedelta(seconds=1),
+    timedelta(milliseconds=1),
+)
+DURATION_PATTERN = r"^(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$"
+
+
+def parse_duration(text: Any) -> timedelta:
+    """Parse a Prometheus-style duration (``30s``, ``5m``, ``1h30m``, ``7d``, ``1w``) into a timedelta.
+
+    ``0`` is accepted for "no duration". Numbers are rejected so that ``for: 10`` (seconds? minutes?)
+    is an error with a hint rather than a guess.
+    """
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, bool) or not isinstance(text, str | int):
+        raise ValueError(f"expected a duration such as 30s, 5m, 1h or 7d, got {text!r}")
+    if isinstance(text, int) or text.strip() == "0":
+        if text in (0, "0"):
+            return timedelta(0)
+        raise ValueError(f"a duration needs a unit: write {text}s, {text}m or {text}h (units: ms s m h d w)")
+    s = text.strip()
+    match = _DURATION_RE.match(s)
+    if not s or match is None or not any(match.groups()):
+        raise ValueError(f"bad duration {text!r}: write e.g. 30s, 5m, 1h30m, 7d (units: ms s m h d w)")
+    total = timedelta(0)
+    for amount, unit in zip(match.groups(), _UNITS, strict=True):
+        if amount:
+            total += int(amount) * unit
+    return total
+
+
+def format_duration(td: timedelta) -> str:
+    """Format a timedelta back into the shortest Prometheus-style duration string."""
+    ms = int(td.total_seconds() * 1000)
+    if ms == 0:
+        return "0s"
+    out = []
+    for unit, name in ((604_800_000, "w"), (86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")):
+        if ms >= unit:
+            out.append(f"{ms // unit}{name}")
+            ms %= unit
+    if ms:
+        out.append(f"{ms}ms")
+    return "".join(out)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "5m", "1h", "7d"]}),
+]
+Direction = Literal["up", "down", "both"]
+LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# --- detectors -------------------------------------------------------------------------------
+
+
+class ThresholdDetector(_Frozen):
+    """Static bounds: anomalous when the value is above ``above`` or below ``below``."""
+
+    kind: Literal["threshold"]
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_bound(self) -> ThresholdDetector:
+        if self.above is None and self.below is None:
+            raise ValueError("a threshold detector needs `above`, `below` or both")
+        if self.above is not None and self.below is not None and self.below > self.above:
+            raise ValueError("`below` is greater than `above`: no value could ever be normal")
+        return self
+
+
+class RollingDetector(_Frozen):
+    """Robust median/MAD baseline over a trailing window."""
+
+    kind: Literal["rolling"]
+    window: Duration = timedelta(days=7)
+    sensitivity: float = Field(4.0, gt=0, le=100, description="band half-width in robust standard deviations")
+    direction: Direction = "both"
+    min_history: Duration | None = Field(
+        None, description="history needed before the first verdict; default: the window, at most 1d"
+    )
+    min_points: int = Field(30, ge=3, description="points needed in the window before the first verdict")
+    min_spread: float = Field(
+        0.0, ge=0, description="smallest band half-width in the series' unit, so a flat series is not brittle"
+    )
+
+    @model_validator(mode="after")
+    def _history_fits_window(self) -> RollingDetector:
+        if self.min_history is not None and self.min_history > self.window:
+            raise ValueError("`min_history` is longer than `window`: it could never be reached")
+        return self
+
+
+DetectorSpec = Annotated[ThresholdDetector | RollingDetector, Field(discriminator="kind")]
+DETECTOR_KINDS = ("threshold", "rolling")
+
+
+# --- queries for the SQL sources ---------------------------------------------------------------
+
+CallField = Literal[
+    "cost_usd",
+    "ttft_s",
+    "duration_s",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+]
+CallLabel = Literal[
+    "provider", "model", "operation", "tenant", "feature", "prompt_version", "outcome", "error_type",
+    "finish_reason",
+]
+ScoreLabel = Literal["name", "label", "source", "evaluator", "tenant", "feature", "model"]
+Agg = Literal["count", "sum", "mean", "min", "max", "quantile", "ratio"]
+
+
+class SqlQuery(_Frozen):
+    """An aggregate over the ``calls`` or ``scores`` table, evaluated every ``step`` over ``window``.
+
+    Each point at time t aggregates the rows with ``t - window < ts <= t``:
+    ``count`` rows, ``sum``/``mean``/``min``/``max``/``quantile`` of ``field`` (calls) or of the
+    score value (scores), or ``ratio`` = rows matching ``match`` / all rows (refusal rate, error
+    rate, thumbs-down rate). ``per`` rescales sums and counts to a rate (``per: 1h`` → per hour).
+    """
+
+    agg: Agg
+    field: CallField | None = None
+    score: str | None = Field(None, min_length=1, description="score name (scores source only)")
+    quantile: float | None = Field(None, gt=0, lt=1)
+    where: dict[str, str | list[str]] = Field(default_factory=dict, description="row filters, label → value(s)")
+    match: dict[str, str | list[str]] = Field(default_factory=dict, description="numerator filter for ratio")
+    below: float | None = Field(None, description="ratio of scores: count values below this as matches")
+    by: list[str] = Field(default_factory=list)
+    window: Duration = timedelta(minutes=5)
+    step: Duration | None = Field(None, description="spacing of points; default: the group interval")
+    per: Duration | None = None
+    min_count: int = Field(0, ge=0, description="points backed by fewer rows have no value (no verdict)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SqlQuery:
+        if self.agg == "quantile" and self.quantile is None:
+            raise ValueError("agg: quantile needs `quantile` (e.g. 0.95)")
+        if self.agg != "quantile" and self.quantile is not None:
+            raise ValueError("`quantile` is only used with agg: quantile")
+        if self.agg == "ratio" and not self.match and self.below is None:
+            raise ValueError("agg: ratio needs `match` (e.g. {outcome: refused}) or `below`")
+        if self.agg != "ratio" and (self.match or self.below is not None):
+            raise ValueError("`match` and `below` are only used with agg: ratio")
+        if self.per is not None and self.agg not in ("sum", "count"):
+            raise ValueError("`per` rescales sums and counts only")
+        if self.window.total_seconds() <= 0:
+            raise ValueError("`window` must be positive")
+        if self.step is not None and self.step.total_seconds() <= 0:
+            raise ValueError("`step` must be positive")
+        return self
+
+
+# --- traces ---------------------------------------------------------------------------------
+
+
+class TracesSpec(_Frozen):
+    """How to find the offending trace IDs of an alert."""
+
+    from_: Literal["exemplars", "rows", "none"] = Field("rows", alias="from")
+    metric: str | None = Field(None, description="exemplar metric (Prometheus source)")
+    top: int = Field(5, ge=1, le=50)
+    order: Literal["value_desc", "value_asc", "recent"] = "value_desc"
+
+
+# --- rules and groups -------------------------------------------------------------------------
+
+
+class Rule(_Frozen):
+    """One alerting rule. See the module docstring for what watcher adds to Prometheus's format."""
+
+    alert: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description="alert name")
+    source: Literal["prometheus", "calls", "scores"] = "prometheus"
+    endpoint: str | None = Field(None, description="named Prometheus endpoint from the config")
+    expr: str | None = Field(None, min_length=1)
+    query: SqlQuery | None = None
+    detector: DetectorSpec | None = None
+    min_value: float | None = Field(None, description="never alert on a value below this")
+    max_value: float | None = Field(None, description="never alert on a value above this")
+    for_: Duration = Field(timedelta(0), alias="for")
+    keep_firing_for: Duration = timedelta(0)
+    lookback: Duration | None = Field(None, description="history fetched at start-up; default from detector")
+    no_data: Literal["ok", "keep_state", "alert"] = "keep_state"
+    labels: dict[LabelName, str] = Field(default_factory=dict)
+    annotations: dict[LabelName, str] = Field(default_factory=dict)
+    traces: TracesSpec | None = None
+    receivers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _source_fits(self) -> Rule:
+        if self.source == "prometheus":
+            if self.expr is None:
+                raise ValueError("a prometheus rule needs `expr` (a PromQL expression)")
+            if self.query is not None:
+                raise ValueError("`query` is for source: calls or scores; a prometheus rule uses `expr`")
+            if self.traces is not None and self.traces.from_ == "rows":
+                raise ValueError("traces from: rows needs source: calls or scores; use from: exemplars")
+        else:
+            if self.query is None:
+                raise ValueError(f"source: {self.source} needs a `query` block (agg, window, by …)")
+            if self.expr is not None:
+                raise ValueError(f"`expr` is PromQL; source: {self.source} uses a `query` block")
+            if self.detector is None:
+                raise ValueError(f"source: {self.source} needs a `detector` (e.g. {{kind: rolling}})")
+            if self.traces is not None and self.traces.from_ == "exemplars":
+                raise ValueError("traces from: exemplars needs source: prometheus; use from: rows")
+            if self.source == "scores":
+                if self.query.score is None:
+                    raise ValueError("source: scores needs `query.score` (the score name)")
+                if self.query.field is not None:
+                    raise ValueError("`query.field` is for source: calls; scores aggregate their value")
+            else:
+                if self.query.score is not None:
+                    raise ValueError("`query.score` is for source: scores")
+                if self.query.agg in ("sum", "mean", "min", "max", "quantile") and self.query.field is None:
+                    raise ValueError(f"agg: {self.query.agg} over calls needs `field` (e.g. cost_usd)")
+                if self.query.below is not None:
+                    raise ValueError("`below` is for ratios of scores")
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            raise ValueError("`min_value` is greater than `max_value`: the rule could never fire")
+        if self.keep_firing_for.total_seconds() < 0 or self.for_.total_seconds() < 0:
+            raise ValueError("durations cannot be negative")
+        return self
+
+
+class Group(_Frozen):
+    """A named set of rules evaluated together every ``interval``."""
+
+    name: str = Field(min_length=1)
+    interval: Duration = timedelta(minutes=1)
+    rules: list[Rule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _positive_interval(self) -> Group:
+        if self.interval.total_seconds() <= 0:
+            raise ValueError("`interval` must be positive")
+        return self
+
+
+class RuleFile(_Frozen):
+    """The top level of a rule file."""
+
+    groups: list[Group] = Field(default_factory=list)
+
+
+def json_schema() -> dict[str, Any]:
+    """Return the JSON schema of a rule file, for editors and CI linters."""
+    schema = RuleFile.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "watcher rule file"
+    return schema

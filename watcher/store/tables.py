@@ -1,0 +1,224 @@
+"""The SQL tables of the store, as SQLModel classes.
+
+This module owns the table shapes and the column types (UTC-aware datetimes on every backend).
+It does not own connections, pragmas or migrations (``store.db``), nor any query logic: sources,
+the engine and the notifier query these tables themselves.
+
+``table=True`` models do not validate their input; callers that take untrusted data (the ingest
+API, CSV import) validate with their own models first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime that is always written and read back as UTC.
+
+    SQLite has no time zones (values come back naive); PostgreSQL returns the session's zone.
+    Both are normalised here, once, so no caller ever sees a naive datetime.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            # Stored naive-in-UTC so that lexical order equals time order in SQLite.
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(*, index: bool = False, nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), index=index, nullable=nullable))
+
+
+def _json() -> Any:
+    return Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+
+
+class Call(SQLModel, table=True):
+    """One model call, written by the hooks or the ingest API."""
+
+    __tablename__ = "calls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    trace_id: str = Field(index=True, max_length=64)
+    span_id: str | None = Field(default=None, max_length=32)
+    ts: datetime = _ts(index=True)
+    provider: str = Field(default="", max_length=64)
+    model: str = Field(default="", max_length=128)
+    operation: str = Field(default="chat", max_length=32)
+    tenant: str = Field(default="", max_length=128)
+    feature: str = Field(default="", max_length=128)
+    user_id: str | None = Field(default=None, max_length=128)
+    prompt_version: str | None = Field(default=None, max_length=64)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    tokens_estimated: bool = False
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    ttft_s: float | None = None
+    duration_s: float | None = None
+    finish_reason: str | None = Field(default=None, max_length=32)
+    outcome: str = Field(default="ok", max_length=16)
+    """ok | error | refused | filtered"""
+    error_type: str | None = Field(default=None, max_length=128)
+
+
+class Score(SQLModel, table=True):
+    """One quality signal about a trace: a judge score, a heuristic, a human label or feedback."""
+
+    __tablename__ = "scores"
+
+    id: int | None = Field(default=None, primary_key=True)
+    trace_id: str = Field(index=True, max_length=64)
+    ts: datetime = _ts(index=True)
+    name: str = Field(index=True, max_length=128)
+    value: float
+    label: str | None = Field(default=None, max_length=128)
+    source: str = Field(default="judge", max_length=16)
+    """judge | heuristic | human | feedback"""
+    evaluator: str | None = Field(default=None, max_length=128)
+    tenant: str = Field(default="", max_length=128)
+    feature: str = Field(default="", max_length=128)
+    model: str = Field(default="", max_length=128)
+    eval_run: str | None = Field(default=None, index=True, max_length=128)
+    comment: str | None = None
+
+
+class Payload(SQLModel, table=True):
+    """The redacted prompt and response of a trace, kept apart so it can expire on its own."""
+
+    __tablename__ = "payloads"
+
+    id: int | None = Field(default=None, primary_key=True)
+    trace_id: str = Field(index=True, max_length=64)
+    ts: datetime = _ts(index=True)
+    prompt: str | None = None
+    response: str | None = None
+
+
+class AlertRow(SQLModel, table=True):
+    """The persisted state of one alert (rule + labels), restored at start-up."""
+
+    __tablename__ = "alerts"
+
+    fingerprint: str = Field(primary_key=True, max_length=32)
+    rule: str = Field(index=True, max_length=256)
+    group_name: str = Field(index=True, max_length=256)
+    labels: dict[str, str] = _json()
+    state: int = 0
+    active_at: datetime | None = _ts(nullable=True)
+    fired_at: datetime | None = _ts(nullable=True)
+    resolved_at: datetime | None = _ts(nullable=True)
+    last_eval: datetime | None = _ts(nullable=True)
+    keep_firing_since: datetime | None = _ts(nullable=True)
+    value: float | None = None
+    expected: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    score: float | None = None
+    annotations: dict[str, str] = _json()
+    traces: list[dict[str, Any]] = _json()
+
+
+class NotificationLogRow(SQLModel, table=True):
+    """What each receiver was last told about each alert; dedup reads it."""
+
+    __tablename__ = "notification_log"
+
+    receiver: str = Field(primary_key=True, max_length=128)
+    fingerprint: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(max_length=16)
+    """firing | resolved"""
+    dedup_key: str = Field(max_length=64)
+    notified_at: datetime = _ts()
+    episode_start: datetime | None = _ts(nullable=True)
+    count: int = 0
+
+
+class OutboxRow(SQLModel, table=True):
+    """A rendered notification waiting for (or done with) delivery."""
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    receiver: str = Field(index=True, max_length=128)
+    fingerprint: str = Field(max_length=32)
+    dedup_key: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    created_at: datetime = _ts()
+    status: str = Field(default="pending", index=True, max_length=16)
+    """pending | sent | dead"""
+    attempts: int = 0
+    next_attempt_at: datetime = _ts(index=True)
+    last_error: str | None = None
+    last_reason: str | None = Field(default=None, max_length=32)
+    sent_at: datetime | None = _ts(nullable=True)
+    message: dict[str, Any] = _json()
+    """title, body, links and the structured alert payload"""
+
+
+class SilenceRow(SQLModel, table=True):
+    """A silence: alerts whose labels match every matcher are not notified between start and end."""
+
+    __tablename__ = "silences"
+
+    id: str = Field(primary_key=True, max_length=36)
+    matchers: list[dict[str, str]] = _json()
+    """[{"name": ..., "value": ..., "op": "=|!=|=~|!~"}]"""
+    starts_at: datetime = _ts()
+    ends_at: datetime = _ts(index=True)
+    created_by: str = Field(default="", max_length=128)
+    comment: str = ""
+    created_at: datetime = _ts()
+
+
+class EvalRunRow(SQLModel, table=True):
+    """The health of each rule at its last evaluation."""
+
+    __tablename__ = "eval_runs"
+
+    group_name: str = Field(primary_key=True, max_length=256)
+    rule: str = Field(primary_key=True, max_length=256)
+    last_eval: datetime | None = _ts(nullable=True)
+    duration_s: float = 0.0
+    health: str = Field(default="unknown", max_length=16)
+    """ok | err | unknown"""
+    last_error: str | None = None
+    evaluations: int = 0
+    failures: int = 0
+    series: int = 0
+
+
+class SchemaVersionRow(SQLModel, table=True):
+    """The schema version the database was migrated to."""
+
+    __tablename__ = "schema_version"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int
+    migrated_at: datetime = _ts()
