@@ -1,0 +1,7 @@
+"""watcher: alerting and anomaly detection for LLM applications."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
