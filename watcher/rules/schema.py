@@ -150,7 +150,14 @@ CallField = Literal[
     "reasoning_tokens",
 ]
 CallLabel = Literal[
-    "provider", "model", "operation", "tenant", "feature", "prompt_version", "outcome", "error_type",
+    "provider",
+    "model",
+    "operation",
+    "tenant",
+    "feature",
+    "prompt_version",
+    "outcome",
+    "error_type",
     "finish_reason",
 ]
 ScoreLabel = Literal["name", "label", "source", "evaluator", "tenant", "feature", "model"]
@@ -170,7 +177,9 @@ class SqlQuery(_Frozen):
     field: CallField | None = None
     score: str | None = Field(None, min_length=1, description="score name (scores source only)")
     quantile: float | None = Field(None, gt=0, lt=1)
-    where: dict[str, str | list[str]] = Field(default_factory=dict, description="row filters, label → value(s)")
+    where: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="row filters, label → value(s)"
+    )
     match: dict[str, str | list[str]] = Field(default_factory=dict, description="numerator filter for ratio")
     below: float | None = Field(None, description="ratio of scores: count values below this as matches")
     by: list[str] = Field(default_factory=list)
