@@ -1,0 +1,89 @@
+"""Fixtures for the hooks: a fresh SQLite store, tracer provider with in-memory exporter, registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from watcher import instrument
+from watcher.instrument import StoreWriter
+from watcher.store.tables import Call, Score
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    """Return an engine on a fresh SQLite file with every table created."""
+    eng = create_engine(f"sqlite:///{tmp_path}/t.db")
+    SQLModel.metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def writer(engine: sa.Engine) -> Iterator[StoreWriter]:
+    """Return a writer on ``engine`` with a short flush interval; closed afterwards."""
+    w = StoreWriter(engine, flush_interval_s=0.01)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    """Return an in-memory span exporter."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    """Return a fresh SDK tracer provider (not the global one) exporting to ``exporter``."""
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    yield tp
+    tp.shutdown()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    """Return a fresh Prometheus registry."""
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def hooks(writer: StoreWriter, provider: TracerProvider, registry: CollectorRegistry) -> Iterator[None]:
+    """Configure the hooks with the writer, provider and registry above; reset afterwards."""
+    instrument.configure(writer=writer, tracer_provider=provider, registry=registry)
+    yield
+    instrument.reset()
+
+
+@pytest.fixture
+def calls(engine: sa.Engine, writer: StoreWriter) -> Callable[[], list[Call]]:
+    """Return a function that flushes the writer and reads every ``calls`` row."""
+
+    def read() -> list[Call]:
+        assert writer.flush(timeout=10)
+        with Session(engine) as s:
+            return list(s.exec(select(Call).order_by(Call.id)))  # type: ignore[arg-type]
+
+    return read
+
+
+@pytest.fixture
+def scores(engine: sa.Engine, writer: StoreWriter) -> Callable[[], list[Score]]:
+    """Return a function that flushes the writer and reads every ``scores`` row."""
+
+    def read() -> list[Score]:
+        assert writer.flush(timeout=10)
+        with Session(engine) as s:
+            return list(s.exec(select(Score).order_by(Score.id)))  # type: ignore[arg-type]
+
+    return read
+
