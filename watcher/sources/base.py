@@ -39,5 +39,5 @@ def step_grid(start: datetime, end: datetime, step: timedelta) -> FloatArray:
     last = math.floor(to_epoch(end) / s) * s
     if last < first:
         return np.empty(0, dtype=np.float64)
-    n = int(round((last - first) / s)) + 1
+    n = round((last - first) / s) + 1
     return first + s * np.arange(n, dtype=np.float64)

@@ -1,0 +1,420 @@
+"""The SQL source: rules with ``source: calls`` or ``source: scores`` evaluated on the store.
+
+This module owns turning a rule's ``query`` block into labelled series: one SQL query per fetch
+selects the rows of ``(first point - window, last point]`` (only the needed columns, filters in
+SQL), and every windowed aggregate is then computed in numpy (``searchsorted`` window bounds,
+cumulative sums, a sparse table for min/max), together with the top trace references behind each
+point. It does not own the tables (``store.tables``), the connection (``store.db``) nor anything
+Prometheus serves (``sources.prometheus``).
+
+Timestamps are handled as integer microseconds so that a row exactly on a window edge falls on the
+documented side: point ``t`` aggregates rows with ``t - window < ts <= t``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+
+from ..core import FloatArray, Labels, Series, TraceRef
+from ..errors import QueryError, SourceUnavailableError
+from ..rules.schema import Rule, SqlQuery
+from ..store.db import Store, describe_error
+from ..store.tables import Call, Score
+from .base import step_grid
+
+IntArray = npt.NDArray[np.int64]
+
+CALL_LABELS = (
+    "provider",
+    "model",
+    "operation",
+    "tenant",
+    "feature",
+    "prompt_version",
+    "outcome",
+    "error_type",
+    "finish_reason",
+)
+SCORE_LABELS = ("name", "label", "source", "evaluator", "tenant", "feature", "model")
+CALL_FIELDS = (
+    "cost_usd",
+    "ttft_s",
+    "duration_s",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+)
+DEFAULT_TOP = 5
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = 1_000_000
+_BLOCK_CELLS = 1 << 20
+_FMAX = float(np.finfo(np.float64).max)
+
+
+def _to_datetime(us: int) -> datetime:
+    """Convert integer Unix microseconds to a UTC-aware datetime, exactly."""
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+class SqlSource:
+    """Serves ``calls`` and ``scores`` rules from the store's tables."""
+
+    name = "sql"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def fetch(self, rule: Rule, start: datetime, end: datetime, step: timedelta) -> list[Series]:
+        """Return one series per ``query.by`` label combination, on the step grid in ``(start, end]``."""
+        q = _check(rule)
+        grid = step_grid(start, end, step)
+        if len(grid) == 0:
+            return []
+        grid_us = np.round(grid * _US).astype(np.int64)
+        window_us = round(q.window.total_seconds() * _US)
+        want_traces = rule.traces is None or rule.traces.from_ != "none"
+        stmt = _statement(
+            rule,
+            q,
+            self.store.dialect,
+            _to_datetime(grid_us[0] - window_us),
+            _to_datetime(grid_us[-1]),
+            want_traces,
+        )
+        rows = self._run(rule, stmt)
+        if not rows:
+            return []
+        cols = list(zip(*rows, strict=True))
+        ts = _epoch_us(cols[0], self.store.dialect)
+        values = np.array(cols[1], dtype=np.float64)
+        matched = np.array(cols[2], dtype=bool)
+        nby = len(q.by)
+        keys: Sequence[Any] = list(zip(*cols[3 : 3 + nby], strict=True)) if nby != 1 else cols[3]
+        if nby == 0:
+            keys = [()] * len(rows)
+        # NULL and "" are the same label value, so they form one series.
+        groups: dict[tuple[Any, ...], int] = {}
+        index = {
+            k: groups.setdefault(
+                tuple("" if v is None else v for v in ((k,) if nby == 1 else k)), len(groups)
+            )
+            for k in dict.fromkeys(keys)
+        }
+        codes = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=len(keys))
+        order = np.lexsort((ts, codes))
+        bounds = np.searchsorted(codes[order], np.arange(len(groups) + 1))
+        extra = cols[3 + nby :]
+        out = []
+        for key, g in groups.items():
+            idx = order[bounds[g] : bounds[g + 1]]
+            labels = Labels(dict(zip(q.by, key, strict=True)))
+            refs = _RefMaker(rule, idx, ts, values, extra) if want_traces else None
+            out.append(
+                _series(rule, q, labels, grid, grid_us, window_us, ts[idx], values[idx], matched[idx], refs)
+            )
+        out.sort(key=lambda s: tuple(s.labels.items()))
+        return out
+
+    def _run(self, rule: Rule, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
+        """Execute ``stmt`` and return its raw rows, translating driver errors into source errors."""
+        try:
+            with self.store.engine.connect() as conn:
+                result = conn.execute(stmt)
+                # Every selected column is a plain number or string already, so the driver's rows
+                # are used as they are: building Row objects would double the cost of a backtest.
+                rows = list(result.cursor.fetchall())
+                result.close()
+                return rows
+        except sa.exc.SQLAlchemyError as exc:
+            what = describe_error(exc)
+            msg = self.store.redact(
+                f"rule {rule.alert}: {rule.source} query on {self.store.url_display}: {what}"
+            )
+            if isinstance(exc, sa.exc.ProgrammingError) or "no such column" in what:
+                raise QueryError(msg, source=self.name) from None
+            raise SourceUnavailableError(msg, source=self.name) from None
+
+
+def _check(rule: Rule) -> SqlQuery:
+    """Return the rule's query after checking that this source can serve it."""
+    if rule.source not in ("calls", "scores") or rule.query is None:
+        raise QueryError(
+            f"rule {rule.alert}: source {rule.source} is not served by the sql source", source="sql"
+        )
+    q = rule.query
+    allowed = CALL_LABELS if rule.source == "calls" else SCORE_LABELS
+    for what, names in (("by", q.by), ("where", q.where), ("match", q.match)):
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise QueryError(
+                f"rule {rule.alert}: query.{what} names unknown {rule.source} column(s) {', '.join(bad)}; "
+                f"known: {', '.join(allowed)}",
+                source="sql",
+            )
+    if rule.source == "calls" and q.field is not None and q.field not in CALL_FIELDS:
+        raise QueryError(f"rule {rule.alert}: unknown calls field {q.field}", source="sql")
+    return q
+
+
+def _condition(table: Any, name: str, wanted: str | list[str]) -> sa.ColumnElement[bool]:
+    """Return the SQL condition "column is one of ``wanted``" (``""`` also matches NULL)."""
+    values = [wanted] if isinstance(wanted, str) else list(wanted)
+    column = table.c[name]
+    cond: sa.ColumnElement[bool] = column.in_(values)
+    if "" in values:
+        cond = sa.or_(cond, column.is_(None))
+    return cond
+
+
+def _statement(
+    rule: Rule, q: SqlQuery, dialect: str, lo: datetime, hi: datetime, want_traces: bool
+) -> sa.Select[Any]:
+    """Return the one SELECT of a fetch: ts, value, matched, the ``by`` columns, then trace columns."""
+    calls = rule.source == "calls"
+    table: Any = Call.__table__ if calls else Score.__table__  # type: ignore[attr-defined]
+    c = table.c
+    if dialect == "sqlite":
+        # The stored naive-UTC text, parsed by numpy in one call (date functions in SQLite are slower).
+        ts_col: Any = sa.type_coerce(c.ts, sa.String)
+    elif dialect == "postgresql":
+        ts_col = sa.cast(sa.extract("epoch", c.ts) * _US, sa.BigInteger)
+    else:
+        ts_col = c.ts
+    if not calls:
+        value: Any = c.value
+    elif q.field == "total_tokens":
+        value = c.input_tokens + c.output_tokens
+    elif q.field is not None:
+        value = c[q.field]
+    else:
+        value = sa.null()
+    conds = [c.ts > lo, c.ts <= hi]
+    conds += [_condition(table, name, wanted) for name, wanted in q.where.items()]
+    if not calls:
+        conds.append(c.name == q.score)
+    if q.agg != "ratio" and (not calls or q.field is not None):
+        conds.append(value.is_not(None))  # a NULL field does not take part in the aggregate
+    if q.agg == "ratio":
+        hits = [_condition(table, name, wanted) for name, wanted in q.match.items()]
+        if q.below is not None:
+            hits.append(c.value < q.below)
+        matched: Any = sa.case((sa.and_(*hits), 1), else_=0)
+    else:
+        matched = sa.literal(0)
+    columns = [ts_col, value, matched, *(c[name] for name in q.by)]
+    if want_traces:
+        notes = ("model", "tenant", "outcome") if calls else ("name", "feature", "tenant", "label")
+        span = c.span_id if calls else sa.null()
+        columns += [c.trace_id, span, *(c[n] for n in notes)]
+    return sa.select(*columns).where(*conds)
+
+
+def _epoch_us(raw: Sequence[Any], dialect: str) -> IntArray:
+    """Convert the selected timestamp column to integer Unix microseconds."""
+    if dialect == "sqlite":
+        return np.array(raw, dtype="datetime64[us]").astype(np.int64)
+    if dialect == "postgresql":
+        return np.array(raw, dtype=np.int64)
+    return np.array([round(_aware(t).timestamp() * _US) for t in raw], dtype=np.int64)
+
+
+def _aware(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+class _RefMaker:
+    """Builds the trace references of chosen rows of one group."""
+
+    def __init__(
+        self, rule: Rule, idx: IntArray, ts: IntArray, values: FloatArray, extra: Sequence[Any]
+    ) -> None:
+        self.calls = rule.source == "calls"
+        self.idx = idx
+        self.ts = ts
+        self.values = values
+        self.extra = extra
+
+    def make(self, local: IntArray) -> npt.NDArray[np.object_]:
+        """Return an object array over the group's rows holding a ``TraceRef`` at each of ``local``."""
+        out = np.empty(len(self.idx), dtype=object)
+        at = self.idx[local]
+        rows: list[int] = at.tolist()
+        trace_ids, span_ids, *note_cols = ([col[r] for r in rows] for col in self.extra)
+        raw = self.values[at]
+        values = [None if math.isnan(x) else x for x in raw.tolist()]
+        stamps = self.ts[at].astype("datetime64[us]").astype(object).tolist()
+        notes: dict[tuple[Any, ...], str | None] = {}
+        refs = []
+        for trace_id, span_id, value, stamp, key in zip(
+            trace_ids, span_ids, values, stamps, zip(*note_cols, strict=True), strict=True
+        ):
+            note = notes.get(key, "")
+            if note == "":
+                parts = (key[0], key[1], "" if key[2] == "ok" else key[2]) if self.calls else key
+                note = notes[key] = " · ".join(p for p in parts if p) or None
+            refs.append(TraceRef(trace_id, span_id, value, stamp.replace(tzinfo=UTC), note))
+        out[local] = refs
+        return out
+
+
+def _series(
+    rule: Rule,
+    q: SqlQuery,
+    labels: Labels,
+    grid: FloatArray,
+    grid_us: IntArray,
+    window_us: int,
+    ts: IntArray,
+    v: FloatArray,
+    matched: npt.NDArray[np.bool_],
+    refs: _RefMaker | None,
+) -> Series:
+    """Return one group's series: rows (sorted by ts) aggregated over each point's window."""
+    hi = np.searchsorted(ts, grid_us, side="right")
+    lo = np.searchsorted(ts, grid_us - window_us, side="right")
+    n = hi - lo
+    counts = n.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if q.agg == "count":
+            values = counts.copy()
+        elif q.agg in ("sum", "mean"):
+            cs = np.concatenate(([0.0], np.cumsum(v)))
+            values = cs[hi] - cs[lo]
+            if q.agg == "mean":
+                values = values / counts
+        elif q.agg == "ratio":
+            cm = np.concatenate(([0], np.cumsum(matched)))
+            values = (cm[hi] - cm[lo]) / counts
+        elif q.agg in ("min", "max"):
+            values = _range_reduce(v, lo, hi, np.minimum if q.agg == "min" else np.maximum)
+        else:
+            values = _range_quantile(v, lo, hi, 0.5 if q.quantile is None else q.quantile)
+    if q.per is not None:
+        values = values * (q.per.total_seconds() * _US / window_us)
+    values[n < max(q.min_count, 1)] = math.nan
+    traces: tuple[tuple[TraceRef, ...], ...] = ()
+    if refs is not None:
+        traces = _traces(rule, q, ts, v, matched, lo, hi, values, refs)
+    return Series(labels, grid.copy(), values, counts, traces)
+
+
+def _range_reduce(
+    v: FloatArray, lo: IntArray, hi: IntArray, fn: Callable[[FloatArray, FloatArray], FloatArray]
+) -> FloatArray:
+    """Return ``fn``-reduction (min or max) of ``v[lo:hi]`` per window via a sparse table."""
+    n = hi - lo
+    out = np.full(len(lo), math.nan)
+    ok = np.flatnonzero(n)
+    if len(ok) == 0:
+        return out
+    level = np.frexp(n[ok].astype(np.float64))[1] - 1  # floor(log2(n)), exact for integers
+    table = [v]
+    while len(table) <= level.max():
+        prev, half = table[-1], 1 << (len(table) - 1)
+        table.append(fn(prev[:-half], prev[half:]))
+    for lvl in np.unique(level):
+        sel = ok[level == lvl]
+        t = table[lvl]
+        out[sel] = fn(t[lo[sel]], t[hi[sel] - (1 << int(lvl))])
+    return out
+
+
+def _blocks(rows: int, width: int) -> Iterator[slice]:
+    """Yield slices of ``rows`` so that each block of ``width`` columns stays small in memory."""
+    size = max(1, _BLOCK_CELLS // max(width, 1))
+    for first in range(0, rows, size):
+        yield slice(first, first + size)
+
+
+def _range_quantile(v: FloatArray, lo: IntArray, hi: IntArray, level: float) -> FloatArray:
+    """Return the ``level`` quantile of ``v[lo:hi]`` per window (linear interpolation, as numpy)."""
+    n = hi - lo
+    out = np.full(len(lo), math.nan)
+    ok = np.flatnonzero(n)
+    if len(ok) == 0:
+        return out
+    cols = np.arange(int(n[ok].max()))
+    for part in _blocks(len(ok), len(cols)):
+        sel = ok[part]
+        ns = n[sel]
+        valid = cols < ns[:, None]
+        block = np.where(valid, v[np.where(valid, lo[sel, None] + cols, 0)], np.inf)
+        block.sort(axis=1)
+        rank = level * (ns - 1)
+        below = np.floor(rank).astype(np.int64)
+        r = np.arange(len(sel))
+        a, b = block[r, below], block[r, np.minimum(below + 1, ns - 1)]
+        out[sel] = a + (b - a) * (rank - below)
+    return out
+
+
+def _top_by_key(cand: IntArray, key: FloatArray, start: IntArray, n: IntArray, top: int) -> IntArray:
+    """Return, per window ``cand[start:start+n]``, the ``top`` rows of highest key (-1 pads)."""
+    out = np.full((len(start), top), -1, dtype=np.int64)
+    rev = np.arange(int(n.max()))[::-1]  # newest first, so the stable sort breaks ties by recency
+    for part in _blocks(len(start), len(rev)):
+        valid = rev < n[part, None]
+        rows = cand[np.where(valid, start[part, None] + rev, 0)]
+        keys = np.where(valid, key[rows], -np.inf)
+        order = np.argsort(-keys, axis=1, kind="stable")[:, :top]
+        got = np.where(np.take_along_axis(valid, order, axis=1), np.take_along_axis(rows, order, axis=1), -1)
+        out[part, : got.shape[1]] = got
+    return out
+
+
+def _traces(
+    rule: Rule,
+    q: SqlQuery,
+    ts: IntArray,
+    v: FloatArray,
+    matched: npt.NDArray[np.bool_],
+    lo: IntArray,
+    hi: IntArray,
+    values: FloatArray,
+    refs: _RefMaker,
+) -> tuple[tuple[TraceRef, ...], ...]:
+    """Return the top trace references behind each point (none behind a point without a value)."""
+    spec = rule.traces
+    top = spec.top if spec is not None else DEFAULT_TOP
+    order = spec.order if spec is not None else "value_desc"
+    has_values = rule.source == "scores" or q.field is not None
+    if q.agg == "ratio":
+        # The offenders of a rate are the matching rows (the refused calls), newest first, unless
+        # the rule asked for a value order explicitly.
+        cand = np.flatnonzero(matched)
+        explicit = spec is not None and "order" in spec.model_fields_set
+        order = order if explicit and has_values else "recent"
+        clo, chi = np.searchsorted(cand, lo), np.searchsorted(cand, hi)
+    else:
+        cand = np.arange(len(ts))
+        clo, chi = lo, hi
+        if not has_values:
+            order = "recent"
+    n = chi - clo
+    sel = np.flatnonzero((n > 0) & ~np.isnan(values))
+    out: list[tuple[TraceRef, ...]] = [()] * len(values)
+    if len(sel) == 0:
+        return tuple(out)
+    if order == "recent":
+        k = np.arange(top)
+        valid = k < n[sel, None]
+        picked = np.where(valid, cand[np.where(valid, chi[sel, None] - 1 - k, 0)], -1)
+    else:
+        key = np.nan_to_num(v if order == "value_desc" else -v, nan=-_FMAX, posinf=_FMAX, neginf=-_FMAX)
+        picked = _top_by_key(cand, key, clo[sel], n[sel], top)
+    made = refs.make(np.unique(picked[picked >= 0]))[np.maximum(picked, 0)].tolist()
+    for point, row, count in zip(sel.tolist(), made, np.minimum(n[sel], top).tolist(), strict=True):
+        out[point] = tuple(row[:count])
+    return tuple(out)
+
+
+__all__ = ["CALL_FIELDS", "CALL_LABELS", "SCORE_LABELS", "SqlSource"]

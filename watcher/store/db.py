@@ -1,0 +1,253 @@
+"""Opening the store: engine, sessions, SQLite pragmas, schema migrations and error translation.
+
+This module owns the connection to the one database watcher uses (SQLite by default, PostgreSQL in
+production), the versioned migrations that bring its schema up to date at start-up, and turning
+driver failures into one-line ``StoreError`` messages that name the place and never the password.
+It does not own the table shapes (``store.tables``) nor any query: callers open sessions.
+
+Migrations: ``MIGRATIONS[v]`` brings a database from version ``v - 1`` to ``v``. A fresh database
+gets the current tables from ``create_all`` and is stamped with the newest version at once; an
+older one gets every missing step in order, inside one transaction that holds a write lock
+(``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL) so that two replicas starting
+together migrate once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel
+
+from ..errors import StoreError
+from .tables import SCHEMA_VERSION, SchemaVersionRow
+
+PG_CONNECT_TIMEOUT_S = 10
+_PG_MIGRATION_LOCK = 0x77617463  # "watc": the advisory lock key replicas serialise migrations on
+
+
+def _v1_create_all(conn: Connection) -> None:
+    """Create every table of ``store.tables`` that does not exist yet."""
+    SQLModel.metadata.create_all(conn)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _v1_create_all,
+}
+"""Schema steps by the version they produce, applied in ascending order to older databases."""
+
+
+@dataclass(eq=False)
+class Store:
+    """An open database: the engine, how to show it in messages, and sessions on it."""
+
+    engine: Engine
+    url_display: str
+    """The URL with the password masked, safe for logs, errors and the status page."""
+    dialect: str
+    """``"sqlite"`` or ``"postgresql"``."""
+    _password: str | None = None
+
+    def session(self) -> Session:
+        """Return a new session; objects stay usable after commit (``expire_on_commit=False``)."""
+        return Session(self.engine, expire_on_commit=False)
+
+    def ping(self) -> None:
+        """Check that the database answers a trivial query; raise ``StoreError`` if it does not."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.error("ping", exc) from None
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with the database password replaced by ``***``."""
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    def error(self, action: str, exc: BaseException) -> StoreError:
+        """Return a one-line ``StoreError`` for ``exc`` raised while doing ``action``."""
+        return StoreError(self.redact(f"store {self.url_display}: {action} failed: {describe_error(exc)}"))
+
+    def close(self) -> None:
+        """Close every pooled connection (idempotent)."""
+        self.engine.dispose()
+
+
+def open_store(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> Store:
+    """Open (creating and migrating if needed) the database at ``url`` and return a ``Store``.
+
+    ``sqlite:///path`` creates the parent directory; ``sqlite://`` is an in-memory database shared
+    by every session of the store. ``postgresql://`` means psycopg 3. Any failure raises
+    ``StoreError`` with a one-line message that names the database without its password.
+    """
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError("store: not a database URL (expected sqlite:///path or postgresql://…)") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    display = parsed.render_as_string(hide_password=True)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = _sqlite_engine(parsed, display, busy_timeout_ms, echo)
+    elif backend == "postgresql":
+        connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        try:
+            engine = sa.create_engine(parsed, echo=echo, pool_pre_ping=True, connect_args=connect_args)
+        except (sa.exc.SQLAlchemyError, ImportError) as exc:
+            raise StoreError(f"store {display}: cannot create engine: {describe_error(exc)}") from None
+    else:
+        raise StoreError(f"store {display}: unsupported database {backend!r} (use sqlite or postgresql)")
+    store = Store(engine, display, backend, parsed.password)
+    try:
+        migrate(store)
+    except StoreError:
+        store.close()
+        raise
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        store.close()
+        raise store.error("open", exc) from None
+    return store
+
+
+def _sqlite_engine(parsed: sa.URL, display: str, busy_timeout_ms: int, echo: bool) -> Engine:
+    """Return a SQLite engine with WAL, busy_timeout, synchronous=NORMAL and foreign keys."""
+    database = parsed.database or ""
+    memory = database in ("", ":memory:")
+    kwargs: dict[str, Any] = {
+        "echo": echo,
+        "connect_args": {"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+    }
+    if memory:
+        kwargs["poolclass"] = StaticPool
+    else:
+        path = Path(database).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"store {display}: cannot create directory {path.parent}: {exc.strerror or exc}"
+            ) from None
+    engine = sa.create_engine(parsed, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if not memory:
+                cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cur.close()
+
+    return engine
+
+
+def schema_version(conn: Connection) -> int:
+    """Return the version recorded in ``schema_version`` (0 when the table is absent or empty)."""
+    if not sa.inspect(conn).has_table(SchemaVersionRow.__tablename__):
+        return 0
+    table = SchemaVersionRow.__table__  # type: ignore[attr-defined]
+    version = conn.execute(sa.select(sa.func.max(table.c.version))).scalar()
+    return int(version or 0)
+
+
+def migrate(store: Store) -> int:
+    """Bring the schema up to the newest version in ``MIGRATIONS`` and return that version."""
+    target = max(MIGRATIONS)
+    with store.engine.connect() as conn:
+        current = schema_version(conn)
+    if current == target:
+        return current
+    with store.engine.connect() as conn:
+        _lock_for_migration(conn, store.dialect)
+        current = schema_version(conn)  # another replica may have migrated while we waited
+        if current > target:
+            conn.rollback()
+            raise StoreError(
+                f"store {store.url_display}: schema version {current} is newer than this watcher "
+                f"understands ({target}); upgrade watcher"
+            )
+        if current == 0 and not _has_any_table(conn):
+            SQLModel.metadata.create_all(conn)
+        else:
+            for version in sorted(v for v in MIGRATIONS if v > current):
+                MIGRATIONS[version](conn)
+        _stamp(conn, target)
+        conn.commit()
+    return target
+
+
+def _lock_for_migration(conn: Connection, dialect: str) -> None:
+    """Start the migration transaction holding a database-wide write lock."""
+    if dialect == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif dialect == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+
+
+def _has_any_table(conn: Connection) -> bool:
+    """Tell whether any watcher table already exists (an unversioned, older database)."""
+    existing = set(sa.inspect(conn).get_table_names())
+    return any(name in existing for name in SQLModel.metadata.tables)
+
+
+def _stamp(conn: Connection, version: int) -> None:
+    """Record ``version`` as the single row of ``schema_version``."""
+    if not sa.inspect(conn).has_table(SchemaVersionRow.__tablename__):
+        SQLModel.metadata.create_all(conn, tables=[SchemaVersionRow.__table__])  # type: ignore[attr-defined]
+    table = SchemaVersionRow.__table__  # type: ignore[attr-defined]
+    conn.execute(sa.delete(table))
+    conn.execute(sa.insert(table).values(id=1, version=version, migrated_at=datetime.now(UTC)))
+
+
+_KNOWN = (
+    ("file is not a database", "not a SQLite database (corrupt, or some other kind of file)"),
+    ("database disk image is malformed", "the database file is corrupt"),
+    ("database is locked", "database is locked by another connection (gave up after busy_timeout)"),
+    ("database table is locked", "a table is locked by another connection (gave up after busy_timeout)"),
+    (
+        "unable to open database file",
+        "cannot open the database file (missing directory or permission denied)",
+    ),
+    ("readonly database", "the database is read-only (permission denied)"),
+    ("password authentication failed", "authentication failed"),
+)
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return a short, single-line description of a driver or OS error."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    lowered = text.lower()
+    for needle, meaning in _KNOWN:
+        if needle in lowered:
+            return meaning
+    if isinstance(orig, OSError) and orig.strerror:
+        text = f"{orig.strerror}: {orig.filename}" if orig.filename else orig.strerror
+    first = text.splitlines()[0] if text else type(orig).__name__
+    return first[:300]
+
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Store",
+    "describe_error",
+    "migrate",
+    "open_store",
+    "schema_version",
+]
