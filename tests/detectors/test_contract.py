@@ -1,0 +1,118 @@
+"""The detector contract, checked for every registered kind with property-based inputs.
+
+Every kind must be causal, never raise on NaN/inf/gaps/duplicate or older timestamps, ignore stale
+points, stay not-ready and quiet while warming up, keep its score in [0, 1], score > 0 whenever it
+flags a point, and keep a non-flagged ready point inside the band it reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from watcher.core import Verdict
+from watcher.detectors import known_kinds, make_detector
+from watcher.errors import DetectorError
+from watcher.rules.schema import RollingDetector, ThresholdDetector
+
+SPECS: list[Any] = [
+    ThresholdDetector(kind="threshold", above=10.0),
+    ThresholdDetector(kind="threshold", below=-5.0),
+    ThresholdDetector(kind="threshold", above=3.0, below=0.0),
+    ThresholdDetector(kind="threshold", above=0.0),
+    RollingDetector(kind="rolling", window="1h", min_points=3, min_history="10m"),
+    RollingDetector(kind="rolling", window="30m", min_points=5, direction="up", sensitivity=2),
+    RollingDetector(
+        kind="rolling", window="2h", min_points=4, min_history="15m", direction="down", min_spread=0.5
+    ),
+    RollingDetector(kind="rolling", window="1h", min_points=3, min_history="0s", sensitivity=0.5),
+]
+IDS = [f"{s.kind}-{i}" for i, s in enumerate(SPECS)]
+
+# Steps in seconds: mostly regular, with duplicates (0), going back in time and long gaps.
+steps = st.one_of(st.just(60), st.just(60), st.just(300), st.sampled_from([0, -60, 1, 4 * 3600]))
+values = st.one_of(
+    st.integers(0, 10).map(float),
+    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+    st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 1e3, -1e3]),
+)
+points = st.lists(st.tuples(steps, values), max_size=150)
+RUN = settings(max_examples=150, deadline=None)
+
+
+def arrays(pts: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Turn (step, value) pairs into timestamp and value arrays starting at t = 1e9."""
+    ts = 1e9 + np.cumsum([s for s, _ in pts], dtype=np.float64)
+    return ts, np.array([v for _, v in pts], dtype=np.float64)
+
+
+def comparable(v: Verdict) -> tuple[Any, ...]:
+    """Return the verdict's fields with NaN made comparable (NaN != NaN otherwise)."""
+    return tuple("nan" if isinstance(x, float) and math.isnan(x) else x for x in dataclasses.astuple(v))
+
+
+def check_verdict(v: Verdict) -> None:
+    """Assert the per-verdict part of the contract."""
+    assert 0.0 <= v.score <= 1.0, v
+    if not v.ready:
+        assert not v.anomalous and v.score == 0.0 and v.reason, v
+        return
+    if v.anomalous:
+        assert v.score > 0.0, v
+    else:
+        assert math.isnan(v.lower) or v.value >= v.lower, v
+        assert math.isnan(v.upper) or v.value <= v.upper, v
+
+
+def test_every_registered_kind_is_covered() -> None:
+    assert {s.kind for s in SPECS} == set(known_kinds())
+
+
+def test_unknown_kind_is_a_detector_error() -> None:
+    with pytest.raises(DetectorError, match="unknown detector kind"):
+        make_detector(type("Spec", (), {"kind": "nope"})())
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+@given(pts=points, cut=st.integers(0, 150))
+@RUN
+def test_causal_prefix_verdicts_do_not_change(spec: Any, pts: list[tuple[int, float]], cut: int) -> None:
+    ts, vs = arrays(pts)
+    full = make_detector(spec).update_many(ts, vs)
+    prefix = make_detector(spec).update_many(ts[:cut], vs[:cut])
+    assert [comparable(v) for v in prefix] == [comparable(v) for v in full[: len(prefix)]]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+@given(pts=points)
+@RUN
+def test_safe_and_within_contract(spec: Any, pts: list[tuple[int, float]]) -> None:
+    det = make_detector(spec)
+    ts, vs = arrays(pts)
+    newest = -math.inf
+    for t, x in zip(ts.tolist(), vs.tolist(), strict=True):
+        v = det.update(t, x)
+        if t <= newest:
+            assert v is None
+            continue
+        newest = t
+        assert v is not None and v.ts == t
+        if not math.isfinite(x):
+            assert (v.ready, v.anomalous, v.reason) == (False, False, "no data")
+        check_verdict(v)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_first_point_is_quiet_unless_the_kind_has_no_warm_up(spec: Any) -> None:
+    v = make_detector(spec).update(1e9, 1e6)
+    assert v is not None
+    if spec.kind == "threshold":
+        assert v.ready
+    else:
+        assert not v.ready and not v.anomalous and v.reason.startswith("warming up")
