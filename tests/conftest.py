@@ -42,3 +42,84 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin2:
             admin2.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+from tests.httpreceiver import HTTPReceiver  # noqa: E402
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HTTPReceiver]:
+    """Return a running loopback ``HTTPReceiver`` (answers 200; see ``set_statuses``)."""
+    with HTTPReceiver() as receiver:
+        yield receiver
+
+
+# --- Prometheus and Alertmanager (Debian packages), see tests/prom.py ---------------------------
+
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests.prom import (  # noqa: E402
+    ALERTMANAGER_BIN,
+    PROMETHEUS_BIN,
+    PROMTOOL_BIN,
+    AlertmanagerServer,
+    PrometheusServer,
+)
+
+PrometheusFactory = Callable[..., PrometheusServer]
+
+
+def _prometheus_factory(root: Path) -> Iterator[PrometheusFactory]:
+    for binary in (PROMETHEUS_BIN, PROMTOOL_BIN):
+        if not binary.is_file():
+            missing_component(f"{binary} not found (apt-get install prometheus)")
+    servers: list[PrometheusServer] = []
+
+    def make(
+        *, targets: Sequence[str] = (), openmetrics: str | None = None, start: bool = True
+    ) -> PrometheusServer:
+        server = PrometheusServer(root / f"prom{len(servers)}", targets=targets)
+        servers.append(server)
+        if openmetrics is not None:
+            server.backfill(openmetrics)
+        if start:
+            server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path: Path) -> Iterator[PrometheusFactory]:
+    """Return ``make(targets=…, openmetrics=…, start=True)`` building real Prometheus servers.
+
+    Each server gets its own data dir and free loopback port; ``openmetrics`` history is
+    backfilled before start. All are stopped by PID at teardown.
+    """
+    yield from _prometheus_factory(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def prometheus_module_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusFactory]:
+    """Return the same factory as ``prometheus_factory``, with servers shared by one test module."""
+    yield from _prometheus_factory(tmp_path_factory.mktemp("prometheus"))
+
+
+@pytest.fixture
+def prometheus(prometheus_factory: PrometheusFactory) -> PrometheusServer:
+    """Return a running, empty Prometheus with exemplar storage and no scrape targets."""
+    return prometheus_factory()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[AlertmanagerServer]:
+    """Return a running Alertmanager (clustering off, a catch-all receiver that sends nothing)."""
+    if not ALERTMANAGER_BIN.is_file():
+        missing_component(f"{ALERTMANAGER_BIN} not found (apt-get install prometheus-alertmanager)")
+    with AlertmanagerServer(tmp_path / "alertmanager") as server:
+        yield server

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -101,6 +109,44 @@ class ServerSettings(_Section):
     port: int = Field(9464, ge=0, le=65535)
 
 
+class BasicAuth(_Section):
+    """HTTP basic authentication for a Prometheus endpoint."""
+
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+
+class PrometheusEndpoint(_Section):
+    """One PromQL API (Prometheus, Thanos, Mimir, VictoriaMetrics) that rules can query by name."""
+
+    url: str = Field(description="base URL of the PromQL API, e.g. http://prometheus:9090 (no /api/v1)")
+    bearer_token: SecretStr | None = Field(None, description="sent as `Authorization: Bearer …` (secret)")
+    basic_auth: BasicAuth | None = None
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="extra HTTP headers, e.g. X-Scope-OrgID for Mimir (values secret)"
+    )
+    tls_verify: bool | str = Field(True, description="verify TLS certificates; a string is a CA bundle path")
+    timeout_s: float = Field(10.0, gt=0, description="per-request timeout")
+    retries: int = Field(0, ge=0, le=10, description="retries on connection errors and 502/503/504")
+    exemplars: bool = Field(True, description="query /api/v1/query_exemplars for trace IDs")
+
+    @field_validator("tls_verify", mode="before")
+    @classmethod
+    def _bool_words(cls, value: Any) -> Any:
+        # From the environment every value is a string; "false" must not become a CA path.
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.strip().lower() in ("true", "yes", "1")
+        return value
+
+    @model_validator(mode="after")
+    def _valid(self) -> PrometheusEndpoint:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("`url` must start with http:// or https://")
+        if self.bearer_token is not None and self.basic_auth is not None:
+            raise ValueError("set `bearer_token` or `basic_auth`, not both")
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of watcher. See the module docstring for precedence and defaults."""
 
@@ -122,6 +168,12 @@ class Settings(BaseSettings):
     route: RouteSettings = RouteSettings()
     notify: NotifySettings = NotifySettings()
     server: ServerSettings = ServerSettings()
+    prometheus: dict[str, PrometheusEndpoint] = Field(
+        default_factory=dict, description="named PromQL endpoints; a rule picks one with `endpoint`"
+    )
+    default_prometheus: str | None = Field(
+        None, description="endpoint for rules that name none; default: the only one, if exactly one"
+    )
     max_workers: int = Field(4, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -136,6 +188,15 @@ class Settings(BaseSettings):
             )
         if "{trace_id}" not in self.trace_url:
             raise ValueError("trace_url must contain {trace_id}")
+        return self
+
+    @model_validator(mode="after")
+    def _default_prometheus_exists(self) -> Settings:
+        if self.default_prometheus is not None and self.default_prometheus not in self.prometheus:
+            known = ", ".join(sorted(self.prometheus)) or "none"
+            raise ValueError(
+                f"default_prometheus names unknown endpoint {self.default_prometheus!r}; defined: {known}"
+            )
         return self
 
     @classmethod
@@ -184,3 +245,11 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
             lines.append(f"{where}: {loc}: {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def shipped_rules_dir() -> Path:
+    """Return the folder of the rule pack shipped with watcher (installed or in a source checkout)."""
+    installed = Path(__file__).parent / "_shipped_rules"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "rules"

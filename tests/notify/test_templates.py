@@ -1,0 +1,190 @@
+"""Rendering: annotations, trace links, the default title/body and the JSON payload."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from tests.notify.factory import T0, firing, make_settings, resolved
+from watcher.core import NotificationKind
+from watcher.notify.templates import format_number, render_annotations, render_notification, trace_link
+
+RULE_URL = "http://watcher.test/rules/llm-cost/SpendAnomaly"
+
+
+def _render(alert=None, kind=NotificationKind.FIRING, settings=None, **kw):  # type: ignore[no-untyped-def]
+    return render_notification(
+        alert or firing(),
+        kind=kind,
+        receiver="console",
+        settings=settings or make_settings(),
+        rule_url=RULE_URL,
+        **kw,
+    )
+
+
+def test_annotations_render_labels_and_numbers() -> None:
+    out = render_annotations(
+        {
+            "summary": "{{ labels.tenant }} spends ${{ value | round(2) }}/h, "
+            "expected ≤ ${{ upper | round(2) }}/h"
+        },
+        labels={"tenant": "acme"},
+        value=12.3456,
+        expected=1.2,
+        lower=0.8,
+        upper=2.1,
+        score=0.9,
+    )
+    assert out == {"summary": "acme spends $12.35/h, expected ≤ $2.1/h"}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ labels.missing }}|", "|"),
+        ("{{ labels.missing.deeper }}|", "|"),
+        ("{{ nothing }}x", "x"),
+        ("{{ score | sig }}", "0.90"),
+    ],
+)
+def test_undefined_renders_empty(template: str, expected: str) -> None:
+    out = render_annotations({"a": template}, labels={}, value=1, expected=1, lower=0, upper=2, score=0.9)
+    assert out["a"] == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ value | round(2) ",  # syntax error
+        "{{ 1 / 0 }}",  # runtime error
+        "{{ labels.__class__.__mro__[1].__subclasses__() }}",  # sandbox refuses
+        "{{ value | nosuchfilter }}",
+    ],
+)
+def test_broken_annotation_falls_back_to_raw_text(template: str) -> None:
+    out = render_annotations({"summary": template}, labels={}, value=1, expected=1, lower=0, upper=2, score=0)
+    assert out["summary"].startswith(template + " (template error: ")
+
+
+def test_trace_link_quotes_the_id() -> None:
+    assert trace_link("http://t/trace/{trace_id}?x=1", "ab/c d") == "http://t/trace/ab%2Fc%20d?x=1"
+
+
+@pytest.mark.parametrize(
+    ("x", "text"),
+    [
+        (12.3456, "12.35"),
+        (1.2, "1.20"),
+        (0.8, "0.80"),
+        (2.0, "2.00"),
+        (1234.5, "1234"),
+        (0.0123, "0.0123"),
+        (0.00001234, "1.234e-05"),
+        (123456.0, "123,456"),
+        (math.nan, "n/a"),
+        (math.inf, "n/a"),
+    ],
+)
+def test_format_number(x: float, text: str) -> None:
+    assert format_number(x) == text
+
+
+def test_default_firing_message() -> None:
+    n = _render()
+    assert n.title == '[FIRING] SpendAnomaly {tenant="acme"}'
+    assert "acme spends too much" in n.body
+    assert "value 12.35 (expected 1.20, band 0.80 – 2.10)" in n.body
+    assert "since 2026-11-26 14:05 UTC (for 25m)" in n.body
+    assert "`tenant=acme`" in n.body
+    assert (
+        "- [trace 4bf92f35…](http://jaeger.test/trace/4bf92f3577b34da6a3ce929d0e0e4736)"
+        " value 0.42 · gpt-4o · acme" in n.body
+    )
+    assert f"({RULE_URL})" in n.body
+    assert n.links == (
+        (
+            "trace 4bf92f3577b34da6a3ce929d0e0e4736",
+            "http://jaeger.test/trace/4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        ("trace " + "a" * 32, "http://jaeger.test/trace/" + "a" * 32),
+        ("rule SpendAnomaly", RULE_URL),
+    )
+
+
+def test_top_traces_limit() -> None:
+    n = _render(settings=make_settings(notify={"top_traces": 1}))
+    assert n.body.count("jaeger.test/trace/") == 1
+    assert len(n.payload["traces"]) == 1
+
+
+def test_default_resolved_message() -> None:
+    alert = resolved(firing(), T0 + timedelta(minutes=40))
+    n = _render(alert, NotificationKind.RESOLVED)
+    assert n.title == '[RESOLVED] SpendAnomaly {tenant="acme"}'
+    assert "resolved at 2026-11-26 14:45 UTC, lasted 40m" in n.body
+    assert "final value 12.35" in n.body
+    assert n.payload["status"] == "resolved"
+    assert n.payload["ends_at"] == "2026-11-26T14:45:00Z"
+
+
+def test_payload_is_json_with_nan_as_null() -> None:
+    alert = firing(expected=math.nan, lower=math.nan, upper=math.inf)
+    n = _render(alert)
+    text = json.dumps(n.payload, allow_nan=False)  # raises on NaN/inf
+    p = json.loads(text)
+    assert p["expected"] is None and p["lower"] is None and p["upper"] is None
+    assert p["value"] == 12.3456 and p["status"] == "firing" and p["version"] == "1"
+    assert p["alertname"] == "SpendAnomaly" and p["group"] == "llm-cost" and p["labels"] == {"tenant": "acme"}
+    assert p["starts_at"] == "2026-11-26T14:05:00Z" and p["ends_at"] is None
+    assert p["fingerprint"] == alert.fingerprint and p["dedup_key"] == n.dedup_key
+    assert p["rule_url"] == RULE_URL
+    assert p["traces"][0] == {
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+        "value": 0.42,
+        "ts": "2026-11-26T14:05:00Z",
+        "url": "http://jaeger.test/trace/4bf92f3577b34da6a3ce929d0e0e4736",
+        "note": "gpt-4o · acme",
+    }
+    assert "\n\nvalue 12.35\n\n" in n.body
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper", "text"),
+    [
+        (math.nan, 2.1, "value 12.35 (expected 1.20, limit ≤ 2.10)"),
+        (0.8, math.nan, "value 12.35 (expected 1.20, limit ≥ 0.80)"),
+    ],
+)
+def test_one_sided_band(lower: float, upper: float, text: str) -> None:
+    assert text in _render(firing(lower=lower, upper=upper)).body
+
+
+def test_dedup_key_is_stable_per_episode() -> None:
+    a = firing()
+    later = replace(a, last_eval=T0 + timedelta(hours=5), value=99.0)
+    other_episode = firing(active_at=T0 + timedelta(hours=6))
+    other_alert = firing(labels={"tenant": "globex"})
+    key = _render(a).dedup_key
+    assert len(key) == 32
+    assert _render(later).dedup_key == key
+    assert _render(resolved(a, T0 + timedelta(hours=1)), NotificationKind.RESOLVED).dedup_key == key
+    assert _render(other_episode).dedup_key != key
+    assert _render(other_alert).dedup_key != key
+
+
+def test_custom_templates_and_fallback() -> None:
+    n = _render(
+        title_template="{{ alertname }} on {{ labels.tenant }} ({{ status }})",
+        body_template="{{ value | sig }} > {{ upper | sig }} {% for t in traces %}{{ t.url }} {% endfor %}",
+    )
+    assert n.title == "SpendAnomaly on acme (firing)"
+    assert n.body.startswith("12.35 > 2.10 http://jaeger.test/trace/4bf92f35")
+    broken = _render(title_template="{{ oops", body_template="{{ 1/0 }}")
+    assert broken.title == '[FIRING] SpendAnomaly {tenant="acme"}'
+    assert "value 12.35" in broken.body

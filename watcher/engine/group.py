@@ -1,0 +1,303 @@
+"""Evaluation of one rule group at one instant: fetch → detect → step the state machine → persist.
+
+This module owns the per-rule runtime state (one detector per series, the fetch cursor, the
+current alerts) and the order of one evaluation. It does not own the transitions (``alerting``),
+scheduling or reloading (``scheduler``), nor delivery (``notify``): it returns the alerts worth
+notifying and the caller submits them.
+
+Invariants:
+
+* ``now`` is a parameter; nothing here reads the clock except to time the evaluation itself;
+* a failed fetch returns before touching alert state, so an outage never resolves an alert;
+* each tick fetches only the points after the previous tick (the first fetch reaches back
+  ``lookback`` to warm the detectors up), so the cost of a tick does not grow with history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_epoch, to_epoch
+from ..detectors import Detector, make_detector
+from ..errors import SourceError, WatcherError
+from ..notify.templates import render_annotations
+from ..rules.schema import Group, RollingDetector, Rule, TracesSpec
+from ..selfmetrics import SelfMetrics
+from ..sources.base import Source
+from .alerting import Observation, Timing, step
+from .state import AlertStore, RuleHealth
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOP_TRACES = 5
+
+
+def rule_step(rule: Rule, group: Group) -> timedelta:
+    """Return the spacing of a rule's points: ``query.step`` or the group interval."""
+    if rule.query is not None and rule.query.step is not None:
+        return rule.query.step
+    return group.interval
+
+
+def rule_lookback(rule: Rule, group: Group) -> timedelta:
+    """Return how much history the first fetch of a rule reaches back for its detector."""
+    if rule.lookback is not None:
+        return rule.lookback
+    stp = rule_step(rule, group)
+    if isinstance(rule.detector, RollingDetector):
+        return rule.detector.window + 2 * stp
+    return 2 * stp
+
+
+def rank_traces(refs: Iterable[TraceRef], spec: TracesSpec | None, top: int) -> tuple[TraceRef, ...]:
+    """Return the ``top`` distinct trace references in the order the rule asks for."""
+    order = spec.order if spec is not None else "value_desc"
+    best: dict[str, TraceRef] = {}
+    for ref in refs:
+        old = best.get(ref.trace_id)
+        if old is None or _better(ref, old, order):
+            best[ref.trace_id] = ref
+    if order == "recent":
+        ranked = sorted(best.values(), key=lambda r: r.ts.timestamp() if r.ts else -math.inf, reverse=True)
+    else:
+        sign = -1.0 if order == "value_desc" else 1.0
+        ranked = sorted(best.values(), key=lambda r: sign * r.value if r.value is not None else math.inf)
+    return tuple(ranked[:top])
+
+
+def _better(a: TraceRef, b: TraceRef, order: str) -> bool:
+    if a.value is None or b.value is None:
+        return b.value is None and a.value is not None
+    return a.value > b.value if order == "value_desc" else a.value < b.value
+
+
+@dataclass
+class _RuleRunner:
+    """Runtime state of one rule: detectors per series, the fetch cursor and current alerts."""
+
+    rule: Rule
+    group: Group
+    detectors: dict[Labels, Detector] = field(default_factory=dict)
+    cursor: float | None = None
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    last_verdicts: dict[Labels, Verdict] = field(default_factory=dict)
+
+    @property
+    def top(self) -> int:
+        if self.rule.traces is not None and self.rule.traces.from_ == "none":
+            return 0
+        return self.rule.traces.top if self.rule.traces is not None else DEFAULT_TOP_TRACES
+
+    def passes_floor(self, value: float) -> bool:
+        r = self.rule
+        if r.min_value is not None and not value >= r.min_value:
+            return False
+        return not (r.max_value is not None and not value <= r.max_value)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    """What one group evaluation produced."""
+
+    group: str
+    at: datetime
+    notify: list[tuple[Alert, Sequence[str]]]
+    health: list[RuleHealth]
+    alerts: list[Alert]
+
+
+class GroupEvaluator:
+    """Evaluates the rules of one group; keeps their state between evaluations."""
+
+    def __init__(
+        self,
+        group: Group,
+        sources: Mapping[str, Source],
+        *,
+        alert_store: AlertStore | None = None,
+        resolved_retention: timedelta = timedelta(minutes=15),
+        metrics: SelfMetrics | None = None,
+        render: Callable[..., dict[str, str]] = render_annotations,
+    ) -> None:
+        self.group = group
+        self._sources = sources
+        self._alert_store = alert_store
+        self._retention = resolved_retention
+        self._metrics = metrics
+        self._render = render
+        self._runners = [_RuleRunner(rule=r, group=group) for r in group.rules]
+
+    @property
+    def name(self) -> str:
+        """Return the group's name."""
+        return self.group.name
+
+    def restore(self, alerts: Iterable[Alert]) -> list[str]:
+        """Adopt persisted alerts of this group; return fingerprints that belong to no rule any more."""
+        by_rule = {r.rule.alert: r for r in self._runners}
+        orphans = []
+        for alert in alerts:
+            runner = by_rule.get(alert.rule)
+            if runner is None:
+                orphans.append(alert.fingerprint)
+            else:
+                runner.alerts[alert.fingerprint] = alert
+        return orphans
+
+    def alerts(self) -> list[Alert]:
+        """Return every alert this group currently holds."""
+        return [a for r in self._runners for a in r.alerts.values()]
+
+    def verdicts(self) -> dict[str, dict[Labels, Verdict]]:
+        """Return the latest verdict per rule and series, for the status page and charts."""
+        return {r.rule.alert: dict(r.last_verdicts) for r in self._runners}
+
+    def evaluate(self, now: datetime) -> EvalResult:
+        """Evaluate every rule at ``now``; persist the changes; return what to notify."""
+        healths: list[RuleHealth] = []
+        changed: list[Alert] = []
+        deleted: list[str] = []
+        started = time.perf_counter()
+        for runner in self._runners:
+            t0 = time.perf_counter()
+            try:
+                n_series, ch, de = self._evaluate_rule(runner, now)
+            except WatcherError as exc:
+                reason = type(exc).__name__
+                logger.warning(
+                    "rule evaluation failed: %s",
+                    exc,
+                    extra={"group": self.name, "rule": runner.rule.alert, "reason": reason},
+                )
+                if self._metrics:
+                    self._metrics.rule_failures.labels(self.name, runner.rule.alert, reason).inc()
+                healths.append(
+                    RuleHealth(self.name, runner.rule.alert, False, now, time.perf_counter() - t0, str(exc))
+                )
+                continue
+            changed.extend(ch)
+            deleted.extend(de)
+            healths.append(RuleHealth(self.name, runner.rule.alert, True, now, time.perf_counter() - t0, None, n_series))
+            if self._metrics:
+                self._metrics.rule_evaluations.labels(self.name, runner.rule.alert).inc()
+        if self._alert_store is not None:
+            self._alert_store.save(changed, deleted)
+            self._alert_store.record_health(healths)
+        if self._metrics:
+            self._metrics.group_duration.labels(self.name).observe(time.perf_counter() - started)
+            for runner in self._runners:
+                for st in AlertState:
+                    n = sum(1 for a in runner.alerts.values() if a.state is st)
+                    self._metrics.alerts.labels(self.name, runner.rule.alert, str(st)).set(n)
+        notify: list[tuple[Alert, Sequence[str]]] = []
+        for runner in self._runners:
+            for alert in runner.alerts.values():
+                if alert.state is AlertState.FIRING or alert.resolved:
+                    notify.append((alert, runner.rule.receivers))
+        return EvalResult(self.name, now, notify, healths, self.alerts())
+
+    # --- one rule ----------------------------------------------------------------------------
+
+    def _evaluate_rule(self, runner: _RuleRunner, now: datetime) -> tuple[int, list[Alert], list[str]]:
+        rule = runner.rule
+        source = self._sources.get(rule.source)
+        if source is None:
+            raise SourceError(f"no source configured for source: {rule.source}", source=rule.source)
+        stp = rule_step(rule, self.group)
+        step_s = stp.total_seconds()
+        grid_last = math.floor(to_epoch(now) / step_s) * step_s
+        start = from_epoch(runner.cursor) if runner.cursor is not None else now - rule_lookback(rule, self.group)
+        series_list = source.fetch(rule, start, now, stp)  # a SourceError leaves all state untouched
+        runner.cursor = max(grid_last, runner.cursor or -math.inf)
+
+        observations: dict[str, tuple[Labels, Observation | None]] = {}
+        for series in series_list:
+            labels = series.labels.merge(rule.labels)
+            fp = labels.merge({"alertname": rule.alert}).fingerprint
+            observations[fp] = (labels, self._observe(runner, series, grid_last, fp))
+        for fp, alert in runner.alerts.items():
+            if fp not in observations:
+                observations[fp] = (alert.labels, self._missing(runner, alert))
+
+        changed: list[Alert] = []
+        deleted: list[str] = []
+        timing = Timing(rule.for_, rule.keep_firing_for, self._retention)
+        for fp, (labels, obs) in observations.items():
+            prev = runner.alerts.get(fp)
+            new = step(prev, obs, now, timing, rule=rule.alert, group=self.name, labels=labels)
+            if new is None:
+                if prev is not None:
+                    del runner.alerts[fp]
+                    deleted.append(fp)
+                continue
+            if new != prev:
+                changed.append(new)
+            runner.alerts[fp] = new
+        return len(series_list), changed, deleted
+
+    def _observe(self, runner: _RuleRunner, series: Series, grid_last: float, fp: str) -> Observation | None:
+        rule = runner.rule
+        if rule.detector is None:
+            verdicts = [
+                Verdict(ts=float(t), value=float(v), anomalous=math.isfinite(v), ready=math.isfinite(v))
+                for t, v in zip(series.timestamps, series.values, strict=True)
+            ]
+        else:
+            det = runner.detectors.get(series.labels)
+            if det is None:
+                det = runner.detectors[series.labels] = make_detector(rule.detector)
+            verdicts = det.update_many(series.timestamps, series.values, series.counts)
+        latest = next((v for v in reversed(verdicts) if v.ts == grid_last), None)
+        if latest is not None:
+            runner.last_verdicts[series.labels] = latest
+        if latest is None or (not latest.ready and latest.reason == "no data"):
+            prev = runner.alerts.get(fp)
+            return self._no_data(runner, prev)
+        if not latest.ready:
+            return None  # warming up: no verdict, keep whatever state there is
+        active = latest.anomalous and runner.passes_floor(latest.value)
+        traces: tuple[TraceRef, ...] = ()
+        if active and runner.top:
+            prev = runner.alerts.get(fp)
+            since = grid_last - max(rule.for_.total_seconds(), rule_step(rule, self.group).total_seconds())
+            index = {float(t): i for i, t in enumerate(series.timestamps)}
+            fresh = [
+                ref
+                for v in verdicts
+                if v.anomalous and v.ts >= since and runner.passes_floor(v.value)
+                for ref in series.traces_at(index[v.ts])
+            ]
+            kept = prev.traces if prev is not None and prev.state is not AlertState.INACTIVE else ()
+            traces = rank_traces([*kept, *fresh], rule.traces, runner.top)
+        return self._obs(rule, series.labels.merge(rule.labels), latest, active, traces)
+
+    def _obs(self, rule: Rule, labels: Labels, v: Verdict, active: bool, traces: tuple[TraceRef, ...]) -> Observation:
+        annotations = self._render(
+            rule.annotations, labels=labels, value=v.value, expected=v.expected, lower=v.lower, upper=v.upper,
+            score=v.score,
+        ) if rule.annotations else {}
+        return Observation(
+            active=active, value=v.value, expected=v.expected, lower=v.lower, upper=v.upper, score=v.score,
+            annotations=annotations, traces=traces,
+        )
+
+    def _missing(self, runner: _RuleRunner, alert: Alert) -> Observation | None:
+        if runner.rule.detector is None and runner.rule.source == "prometheus":
+            return Observation(active=False)  # Prometheus semantics: the expr no longer matches
+        return self._no_data(runner, alert)
+
+    def _no_data(self, runner: _RuleRunner, prev: Alert | None) -> Observation | None:
+        policy = runner.rule.no_data
+        if policy == "ok":
+            return Observation(active=False)
+        if policy == "alert":
+            notes = {"no_data": "no data for this series"}
+            if prev is not None:
+                notes = {**prev.annotations, **notes}
+            return Observation(active=True, annotations=notes)
+        return None

@@ -1,0 +1,287 @@
+"""The daemon: ticks per rule group, a thread pool, reload on SIGHUP, graceful stop.
+
+This module owns wiring (store, sources, notifier, evaluators), the clock, the schedule and the
+process lifecycle. It does not own what one evaluation does (``group``) nor delivery
+(``notify``).
+
+Scheduling follows the field notes on ``schedule``: its ticks only *dispatch* work to a
+``ThreadPoolExecutor``; each job has a non-blocking lock, so a slow job skips a tick (counted as
+missed) instead of piling up; every job is wrapped so an exception is logged and counted and never
+escapes ``run_pending()``. All state that must survive a restart is in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import schedule
+
+from ..config import Settings
+from ..core import Alert
+from ..errors import RuleFileError
+from ..notify.pipeline import Notifier
+from ..notify.receivers import build_receivers
+from ..notify.receivers.base import Receiver
+from ..rules.loader import LoadedRules, load_rule_files
+from ..selfmetrics import SelfMetrics
+from ..sources.base import Source
+from ..sources.sql import SqlSource
+from ..store.db import Store, open_store
+from .group import EvalResult, GroupEvaluator
+from .state import AlertStore
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """Return the current time, UTC-aware."""
+    return datetime.now(UTC)
+
+
+def build_sources(settings: Settings, store: Store) -> dict[str, Source]:
+    """Return the sources the settings configure, keyed by the rule ``source`` they serve."""
+    from ..sources.prometheus import PrometheusSource
+
+    sql = SqlSource(store)
+    sources: dict[str, Source] = {"calls": sql, "scores": sql}
+    if settings.prometheus:
+        sources["prometheus"] = PrometheusSource(settings.prometheus, settings.default_prometheus)
+    return sources
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    """The outcome of a rule reload."""
+
+    ok: bool
+    groups: int
+    error: str | None = None
+
+
+class Daemon:
+    """The long-running evaluator: owns the store, the rule groups and the notifier."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        sources: Mapping[str, Source] | None = None,
+        receivers: Mapping[str, Receiver] | None = None,
+        metrics: SelfMetrics | None = None,
+        clock: Clock = utcnow,
+        rules: LoadedRules | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics or SelfMetrics()
+        self.store = store or open_store(
+            settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms
+        )
+        self.alert_store = AlertStore(self.store)
+        self.sources = dict(sources) if sources is not None else build_sources(settings, self.store)
+        self.notifier = Notifier(
+            self.store,
+            settings,
+            receivers if receivers is not None else build_receivers(settings),
+            rule_url=self.rule_url,
+        )
+        self.rules = rules if rules is not None else self._load_rules()
+        self.evaluators: dict[str, GroupEvaluator] = {}
+        self._install(self.rules)
+        self.last_reload_error: str | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._locks: dict[str, threading.Lock] = {}
+        self._stop = threading.Event()
+        self._reload_requested = threading.Event()
+        self._scheduler = schedule.Scheduler()
+
+    # --- rules -------------------------------------------------------------------------------
+
+    def _load_rules(self) -> LoadedRules:
+        return load_rule_files(self.settings.rules, known_receivers=set(self.settings.receivers))
+
+    def _install(self, rules: LoadedRules) -> None:
+        """Build evaluators for ``rules``, keeping the state of groups that did not change."""
+        persisted: dict[str, list[Alert]] = {}
+        for alert in self.alert_store.load():
+            persisted.setdefault(alert.group, []).append(alert)
+        new: dict[str, GroupEvaluator] = {}
+        orphans: list[str] = []
+        for lg in rules.groups:
+            old = self.evaluators.get(lg.group.name)
+            if old is not None and old.group == lg.group:
+                new[lg.group.name] = old
+                continue
+            ev = GroupEvaluator(
+                lg.group,
+                self.sources,
+                alert_store=self.alert_store,
+                resolved_retention=self.settings.notify.resolved_retention,
+                metrics=self.metrics,
+            )
+            orphans += ev.restore(persisted.get(lg.group.name, []))
+            new[lg.group.name] = ev
+        gone = set(persisted) - set(new)
+        orphans += [a.fingerprint for g in gone for a in persisted[g]]
+        self.alert_store.save([], orphans)
+        self.evaluators = new
+        self.rules = rules
+
+    def reload(self) -> ReloadResult:
+        """Re-read the rule files; on any problem keep the running rules and say why."""
+        try:
+            rules = self._load_rules()
+        except RuleFileError as exc:
+            self.last_reload_error = str(exc)
+            self.metrics.reloads.labels("error").inc()
+            logger.error("rule reload failed, keeping the previous rules:\n%s", exc)
+            return ReloadResult(False, len(self.evaluators), str(exc))
+        self._install(rules)
+        self.last_reload_error = None
+        self.metrics.reloads.labels("ok").inc()
+        logger.info("rules reloaded: %d groups, %d rules", len(rules.groups), rules.rule_count)
+        if self._executor is not None:
+            self._schedule_jobs()
+        return ReloadResult(True, len(self.evaluators))
+
+    def rule_url(self, group: str, rule: str) -> str:
+        """Return the status-page link of one rule."""
+        return f"{self.settings.external_url.rstrip('/')}/rules/{group}/{rule}"
+
+    # --- work ----------------------------------------------------------------------------------
+
+    def evaluate_group(self, name: str, now: datetime | None = None) -> EvalResult:
+        """Evaluate one group at ``now`` (default: the clock) and enqueue its notifications."""
+        ev = self.evaluators[name]
+        at = now or self.clock()
+        result = ev.evaluate(at)
+        n = self.notifier.submit(result.notify, at)
+        if n:
+            logger.info("group %s: %d notification(s) enqueued", name, n)
+        return result
+
+    def flush(self, now: datetime | None = None) -> Any:
+        """Send whatever is due in the outbox."""
+        result = self.notifier.flush(now or self.clock())
+        self.metrics.outbox_depth.set(self.notifier.pending_count())
+        return result
+
+    def drain(self, deadline_s: float = 30.0, *, now: datetime | None = None) -> int:
+        """Flush the outbox until nothing is pending or ``deadline_s`` passes; return what is left.
+
+        With ``now`` (a virtual clock) retries are not waited for: one flush at ``now``.
+        """
+        end = time.monotonic() + deadline_s
+        while True:
+            self.flush(now)
+            left = int(self.notifier.pending_count())
+            if left == 0 or now is not None or time.monotonic() >= end:
+                return left
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+
+    def run_once(self, now: datetime | None = None, *, drain_s: float = 30.0) -> list[EvalResult]:
+        """Evaluate every group once at ``now``, then flush the outbox."""
+        results = [self.evaluate_group(name, now or self.clock()) for name in list(self.evaluators)]
+        self.drain(drain_s, now=now)
+        return results
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _dispatch(self, job: str, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the pool unless the previous run of ``job`` is still going."""
+        lock = self._locks.setdefault(job, threading.Lock())
+        if not lock.acquire(blocking=False):
+            self.metrics.missed_ticks.labels(job).inc()
+            logger.warning("job %s still running: tick skipped", job)
+            return
+
+        def run() -> None:
+            try:
+                fn()
+            except Exception:
+                self.metrics.job_exceptions.labels(job).inc()
+                logger.exception("job %s failed", job)
+            finally:
+                lock.release()
+
+        try:
+            assert self._executor is not None
+            self._executor.submit(run)
+        except RuntimeError:  # the pool is shutting down
+            lock.release()
+
+    def _schedule_jobs(self) -> None:
+        self._scheduler.clear()
+        for name, ev in self.evaluators.items():
+            secs = max(1, int(ev.group.interval.total_seconds()))
+            self._scheduler.every(secs).seconds.do(self._dispatch, f"group:{name}", lambda n=name: self.evaluate_group(n))
+        flush_s = max(1, int(self.settings.notify.flush_interval.total_seconds()))
+        self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self.flush)
+
+    def request_reload(self, *_: Any) -> None:
+        """Ask the loop to reload the rules (safe to call from a signal handler)."""
+        self._reload_requested.set()
+
+    def request_stop(self, *_: Any) -> None:
+        """Ask the loop to stop (safe to call from a signal handler)."""
+        self._stop.set()
+
+    def run(self, *, install_signals: bool = True, ready: Callable[[], None] | None = None) -> None:
+        """Run until stopped: evaluate every group now and then on its interval."""
+        if install_signals:
+            self._install_signals()
+        self._executor = ThreadPoolExecutor(self.settings.max_workers, thread_name_prefix="watcher")
+        try:
+            self._schedule_jobs()
+            for name in list(self.evaluators):
+                self._dispatch(f"group:{name}", lambda n=name: self.evaluate_group(n))
+            if ready is not None:
+                ready()
+            logger.info("watcher running: %d groups", len(self.evaluators))
+            while not self._stop.is_set():
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self.reload()
+                try:
+                    self._scheduler.run_pending()
+                except Exception:  # _dispatch never raises; this is a last guard against a hot loop
+                    logger.exception("scheduler tick failed")
+                self._stop.wait(0.2)
+        finally:
+            logger.info("stopping: finishing in-flight evaluations")
+            self._executor.shutdown(wait=True)
+            left = self.drain(deadline_s=5.0)
+            if left:
+                logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
+            self._executor = None
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self.request_stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.request_reload()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def close(self) -> None:
+        """Release the sources' connections and the store."""
+        for source in {id(s): s for s in self.sources.values()}.values():
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
+        self.store.close()

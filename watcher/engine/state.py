@@ -1,0 +1,179 @@
+"""Persistence of alert state and rule health in the store.
+
+This module owns the mapping between ``core.Alert`` and the ``alerts`` table, and the per-rule
+health rows of ``eval_runs``. It does not own the transitions (``alerting``) nor when to save
+(``group``). Saving after every evaluation is what lets a restart neither re-page nor forget a
+firing alert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, delete, select
+
+from ..core import Alert, AlertState, Labels, TraceRef
+from ..errors import StoreError
+from ..store.tables import AlertRow, EvalRunRow
+
+
+class SessionSource(Protocol):
+    """Anything that opens sessions on the store (``store.db.Store``)."""
+
+    def session(self) -> Session: ...
+
+
+@contextmanager
+def _translated(store: SessionSource, action: str) -> Iterator[None]:
+    """Turn database errors into a one-line StoreError (password redacted by the store)."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        make = getattr(store, "error", None)
+        if make is not None:
+            raise make(action, exc) from None
+        raise StoreError(f"store: {action} failed: {type(exc).__name__}") from None
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _unnum(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def alert_to_row(alert: Alert) -> AlertRow:
+    """Return the table row for ``alert``."""
+    return AlertRow(
+        fingerprint=alert.fingerprint,
+        rule=alert.rule,
+        group_name=alert.group,
+        labels=dict(alert.labels),
+        state=int(alert.state),
+        active_at=alert.active_at,
+        fired_at=alert.fired_at,
+        resolved_at=alert.resolved_at,
+        last_eval=alert.last_eval,
+        keep_firing_since=alert.keep_firing_since,
+        value=_num(alert.value),
+        expected=_num(alert.expected),
+        lower=_num(alert.lower),
+        upper=_num(alert.upper),
+        score=_num(alert.score),
+        annotations=dict(alert.annotations),
+        traces=[
+            {
+                "trace_id": t.trace_id,
+                "span_id": t.span_id,
+                "value": t.value,
+                "ts": t.ts.isoformat() if t.ts else None,
+                "note": t.note,
+            }
+            for t in alert.traces
+        ],
+    )
+
+
+def row_to_alert(row: AlertRow) -> Alert:
+    """Return the alert stored in ``row``."""
+    traces = tuple(
+        TraceRef(
+            trace_id=t["trace_id"],
+            span_id=t.get("span_id"),
+            value=t.get("value"),
+            ts=datetime.fromisoformat(t["ts"]) if t.get("ts") else None,
+            note=t.get("note"),
+        )
+        for t in (row.traces or [])
+    )
+    return Alert(
+        rule=row.rule,
+        group=row.group_name,
+        labels=Labels(row.labels or {}),
+        state=AlertState(row.state),
+        active_at=row.active_at,
+        fired_at=row.fired_at,
+        resolved_at=row.resolved_at,
+        last_eval=row.last_eval,
+        keep_firing_since=row.keep_firing_since,
+        value=_unnum(row.value),
+        expected=_unnum(row.expected),
+        lower=_unnum(row.lower),
+        upper=_unnum(row.upper),
+        score=_unnum(row.score) if row.score is not None else 0.0,
+        annotations=dict(row.annotations or {}),
+        traces=traces,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHealth:
+    """The outcome of one rule evaluation, as the status page and ``eval_runs`` show it."""
+
+    group: str
+    rule: str
+    ok: bool
+    at: datetime
+    duration_s: float
+    error: str | None = None
+    series: int = 0
+
+
+class AlertStore:
+    """Reads and writes alert state and rule health."""
+
+    def __init__(self, store: SessionSource) -> None:
+        self._store = store
+
+    def load(self, group: str | None = None) -> list[Alert]:
+        """Return every stored alert, or those of one group."""
+        with _translated(self._store, "loading alerts"), self._store.session() as s:
+            q = select(AlertRow)
+            if group is not None:
+                q = q.where(AlertRow.group_name == group)
+            return [row_to_alert(r) for r in s.exec(q).all()]
+
+    def save(self, changed: Iterable[Alert], deleted: Iterable[str]) -> None:
+        """Upsert ``changed`` alerts and delete the ``deleted`` fingerprints, in one transaction."""
+        changed = list(changed)
+        deleted = list(deleted)
+        if not changed and not deleted:
+            return
+        with _translated(self._store, "saving alert state"), self._store.session() as s:
+            for alert in changed:
+                s.merge(alert_to_row(alert))
+            if deleted:
+                s.exec(delete(AlertRow).where(col(AlertRow.fingerprint).in_(deleted)))  # type: ignore[call-overload]
+            s.commit()
+
+    def record_health(self, results: Iterable[RuleHealth]) -> None:
+        """Upsert the health row of each evaluated rule."""
+        results = list(results)
+        if not results:
+            return
+        with _translated(self._store, "recording rule health"), self._store.session() as s:
+            for h in results:
+                row = s.get(EvalRunRow, (h.group, h.rule))
+                if row is None:
+                    row = EvalRunRow(group_name=h.group, rule=h.rule)
+                row.last_eval = h.at
+                row.duration_s = h.duration_s
+                row.health = "ok" if h.ok else "err"
+                row.last_error = h.error
+                row.evaluations += 1
+                row.failures += 0 if h.ok else 1
+                row.series = h.series
+                s.add(row)
+            s.commit()
+
+    def health(self) -> list[dict[str, Any]]:
+        """Return every rule's health row as a plain dict."""
+        with _translated(self._store, "reading rule health"), self._store.session() as s:
+            return [r.model_dump() for r in s.exec(select(EvalRunRow)).all()]

@@ -1,0 +1,256 @@
+"""The durable outbox: queued notifications, their delivery, retries with backoff and dead letters.
+
+This module owns the ``outbox`` table's life cycle: writing a rendered notification (inside the
+caller's transaction), serialising it so a restarted process can send it without the alert in
+memory, picking what is due, calling the receiver, and recording the outcome. It does not own
+deciding what to send (``pipeline``), rendering (``templates``) nor any transport (``receivers``).
+
+Delivery is at-least-once: a row is marked ``sent`` only after the receiver accepted it, and each
+outcome is committed on its own, so a crash repeats at most the one send in flight. A retryable
+failure waits ``min(retry_max, retry_initial · 2^(attempts-1))`` with ±20 % jitter; a
+non-retryable failure, a message older than ``max_age`` or a receiver no longer configured makes
+the row ``dead``. Several replicas flushing one database would need ``FOR UPDATE SKIP LOCKED``
+claims; this sender assumes one flusher at a time (the scheduler's per-job lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from ..core import Alert, AlertState, Labels, Notification, NotificationKind, TraceRef, utc
+from ..errors import NotifyError
+from ..store.tables import OutboxRow
+from .receivers.base import Receiver
+
+logger = logging.getLogger(__name__)
+
+PENDING, SENT, DEAD = "pending", "sent", "dead"
+JITTER = 0.2
+_MAX_ERROR_LEN = 500
+
+
+class SessionFactory(Protocol):
+    """Anything that opens sessions on the store (``store.db.Store`` or a test double)."""
+
+    def session(self) -> Session:
+        """Return a new session."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What one flush did: rows sent, failed (will retry), dead-lettered, and still pending."""
+
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+    pending: int = 0
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return utc(ts).isoformat() if ts is not None else None
+
+
+def _parse(ts: Any) -> datetime | None:
+    return utc(datetime.fromisoformat(str(ts).replace("Z", "+00:00"))) if ts else None
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def to_message(n: Notification) -> dict[str, Any]:
+    """Return the JSON form of ``n`` stored in ``OutboxRow.message``: enough to send it again."""
+    return {
+        "receiver": n.receiver,
+        "kind": str(n.kind),
+        "dedup_key": n.dedup_key,
+        "title": n.title,
+        "body": n.body,
+        "links": [list(link) for link in n.links],
+        "payload": dict(n.payload),
+        "alert": {"fired_at": _iso(n.alert.fired_at), "last_eval": _iso(n.alert.last_eval)},
+    }
+
+
+def from_message(m: Mapping[str, Any]) -> Notification:
+    """Rebuild the notification stored by ``to_message`` (the alert from its payload)."""
+    p: Mapping[str, Any] = m.get("payload") or {}
+    kind = NotificationKind(m["kind"])
+    extra: Mapping[str, Any] = m.get("alert") or {}
+    alert = Alert(
+        rule=str(p.get("alertname", "")),
+        group=str(p.get("group", "")),
+        labels=Labels(p.get("labels") or {}),
+        state=AlertState.FIRING if kind is NotificationKind.FIRING else AlertState.INACTIVE,
+        active_at=_parse(p.get("starts_at")),
+        fired_at=_parse(extra.get("fired_at")),
+        resolved_at=_parse(p.get("ends_at")),
+        last_eval=_parse(extra.get("last_eval")),
+        value=_num(p.get("value")),
+        expected=_num(p.get("expected")),
+        lower=_num(p.get("lower")),
+        upper=_num(p.get("upper")),
+        score=_num(p.get("score")) if p.get("score") is not None else 0.0,
+        annotations=dict(p.get("annotations") or {}),
+        traces=tuple(
+            TraceRef(t["trace_id"], t.get("span_id"), t.get("value"), _parse(t.get("ts")), t.get("note"))
+            for t in p.get("traces") or []
+        ),
+    )
+    return Notification(
+        receiver=str(m["receiver"]),
+        kind=kind,
+        dedup_key=str(m["dedup_key"]),
+        title=str(m["title"]),
+        body=str(m["body"]),
+        alert=alert,
+        links=tuple((str(t), str(u)) for t, u in m.get("links") or []),
+        payload=p,
+    )
+
+
+def enqueue(session: Session, n: Notification, now: datetime) -> OutboxRow:
+    """Add ``n`` to the outbox, due at ``now``, in the caller's transaction (no commit here)."""
+    row = OutboxRow(
+        receiver=n.receiver,
+        fingerprint=n.alert.fingerprint,
+        dedup_key=n.dedup_key,
+        kind=str(n.kind),
+        created_at=now,
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        message=to_message(n),
+    )
+    session.add(row)
+    return row
+
+
+def backoff(attempts: int, initial: timedelta, maximum: timedelta, rng: random.Random) -> timedelta:
+    """Return the wait before retry number ``attempts`` (≥ 1): capped exponential, ±20 % jitter."""
+    base = min(maximum.total_seconds(), initial.total_seconds() * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=base * rng.uniform(1 - JITTER, 1 + JITTER))
+
+
+class Outbox:
+    """Send due outbox rows through the receivers and record each outcome."""
+
+    def __init__(
+        self,
+        store: SessionFactory,
+        receivers: Mapping[str, Receiver],
+        *,
+        retry_initial: timedelta,
+        retry_max: timedelta,
+        max_age: timedelta,
+        rng: random.Random | None = None,
+        batch: int = 100,
+    ) -> None:
+        self._store = store
+        self._receivers = receivers
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._max_age = max_age
+        self._rng = rng or random.Random()
+        self._batch = batch
+
+    def pending_count(self) -> int:
+        """Return how many rows wait for delivery (due or not)."""
+        with self._store.session() as s:
+            stmt = select(func.count()).select_from(OutboxRow).where(col(OutboxRow.status) == PENDING)
+            return int(s.exec(stmt).one())
+
+    def due(self, now: datetime) -> list[OutboxRow]:
+        """Return up to one batch of pending rows due at ``now``, oldest first."""
+        with self._store.session() as s:
+            stmt = (
+                select(OutboxRow)
+                .where(col(OutboxRow.status) == PENDING, col(OutboxRow.next_attempt_at) <= now)
+                .order_by(col(OutboxRow.id))
+                .limit(self._batch)
+            )
+            return list(s.exec(stmt).all())
+
+    def flush(self, now: datetime, *, deadline_s: float | None = None) -> FlushResult:
+        """Deliver the due rows (until ``deadline_s`` of wall time has passed) and count outcomes."""
+        started = time.monotonic()
+        counts = {SENT: 0, "failed": 0, DEAD: 0}
+        for row in self.due(now):
+            if deadline_s is not None and time.monotonic() - started >= deadline_s:
+                break
+            counts[self._deliver(row, now)] += 1
+        return FlushResult(counts[SENT], counts["failed"], counts[DEAD], self.pending_count())
+
+    def _deliver(self, row: OutboxRow, now: datetime) -> str:
+        """Try one row and commit its outcome; return ``sent``, ``failed`` or ``dead``."""
+        ctx = {"receiver": row.receiver, "fingerprint": row.fingerprint, "outbox_id": row.id}
+        receiver = self._receivers.get(row.receiver)
+        age = utc(now) - utc(row.created_at)
+        if age >= self._max_age:
+            error = f"not delivered within max_age {self._max_age} ({row.attempts} attempts)"
+            return self._dead(row, now, error, "expired", ctx)
+        if receiver is None:
+            error = f"receiver {row.receiver} is no longer configured"
+            return self._dead(row, now, error, "no_receiver", ctx)
+        try:
+            receiver.send(from_message(row.message or {}))
+        except NotifyError as exc:
+            error, reason, retryable = str(exc), exc.reason, exc.retryable
+        except Exception as exc:  # a receiver bug must not stop the outbox; its message may hold secrets
+            error, reason, retryable = f"unexpected {type(exc).__name__} in receiver", "unknown", True
+        else:
+            self._update(row.id, status=SENT, sent_at=now, attempts=row.attempts + 1)
+            logger.info("sent %s to %s", row.kind, row.receiver, extra=ctx)
+            return SENT
+        if not retryable:
+            return self._dead(row, now, error, reason, ctx, attempts=row.attempts + 1)
+        attempts = row.attempts + 1
+        wait = backoff(attempts, self._retry_initial, self._retry_max, self._rng)
+        self._update(
+            row.id,
+            attempts=attempts,
+            next_attempt_at=utc(now) + wait,
+            last_error=error[:_MAX_ERROR_LEN],
+            last_reason=reason,
+        )
+        logger.warning(
+            "delivery to %s failed (%s, attempt %d), retry in %.0fs: %s",
+            row.receiver, reason, attempts, wait.total_seconds(), error, extra=ctx,
+        )
+        return "failed"
+
+    def _dead(
+        self, row: OutboxRow, now: datetime, error: str, reason: str, ctx: dict[str, Any], *,
+        attempts: int | None = None,
+    ) -> str:
+        """Dead-letter ``row`` with ``error``; return ``dead``."""
+        self._update(
+            row.id,
+            status=DEAD,
+            attempts=row.attempts if attempts is None else attempts,
+            last_error=error[:_MAX_ERROR_LEN],
+            last_reason=reason,
+        )
+        logger.error("notification to %s dead-lettered (%s): %s", row.receiver, reason, error, extra=ctx)
+        return DEAD
+
+    def _update(self, row_id: int | None, **fields: Any) -> None:
+        """Write ``fields`` to one outbox row in its own transaction."""
+        with self._store.session() as s:
+            row = s.get(OutboxRow, row_id)
+            if row is None:
+                return
+            for k, v in fields.items():
+                setattr(row, k, v)
+            s.add(row)
+            s.commit()

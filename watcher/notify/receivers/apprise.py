@@ -1,0 +1,200 @@
+"""The Apprise receiver: any Apprise URL (Slack, PagerDuty, Teams, mail, ``json://`` …).
+
+This module owns turning one notification into one ``Apprise.notify`` call, translating its
+outcome into ``NotifyError`` (retryable or not, with a reason) and keeping the configured URLs out
+of every error and log line. It does not own retries (the outbox retries; Apprise's own retries
+are off) nor rendering (``notify.templates``).
+
+Apprise never raises on a failed delivery: ``notify()`` returns a result whose truth says whether
+every service accepted it, and whose per-service logs say why not (``error=500``, "Connection
+error"). The reason is read from those per-call logs (thread-safe, unlike the global
+``apprise.LogCapture``), then redacted: every configured URL, its user, password, token-like host,
+path segments and query values, and any long token-looking string become ``***``. A redacting
+filter on the ``apprise`` and ``urllib3`` loggers does the same for their own log records.
+
+A receiver with several URLs that partly fails is retried as a whole (the services that accepted
+get the message again): Apprise cannot resend to a subset of one object's services.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import apprise
+
+from ...core import Notification, NotificationKind
+from ...errors import ConfigError, NotifyError
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9_\-+/=]{24,}")
+_HTTP_CODE_RE = re.compile(r"error=(\d{3})\b")
+_MIN_SECRET_LEN = 4
+_MAX_ERROR_LEN = 400
+
+
+def secret_parts(url: str) -> set[str]:
+    """Return the substrings of an Apprise URL that may be secret (the URL itself included)."""
+    parts = {url}
+    try:
+        u = urlsplit(url)
+    except ValueError:
+        return parts
+    candidates: list[str] = [u.username or "", u.password or ""]
+    host = u.netloc.rsplit("@", 1)[-1].split(":", 1)[0]  # as written: tokens are case-sensitive
+    if "." not in host and host.lower() != "localhost":
+        candidates += [host, host.lower()]  # Slack, Discord …: the "host" is a token
+    candidates += u.path.split("/")
+    candidates += [v for _, v in parse_qsl(u.query, keep_blank_values=True)]
+    candidates.append(u.fragment)
+    for c in candidates:
+        for form in (c, unquote(c)):
+            if len(form) >= _MIN_SECRET_LEN:
+                parts.add(form)
+    return parts
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Return ``text`` with every secret and every long token-looking string replaced by ``***``."""
+    for s in sorted(secrets, key=len, reverse=True):
+        if s:
+            text = text.replace(s, "***")
+    return _TOKEN_RE.sub("***", text)
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrite log records of third-party loggers so no registered secret reaches a handler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        with self._lock:
+            self._secrets |= set(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            secrets = tuple(self._secrets)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: drop its arguments rather than risk a leak
+            message = str(record.msg)
+        record.msg = redact(message, secrets)
+        record.args = None
+        return True
+
+
+_FILTER = _RedactingFilter()
+_FILTERED_LOGGERS = ("apprise", "urllib3.connectionpool", "requests")
+_install_lock = threading.Lock()
+_installed = False
+
+
+def _install_filter(secrets: Iterable[str]) -> None:
+    """Register ``secrets`` with the process-wide redacting filter (installed once)."""
+    global _installed
+    _FILTER.add(secrets)
+    with _install_lock:
+        if not _installed:
+            for name in _FILTERED_LOGGERS:
+                logging.getLogger(name).addFilter(_FILTER)
+            _installed = True
+
+
+def _classify(messages: Sequence[str], status: apprise.AppriseResultStatus) -> tuple[bool, str]:
+    """Return (retryable, reason) for a failed call from its status and log messages."""
+    if status == apprise.AppriseResultStatus.TIMEOUT:
+        return True, "timeout"
+    if status == apprise.AppriseResultStatus.NOMATCH:
+        return False, "unknown"
+    text = " ".join(messages)
+    m = _HTTP_CODE_RE.search(text)
+    if m:
+        code = int(m.group(1))
+        if code == 429:
+            return True, "rate_limited"
+        if code == 408:
+            return True, "timeout"
+        if 400 <= code < 500:
+            return False, "client_error"
+        return True, "server_error"
+    lowered = text.lower()
+    if "timed out" in lowered or "timeout" in lowered:
+        return True, "timeout"
+    if "connection" in lowered or "socket" in lowered:
+        return True, "connection"
+    return True, "unknown"
+
+
+def _instantiate(url: str, asset: apprise.AppriseAsset) -> Any:
+    """Return the Apprise plugin for ``url`` (None if invalid).
+
+    The first call makes Apprise import its ~190 plugins; some import deprecated stdlib modules
+    (``imghdr``), which must not turn into errors under ``-W error``. ``catch_warnings`` is not
+    thread-safe, so plugin loading is serialised (it only happens while receivers are built).
+    """
+    with _install_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return apprise.Apprise.instantiate(url, asset=asset)
+
+
+class AppriseReceiver:
+    """Deliver notifications to every configured Apprise URL."""
+
+    def __init__(self, name: str, urls: Sequence[str], *, timeout_s: float = 10.0) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        self._secrets: set[str] = set()
+        for url in urls:
+            self._secrets |= secret_parts(url)
+        _install_filter(self._secrets)
+        asset = apprise.AppriseAsset(storage_mode="memory", service_timeout=timeout_s)
+        self._apprise = apprise.Apprise(asset=asset)
+        for i, url in enumerate(urls, 1):
+            plugin = _instantiate(url, asset)
+            if plugin is None:
+                scheme = url.split("://", 1)[0] if "://" in url else "?"
+                raise ConfigError(
+                    f"receiver {name}: url #{i} ({scheme}://***) is not a valid Apprise URL"
+                )
+            # The outbox owns retries and the deadline: one attempt, bounded by timeout_s.
+            plugin.retry = 0
+            plugin.socket_connect_timeout = timeout_s
+            plugin.socket_read_timeout = timeout_s
+            self._apprise.add(plugin)
+        self._lock = threading.Lock()
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` without this receiver's secrets."""
+        return redact(text, self._secrets)
+
+    def send(self, n: Notification) -> None:
+        """Send ``n`` (title and Markdown body) to every URL; raise ``NotifyError`` if any refused."""
+        firing = n.kind is NotificationKind.FIRING
+        notify_type = apprise.NotifyType.FAILURE if firing else apprise.NotifyType.SUCCESS
+        with self._lock:
+            result = self._apprise.notify(
+                body=n.body,
+                title=n.title,
+                notify_type=notify_type,
+                body_format=apprise.NotifyFormat.MARKDOWN,
+                timeout=self.timeout_s,
+            )
+        with result:
+            if result:
+                return
+            failed = [r for r in result if not r]
+            messages = [e.message for e in result.logs()]
+            retryable, reason = _classify(messages, result.status)
+            where = ", ".join(f"{r.name}" for r in failed) or "no service"
+        detail = "; ".join(dict.fromkeys(m.strip() for m in messages if m.strip())) or result.status.name
+        text = self.redact(f"receiver {self.name}: {where} failed: {detail}")[:_MAX_ERROR_LEN]
+        raise NotifyError(text, retryable=retryable, reason=reason, receiver=self.name)

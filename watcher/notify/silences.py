@@ -1,0 +1,113 @@
+"""The muting stage: label matchers and the silences in force at a given time.
+
+This module owns matcher semantics and the question "is this alert silenced now?". It does not own
+creating or expiring silences (the CLI and the API write ``SilenceRow`` themselves), nor inhibition.
+
+Matchers follow Alertmanager: ``=`` and ``!=`` compare strings, ``=~`` and ``!~`` are regexes
+anchored at both ends, and a label the alert does not have counts as the empty string (so
+``team=""`` matches alerts without a ``team``). A silence mutes an alert when every one of its
+matchers matches; a silence with no matchers, or with an invalid regex, mutes nothing (a broken
+silence must never swallow every page).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from ..core import utc
+from ..store.tables import SilenceRow
+
+logger = logging.getLogger(__name__)
+
+OPS = ("=", "!=", "=~", "!~")
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern[str] | None:
+    """Compile an anchored regex once; None when the pattern is invalid."""
+    try:
+        return re.compile(f"(?:{pattern})", re.DOTALL)
+    except re.error as exc:
+        logger.warning("silence matcher: invalid regex %r: %s", pattern, exc)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One label matcher: ``name op value``."""
+
+    name: str
+    value: str
+    op: str = "="
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"unknown matcher operator {self.op!r}; use one of {', '.join(OPS)}")
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Tell whether ``labels`` satisfy this matcher (a missing label is the empty string)."""
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        rx = _regex(self.value)
+        if rx is None:
+            return False
+        found = rx.fullmatch(actual) is not None
+        return found if self.op == "=~" else not found
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, str]) -> Matcher:
+        """Build a matcher from its stored form ``{"name", "value", "op"}``."""
+        return cls(name=str(d["name"]), value=str(d.get("value", "")), op=str(d.get("op", "=")))
+
+    def __str__(self) -> str:
+        return f'{self.name}{self.op}"{self.value}"'
+
+
+def matches_all(matchers: Iterable[Mapping[str, str]], labels: Mapping[str, str]) -> bool:
+    """Tell whether every stored matcher matches ``labels``; an empty or invalid list matches nothing."""
+    parsed: list[Matcher] = []
+    for d in matchers:
+        try:
+            m = Matcher.from_dict(d)
+        except (KeyError, ValueError) as exc:
+            logger.warning("silence matcher %r ignored: %s", dict(d), exc)
+            return False
+        if m.op in ("=~", "!~") and _regex(m.value) is None:
+            return False
+        parsed.append(m)
+    return bool(parsed) and all(m.matches(labels) for m in parsed)
+
+
+def is_active(silence: SilenceRow, now: datetime) -> bool:
+    """Tell whether ``silence`` is in force at ``now`` (start inclusive, end exclusive)."""
+    return utc(silence.starts_at) <= utc(now) < utc(silence.ends_at)
+
+
+def is_silenced(
+    labels: Mapping[str, str], silences: Sequence[SilenceRow], now: datetime
+) -> SilenceRow | None:
+    """Return the first silence in force at ``now`` that matches ``labels``, or None."""
+    for s in silences:
+        if is_active(s, now) and matches_all(s.matchers or [], labels):
+            return s
+    return None
+
+
+def active_silences(session: Session, now: datetime) -> list[SilenceRow]:
+    """Return the silences in force at ``now``, oldest first."""
+    stmt = (
+        select(SilenceRow)
+        .where(col(SilenceRow.starts_at) <= now, col(SilenceRow.ends_at) > now)
+        .order_by(col(SilenceRow.starts_at))
+    )
+    return list(session.exec(stmt).all())

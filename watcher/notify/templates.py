@@ -1,0 +1,307 @@
+"""Rendering: rule annotations, trace deep links, and the title/body/payload of a notification.
+
+This module owns the sandboxed Jinja2 environment and the default wording of every message. It does
+not own deciding what to send (``pipeline``), queueing (``outbox``) nor delivery (``receivers``).
+
+Templates come from rule files and settings, so they are untrusted: they run in a
+``SandboxedEnvironment`` with autoescape off (messages are Markdown, not HTML). An undefined name
+renders empty; a syntax or runtime error never escapes into the pipeline: the annotation falls back
+to its raw text plus ``" (template error: …)"``, a custom title/body falls back to the default, and
+the error is logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from ..config import Settings
+from ..core import Alert, Notification, NotificationKind, TraceRef, utc
+
+logger = logging.getLogger(__name__)
+
+PAYLOAD_VERSION = "1"
+_TRACE_ID_SHOWN = 8
+
+
+def format_number(x: float | None) -> str:
+    """Format a number with 4 significant digits, at least 2 decimals below 100; NaN as ``n/a``."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if x != 0 and abs(x) < 1e-3:
+        return f"{x:.3e}"
+    if abs(x) >= 1e5:
+        return f"{x:,.0f}"
+    text = f"{x:.4g}"
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    if abs(x) < 100 and decimals < 2:
+        return f"{x:.2f}"
+    return text
+
+
+def _fmt_duration(d: timedelta) -> str:
+    """Format a duration compactly: ``40s``, ``25m``, ``2h 5m``, ``3d 4h``."""
+    s = max(0, int(d.total_seconds()))
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, seconds = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m"
+    return f"{seconds}s"
+
+
+def _fmt_time(ts: datetime) -> str:
+    """Format a timestamp for humans: ``2026-11-26 14:05 UTC``."""
+    return utc(ts).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _iso(ts: datetime | None) -> str | None:
+    """Return ``ts`` as ISO-8601 UTC (``…Z``), or None."""
+    if ts is None:
+        return None
+    return utc(ts).isoformat().replace("+00:00", "Z")
+
+
+def _json_num(x: float | None) -> float | None:
+    """Return ``x`` as a JSON-safe number: NaN and infinities become None."""
+    if x is None or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+def _make_env() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(autoescape=False, undefined=jinja2.ChainableUndefined)
+    env.filters["sig"] = format_number
+    env.filters["duration"] = _fmt_duration
+    return env
+
+
+_ENV = _make_env()
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(text: str) -> jinja2.Template:
+    """Compile a template once; compiled templates are safe to render from many threads."""
+    return _ENV.from_string(text)
+
+
+def _render(text: str, context: Mapping[str, Any]) -> str:
+    """Render ``text`` with ``context``; raise whatever Jinja2 raises."""
+    return _compile(text).render(**context)
+
+
+def render_annotations(
+    templates: Mapping[str, str],
+    *,
+    labels: Mapping[str, str],
+    value: float,
+    expected: float,
+    lower: float,
+    upper: float,
+    score: float,
+) -> dict[str, str]:
+    """Render each annotation template; a broken one becomes its raw text plus the error."""
+    context = {
+        "labels": dict(labels),
+        "value": value,
+        "expected": expected,
+        "lower": lower,
+        "upper": upper,
+        "score": score,
+    }
+    out: dict[str, str] = {}
+    for name, text in templates.items():
+        try:
+            out[name] = _render(text, context)
+        except Exception as exc:  # template errors of every kind must stay out of the pipeline
+            logger.warning("annotation %r: template error: %s", name, exc)
+            out[name] = f"{text} (template error: {exc})"
+    return out
+
+
+def trace_link(trace_url: str, trace_id: str) -> str:
+    """Return the deep link to one trace: ``trace_url`` with ``{trace_id}`` replaced (URL-quoted)."""
+    return trace_url.replace("{trace_id}", quote(trace_id, safe=""))
+
+
+def _dedup_key(alert: Alert) -> str:
+    """Return a key stable across re-sends of one alert episode and different for the next one."""
+    start = alert.active_at or alert.fired_at
+    material = alert.fingerprint + "|" + (_iso(start) or "")
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _label_text(alert: Alert) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in alert.labels.items() if k != "alertname") + "}"
+
+
+def _trace_dicts(alert: Alert, settings: Settings) -> list[dict[str, Any]]:
+    top = alert.traces[: settings.notify.top_traces]
+    return [_trace_dict(t, settings.trace_url) for t in top]
+
+
+def _trace_dict(t: TraceRef, trace_url: str) -> dict[str, Any]:
+    return {
+        "trace_id": t.trace_id,
+        "span_id": t.span_id,
+        "value": _json_num(t.value),
+        "ts": _iso(t.ts),
+        "url": trace_link(trace_url, t.trace_id),
+        "note": t.note,
+    }
+
+
+def _payload(
+    alert: Alert, kind: NotificationKind, traces: list[dict[str, Any]], rule_url: str
+) -> dict[str, Any]:
+    return {
+        "version": PAYLOAD_VERSION,
+        "status": str(kind),
+        "alertname": alert.rule,
+        "group": alert.group,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "value": _json_num(alert.value),
+        "expected": _json_num(alert.expected),
+        "lower": _json_num(alert.lower),
+        "upper": _json_num(alert.upper),
+        "score": _json_num(alert.score),
+        "starts_at": _iso(alert.active_at or alert.fired_at),
+        "ends_at": _iso(alert.resolved_at) if kind is NotificationKind.RESOLVED else None,
+        "fingerprint": alert.fingerprint,
+        "dedup_key": _dedup_key(alert),
+        "traces": traces,
+        "rule_url": rule_url,
+    }
+
+
+def value_line(alert: Alert, kind: NotificationKind) -> str:
+    """Return ``value 12.34 (expected 1.20, band 0.80 – 2.10)`` (``final value`` once resolved)."""
+    prefix = "final value" if kind is NotificationKind.RESOLVED else "value"
+    line = f"{prefix} {format_number(alert.value)}"
+    parts = []
+    if math.isfinite(alert.expected):
+        parts.append(f"expected {format_number(alert.expected)}")
+    lo, hi = math.isfinite(alert.lower), math.isfinite(alert.upper)
+    if lo and hi:
+        parts.append(f"band {format_number(alert.lower)} – {format_number(alert.upper)}")
+    elif hi:
+        parts.append(f"limit ≤ {format_number(alert.upper)}")
+    elif lo:
+        parts.append(f"limit ≥ {format_number(alert.lower)}")
+    return f"{line} ({', '.join(parts)})" if parts else line
+
+
+def since_line(alert: Alert, kind: NotificationKind) -> str | None:
+    """Return ``since … (for 25m)`` or ``resolved at …, lasted 40m``; None without a start time."""
+    start = alert.active_at or alert.fired_at
+    if start is None:
+        return None
+    if kind is NotificationKind.RESOLVED and alert.resolved_at is not None:
+        lasted = _fmt_duration(alert.resolved_at - start)
+        return f"resolved at {_fmt_time(alert.resolved_at)}, lasted {lasted} (since {_fmt_time(start)})"
+    until = alert.last_eval or alert.fired_at or start
+    return f"since {_fmt_time(start)} (for {_fmt_duration(until - start)})"
+
+
+def _trace_line(t: Mapping[str, Any]) -> str:
+    tid = str(t["trace_id"])
+    shown = tid[:_TRACE_ID_SHOWN] + "…" if len(tid) > _TRACE_ID_SHOWN else tid
+    line = f"- [trace {shown}]({t['url']})"
+    if t["value"] is not None:
+        line += f" value {format_number(t['value'])}"
+    if t["note"]:
+        line += f" · {t['note']}"
+    return line
+
+
+def _default_title(alert: Alert, kind: NotificationKind) -> str:
+    return f"[{str(kind).upper()}] {alert.rule} {_label_text(alert)}"
+
+
+def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, Any]], rule_url: str) -> str:
+    blocks: list[str] = []
+    notes = dict(alert.annotations)
+    for key in ("summary", "description"):
+        if notes.get(key):
+            blocks.append(notes.pop(key))
+    blocks.append(value_line(alert, kind))
+    since = since_line(alert, kind)
+    if since:
+        blocks.append(since)
+    if alert.labels:
+        blocks.append("Labels: " + ", ".join(f"`{k}={v}`" for k, v in alert.labels.items()))
+    if notes:
+        blocks.append("\n".join(f"- {k}: {v}" for k, v in sorted(notes.items())))
+    if traces:
+        blocks.append("Top traces:\n" + "\n".join(_trace_line(t) for t in traces))
+    if rule_url:
+        blocks.append(f"Rule: [{alert.group} / {alert.rule}]({rule_url})")
+    return "\n\n".join(blocks)
+
+
+def _custom(
+    which: str, template: str | None, context: Mapping[str, Any], default: str, receiver: str
+) -> str:
+    """Render a receiver's custom title/body template, or return ``default`` when absent or broken."""
+    if not template:
+        return default
+    try:
+        return _render(template, context)
+    except Exception as exc:  # a broken custom template must not stop the notification
+        logger.warning("receiver %s: %s template error, using the default: %s", receiver, which, exc)
+        return default
+
+
+def render_notification(
+    alert: Alert,
+    *,
+    kind: NotificationKind,
+    receiver: str,
+    settings: Settings,
+    rule_url: str,
+    title_template: str | None = None,
+    body_template: str | None = None,
+) -> Notification:
+    """Render the title, Markdown body, links and JSON payload of one notification."""
+    traces = _trace_dicts(alert, settings)
+    payload = _payload(alert, kind, traces, rule_url)
+    title = _default_title(alert, kind)
+    body = _default_body(alert, kind, traces, rule_url)
+    if title_template or body_template:
+        context = {
+            **payload,
+            "alert": alert,
+            "kind": str(kind),
+            "receiver": receiver,
+            "default_title": title,
+            "default_body": body,
+        }
+        title = _custom("title", title_template, context, title, receiver)
+        body = _custom("body", body_template, context, body, receiver)
+    links = [(f"trace {t['trace_id']}", str(t["url"])) for t in traces]
+    if rule_url:
+        links.append((f"rule {alert.rule}", rule_url))
+    return Notification(
+        receiver=receiver,
+        kind=kind,
+        dedup_key=payload["dedup_key"],
+        title=title,
+        body=body,
+        alert=alert,
+        links=tuple(links),
+        payload=payload,
+    )
