@@ -162,3 +162,29 @@ def test_bad_reload_keeps_the_running_rules(tmp_path: Path, store: Store) -> Non
     assert d.reload().ok
     assert d.evaluators["g"] is not before  # the changed group was rebuilt
     assert load_rule_files([tmp_path / "rules"]).groups[0].group == d.evaluators["g"].group
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("keep_state", AlertState.FIRING), ("ok", None), ("alert", AlertState.FIRING)],
+)
+def test_no_data_policy_for_a_vanished_series(store: Store, policy: str, expected: AlertState | None) -> None:
+    rule = dict(GROUP["rules"][0], source="calls", query={"agg": "sum", "field": "cost_usd", "by": ["tenant"]},
+                no_data=policy, **{"for": "0s"})
+    del rule["expr"]
+    rule["traces"] = {"from": "rows"}
+    group = Group.model_validate(dict(GROUP, rules=[rule]))
+    src = MemorySource()
+    ev = GroupEvaluator(group, {"calls": src}, alert_store=AlertStore(store))
+    src.series("CostHigh", {"tenant": "acme"}).add(to_epoch(T0), 50.0)
+    assert ev.evaluate(T0).alerts[0].state is AlertState.FIRING
+    res = ev.evaluate(T0 + 30 * M)  # the series is gone (stale)
+    states = [a.state for a in res.alerts if not a.resolved]
+    assert states == ([] if expected is None else [expected])
+
+
+def test_no_data_alert_when_nothing_ever_came_back(store: Store) -> None:
+    rule = dict(GROUP["rules"][0], no_data="alert", detector={"kind": "threshold", "above": 1})
+    ev = GroupEvaluator(Group.model_validate(dict(GROUP, rules=[rule])), {"prometheus": MemorySource()})
+    (alert,) = ev.evaluate(T0).alerts
+    assert alert.labels == Labels(severity="page") and alert.annotations["no_data"]

@@ -26,7 +26,16 @@ from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_ep
 from ..detectors import Detector, make_detector
 from ..errors import SourceError, WatcherError
 from ..notify.templates import render_annotations
-from ..rules.schema import Group, RollingDetector, Rule, TracesSpec
+from ..rules.schema import (
+    AutoDetector,
+    EwmaDetector,
+    Group,
+    RateDetector,
+    RollingDetector,
+    Rule,
+    SeasonalDetector,
+    TracesSpec,
+)
 from ..selfmetrics import SelfMetrics
 from ..sources.base import Source
 from .alerting import Observation, Timing, step
@@ -49,8 +58,15 @@ def rule_lookback(rule: Rule, group: Group) -> timedelta:
     if rule.lookback is not None:
         return rule.lookback
     stp = rule_step(rule, group)
-    if isinstance(rule.detector, RollingDetector):
-        return rule.detector.window + 2 * stp
+    det = rule.detector
+    if isinstance(det, RollingDetector):
+        return det.window + 2 * stp
+    if isinstance(det, SeasonalDetector | AutoDetector):
+        return det.history + 2 * stp
+    if isinstance(det, EwmaDetector):
+        return max(det.min_points * stp, 4 * det.halflife) + 2 * stp
+    if isinstance(det, RateDetector):
+        return 2 * det.halflife + 2 * stp
     return 2 * stp
 
 
@@ -223,6 +239,11 @@ class GroupEvaluator:
         for fp, alert in runner.alerts.items():
             if fp not in observations:
                 observations[fp] = (alert.labels, self._missing(runner, alert))
+        if not series_list and not runner.alerts and rule.no_data == "alert":
+            # Nothing at all came back: one alert with the rule's own labels, like absent().
+            labels = Labels(rule.labels)
+            fp = labels.merge({"alertname": rule.alert}).fingerprint
+            observations[fp] = (labels, self._no_data(runner, None))
 
         changed: list[Alert] = []
         deleted: list[str] = []
