@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
@@ -154,23 +156,40 @@ class AlertStore:
             s.commit()
 
     def record_health(self, results: Iterable[RuleHealth]) -> None:
-        """Upsert the health row of each evaluated rule."""
-        results = list(results)
-        if not results:
+        """Upsert the health row of each evaluated rule, in one statement."""
+        rows = [
+            {
+                "group_name": h.group,
+                "rule": h.rule,
+                "last_eval": h.at,
+                "duration_s": h.duration_s,
+                "health": "ok" if h.ok else "err",
+                "last_error": h.error,
+                "evaluations": 1,
+                "failures": 0 if h.ok else 1,
+                "series": h.series,
+            }
+            for h in results
+        ]
+        if not rows:
             return
+        table = EvalRunRow.__table__  # type: ignore[attr-defined]
         with _translated(self._store, "recording rule health"), self._store.session() as s:
-            for h in results:
-                row = s.get(EvalRunRow, (h.group, h.rule))
-                if row is None:
-                    row = EvalRunRow(group_name=h.group, rule=h.rule)
-                row.last_eval = h.at
-                row.duration_s = h.duration_s
-                row.health = "ok" if h.ok else "err"
-                row.last_error = h.error
-                row.evaluations += 1
-                row.failures += 0 if h.ok else 1
-                row.series = h.series
-                s.add(row)
+            insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+            stmt = insert(table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.group_name, table.c.rule],
+                set_={
+                    "last_eval": stmt.excluded.last_eval,
+                    "duration_s": stmt.excluded.duration_s,
+                    "health": stmt.excluded.health,
+                    "last_error": stmt.excluded.last_error,
+                    "series": stmt.excluded.series,
+                    "evaluations": table.c.evaluations + 1,
+                    "failures": table.c.failures + stmt.excluded.failures,
+                },
+            )
+            s.execute(stmt, rows)
             s.commit()
 
     def health(self) -> list[dict[str, Any]]:
