@@ -19,12 +19,11 @@ from .errors import ConfigError, RuleFileError, StoreError, WatcherError
 logger = logging.getLogger("watcher")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, settings: object | None = None) -> None:
+    from .logs import LogFormat, secret_values, setup_logging
+
+    fmt: LogFormat = getattr(settings, "log_format", "auto")
+    setup_logging(level, fmt=fmt, stream=sys.stderr, secrets=secret_values(settings))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -52,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .engine.scheduler import Daemon
 
     settings = load_settings(args.config)
-    _setup_logging(args.log_level or settings.log_level)
+    _setup_logging(args.log_level or settings.log_level, settings)
     daemon = Daemon(settings)
     try:
         if args.once:
@@ -67,7 +66,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for h in failed:
                 print(f"  rule {h.group}/{h.rule}: {h.error}", file=sys.stderr)
             return 1 if failed else 0
-        daemon.run()
+        from . import sdnotify
+
+        def ready() -> None:
+            sdnotify.ready(f"evaluating {len(daemon.evaluators)} rule group(s)")
+
+        daemon.run(ready=ready)
         return 0
     finally:
         daemon.close()
@@ -128,6 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = sub.add_parser("alerts", help="list current alerts from the store")
     alerts.add_argument("--config", "-c")
     alerts.set_defaults(func=_cmd_alerts)
+    from .scoring import add_score_parser
+
+    add_score_parser(sub)
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
+    from .rules.commands import add_rules_as_code_parsers
+
+    add_rules_as_code_parsers(sub)
+    from .store.commands import add_db_parser
+
+    add_db_parser(sub)
+    from .notify.commands import add_notify_parser, add_silence_parser
+
+    add_silence_parser(sub)
+    add_notify_parser(sub)
     return p
 
 

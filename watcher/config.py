@@ -54,21 +54,113 @@ class StoreSettings(_Section):
     echo: bool = False
 
 
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+PagerDutySeverity = Literal["critical", "error", "warning", "info"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _default_severity_map() -> dict[str, PagerDutySeverity]:
+    return {"page": "critical", "ticket": "warning"}
+
+
+def _every_day() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_MATCHER_RE = r"^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)"
+
+
+def _check_matchers(matchers: list[str]) -> list[str]:
+    import re
+
+    for m in matchers:
+        if re.match(_MATCHER_RE, m) is None:
+            raise ValueError(f"bad matcher {m!r}: write name=value, name!=value, name=~regex or name!~regex")
+    return matchers
+
+
 class ReceiverSettings(_Section):
     """One named notification target."""
 
-    type: Literal["console", "apprise"] = "apprise"
+    type: Literal["console", "apprise", "pagerduty", "webhook", "alertmanager"] = "apprise"
     urls: list[SecretStr] = Field(default_factory=list, description="Apprise URLs (secret)")
+    url: SecretStr | None = Field(
+        None, description="webhook / Alertmanager URL, or the PagerDuty Events v2 URL override (secret)"
+    )
+    routing_key: SecretStr | None = Field(None, description="PagerDuty Events v2 integration key (secret)")
+    secret: SecretStr | None = Field(None, description="webhook HMAC-SHA256 signing secret (secret)")
+    severity_label: str = Field("severity", description="label PagerDuty severity is mapped from")
+    severity_map: dict[str, PagerDutySeverity] = Field(
+        default_factory=_default_severity_map,
+        description="label value → PagerDuty severity (values already valid pass through)",
+    )
+    default_severity: PagerDutySeverity = "error"
     send_resolved: bool = True
     title_template: str | None = None
     body_template: str | None = None
     timeout_s: float = Field(10.0, gt=0)
+    group_by: list[str] | None = Field(None, description="labels to group by; default notify.group_by")
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    attach_chart: bool = Field(True, description="attach the PNG chart where the channel supports files")
 
     @model_validator(mode="after")
     def _urls_for_apprise(self) -> ReceiverSettings:
         if self.type == "apprise" and not self.urls:
             raise ValueError("an apprise receiver needs at least one entry in `urls`")
+        if self.type == "pagerduty" and self.routing_key is None:
+            raise ValueError("a pagerduty receiver needs `routing_key`")
+        if self.type in ("webhook", "alertmanager") and self.url is None:
+            raise ValueError(f"a {self.type} receiver needs `url`")
         return self
+
+
+class MaintenanceWindow(_Section):
+    """A recurring weekly window in a time zone during which matching alerts are not notified."""
+
+    name: str
+    matchers: list[str] = Field(default_factory=list, description="e.g. tenant=acme, alertname=~Spend.*")
+    time_zone: str = "UTC"
+    weekdays: list[Weekday] = Field(default_factory=_every_day)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$", description="HH:MM; before start = next day")
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers(cls, value: list[str]) -> list[str]:
+        return _check_matchers(value)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class InhibitRule(_Section):
+    """While an alert matching ``source_matchers`` fires, mute alerts matching ``target_matchers``."""
+
+    source_matchers: list[str]
+    target_matchers: list[str]
+    equal: list[str] = Field(default_factory=list, description="labels that must be equal in both")
+
+    @field_validator("source_matchers", "target_matchers")
+    @classmethod
+    def _matchers(cls, value: list[str]) -> list[str]:
+        return _check_matchers(value)
+
+
+class HeartbeatSettings(_Section):
+    """A dead-man's switch: ping ``url`` every ``interval`` so an outside system notices silence."""
+
+    url: SecretStr
+    interval: Duration = timedelta(minutes=5)
+    method: Literal["GET", "POST"] = "POST"
+    timeout_s: float = Field(10.0, gt=0)
 
 
 class RouteRule(_Section):
@@ -99,6 +191,15 @@ class NotifySettings(_Section):
     max_age: Duration = timedelta(hours=24)
     flush_interval: Duration = timedelta(seconds=5)
     top_traces: int = Field(5, ge=0, le=50)
+    group_by: list[str] | None = Field(None, description="labels to group by; default: every label")
+    group_wait: Duration = timedelta(0)
+    group_interval: Duration = timedelta(0)
+    delivery_failure_receivers: list[str] = Field(
+        default_factory=list, description="receivers told when a notification is dead-lettered"
+    )
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    heartbeat: HeartbeatSettings | None = None
 
 
 class ServerSettings(_Section):
@@ -107,6 +208,11 @@ class ServerSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+    ingest_token: SecretStr | None = Field(
+        None, description="bearer token for POST /api/v1/*; unset: the ingest API answers 403 (secret)"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest ingest request body (413 above)")
+    max_batch: int = Field(1000, ge=1, le=100_000, description="most items in one ingest request (413 above)")
 
 
 class BasicAuth(_Section):
@@ -147,6 +253,21 @@ class PrometheusEndpoint(_Section):
         return self
 
 
+class RetentionSettings(_Section):
+    """How long rows are kept (``0`` keeps them forever); enforced in batches by the daemon."""
+
+    payloads: Duration = Field(timedelta(days=7), description="redacted prompts/responses (short)")
+    calls: Duration = timedelta(days=90)
+    scores: Duration = timedelta(days=180)
+    notification_log: Duration = Field(timedelta(days=90), description="dedup entries not touched since")
+    outbox_sent: Duration = Field(timedelta(days=14), description="delivered notifications")
+    outbox_dead: Duration = Field(timedelta(days=30), description="dead letters")
+    eval_runs: Duration = Field(timedelta(days=30), description="health rows of rules not evaluated since")
+    silences: Duration = Field(timedelta(days=30), description="silences expired this long ago")
+    interval: Duration = Field(timedelta(hours=1), description="how often the retention job runs")
+    batch_size: int = Field(5000, ge=100, le=1_000_000, description="rows deleted per transaction")
+
+
 class Settings(BaseSettings):
     """Every setting of watcher. See the module docstring for precedence and defaults."""
 
@@ -176,6 +297,10 @@ class Settings(BaseSettings):
     )
     max_workers: int = Field(4, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: readable on a terminal, JSON lines otherwise (journald, containers)"
+    )
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> Settings:
@@ -186,6 +311,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"route names unknown receiver(s) {', '.join(unknown)}; defined: {', '.join(sorted(known))}"
             )
+        failure = sorted(set(self.notify.delivery_failure_receivers) - known)
+        if failure:
+            names = ", ".join(failure)
+            raise ValueError(f"notify.delivery_failure_receivers names unknown receiver(s) {names}")
         if "{trace_id}" not in self.trace_url:
             raise ValueError("trace_url must contain {trace_id}")
         return self

@@ -7,9 +7,74 @@ This module owns the names and label sets of watcher's self-metrics. It does not
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from . import __version__
+from .core import Labels, Verdict
+
+SIGNAL_FIELDS = ("value", "expected", "lower", "upper", "score")
+"""``watcher_signal_<field>``: the latest verdict of every evaluated series, for Grafana bands."""
+
+
+class SignalGauges(Collector):
+    """The latest value and expected band of every evaluated series, labelled by group, rule and
+    the series' own labels (a series label that clashes with ``group``/``rule`` becomes
+    ``exported_group``/``exported_rule``, as Prometheus does). Non-finite numbers are left out."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._lock = threading.Lock()
+        self._by_group: dict[str, dict[str, dict[Labels, Verdict]]] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def set(self, group: str, verdicts: Mapping[str, Mapping[Labels, Verdict]]) -> None:
+        """Replace the verdicts of ``group`` (rule → series labels → latest verdict)."""
+        snapshot = {rule: dict(series) for rule, series in verdicts.items()}
+        with self._lock:
+            self._by_group[group] = snapshot
+
+    def retain(self, groups: Iterable[str]) -> None:
+        """Forget every group not in ``groups`` (after a reload removed some)."""
+        keep = set(groups)
+        with self._lock:
+            for name in [g for g in self._by_group if g not in keep]:
+                del self._by_group[name]
+
+    def describe(self) -> Iterable[Metric]:
+        """Return no description, so registering never triggers a collect."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one gauge family per field of ``SIGNAL_FIELDS``."""
+        with self._lock:
+            rows = [
+                (g, r, labels, v)
+                for g, rules in self._by_group.items()
+                for r, series in rules.items()
+                for labels, v in series.items()
+            ]
+        help_text = {
+            "value": "Latest observed value of an evaluated series.",
+            "expected": "Expected value (baseline) of an evaluated series.",
+            "lower": "Lower bound of the expected band of an evaluated series.",
+            "upper": "Upper bound of the expected band of an evaluated series.",
+            "score": "Anomaly score in [0, 1] of the latest point of an evaluated series.",
+        }
+        for name in SIGNAL_FIELDS:
+            family = Metric(f"watcher_signal_{name}", help_text[name], "gauge")
+            for group, rule, labels, verdict in rows:
+                number = float(getattr(verdict, name))
+                if not math.isfinite(number):
+                    continue
+                own = {("exported_" + k if k in ("group", "rule") else k): v for k, v in labels.items()}
+                family.add_sample(family.name, {"group": group, "rule": rule, **own}, number)
+            yield family
 
 
 class SelfMetrics:
@@ -51,3 +116,11 @@ class SelfMetrics:
         )
         self.outbox_depth = Gauge("watcher_outbox_pending", "Notifications waiting in the outbox.", registry=r)
         self.reloads = Counter("watcher_rule_reloads", "Rule reloads.", ["result"], registry=r)
+        self.signals = SignalGauges(r)
+        self.last_evaluation = Gauge(
+            "watcher_group_last_evaluation_timestamp_seconds",
+            "When each rule group was last evaluated (Unix time).", ["group"], registry=r,
+        )
+        self.retention_deleted = Counter(
+            "watcher_retention_deleted_rows", "Rows deleted by the retention job.", ["table"], registry=r
+        )

@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 from watcher.core import Verdict
 from watcher.detectors import known_kinds, make_detector
 from watcher.errors import DetectorError
-from watcher.rules.schema import RollingDetector, ThresholdDetector
+from watcher.rules.schema import (
+    AutoDetector,
+    EwmaDetector,
+    RateDetector,
+    RollingDetector,
+    SeasonalDetector,
+    ThresholdDetector,
+)
 
 SPECS: list[Any] = [
     ThresholdDetector(kind="threshold", above=10.0),
@@ -32,6 +39,17 @@ SPECS: list[Any] = [
         kind="rolling", window="2h", min_points=4, min_history="15m", direction="down", min_spread=0.5
     ),
     RollingDetector(kind="rolling", window="1h", min_points=3, min_history="0s", sensitivity=0.5),
+    EwmaDetector(kind="ewma", halflife="10m", min_points=3, shift_after="15m"),
+    EwmaDetector(
+        kind="ewma", min_points=5, direction="up", sensitivity=0.5, min_spread=1.0, shift_after=None
+    ),
+    SeasonalDetector(kind="seasonal", seasons=["1h"], history="4h", refit="20m", resolution="5m"),
+    SeasonalDetector(
+        kind="seasonal", seasons=["30m", "2h"], history="6h", refit="1h", direction="down", min_history="1h"
+    ),
+    RateDetector(kind="rate", min_trials=3, min_count=1, min_delta=0.0, direction="both", halflife="1h"),
+    RateDetector(kind="rate", min_trials=5, min_count=1, sensitivity=0.5),
+    AutoDetector(kind="auto", history="2d"),
 ]
 IDS = [f"{s.kind}-{i}" for i, s in enumerate(SPECS)]
 

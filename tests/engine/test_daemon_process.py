@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -23,6 +24,15 @@ groups:
 """
 
 
+def _message(line: str) -> str:
+    """Return the message of a JSON log line (the daemon logs JSON off a terminal), else the line."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return line
+    return f"{doc['msg']}\n" if isinstance(doc, dict) and "msg" in doc else line
+
+
 class Proc:
     """A ``watcher run`` subprocess whose stderr lines are collected by a thread."""
 
@@ -39,7 +49,7 @@ class Proc:
     def _read(self) -> None:
         assert self.p.stdout is not None
         for line in self.p.stdout:
-            self.lines.append(line)
+            self.lines.append(_message(line))
 
     def close(self) -> None:
         if self.p.poll() is None:

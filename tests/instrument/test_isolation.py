@@ -42,10 +42,21 @@ def test_instrument_imports_nothing_from_the_daemon() -> None:
     assert "watcher.store.tables" in seen  # the scan does resolve relative imports
 
 
+def test_vendor_sdks_are_not_imported_at_import_time() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, watcher.instrument; print(sorted({'openai', 'anthropic'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_public_api_is_sorted_and_complete() -> None:
     assert watcher.instrument.__all__ == sorted(watcher.instrument.__all__)
     assert set(watcher.instrument.__all__) == {
-        "CallRecord", "StoreWriter", "configure", "llm_call", "record_feedback", "record_score", "reset",
+        "CallRecord", "OnlineEvaluator", "Redactor", "Sampler", "StoreWriter", "attribution", "configure",
+        "instrument_anthropic", "instrument_openai", "llm_call", "metrics_app", "record_feedback",
+        "record_score", "reset", "start_metrics_server", "uninstrument_anthropic", "uninstrument_openai",
     }
     for name in watcher.instrument.__all__:
         assert hasattr(watcher.instrument, name)

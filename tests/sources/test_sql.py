@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 import sqlalchemy as sa
 
 from watcher.core import Labels, Series, to_epoch
@@ -321,9 +322,9 @@ def test_prometheus_rule_is_a_query_error(store: Store) -> None:
         {"agg": "ratio", "match": {"comment": "x"}},
     ],
 )
-def test_unknown_column_is_a_query_error(store: Store, query: dict[str, Any]) -> None:
-    with pytest.raises(QueryError, match="unknown calls column"):
-        _fetch(store, _rule(query))
+def test_unknown_column_is_rejected_when_the_rule_is_loaded(query: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match=r"unknown calls column\(s\)"):
+        _rule(query)
 
 
 def test_unreachable_database_is_unavailable_without_password() -> None:

@@ -1,13 +1,14 @@
 """Detectors: causal, stateful scorers of one series, and the registry of their kinds.
 
 This package owns turning a series into verdicts. Importing it registers every built-in kind
-(``threshold``, ``rolling``), so ``make_detector(rule.detector)`` works for any valid rule.
+(``threshold``, ``rolling``, ``ewma``, ``seasonal``, ``rate``, ``auto``), so
+``make_detector(rule.detector)`` works for any valid rule.
 It does not own alert state (``engine.alerting``) or fetching (``sources``).
 """
 
 from __future__ import annotations
 
-from . import rolling, threshold  # noqa: F401  (imported for their register() side effect)
+from . import auto, ewma, rate, rolling, seasonal, threshold  # noqa: F401  (register() side effect)
 from .base import Detector, known_kinds, make_detector
 
 __all__ = ["Detector", "known_kinds", "make_detector"]

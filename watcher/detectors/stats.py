@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+from ..core import Verdict
+
 Direction = Literal["up", "down", "both"]
 
 MAD_TO_SIGMA = 1.4826
@@ -139,3 +141,23 @@ def robust_location_scale(values: Sequence[float], min_spread: float = 0.0) -> t
     med = median_sorted(values)
     sigma = MAD_TO_SIGMA * mad_sorted(values, med)
     return med, max(sigma, spread_floor(med, min_spread))
+
+
+def band_verdict(
+    ts: float, value: float, expected: float, sigma: float, sensitivity: float, direction: Direction
+) -> Verdict:
+    """Build the verdict of ``value`` against ``expected ± sensitivity·sigma`` on the watched side(s).
+
+    The unwatched side's bound is NaN (no bound); the score is ``tail_score`` of the z-score, forced
+    to 1 in the (rounding-only) case of a flagged point whose score underflowed to 0.
+    """
+    half = sensitivity * sigma
+    upper = expected + half if direction != "down" else math.nan
+    lower = expected - half if direction != "up" else math.nan
+    anomalous = value > upper or value < lower  # comparisons with NaN are False
+    score = tail_score((value - expected) / sigma, direction)
+    if anomalous and score <= 0.0:
+        score = 1.0
+    return Verdict(
+        ts=ts, value=value, expected=expected, lower=lower, upper=upper, score=score, anomalous=anomalous
+    )

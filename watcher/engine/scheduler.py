@@ -137,6 +137,7 @@ class Daemon:
         orphans += [a.fingerprint for g in gone for a in persisted[g]]
         self.alert_store.save([], orphans)
         self.evaluators = new
+        self.metrics.signals.retain(new)
         self.rules = rules
 
     def reload(self) -> ReloadResult:
@@ -167,10 +168,21 @@ class Daemon:
         ev = self.evaluators[name]
         at = now or self.clock()
         result = ev.evaluate(at)
+        self.metrics.signals.set(name, ev.verdicts())
+        self.metrics.last_evaluation.labels(name).set(at.timestamp())
         n = self.notifier.submit(result.notify, at)
         if n:
             logger.info("group %s: %d notification(s) enqueued", name, n)
         return result
+
+    def enforce_retention(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete the rows past their retention, in batches; return the rows deleted per table."""
+        from ..store.retention import purge
+
+        def count(table: str, n: int) -> None:
+            self.metrics.retention_deleted.labels(table).inc(n)
+
+        return purge(self.store, self.settings.retention, now or self.clock(), on_deleted=count)
 
     def flush(self, now: datetime | None = None) -> Any:
         """Send whatever is due in the outbox."""
@@ -229,6 +241,14 @@ class Daemon:
             self._scheduler.every(secs).seconds.do(self._dispatch, f"group:{name}", lambda n=name: self.evaluate_group(n))
         flush_s = max(1, int(self.settings.notify.flush_interval.total_seconds()))
         self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self.flush)
+        if self.settings.notify.heartbeat is not None:  # dead-man's switch, see notify.heartbeat
+            from ..notify.heartbeat import Heartbeat
+
+            beat = Heartbeat(self.settings.notify.heartbeat)
+            beat_s = max(1, int(self.settings.notify.heartbeat.interval.total_seconds()))
+            self._scheduler.every(beat_s).seconds.do(self._dispatch, "heartbeat", beat.ping)
+        keep_s = max(60, int(self.settings.retention.interval.total_seconds()))
+        self._scheduler.every(keep_s).seconds.do(self._dispatch, "retention", self.enforce_retention)
 
     def request_reload(self, *_: Any) -> None:
         """Ask the loop to reload the rules (safe to call from a signal handler)."""
@@ -243,6 +263,7 @@ class Daemon:
         if install_signals:
             self._install_signals()
         self._executor = ThreadPoolExecutor(self.settings.max_workers, thread_name_prefix="watcher")
+        http = self._start_server()
         try:
             self._schedule_jobs()
             for name in list(self.evaluators):
@@ -261,11 +282,26 @@ class Daemon:
                 self._stop.wait(0.2)
         finally:
             logger.info("stopping: finishing in-flight evaluations")
+            if http is not None:
+                http.stop()
             self._executor.shutdown(wait=True)
             left = self.drain(deadline_s=5.0)
             if left:
                 logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
             self._executor = None
+
+    def _start_server(self) -> Any:
+        """Start the HTTP server when enabled; a port in use is logged, alerting goes on without it."""
+        cfg = self.settings.server
+        if not cfg.enabled:
+            return None
+        from ..server import ServerThread, build_app
+
+        try:
+            return ServerThread(build_app(self), cfg.host, cfg.port).start()
+        except RuntimeError as exc:
+            logger.error("HTTP server not started: %s", exc)
+            return None
 
     def _install_signals(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:

@@ -34,6 +34,19 @@ GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+"""Opt-in (content capture), redacted, JSON: ``[{"role", "parts": [{"type": "text", "content"}]}]``."""
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+
+GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
+"""The event name of one evaluation result on a span."""
+GEN_AI_EVALUATION_NAME: Final = "gen_ai.evaluation.name"
+GEN_AI_EVALUATION_SCORE_VALUE: Final = "gen_ai.evaluation.score.value"
+GEN_AI_EVALUATION_SCORE_LABEL: Final = "gen_ai.evaluation.score.label"
+GEN_AI_EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
 
 ERROR_TYPE: Final = "error.type"
 
@@ -43,6 +56,8 @@ WATCHER_PROMPT_VERSION: Final = "watcher.prompt_version"
 WATCHER_OUTCOME: Final = "watcher.outcome"
 WATCHER_COST_USD: Final = "watcher.cost_usd"
 WATCHER_COST_KNOWN: Final = "watcher.cost_known"
+WATCHER_TOKENS_ESTIMATED: Final = "watcher.tokens_estimated"
+WATCHER_TTFT_S: Final = "watcher.ttft_s"
 
 REQUEST_PARAM_ATTRIBUTES: Final[dict[str, str]] = {
     "temperature": GEN_AI_REQUEST_TEMPERATURE,

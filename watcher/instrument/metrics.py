@@ -1,17 +1,23 @@
 """The Prometheus metrics the hooks emit for the application, one set per registry.
 
 This module owns the metric names, label names and histogram buckets (bucket boundaries from
-the GenAI semantic-convention advice), how one finished ``CallRecord`` is counted, and the rule
-that a registry gets its metrics once however often the hooks are configured. It does not decide
-when to observe (``hooks``) nor serve the metrics (the application's own ``/metrics`` or
-``prometheus_client.start_http_server``).
-Exemplars are rendered only by the OpenMetrics exposition.
+the GenAI semantic-convention advice), how one finished ``CallRecord`` and one score are
+counted, the cardinality guard on label values, and the rule that a registry gets its metrics
+once however often the hooks are configured. It does not decide when to observe (``hooks``)
+nor serve the metrics (``exposition``). Exemplars are rendered only by the OpenMetrics
+exposition.
+
+Label names beyond provider/model/operation are configurable (default ``tenant``, ``feature``);
+high-cardinality identities (user_id) are never labels. Each guarded label keeps at most
+``label_limit`` distinct values: later new values become ``other`` and are counted in
+``llm_label_overflow_total{label}``.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -19,60 +25,164 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from .record import CallRecord
 
 TTFT_BUCKETS: Final = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
 )
 DURATION_BUCKETS: Final = (
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+SCORE_BUCKETS: Final = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+DEFAULT_LABELS: Final = ("tenant", "feature")
+DEFAULT_LABEL_LIMIT: Final = 200
+OTHER: Final = "other"
+_RESERVED: Final = frozenset(
+    {"provider", "model", "operation", "outcome", "type", "reason", "name", "source"}
 )
 
-CALL_LABELS: Final = ("provider", "model", "operation", "tenant", "feature")
-SPEND_LABELS: Final = ("provider", "model", "tenant", "feature")
-
 TOKEN_TYPES: Final = ("input", "output", "cache_read", "reasoning")
+
+
+class LabelGuard:
+    """Cap the distinct values of each guarded label; later new values collapse to ``other``."""
+
+    def __init__(self, limit: int, overflow: Counter) -> None:
+        self.limit = limit
+        self._seen: dict[str, set[str]] = {}
+        self._overflow = overflow
+        self._lock = threading.Lock()
+
+    def value(self, label: str, value: str) -> str:
+        """Return ``value`` if it is known or there is room for it, else ``other`` (counted)."""
+        seen = self._seen.get(label)
+        if seen is not None and value in seen:  # the hot path: no lock
+            return value
+        with self._lock:
+            seen = self._seen.setdefault(label, set())
+            if value in seen:
+                return value
+            if len(seen) < self.limit:
+                seen.add(value)
+                return value
+        self._overflow.labels(label).inc()
+        return OTHER
 
 
 class LLMMetrics:
     """The application-side LLM metrics registered in one registry."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        labels: Sequence[str] = DEFAULT_LABELS,
+        label_limit: int = DEFAULT_LABEL_LIMIT,
+    ) -> None:
+        bad = sorted(set(labels) & _RESERVED)
+        if bad or len(set(labels)) != len(labels) or not all(str(n).isidentifier() for n in labels):
+            raise ValueError(f"bad metric label names {list(labels)!r} (reserved or duplicate: {bad})")
+        self.labels = tuple(labels)
+        call = ("provider", "model", "operation", *self.labels)
+        spend = ("provider", "model", *self.labels)
+        r = registry
         self.requests = Counter(
-            "llm_requests", "Model calls, by outcome (ok, error, refused).",
-            (*CALL_LABELS, "outcome"), registry=registry,
+            "llm_requests", "Model calls, by outcome (ok, error, refused).", (*call, "outcome"), registry=r
         )
         self.tokens = Counter(
-            "llm_tokens", "Tokens used, by type (input, output, cache_read, reasoning).",
-            (*SPEND_LABELS, "type"), registry=registry,
+            "llm_tokens",
+            "Tokens used, by type (input, output, cache_read, reasoning).",
+            (*spend, "type"),
+            registry=r,
         )
         self.cost = Counter(
-            "llm_cost_usd", "Spend in USD (0 for models without a known price).",
-            SPEND_LABELS, registry=registry,
+            "llm_cost_usd", "Spend in USD (0 for models without a known price).", spend, registry=r
         )
         self.refusals = Counter(
-            "llm_refusals", "Calls the model refused or the provider filtered, by reason.",
-            (*SPEND_LABELS, "reason"), registry=registry,
+            "llm_refusals",
+            "Calls refused by the model or filtered, by reason.",
+            (*spend, "reason"),
+            registry=r,
         )
         self.ttft = Histogram(
-            "llm_time_to_first_token_seconds", "Time from request to the first content token.",
-            CALL_LABELS, registry=registry, buckets=TTFT_BUCKETS,
+            "llm_time_to_first_token_seconds",
+            "Time from request to first content.",
+            call,
+            registry=r,
+            buckets=TTFT_BUCKETS,
         )
         self.duration = Histogram(
-            "llm_request_duration_seconds", "Time from request to the end of the response.",
-            CALL_LABELS, registry=registry, buckets=DURATION_BUCKETS,
+            "llm_request_duration_seconds",
+            "Time from request to end of response.",
+            call,
+            registry=r,
+            buckets=DURATION_BUCKETS,
         )
+        self.eval_score = Histogram(
+            "llm_eval_score",
+            "Quality scores (judge, heuristic, human, feedback).",
+            ("name", "source", *self.labels),
+            registry=r,
+            buckets=SCORE_BUCKETS,
+        )
+        self.cost_unknown = Counter(
+            "llm_cost_unknown_model", "Calls whose model has no price (cost 0).", ("model",), registry=r
+        )
+        self.label_overflow = Counter(
+            "llm_label_overflow", "Label values collapsed to 'other' by the guard.", ("label",), registry=r
+        )
+        self.guard = LabelGuard(label_limit, self.label_overflow)
+
+    def _extra(self, rec_labels: Mapping[str, str]) -> tuple[str, ...]:
+        g = self.guard.value
+        return tuple(g(name, rec_labels.get(name, "")) for name in self.labels)
 
     def observe(self, rec: CallRecord, *, exemplar: bool) -> None:
         """Count and time one finished call; with ``exemplar`` every sample links to its trace."""
         ex = {"trace_id": rec.trace_id, "span_id": rec.span_id} if exemplar else None
-        call = (rec.provider, rec.model, rec.operation, rec.tenant, rec.feature)
-        spend = (rec.provider, rec.model, rec.tenant, rec.feature)
+        model = self.guard.value("model", rec.model)
+        extra = self._extra(rec.label_values())
+        call = (rec.provider, model, rec.operation, *extra)
+        spend = (rec.provider, model, *extra)
         self.requests.labels(*call, rec.outcome).inc(1, exemplar=ex)
-        for kind, n in (("input", rec.input_tokens), ("output", rec.output_tokens),
-                        ("cache_read", rec.cached_tokens), ("reasoning", rec.reasoning_tokens)):
+        for kind, n in (
+            ("input", rec.input_tokens),
+            ("output", rec.output_tokens),
+            ("cache_read", rec.cached_tokens),
+            ("reasoning", rec.reasoning_tokens),
+        ):
             if n > 0:
                 self.tokens.labels(*spend, kind).inc(n, exemplar=ex)
         cost = rec.cost_usd
         if cost > 0:
             self.cost.labels(*spend).inc(cost, exemplar=ex)
+        elif not rec.cost_known:
+            self.cost_unknown.labels(model).inc()
         if rec.outcome == "refused":
             reason = "content_filter" if rec.finish_reason == "content_filter" else "refusal"
             self.refusals.labels(*spend, reason).inc(1, exemplar=ex)
@@ -81,15 +191,37 @@ class LLMMetrics:
         if rec.duration_s is not None and rec.duration_s >= 0:
             self.duration.labels(*call).observe(rec.duration_s, exemplar=ex)
 
+    def observe_score(
+        self, name: str, source: str, value: float, labels: Mapping[str, str], trace_id: str | None = None
+    ) -> None:
+        """Observe one quality score; the exemplar links it to the trace it is about."""
+        ex = {"trace_id": trace_id} if trace_id else None
+        self.eval_score.labels(self.guard.value("name", name), source, *self._extra(labels)).observe(
+            value, exemplar=ex
+        )
+
 
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, LLMMetrics] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def metrics_for(registry: CollectorRegistry) -> LLMMetrics:
-    """Return the metrics of ``registry``, registering them on first use only."""
+def metrics_for(
+    registry: CollectorRegistry,
+    labels: Sequence[str] = DEFAULT_LABELS,
+    label_limit: int = DEFAULT_LABEL_LIMIT,
+) -> LLMMetrics:
+    """Return the metrics of ``registry``, registering them on first use only.
+
+    Raises ValueError when the registry already has them with other label names.
+    """
     with _LOCK:
         metrics = _BY_REGISTRY.get(registry)
         if metrics is None:
-            metrics = _BY_REGISTRY[registry] = LLMMetrics(registry)
+            metrics = _BY_REGISTRY[registry] = LLMMetrics(registry, labels, label_limit)
+        elif metrics.labels != tuple(labels):
+            raise ValueError(
+                f"this registry already has the LLM metrics with labels {list(metrics.labels)}, "
+                f"not {list(labels)}; use a fresh registry to change label names"
+            )
+        metrics.guard.limit = label_limit
         return metrics

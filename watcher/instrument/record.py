@@ -39,13 +39,18 @@ class CallRecord:
     call ``first_token()`` when the first content arrives (or set ``ttft_s``); set ``cost_usd`` to
     override the price table and ``duration_s`` to override the measured duration.
     ``trace_id``/``span_id`` are read-only hex strings, valid from the start of the call.
+
+    For payload capture and online evaluation set ``prompt``, ``response`` and ``context`` (the
+    retrieved passages); ``flagged`` and ``confidence`` steer the evaluation sampler; ``labels``
+    holds values for configured extra metric labels beyond tenant and feature.
     """
 
     __slots__ = (
-        "_cost", "_span_id", "_start_mark", "_timer", "_trace_id", "cached_tokens", "duration_s",
-        "error_type", "feature", "finish_reason", "input_tokens", "model", "operation", "outcome",
-        "output_tokens", "prompt_version", "provider", "reasoning_tokens", "refused", "response_id",
-        "response_model", "tenant", "tokens_estimated", "ts", "ttft_s", "user_id",
+        "_cost", "_price", "_span_id", "_start_mark", "_timer", "_trace_id", "cached_tokens", "confidence",
+        "context", "duration_s", "error_type", "feature", "finish_reason", "flagged", "input_tokens",
+        "labels", "model", "operation", "outcome", "output_tokens", "prompt", "prompt_version", "provider",
+        "reasoning_tokens", "refused", "response", "response_id", "response_model", "tenant",
+        "tokens_estimated", "ts", "ttft_s", "user_id",
     )
 
     def __init__(
@@ -84,7 +89,14 @@ class CallRecord:
         self.duration_s: float | None = None
         self.error_type: str | None = None
         self.outcome = "ok"  # ok | error | refused; final once the with block has exited
+        self.labels: dict[str, str] = {}
+        self.prompt: str | None = None
+        self.response: str | None = None
+        self.context: list[str] | None = None
+        self.flagged = False
+        self.confidence: float | None = None
         self._cost: float | None = None
+        self._price: tuple[float, bool] | None = None  # the table's answer, fixed by stop()
         self._trace_id = trace_id
         self._span_id = span_id
         self._timer = timer
@@ -115,6 +127,12 @@ class CallRecord:
     def cost_known(self) -> bool:
         """Tell whether the cost is known: set by the application, or the model has a price."""
         return self._cost is not None or self._priced()[1]
+
+    def label_values(self) -> dict[str, str]:
+        """Return the values of the metric labels: tenant, feature and the extra ``labels``."""
+        values = {str(k): str(v) for k, v in self.labels.items()}
+        values.update(tenant=self.tenant, feature=self.feature)
+        return values
 
     def first_token(self) -> None:
         """Mark the time to first token as now (only the first call counts)."""
@@ -147,6 +165,8 @@ class CallRecord:
             self.response_id = str(self.response_id)
         if self.response_model is not None:
             self.response_model = str(self.response_model)
+        self._price = None
+        self._price = self._priced()
 
     def row(self) -> dict[str, Any]:
         """Return the ``calls`` row of this call (every column but ``id``)."""
@@ -177,6 +197,8 @@ class CallRecord:
         }
 
     def _priced(self) -> tuple[float, bool]:
+        if self._price is not None:
+            return self._price
         model = self.response_model or self.model
         cost, known = priced_cost(model, _count(self.input_tokens), _count(self.output_tokens),
                                   _count(self.cached_tokens))

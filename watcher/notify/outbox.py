@@ -9,16 +9,20 @@ Delivery is at-least-once: a row is marked ``sent`` only after the receiver acce
 outcome is committed on its own, so a crash repeats at most the one send in flight. A retryable
 failure waits ``min(retry_max, retry_initial · 2^(attempts-1))`` with ±20 % jitter; a
 non-retryable failure, a message older than ``max_age`` or a receiver no longer configured makes
-the row ``dead``. Several replicas flushing one database would need ``FOR UPDATE SKIP LOCKED``
-claims; this sender assumes one flusher at a time (the scheduler's per-job lock).
+the row ``dead`` and, in the same transaction, queues a notice to each
+``delivery_failure_receivers`` entry (``deadletter``). Each row carries a ``notification_id`` fixed
+at enqueue time, so a redelivery after a crash is recognisable as the same message. Several
+replicas flushing one database would need ``FOR UPDATE SKIP LOCKED`` claims; this sender assumes
+one flusher at a time (the scheduler's per-job lock).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -29,6 +33,8 @@ from sqlmodel import Session, col, select
 from ..core import Alert, AlertState, Labels, Notification, NotificationKind, TraceRef, utc
 from ..errors import NotifyError
 from ..store.tables import OutboxRow
+from .deadletter import failure_notice, is_notice
+from .faults import checkpoint
 from .receivers.base import Receiver
 
 logger = logging.getLogger(__name__)
@@ -119,18 +125,30 @@ def from_message(m: Mapping[str, Any]) -> Notification:
     )
 
 
-def enqueue(session: Session, n: Notification, now: datetime) -> OutboxRow:
-    """Add ``n`` to the outbox, due at ``now``, in the caller's transaction (no commit here)."""
+def notification_id(n: Notification, now: datetime) -> str:
+    """Return the ID of one enqueued notification (stable across its redeliveries)."""
+    material = f"{n.receiver}|{n.dedup_key}|{n.kind}|{utc(now).isoformat()}"
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def enqueue(session: Session, n: Notification, now: datetime, *, fingerprint: str | None = None) -> OutboxRow:
+    """Add ``n`` to the outbox, due at ``now``, in the caller's transaction (no commit here).
+
+    The stored payload gains ``notification_id`` (see ``notification_id``); ``fingerprint`` (default:
+    the alert's) is what the row is about, a group key for grouped notifications.
+    """
+    message = to_message(n)
+    message["payload"]["notification_id"] = notification_id(n, now)
     row = OutboxRow(
         receiver=n.receiver,
-        fingerprint=n.alert.fingerprint,
+        fingerprint=fingerprint or n.alert.fingerprint,
         dedup_key=n.dedup_key,
         kind=str(n.kind),
         created_at=now,
         status=PENDING,
         attempts=0,
         next_attempt_at=now,
-        message=to_message(n),
+        message=message,
     )
     session.add(row)
     return row
@@ -155,8 +173,10 @@ class Outbox:
         max_age: timedelta,
         rng: random.Random | None = None,
         batch: int = 100,
+        failure_receivers: Sequence[str] = (),
     ) -> None:
         self._store = store
+        self._failure_receivers = list(failure_receivers)
         self._receivers = receivers
         self._retry_initial = retry_initial
         self._retry_max = retry_max
@@ -209,6 +229,7 @@ class Outbox:
         except Exception as exc:  # a receiver bug must not stop the outbox; its message may hold secrets
             error, reason, retryable = f"unexpected {type(exc).__name__} in receiver", "unknown", True
         else:
+            checkpoint("send")
             self._update(row.id, status=SENT, sent_at=now, attempts=row.attempts + 1)
             logger.info("sent %s to %s", row.kind, row.receiver, extra=ctx)
             return SENT
@@ -225,22 +246,57 @@ class Outbox:
         )
         logger.warning(
             "delivery to %s failed (%s, attempt %d), retry in %.0fs: %s",
-            row.receiver, reason, attempts, wait.total_seconds(), error, extra=ctx,
+            row.receiver,
+            reason,
+            attempts,
+            wait.total_seconds(),
+            error,
+            extra=ctx,
         )
         return "failed"
 
     def _dead(
-        self, row: OutboxRow, now: datetime, error: str, reason: str, ctx: dict[str, Any], *,
+        self,
+        row: OutboxRow,
+        now: datetime,
+        error: str,
+        reason: str,
+        ctx: dict[str, Any],
+        *,
         attempts: int | None = None,
     ) -> str:
-        """Dead-letter ``row`` with ``error``; return ``dead``."""
-        self._update(
-            row.id,
-            status=DEAD,
-            attempts=row.attempts if attempts is None else attempts,
-            last_error=error[:_MAX_ERROR_LEN],
-            last_reason=reason,
-        )
+        """Dead-letter ``row`` with ``error`` and queue the delivery-failure notices; return ``dead``."""
+        tries = row.attempts if attempts is None else attempts
+        fields = {
+            "status": DEAD,
+            "attempts": tries,
+            "last_error": error[:_MAX_ERROR_LEN],
+            "last_reason": reason,
+        }
+        with self._store.session() as s:
+            stored = s.get(OutboxRow, row.id)
+            if stored is None:
+                return DEAD
+            for k, v in fields.items():
+                setattr(stored, k, v)
+            s.add(stored)
+            message = row.message or {}
+            targets = [] if is_notice(message) else [r for r in self._failure_receivers if r != row.receiver]
+            for to in targets:
+                notice = failure_notice(
+                    row_id=row.id,
+                    dead_receiver=row.receiver,
+                    reason=reason,
+                    error=error[:_MAX_ERROR_LEN],
+                    message=message,
+                    attempts=tries,
+                    to=to,
+                    now=now,
+                )
+                enqueue(s, notice, now)
+            s.commit()
+        if targets:
+            logger.info("delivery failure of %s reported to %s", row.receiver, ", ".join(targets), extra=ctx)
         logger.error("notification to %s dead-lettered (%s): %s", row.receiver, reason, error, extra=ctx)
         return DEAD
 

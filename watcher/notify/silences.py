@@ -111,3 +111,28 @@ def active_silences(session: Session, now: datetime) -> list[SilenceRow]:
         .order_by(col(SilenceRow.starts_at))
     )
     return list(session.exec(stmt).all())
+
+
+_MATCHER_TEXT = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
+
+
+def parse_matcher(text: str) -> Matcher:
+    """Parse ``name=value``, ``name!=value``, ``name=~regex`` or ``name!~regex`` (value may be quoted)."""
+    m = _MATCHER_TEXT.match(text)
+    if m is None:
+        raise ValueError(f"bad matcher {text!r}: write name=value, name!=value, name=~regex or name!~regex")
+    name, op, value = m.groups()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1]
+    if op in ("=~", "!~") and _regex(value) is None:
+        raise ValueError(f"bad matcher {text!r}: invalid regular expression")
+    return Matcher(name=name, value=value, op=op)
+
+
+def matcher_dicts(texts: Iterable[str]) -> list[dict[str, str]]:
+    """Return the stored form of matcher texts (see ``parse_matcher``)."""
+    out = []
+    for t in texts:
+        m = parse_matcher(t)
+        out.append({"name": m.name, "value": m.value, "op": m.op})
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
     WithJsonSchema,
     model_validator,
 )
@@ -82,7 +83,12 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "5m", "1h", "7d"]}),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": 0}],
+            "examples": ["30s", "5m", "1h", "7d"],
+        }
+    ),
 ]
 Direction = Literal["up", "down", "both"]
 LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
@@ -133,8 +139,105 @@ class RollingDetector(_Frozen):
         return self
 
 
-DetectorSpec = Annotated[ThresholdDetector | RollingDetector, Field(discriminator="kind")]
-DETECTOR_KINDS = ("threshold", "rolling")
+_SENSITIVITY = "band half-width in (robust) standard deviations of the detector's noise model"
+_MIN_SPREAD = "smallest band half-width per sigma in the series' unit, so a flat series is not brittle"
+
+
+class EwmaDetector(_Frozen):
+    """Fast adaptive baseline: robust (Huber-clipped) exponentially weighted mean and spread."""
+
+    kind: Literal["ewma"]
+    halflife: Duration = Field(timedelta(hours=1), description="half-life of the level")
+    scale_halflife: Duration = Field(timedelta(days=1), description="half-life of the spread")
+    sensitivity: float = Field(4.0, gt=0, le=100, description=_SENSITIVITY)
+    direction: Direction = "both"
+    min_points: int = Field(30, ge=3, description="points needed before the first verdict")
+    min_spread: float = Field(0.0, ge=0, description=_MIN_SPREAD)
+    shift_after: Duration | None = Field(
+        timedelta(hours=1), description="adopt a new level after this long outside the band; null: never"
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> EwmaDetector:
+        if self.halflife <= timedelta(0) or self.scale_halflife <= timedelta(0):
+            raise ValueError("`halflife` and `scale_halflife` must be positive")
+        return self
+
+
+class SeasonalDetector(_Frozen):
+    """Daily/weekly profile fitted rarely on downsampled history; level and spread tracked per point."""
+
+    kind: Literal["seasonal"]
+    seasons: list[Duration] | None = Field(
+        None, description="season lengths, e.g. [1d, 1w]; null: detect 1d and 1w from the data"
+    )
+    history: Duration = Field(timedelta(days=21), description="downsampled history kept for fitting")
+    refit: Duration = Field(timedelta(hours=6), description="refit the profile this often (data time)")
+    resolution: Duration | None = Field(
+        None, description="bucket width of the downsampled history; default: shortest season / 96"
+    )
+    min_history: Duration | None = Field(
+        None, description="history before the first verdict; default: 2 x the shortest season (2d: detected)"
+    )
+    halflife: Duration = Field(timedelta(hours=2), description="half-life of the deseasonalised level")
+    scale_halflife: Duration = Field(timedelta(days=3), description="half-life of each hour's spread")
+    sensitivity: float = Field(4.0, gt=0, le=100, description=_SENSITIVITY)
+    direction: Direction = "both"
+    min_spread: float = Field(0.0, ge=0, description=_MIN_SPREAD)
+    shift_after: Duration | None = Field(
+        timedelta(hours=1), description="adopt a new level after this long outside the band; null: never"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SeasonalDetector:
+        if self.seasons is not None:
+            if not self.seasons or any(s <= timedelta(0) for s in self.seasons):
+                raise ValueError("`seasons` needs at least one positive duration (or null to detect)")
+            if min(self.seasons) * 2 > self.history:
+                raise ValueError("`history` must hold at least two cycles of the shortest season")
+        for name in ("history", "refit", "halflife", "scale_halflife"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"`{name}` must be positive")
+        if self.resolution is not None and self.resolution <= timedelta(0):
+            raise ValueError("`resolution` must be positive")
+        if self.min_history is not None and self.min_history > self.history:
+            raise ValueError("`min_history` is longer than `history`: it could never be reached")
+        return self
+
+
+class RateDetector(_Frozen):
+    """Proportions (refusal, error, thumbs-down rate) judged on successes/trials, beta-binomial."""
+
+    kind: Literal["rate"]
+    halflife: Duration = Field(timedelta(days=1), description="half-life of the baseline rate")
+    sensitivity: float = Field(4.0, gt=0, le=100, description="one-sided tail probability as a normal z")
+    direction: Direction = "up"
+    min_count: float = Field(10.0, ge=1, description="trials a point needs before it can be anomalous")
+    min_delta: float = Field(0.01, ge=0, le=1, description="smallest absolute change of the rate that pages")
+    min_trials: float = Field(200.0, ge=1, description="baseline trials needed before the first verdict")
+
+
+class AutoDetector(_Frozen):
+    """The untuned default: rate for proportions with counts, else seasonal with detected seasons."""
+
+    kind: Literal["auto"]
+    sensitivity: float = Field(4.0, gt=0, le=100, description=_SENSITIVITY)
+    direction: Direction = "both"
+    min_spread: float = Field(0.0, ge=0, description=_MIN_SPREAD)
+    history: Duration = Field(timedelta(days=21), description="history kept for the seasonal fit")
+
+    @model_validator(mode="after")
+    def _two_days(self) -> AutoDetector:
+        if self.history < timedelta(days=2):
+            raise ValueError("`history` must be at least 2d: a daily season needs two cycles to be detected")
+        return self
+
+
+DetectorSpec = Annotated[
+    ThresholdDetector | RollingDetector | EwmaDetector | SeasonalDetector | RateDetector | AutoDetector,
+    Field(discriminator="kind"),
+]
+DETECTOR_KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto")
 
 
 # --- queries for the SQL sources ---------------------------------------------------------------
@@ -260,6 +363,13 @@ class Rule(_Frozen):
                 raise ValueError(f"source: {self.source} needs a `detector` (e.g. {{kind: rolling}})")
             if self.traces is not None and self.traces.from_ == "exemplars":
                 raise ValueError("traces from: exemplars needs source: prometheus; use from: rows")
+            columns = get_args(ScoreLabel) if self.source == "scores" else get_args(CallLabel)
+            unknown = sorted({*self.query.by, *self.query.where, *self.query.match} - set(columns))
+            if unknown:
+                raise ValueError(
+                    f"unknown {self.source} column(s) {', '.join(unknown)} in by/where/match; "
+                    f"known: {', '.join(columns)}"
+                )
             if self.source == "scores":
                 if self.query.score is None:
                     raise ValueError("source: scores needs `query.score` (the score name)")
@@ -302,6 +412,20 @@ class RuleFile(_Frozen):
 def json_schema() -> dict[str, Any]:
     """Return the JSON schema of a rule file, for editors and CI linters."""
     schema = RuleFile.model_json_schema(by_alias=True)
+    _durations_as_written(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "watcher rule file"
     return schema
+
+
+def _durations_as_written(node: Any) -> None:
+    """Rewrite ISO-8601 duration defaults (pydantic's rendering) into the rule-file notation."""
+    if isinstance(node, dict):
+        default = node.get("default")
+        if isinstance(default, str) and default.startswith("P"):
+            node["default"] = format_duration(TypeAdapter(timedelta).validate_python(default))
+        for value in node.values():
+            _durations_as_written(value)
+    elif isinstance(node, list):
+        for value in node:
+            _durations_as_written(value)

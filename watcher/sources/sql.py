@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -24,35 +24,16 @@ import sqlalchemy as sa
 
 from ..core import FloatArray, Labels, Series, TraceRef
 from ..errors import QueryError, SourceUnavailableError
-from ..rules.schema import Rule, SqlQuery
+from ..rules.schema import CallField, CallLabel, Rule, ScoreLabel, SqlQuery
 from ..store.db import Store, describe_error
 from ..store.tables import Call, Score
 from .base import step_grid
 
 IntArray = npt.NDArray[np.int64]
 
-CALL_LABELS = (
-    "provider",
-    "model",
-    "operation",
-    "tenant",
-    "feature",
-    "prompt_version",
-    "outcome",
-    "error_type",
-    "finish_reason",
-)
-SCORE_LABELS = ("name", "label", "source", "evaluator", "tenant", "feature", "model")
-CALL_FIELDS = (
-    "cost_usd",
-    "ttft_s",
-    "duration_s",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-)
+CALL_LABELS: tuple[str, ...] = get_args(CallLabel)
+SCORE_LABELS: tuple[str, ...] = get_args(ScoreLabel)
+CALL_FIELDS: tuple[str, ...] = get_args(CallField)
 DEFAULT_TOP = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = 1_000_000

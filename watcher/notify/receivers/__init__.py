@@ -1,26 +1,47 @@
 """Receivers: the named delivery targets of the config, built once at start-up.
 
 This package owns mapping ``Settings.receivers`` to ``Receiver`` objects. Each transport lives in
-its own module (``console``, ``apprise``); the seam is ``base.Receiver``.
+its own module (``console``, ``apprise``, ``pagerduty``, ``webhook``, ``alertmanager``; the shared
+HTTP edge in ``http``); the seam is ``base.Receiver``.
 """
 
 from __future__ import annotations
 
-from ...config import Settings
+from ...config import ReceiverSettings, Settings
+from .alertmanager import AlertmanagerReceiver
 from .apprise import AppriseReceiver
 from .base import Receiver, RecordingReceiver
 from .console import ConsoleReceiver
+from .pagerduty import PagerDutyReceiver
+from .webhook import WebhookReceiver
 
-__all__ = ["AppriseReceiver", "ConsoleReceiver", "Receiver", "RecordingReceiver", "build_receivers"]
+__all__ = [
+    "AlertmanagerReceiver",
+    "AppriseReceiver",
+    "ConsoleReceiver",
+    "PagerDutyReceiver",
+    "Receiver",
+    "RecordingReceiver",
+    "WebhookReceiver",
+    "build_receiver",
+    "build_receivers",
+]
+
+
+def build_receiver(name: str, rs: ReceiverSettings) -> Receiver:
+    """Return the receiver for one settings entry; a bad Apprise URL raises ``ConfigError``."""
+    if rs.type == "console":
+        return ConsoleReceiver(name)
+    if rs.type == "pagerduty":
+        return PagerDutyReceiver(name, rs)
+    if rs.type == "webhook":
+        return WebhookReceiver(name, rs)
+    if rs.type == "alertmanager":
+        return AlertmanagerReceiver(name, rs)
+    urls = [u.get_secret_value() for u in rs.urls]
+    return AppriseReceiver(name, urls, timeout_s=rs.timeout_s)
 
 
 def build_receivers(settings: Settings) -> dict[str, Receiver]:
     """Return a receiver for every entry of ``settings.receivers``; a bad URL raises ``ConfigError``."""
-    out: dict[str, Receiver] = {}
-    for name, rs in settings.receivers.items():
-        if rs.type == "console":
-            out[name] = ConsoleReceiver(name)
-        else:
-            urls = [u.get_secret_value() for u in rs.urls]
-            out[name] = AppriseReceiver(name, urls, timeout_s=rs.timeout_s)
-    return out
+    return {name: build_receiver(name, rs) for name, rs in settings.receivers.items()}

@@ -93,12 +93,19 @@ class _RedactingFilter(logging.Filter):
 
 
 _FILTER = _RedactingFilter()
-_FILTERED_LOGGERS = ("apprise", "urllib3.connectionpool", "requests")
+_FILTERED_LOGGERS = (
+    "apprise",
+    "urllib3.connectionpool",
+    "requests",
+    "httpx",  # the JSON receivers (``http``) log their request URL here at INFO
+    "httpcore.connection",
+    "httpcore.http11",
+)
 _install_lock = threading.Lock()
 _installed = False
 
 
-def _install_filter(secrets: Iterable[str]) -> None:
+def install_filter(secrets: Iterable[str]) -> None:
     """Register ``secrets`` with the process-wide redacting filter (installed once)."""
     global _installed
     _FILTER.add(secrets)
@@ -155,7 +162,7 @@ class AppriseReceiver:
         self._secrets: set[str] = set()
         for url in urls:
             self._secrets |= secret_parts(url)
-        _install_filter(self._secrets)
+        install_filter(self._secrets)
         asset = apprise.AppriseAsset(storage_mode="memory", service_timeout=timeout_s)
         self._apprise = apprise.Apprise(asset=asset)
         for i, url in enumerate(urls, 1):

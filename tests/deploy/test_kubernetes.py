@@ -1,0 +1,93 @@
+"""deploy/kubernetes/: schema-shaped checks (kubeconform needs schemas from the internet).
+
+Each manifest has the fields its kind requires, the pieces reference each other consistently
+(selectors, ports, ConfigMaps, Secrets) and the pod is hardened and probed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+REQUIRED_SPEC = {
+    "Deployment": ("apps/v1", ["replicas", "selector", "template"]),
+    "Service": ("v1", ["selector", "ports"]),
+    "ServiceMonitor": ("monitoring.coreos.com/v1", ["selector", "endpoints"]),
+    "PodDisruptionBudget": ("policy/v1", ["selector"]),
+    "ConfigMap": ("v1", []),
+    "Secret": ("v1", []),
+}
+
+
+def _docs() -> dict[str, dict[str, Any]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    docs = {}
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            docs[doc["kind"]] = doc
+    return docs
+
+
+def test_every_file_is_listed_and_shaped() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+    docs = _docs()
+    assert set(docs) == set(REQUIRED_SPEC)
+    for kind, doc in docs.items():
+        api, spec_keys = REQUIRED_SPEC[kind]
+        assert doc["apiVersion"] == api, kind
+        assert doc["metadata"]["name"], kind
+        assert "namespace" not in doc["metadata"], f"{kind}: the namespace is set by kustomize"
+        for key in spec_keys:
+            assert key in doc["spec"], f"{kind}: spec.{key} missing"
+
+
+def test_references_are_consistent() -> None:
+    docs = _docs()
+    dep = docs["Deployment"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"] == pod_labels
+    for kind in ("Service", "PodDisruptionBudget", "ServiceMonitor"):
+        spec = docs[kind]["spec"]
+        selector = spec["selector"].get("matchLabels", spec["selector"])
+        assert selector.items() <= pod_labels.items(), kind
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"] for p in container["ports"]}
+    assert {p["targetPort"] for p in docs["Service"]["spec"]["ports"]} <= ports
+    svc_ports = {p["name"] for p in docs["Service"]["spec"]["ports"]}
+    assert {e["port"] for e in docs["ServiceMonitor"]["spec"]["endpoints"]} <= svc_ports
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert {m["name"] for m in container["volumeMounts"]} <= set(volumes)
+    assert volumes["config"]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    assert volumes["rules"]["configMap"]["name"] == "watcher-rules"  # created from git, see kustomization
+    assert "create configmap watcher-rules --from-file=rules/" in (K8S / "kustomization.yaml").read_text()
+    assert container["envFrom"][0]["secretRef"]["name"] == docs["Secret"]["metadata"]["name"]
+
+
+def test_pod_is_hardened_and_probed() -> None:
+    pod = _docs()["Deployment"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["args"][:1] == ["run"] and "memory" in c["resources"]["limits"]
+
+
+@pytest.mark.parametrize("key", ["watcher.yaml"])
+def test_configmap_settings_load(key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from watcher.config import load_settings
+
+    cfg = tmp_path / key
+    cfg.write_text(_docs()["ConfigMap"]["data"][key])
+    monkeypatch.setenv("WATCHER_STORE__URL", _docs()["Secret"]["stringData"]["WATCHER_STORE__URL"])
+    settings = load_settings(cfg)
+    assert settings.server.host == "0.0.0.0" and settings.rules == [Path("/etc/watcher/rules")]

@@ -1,0 +1,49 @@
+"""``watcher bench``: the detection benchmark on a labelled corpus and the throughput benchmark.
+
+This package owns the generated corpus (``corpus``), window-based detection scoring
+(``detection``) and the per-detector timing of start-up and steady-state ticks (``throughput``).
+It does not own any detector. Imports stay lazy: ``watcher --help`` must not pay for numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _run_detection(args: argparse.Namespace) -> int:
+    from .detection import main_detection
+
+    return main_detection(args)
+
+
+def _run_throughput(args: argparse.Namespace) -> int:
+    from .throughput import main_throughput
+
+    return main_throughput(args)
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``watcher bench detection|throughput`` on the command line's subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser("bench", help="detection and throughput benchmarks")
+    sub = p.add_subparsers(dest="bench", required=True, metavar="detection|throughput")
+    det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
+    det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
+    det.add_argument("--labels", help="labels JSON (default: the corpus' labels/*.json or labels.json)")
+    det.add_argument("--detector", action="append", help="detector kind or baseline (repeatable)")
+    det.add_argument("--for", dest="for_", default="10m", help="persistence before a point pages (10m)")
+    det.add_argument("--write-corpus", metavar="DIR", help="write the generated corpus to DIR and exit")
+    det.add_argument("--json", action="store_true", help="print the full results as JSON")
+    det.add_argument("--per-file", action="store_true", help="print per-file precision/recall/TTD")
+    det.set_defaults(func=_run_detection)
+    thr = sub.add_parser("throughput", help="time start-up and steady-state ticks per detector")
+    thr.add_argument("--series", type=int, default=10_000)
+    thr.add_argument("--history", default="7d")
+    thr.add_argument("--step", default="1m")
+    thr.add_argument("--ticks", type=int, default=5, help="steady-state ticks to time")
+    thr.add_argument(
+        "--startup-sample", type=int, default=100, help="series whose start-up is timed (then cloned)"
+    )
+    thr.add_argument("--detector", action="append", help="detector kind (repeatable)")
+    thr.set_defaults(func=_run_throughput)
+    return p

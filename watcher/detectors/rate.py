@@ -1,0 +1,207 @@
+"""The ``rate`` detector kind: proportions judged on successes out of trials (beta-binomial).
+
+This module owns the decayed baseline rate, its over-dispersion and the exact critical values of
+the beta-binomial test. It does not own the tail helpers (``stats``) nor the spec
+(``rules.schema.RateDetector``).
+
+A point is ``value`` = proportion (refusals / calls, thumbs-down / feedback, …) and ``count`` = its
+trials. Without a count a point counts as one trial, so it can never be anomalous on its own.
+
+* **baseline**: exponentially decayed successes K and trials N (``halflife`` of data time) give
+  p0 = (K + ½) / (N + 1); the over-dispersion ρ (how much more than binomial the rate wanders
+  between points: traffic mix, tenants) is a decayed method-of-moments estimate, floored at 1e-4.
+* **test**: under Beta-Binomial(n, p0, ρ) the one-sided tail probability of the observed count is
+  the p-value; the point is anomalous when p < Φ(−sensitivity) (sensitivity 4 → p < 3.2e-5), the
+  rate moved by at least ``min_delta`` and the point has at least ``min_count`` trials. With the
+  defaults 2 refusals of 4 calls against a 2 % baseline never fires (p ≈ 2e-3 and 4 < 10 trials),
+  while 15 % of 2,000 calls fires (p ≈ 0). Tails are exact for n ≤ 400 trials and use the
+  beta-binomial normal approximation above that (with a continuity correction).
+* **band**: ``upper``/``lower`` are the exact critical proportions (``(k* ∓ ½)/n``), widened by
+  ``min_delta``, so "anomalous" and "outside the band" are the same thing; NaN when no count could
+  be significant.
+* **score**: 1 − 2p (the two-sided normal mass of the equivalent z, as for the other kinds), 0 when
+  the point has fewer than ``min_count`` trials.
+* **robustness**: an anomalous point enters the baseline clipped to the band, so an incident moves
+  p0 only slowly and a lasting change is absorbed over about one half-life.
+* **warm-up**: not ready until the decayed baseline holds ``min_trials`` trials.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from ..core import Verdict
+from ..errors import DetectorError
+from .base import Detector, register
+from .stats import Direction, normal_sf
+
+EXACT_MAX_TRIALS = 400
+RHO_MIN = 1e-4
+RHO_MAX = 0.3
+_LN2 = math.log(2.0)
+
+
+def beta_binomial_pmf(n: int, p: float, rho: float) -> np.ndarray:
+    """Return the Beta-Binomial(n, mean p, intra-class correlation rho) probabilities of 0..n."""
+    conc = 1.0 / rho - 1.0
+    a, b = max(p * conc, 1e-9), max((1.0 - p) * conc, 1e-9)
+    lp0 = math.lgamma(n + b) + math.lgamma(a + b) - math.lgamma(n + a + b) - math.lgamma(b)
+    j = np.arange(n, dtype=np.float64)
+    ratios = np.log(n - j) - np.log(j + 1.0) + np.log(j + a) - np.log(n - j - 1.0 + b)
+    logpmf = np.concatenate(([lp0], lp0 + np.cumsum(ratios)))
+    return np.exp(logpmf)
+
+
+def critical_counts(n: int, p: float, rho: float, alpha: float) -> tuple[float, float, np.ndarray | None]:
+    """Return (k_low, k_high, pmf): the counts beyond which a tail has probability < ``alpha``.
+
+    ``k_high`` is the smallest count with P(K ≥ k) < alpha (inf if none), ``k_low`` the largest with
+    P(K ≤ k) < alpha (-inf if none). ``pmf`` is returned for exact tails, None when approximated.
+    """
+    if n <= EXACT_MAX_TRIALS:
+        pmf = beta_binomial_pmf(n, p, rho)
+        upper = np.cumsum(pmf[::-1])[::-1]
+        lower = np.cumsum(pmf)
+        hi = np.flatnonzero(upper < alpha)
+        lo = np.flatnonzero(lower < alpha)
+        return (float(lo[-1]) if len(lo) else -math.inf, float(hi[0]) if len(hi) else math.inf, pmf)
+    sd = math.sqrt(n * p * (1.0 - p) * (1.0 + (n - 1) * rho))
+    z = _z_of(alpha)
+    return n * p - z * sd - 0.5, n * p + z * sd + 0.5, None
+
+
+def _z_of(alpha: float) -> float:
+    """Return z with normal_sf(z) = alpha, by bisection (no scipy import)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        if normal_sf(mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+class RateBaseline(Detector):
+    """Scores proportions with trial counts against a decayed beta-binomial baseline."""
+
+    kind = "rate"
+
+    def __init__(
+        self,
+        halflife: timedelta = timedelta(days=1),
+        sensitivity: float = 4.0,
+        direction: Direction = "up",
+        min_count: float = 10.0,
+        min_delta: float = 0.01,
+        min_trials: float = 200.0,
+    ) -> None:
+        super().__init__()
+        if not sensitivity > 0 or not math.isfinite(sensitivity):
+            raise DetectorError(f"rate `sensitivity` must be a positive number, got {sensitivity!r}")
+        if direction not in ("up", "down", "both"):
+            raise DetectorError(f"rate `direction` must be up, down or both, got {direction!r}")
+        if halflife.total_seconds() <= 0 or not min_count >= 1 or not min_trials >= 1:
+            raise DetectorError("rate needs a positive `halflife` and `min_count`, `min_trials` ≥ 1")
+        if not 0 <= min_delta <= 1:
+            raise DetectorError(f"rate `min_delta` must be within [0, 1], got {min_delta!r}")
+        self.halflife_s = halflife.total_seconds()
+        self.sensitivity = float(sensitivity)
+        self.alpha = normal_sf(self.sensitivity)
+        self.direction: Direction = direction
+        self.min_count = float(min_count)
+        self.min_delta = float(min_delta)
+        self.min_trials = float(min_trials)
+        self.k = 0.0
+        self.n = 0.0
+        self.rho = 1e-3
+        self._rho_w = 0.0
+        self._last = math.nan
+
+    @property
+    def baseline(self) -> float:
+        """Return the current baseline proportion p0."""
+        return (self.k + 0.5) / (self.n + 1.0)
+
+    def _update(self, ts: float, value: float, count: float | None) -> Verdict:
+        trials = 1.0 if count is None or not math.isfinite(count) or count < 1 else float(count)
+        decay = 1.0 if math.isnan(self._last) else math.exp(-(ts - self._last) * _LN2 / self.halflife_s)
+        self._last = ts
+        self.k *= decay
+        self.n *= decay
+        self._rho_w *= decay
+        p_hat = min(max(value, 0.0), 1.0)
+        if self.n < self.min_trials:
+            reason = f"warming up: {self.n:.0f}/{self.min_trials:.0f} baseline trials"
+            self._learn(p_hat, trials, p_hat)
+            return Verdict(ts=ts, value=value, ready=False, reason=reason)
+        verdict = self._score(ts, value, p_hat, round(trials))
+        kept = p_hat
+        if verdict.anomalous:
+            kept = min(max(p_hat, _nan_or(verdict.lower, 0.0)), _nan_or(verdict.upper, 1.0))
+        self._learn(kept, trials, p_hat)
+        return verdict
+
+    def _score(self, ts: float, value: float, p_hat: float, n: int) -> Verdict:
+        """Build the verdict of one proportion of ``n`` trials against the baseline."""
+        p0 = self.baseline
+        if n < self.min_count:
+            return Verdict(ts=ts, value=value, expected=p0)
+        k_low, k_high, pmf = critical_counts(n, p0, self.rho, self.alpha)
+        upper = lower = math.nan
+        if self.direction != "down" and math.isfinite(k_high):
+            upper = max((k_high - 0.5) / n, p0 + self.min_delta)
+        if self.direction != "up" and math.isfinite(k_low):
+            lower = min((k_low + 0.5) / n, p0 - self.min_delta)
+        k_obs = math.floor(p_hat * n + 0.5)
+        p_up = p_down = 0.5
+        if pmf is not None:
+            p_up, p_down = float(pmf[k_obs:].sum()), float(pmf[: k_obs + 1].sum())
+        else:
+            sd = math.sqrt(n * p0 * (1.0 - p0) * (1.0 + (n - 1) * self.rho))
+            p_up = normal_sf((k_obs - 0.5 - n * p0) / sd)
+            p_down = normal_sf((n * p0 - k_obs - 0.5) / sd)
+        tail = min(p_up, p_down) if self.direction == "both" else (p_up if self.direction == "up" else p_down)
+        score = min(1.0, max(0.0, 1.0 - 2.0 * tail))
+        anomalous = value > upper or value < lower
+        if anomalous and score <= 0.0:
+            score = 1.0
+        return Verdict(
+            ts=ts, value=value, expected=p0, lower=lower, upper=upper, score=score, anomalous=anomalous
+        )
+
+    def _learn(self, p: float, trials: float, p_hat: float) -> None:
+        """Fold a point into the decayed counts and the over-dispersion estimate."""
+        if self.n >= 1.0 and trials > 1.0:
+            p0 = min(max(self.baseline, 1e-6), 1.0 - 1e-6)
+            e = (p_hat - p0) ** 2 * trials / (p0 * (1.0 - p0))
+            obs = min(max((e - 1.0) / (trials - 1.0), -0.05), 0.2)
+            self._rho_w += 1.0
+            self.rho += (obs - self.rho) / max(self._rho_w, 1.0)
+            self.rho = min(max(self.rho, RHO_MIN), RHO_MAX)
+        self.k += p * trials
+        self.n += trials
+
+
+def _nan_or(x: float, default: float) -> float:
+    """Return ``x`` unless it is NaN, else ``default``."""
+    return default if math.isnan(x) else x
+
+
+def build_rate(spec: Any) -> Detector:
+    """Build a rate detector from a ``RateDetector`` spec."""
+    return RateBaseline(
+        halflife=spec.halflife,
+        sensitivity=spec.sensitivity,
+        direction=spec.direction,
+        min_count=spec.min_count,
+        min_delta=spec.min_delta,
+        min_trials=spec.min_trials,
+    )
+
+
+register("rate")(build_rate)

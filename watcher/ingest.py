@@ -1,0 +1,246 @@
+"""Ingest for non-Python applications: the request models and the bulk insert behind ``/api/v1``.
+
+This module owns what a client may send (``CallIn``, ``ScoreIn``, ``FeedbackIn``: strict pydantic
+models, separate from the SQLModel tables, whose bounds match the columns so that a valid item
+always inserts), turning items into rows, and writing one request's rows in one transaction
+(all or nothing: the client gets 200 only when every row is committed). It also owns
+``watcher bench ingest``. It does not own HTTP (``server``): auth, size limits and status codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal, cast
+
+import sqlalchemy as sa
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .store.tables import Call, Score
+
+CALLS: Final = cast(sa.Table, Call.__table__)  # type: ignore[attr-defined]
+SCORES: Final = cast(sa.Table, Score.__table__)  # type: ignore[attr-defined]
+MAX_COUNT: Final = 2**31 - 1
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Strings bounded like their columns and free of NUL characters (PostgreSQL rejects them).
+Str32 = Annotated[str, Field(max_length=32), AfterValidator(_no_nul)]
+Str64 = Annotated[str, Field(max_length=64), AfterValidator(_no_nul)]
+Str128 = Annotated[str, Field(max_length=128), AfterValidator(_no_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_nul)]
+Comment = Annotated[str, Field(max_length=4000), AfterValidator(_no_nul)]
+TraceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_.:-]+$")]
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Seconds = Annotated[float, Field(ge=0, le=86_400 * 7, allow_inf_nan=False)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class CallIn(_In):
+    """One model call, as the hooks would have recorded it."""
+
+    trace_id: TraceId
+    span_id: Str32 | None = None
+    ts: Timestamp | None = Field(None, description="call start, ISO-8601 (default: now); naive means UTC")
+    provider: Str64 = ""
+    model: Str128 = ""
+    operation: Str32 = "chat"
+    tenant: Str128 = ""
+    feature: Str128 = ""
+    user_id: Str128 | None = None
+    prompt_version: Str64 | None = None
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cached_tokens: Count = 0
+    reasoning_tokens: Count = 0
+    tokens_estimated: bool = False
+    cost_usd: float | None = Field(
+        None,
+        ge=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="default: from the pricing table (0 and cost_known=false if unknown)",
+    )
+    ttft_s: Seconds | None = None
+    duration_s: Seconds | None = None
+    finish_reason: Str32 | None = None
+    outcome: Literal["ok", "error", "refused", "filtered"] = "ok"
+    error_type: Str128 | None = None
+
+
+class ScoreIn(_In):
+    """One quality score about a trace."""
+
+    trace_id: TraceId
+    name: Name
+    value: float = Field(ge=-1e12, le=1e12, allow_inf_nan=False)
+    ts: Timestamp | None = None
+    label: Str128 | None = None
+    source: Literal["judge", "heuristic", "human", "feedback"] = "judge"
+    evaluator: Str128 | None = None
+    tenant: Str128 = ""
+    feature: Str128 = ""
+    model: Str128 = ""
+    eval_run: Str128 | None = None
+    comment: Comment | None = None
+
+
+class FeedbackIn(_In):
+    """A user's thumbs up/down about a trace (stored as score "feedback" 1/0)."""
+
+    trace_id: TraceId
+    positive: bool
+    ts: Timestamp | None = None
+    comment: Comment | None = None
+    tenant: Str128 = ""
+    feature: Str128 = ""
+    model: Str128 = ""
+
+
+class Accepted(BaseModel):
+    """The answer to a successful ingest: how many rows were committed."""
+
+    accepted: int
+
+
+def call_row(item: CallIn, now: datetime) -> dict[str, Any]:
+    """Return the ``calls`` row of ``item``; a missing cost comes from the pricing table."""
+    from .instrument.pricing import cost_usd
+
+    row = item.model_dump()
+    row["ts"] = item.ts or now
+    if item.cost_usd is None:
+        row["cost_usd"], row["cost_known"] = cost_usd(
+            item.model, item.input_tokens, item.output_tokens, item.cached_tokens
+        )
+    else:
+        row["cost_known"] = True
+    return row
+
+
+def score_row(item: ScoreIn, now: datetime) -> dict[str, Any]:
+    """Return the ``scores`` row of ``item``."""
+    row = item.model_dump()
+    row["ts"] = item.ts or now
+    return row
+
+
+def feedback_row(item: FeedbackIn, now: datetime) -> dict[str, Any]:
+    """Return the ``scores`` row of a feedback item."""
+    return {
+        "trace_id": item.trace_id,
+        "ts": item.ts or now,
+        "name": "feedback",
+        "value": 1.0 if item.positive else 0.0,
+        "label": "positive" if item.positive else "negative",
+        "source": "feedback",
+        "evaluator": None,
+        "tenant": item.tenant,
+        "feature": item.feature,
+        "model": item.model,
+        "eval_run": None,
+        "comment": item.comment,
+    }
+
+
+def insert_rows(engine: sa.Engine, table: sa.Table, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert ``rows`` in one transaction and return how many; raise SQLAlchemyError on failure."""
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(table), list(rows))
+    return len(rows)
+
+
+# --- watcher bench ingest ----------------------------------------------------------------------
+
+
+def run_ingest_bench(total: int = 50_000, batch: int = 1000, db: str | None = None) -> dict[str, float]:
+    """POST ``total`` scores in batches through the real app (TestClient) into SQLite; count the rows.
+
+    Returns the rate and the counts; raises AssertionError if a row is missing.
+    """
+    import tempfile
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from .config import ServerSettings
+    from .selfmetrics import SelfMetrics
+    from .server import build_app
+    from .store.db import open_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"sqlite:///{db or Path(tmp) / 'bench.db'}")
+        settings = SimpleNamespace(
+            server=ServerSettings(
+                ingest_token=SecretStr("bench"), max_batch=max(batch, 1), max_body_bytes=64 * 1024 * 1024
+            )
+        )
+        daemon = SimpleNamespace(
+            store=store, settings=settings, metrics=SelfMetrics(), rules=None, last_reload_error=None
+        )
+        headers = {"Authorization": "Bearer bench"}
+        bodies = [
+            [
+                {
+                    "trace_id": f"{i + j:032x}",
+                    "name": "groundedness",
+                    "value": (i + j) % 100 / 100,
+                    "tenant": "t",
+                    "feature": "f",
+                }
+                for j in range(min(batch, total - i))
+            ]
+            for i in range(0, total, batch)
+        ]
+        try:
+            with TestClient(build_app(daemon)) as client:
+                start = time.perf_counter()
+                for body in bodies:
+                    r = client.post("/api/v1/scores", json=body, headers=headers)
+                    assert r.status_code == 200, r.text
+                elapsed = time.perf_counter() - start
+            with store.engine.connect() as conn:
+                rows = int(conn.execute(sa.select(sa.func.count()).select_from(SCORES)).scalar_one())
+        finally:
+            store.close()
+    assert rows == total, f"lost rows: {total - rows}"
+    return {"scores": total, "rows": rows, "batch": batch, "seconds": elapsed, "per_second": total / elapsed}
+
+
+def _main_ingest(args: argparse.Namespace) -> int:
+    result = run_ingest_bench(args.total, args.batch, args.db)
+    print(
+        f"ingest: {result['rows']:,} of {result['scores']:,} scores committed in batches of {args.batch} "
+        f"in {result['seconds']:.2f} s = {result['per_second']:,.0f} scores/s (SQLite, HTTP via TestClient)"
+    )
+    return 0
+
+
+def add_ingest_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``watcher bench ingest`` on the ``bench`` command's subparsers."""
+    p: argparse.ArgumentParser = bench_subparsers.add_parser(
+        "ingest", help="POST scores in batches to the ingest API into SQLite; report scores/s"
+    )
+    p.add_argument("--total", type=int, default=50_000)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--db", help="SQLite file (default: a temporary one)")
+    p.set_defaults(func=_main_ingest)
+    return p

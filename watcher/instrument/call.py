@@ -1,0 +1,270 @@
+"""``llm_call``: one model call as a span, metrics with trace exemplars, a row and a payload.
+
+This module owns the lifecycle of one call: start the span (``"{operation} {model}"``, kind
+CLIENT, ``gen_ai.*`` attributes) and make it current, then at the end settle the outcome
+(provider signals, then the refusal-phrase classifier), annotate the span, observe the metrics,
+queue the ``calls`` row, queue the redacted ``payloads`` row when capture is on and offer the call
+to the online evaluator. A streamed call leaves the caller's context when ``create`` returns
+(``detach``) and ends when the stream ends (``finish``). It does not own the process-wide
+state (``hooks``) nor reading vendor responses (the wrappers).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from contextlib import ContextDecorator
+from contextvars import Token
+from types import TracebackType
+from typing import Any, Final, Literal, cast
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import attributes as attr
+from . import hooks
+from .hooks import _CALLS, _PAYLOADS, _clip, _new_span_id, _new_trace_id, _note_error, _State, _utcnow
+from .record import CallRecord
+
+_ATTR_TYPES: Final = (str, bool, int, float)
+
+
+def _messages_attr(role: str, text: str) -> str:
+    return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}], ensure_ascii=False)
+
+
+class _LLMCall(ContextDecorator):
+    """The context manager behind ``llm_call``; a fresh copy runs for each decorated call."""
+
+    def __init__(self, call: dict[str, Any], params: dict[str, Any], labels: Mapping[str, Any]) -> None:
+        self._call = call
+        self._params = params
+        self._labels = labels
+        self._state: _State | None = None
+        self._rec: CallRecord | None = None
+        self._span: trace.Span | None = None
+        self._otel_token: object | None = None
+        self._token: Token[CallRecord | None] | None = None
+        self._sampled = False
+        self._done = False
+
+    def _recreate_cm(self) -> _LLMCall:
+        return _LLMCall(self._call, self._params, self._labels)
+
+    def __enter__(self) -> CallRecord:
+        state = self._state = hooks._state
+        try:
+            rec = self._start(state)
+        except Exception as exc:
+            _note_error("llm_call start", exc)
+            rec = CallRecord(
+                **self._call,
+                trace_id=_new_trace_id(),
+                span_id=_new_span_id(),
+                ts=_utcnow(),
+                timer=time.perf_counter,
+            )
+        if self._labels:
+            rec.labels = {str(k): str(v) for k, v in self._labels.items()}
+        self._rec = rec
+        self._token = hooks._current.set(rec)
+        return rec
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
+        self.finish(exc)
+        return False  # the application's exception, if any, propagates unchanged
+
+    @property
+    def record(self) -> CallRecord | None:
+        """Return the record of the call (None before ``__enter__``)."""
+        return self._rec
+
+    def detach(self) -> None:
+        """Leave the caller's context now; the span stays open until ``finish`` (streams)."""
+        try:
+            if self._token is not None:
+                hooks._current.reset(self._token)
+                self._token = None
+            if self._otel_token is not None:
+                otel_context.detach(cast(Any, self._otel_token))
+                self._otel_token = None
+        except Exception as err:  # reset from another context: nothing of ours is left attached
+            self._token = self._otel_token = None
+            _note_error("llm_call detach", err)
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """End the call once (later calls do nothing): outcome, span, metrics, rows, evaluator."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._finish(exc)
+        except Exception as err:
+            _note_error("llm_call finish", err)
+
+    def _start(self, state: _State) -> CallRecord:
+        call = self._call
+        attrs: dict[str, Any] = {
+            attr.GEN_AI_OPERATION_NAME: call["operation"],
+            attr.GEN_AI_PROVIDER_NAME: call["provider"],
+            attr.GEN_AI_REQUEST_MODEL: call["model"],
+        }
+        if state.emit_gen_ai_system:
+            attrs[attr.GEN_AI_SYSTEM] = call["provider"]
+        for name, value in (
+            ("tenant", attr.WATCHER_TENANT),
+            ("feature", attr.WATCHER_FEATURE),
+            ("prompt_version", attr.WATCHER_PROMPT_VERSION),
+        ):
+            if call[name]:
+                attrs[value] = call[name]
+        for param, value in self._params.items():
+            if isinstance(value, _ATTR_TYPES):
+                attrs[attr.request_attribute(param)] = value
+            elif isinstance(value, list | tuple) and all(isinstance(v, _ATTR_TYPES) for v in value):
+                attrs[attr.request_attribute(param)] = tuple(value)
+        parent = trace.get_current_span().get_span_context()
+        span = state.tracer.start_span(
+            f"{call['operation']} {call['model']}",
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._span = span
+        self._otel_token = otel_context.attach(trace.set_span_in_context(span))
+        ctx = span.get_span_context()
+        if not ctx.is_valid:  # no tracer provider: ids of our own, so the row still has a trace
+            outer = hooks._current.get()
+            trace_id = outer.trace_id if outer is not None else _new_trace_id()
+            span_id = _new_span_id()
+        elif not span.is_recording() and parent.is_valid and ctx.span_id == parent.span_id:
+            trace_id, span_id = f"{ctx.trace_id:032x}", _new_span_id()  # no-op tracer under a parent
+        else:
+            trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+            self._sampled = ctx.trace_flags.sampled
+        return CallRecord(**call, trace_id=trace_id, span_id=span_id, ts=state.clock(), timer=state.timer)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        state, rec, span = self._state, self._rec, self._span
+        assert state is not None and rec is not None
+        try:
+            if exc is None and not rec.refused and state.refusal is not None and rec.response:
+                rec.refused = state.refusal(rec.response)
+            rec.stop(error=exc)
+            capture = state.capture_calls and state.writer is not None
+            content = state.capture_content and (rec.prompt is not None or rec.response is not None)
+            prompt = response = None
+            if content:
+                prompt, response = state.scrub(rec.prompt), state.scrub(rec.response)
+            if span is not None:
+                try:
+                    self._annotate(span, rec, exc, prompt, response)
+                except Exception as err:
+                    _note_error("span attributes", err)
+            metrics = state.metrics()
+            if metrics is not None:
+                try:
+                    metrics.observe(rec, exemplar=self._sampled or capture)
+                except Exception as err:
+                    _note_error("metrics", err)
+            if capture:
+                assert state.writer is not None
+                try:
+                    state.writer.submit(_CALLS, _clip("calls", rec.row()))
+                    if content:
+                        state.writer.submit(
+                            _PAYLOADS,
+                            _clip(
+                                "payloads",
+                                {
+                                    "trace_id": rec.trace_id,
+                                    "ts": rec.ts,
+                                    "prompt": prompt,
+                                    "response": response,
+                                },
+                            ),
+                        )
+                except Exception as err:
+                    _note_error("calls row", err)
+            if state.observer is not None:
+                try:
+                    state.observer.offer(rec)
+                except Exception as err:
+                    _note_error("evaluator offer", err)
+        finally:
+            self.detach()
+            if span is not None:
+                span.end()
+
+    @staticmethod
+    def _annotate(
+        span: trace.Span, rec: CallRecord, exc: BaseException | None, prompt: str | None, response: str | None
+    ) -> None:
+        if not span.is_recording():
+            return
+        values: dict[str, Any] = {
+            attr.GEN_AI_USAGE_INPUT_TOKENS: rec.input_tokens,
+            attr.GEN_AI_USAGE_OUTPUT_TOKENS: rec.output_tokens,
+            attr.WATCHER_OUTCOME: rec.outcome,
+            attr.WATCHER_COST_USD: rec.cost_usd,
+            attr.WATCHER_COST_KNOWN: rec.cost_known,
+        }
+        if rec.cached_tokens:
+            values[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = rec.cached_tokens
+        if rec.reasoning_tokens:
+            values[attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = rec.reasoning_tokens
+        if rec.tokens_estimated:
+            values[attr.WATCHER_TOKENS_ESTIMATED] = True
+        if rec.ttft_s is not None:
+            values[attr.WATCHER_TTFT_S] = rec.ttft_s
+        if rec.response_model:
+            values[attr.GEN_AI_RESPONSE_MODEL] = rec.response_model
+        if rec.finish_reason:
+            values[attr.GEN_AI_RESPONSE_FINISH_REASONS] = (rec.finish_reason,)
+        if rec.response_id:
+            values[attr.GEN_AI_RESPONSE_ID] = rec.response_id
+        if prompt is not None:
+            values[attr.GEN_AI_INPUT_MESSAGES] = _messages_attr("user", prompt)
+        if response is not None:
+            values[attr.GEN_AI_OUTPUT_MESSAGES] = _messages_attr("assistant", response)
+        span.set_attributes(values)
+        if exc is not None:
+            span.set_attribute(attr.ERROR_TYPE, type(exc).__name__)
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+
+def llm_call(
+    *,
+    provider: str,
+    model: str,
+    operation: str = "chat",
+    tenant: str = "",
+    feature: str = "",
+    user_id: str | None = None,
+    prompt_version: str | None = None,
+    labels: Mapping[str, Any] | None = None,
+    **request_params: Any,
+) -> _LLMCall:
+    """Return a context manager (or decorator) that traces, meters and records one model call.
+
+    ``with llm_call(provider="openai", model="gpt-4o", temperature=0.2) as rec:`` yields a
+    ``CallRecord`` to fill from the response. Request parameters become ``gen_ai.request.<name>``
+    span attributes; ``labels`` give values to extra metric labels configured beyond tenant and
+    feature. Used as a decorator, the function reaches its record via ``current_call()``.
+    """
+    call = {
+        "provider": str(provider),
+        "model": str(model),
+        "operation": str(operation),
+        "tenant": str(tenant),
+        "feature": str(feature),
+        "user_id": user_id,
+        "prompt_version": prompt_version,
+    }
+    return _LLMCall(call, request_params, labels or {})

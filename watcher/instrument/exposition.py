@@ -1,0 +1,29 @@
+"""Serving the application's LLM metrics: a WSGI app and a one-line HTTP server.
+
+This module owns ``metrics_app`` (mount it at ``/metrics`` in any WSGI framework) and
+``start_metrics_server`` (a background HTTP server on loopback by default). Both negotiate the
+format from the Accept header: the OpenMetrics exposition, which carries the trace exemplars, is
+served when Prometheus asks for it (its default scrape). It does not own the metrics (``metrics``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app, start_http_server
+
+
+def metrics_app(registry: CollectorRegistry | None = None) -> Any:
+    """Return a WSGI app serving ``registry`` (default: the global one) in text or OpenMetrics format."""
+    return make_wsgi_app(registry or REGISTRY)
+
+
+def start_metrics_server(
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> Any:
+    """Serve ``registry`` on ``addr:port`` from a daemon thread; return the server (``.shutdown()``).
+
+    ``port=0`` picks a free port: read it from ``server.server_port``.
+    """
+    server, _thread = start_http_server(port, addr=addr, registry=registry or REGISTRY)
+    return server

@@ -1,0 +1,43 @@
+"""Routing: which receivers hear about an alert whose rule names none.
+
+This module owns the walk over ``route.routes`` (label equality and anchored-regex matches, first
+match wins unless ``continue: true``) and the default receivers. It does not own muting, grouping
+nor delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+from ..config import RouteSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _route_matches(match: Mapping[str, str], match_re: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    if any(labels.get(k, "") != v for k, v in match.items()):
+        return False
+    try:
+        return all(re.fullmatch(v, labels.get(k, "")) is not None for k, v in match_re.items())
+    except re.error as exc:
+        logger.warning("route match_re is not a valid regex: %s", exc)
+        return False
+
+
+def route_receivers(route: RouteSettings, labels: Mapping[str, str]) -> list[str]:
+    """Return the receivers of the routes that match ``labels``, or the default receivers.
+
+    Routes are tried in order; a matching route adds its receivers and stops the walk unless it has
+    ``continue: true``. Labels missing from the alert compare as the empty string.
+    """
+    chosen: list[str] = []
+    matched = False
+    for r in route.routes:
+        if _route_matches(r.match, r.match_re, labels):
+            matched = True
+            chosen += [name for name in r.receivers if name not in chosen]
+            if not r.continue_:
+                break
+    return chosen if matched else list(route.receivers)

@@ -1,0 +1,222 @@
+"""``watcher score``: run one detector over a CSV series and write the verdict of every point.
+
+This module owns the CSV input/output of the command and building a detector spec from
+``--detector``/``--direction``/``--set``. It does not own any detector (``detectors``) nor the rest
+of the command line (``cli``).
+
+Input: a header row naming at least ``timestamp`` and ``value`` (an optional ``count`` column gives
+the trials behind a proportion, for ``rate``/``auto``); timestamps are ISO-8601 with ``T`` or a space,
+with or without a zone (none = UTC), or Unix seconds; they must increase; irregular spacing and
+gaps are fine; an empty value is a missing point. Output:
+``timestamp,value,expected,lower,upper,score,anomaly`` (timestamps as given, empty for NaN,
+anomaly 0/1 at the spec's sensitivity), to OUTPUT or stdout. Bad input exits 2 with
+``INPUT.csv:LINE: what is wrong``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import DetectorError
+
+OUTPUT_COLUMNS = ("timestamp", "value", "expected", "lower", "upper", "score", "anomaly")
+KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto")
+
+
+class BadInput(Exception):
+    """A problem with the command's input, already phrased for the user (``file:line: what``)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One parsed input row: its line, original timestamp text, epoch seconds, value and count."""
+
+    line: int
+    text: str
+    ts: float
+    value: float
+    count: float | None
+
+
+def parse_timestamp(text: str) -> float:
+    """Return Unix seconds for an ISO-8601 timestamp (no zone = UTC) or a number of Unix seconds."""
+    s = text.strip()
+    try:
+        x = float(s)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(x):
+            raise ValueError(f"timestamp {text!r} is not a finite number")
+        return x
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(
+            f"timestamp {text!r} is neither ISO-8601 (2026-01-31T14:05:00Z) nor Unix seconds"
+        ) from None
+    return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def _number(text: str, column: str) -> float:
+    """Return ``text`` as a float (empty = NaN), or raise ValueError naming the column."""
+    s = text.strip()
+    if not s:
+        return math.nan
+    try:
+        return float(s)
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a number") from None
+
+
+def read_rows(stream: TextIO, name: str) -> Iterator[Row]:
+    """Yield the parsed rows of a CSV series, raising ``BadInput`` at the first bad line."""
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None:
+        raise BadInput(f"{name}:1: empty file: expected a header row with timestamp and value")
+    cols = [h.strip().lower() for h in header]
+    missing = [c for c in ("timestamp", "value") if c not in cols]
+    if missing:
+        raise BadInput(f"{name}:1: header has no {' or '.join(missing)} column (found: {', '.join(cols)})")
+    i_ts, i_val = cols.index("timestamp"), cols.index("value")
+    i_cnt = cols.index("count") if "count" in cols else None
+    last = -math.inf
+    for fields in reader:
+        line = reader.line_num
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) != len(cols):
+            raise BadInput(f"{name}:{line}: expected {len(cols)} fields like the header, got {len(fields)}")
+        try:
+            ts = parse_timestamp(fields[i_ts])
+            value = _number(fields[i_val], "value")
+            count = None if i_cnt is None else _number(fields[i_cnt], "count")
+        except ValueError as exc:
+            raise BadInput(f"{name}:{line}: {exc}") from None
+        if ts <= last:
+            raise BadInput(
+                f"{name}:{line}: timestamp {fields[i_ts].strip()!r} is not after the previous row's"
+            )
+        if count is not None and count < 0:
+            raise BadInput(f"{name}:{line}: count {fields[i_cnt or 0]!r} is negative")
+        if count is not None and math.isnan(count):
+            count = None
+        last = ts
+        yield Row(line, fields[i_ts].strip(), ts, value, count)
+
+
+def build_spec(kind: str, direction: str | None, settings: Sequence[str]) -> Any:
+    """Return the validated detector spec for ``--detector``, ``--direction`` and ``--set`` pairs."""
+    import yaml
+    from pydantic import TypeAdapter, ValidationError
+
+    from .rules.schema import DetectorSpec
+
+    raw: dict[str, Any] = {"kind": kind}
+    if direction is not None:
+        raw["direction"] = direction
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--set {item!r}: expected key=value, e.g. --set window=1d")
+        try:
+            raw[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raw[key.strip()] = text
+    try:
+        return TypeAdapter(DetectorSpec).validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or kind}: {e['msg']}" for e in exc.errors()
+        )
+        raise BadInput(f"detector {kind}: {problems}") from None
+
+
+def _fmt(x: float) -> str:
+    """Format a float for the output CSV: empty for NaN, else up to 10 significant digits."""
+    return "" if math.isnan(x) else format(x, ".10g")
+
+
+def score_stream(stream: TextIO, name: str, spec: Any, out: TextIO) -> int:
+    """Score every row of ``stream`` with a fresh detector for ``spec``; return how many were flagged."""
+    from .detectors import make_detector
+
+    det = make_detector(spec)
+    rows = list(read_rows(stream, name))  # validate everything before writing anything
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(OUTPUT_COLUMNS)
+    flagged = 0
+    for row in rows:
+        v = det.update(row.ts, row.value, row.count)
+        assert v is not None  # timestamps were checked to increase
+        flagged += v.anomalous
+        writer.writerow(
+            (
+                row.text,
+                _fmt(row.value),
+                _fmt(v.expected),
+                _fmt(v.lower),
+                _fmt(v.upper),
+                f"{v.score:.6f}",
+                int(v.anomalous),
+            )
+        )
+    return flagged
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Run ``watcher score``: exit 0 when scored, 2 on bad input or bad detector settings."""
+    name = str(args.input)
+    try:
+        spec = build_spec(args.detector, args.direction, args.set or [])
+        try:
+            text = Path(args.input).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{name}: cannot read: {exc}") from None
+        buf = io.StringIO()
+        score_stream(io.StringIO(text, newline=""), name, spec, buf)
+    except (BadInput, DetectorError) as exc:
+        print(f"watcher score: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(buf.getvalue())
+        return 0
+    try:
+        Path(args.output).write_text(buf.getvalue(), encoding="utf-8")
+    except OSError as exc:
+        print(f"watcher score: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_score_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``watcher score`` on the command line's subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "score",
+        help="run one detector over a CSV series (timestamp,value) and write its verdicts",
+        description=__doc__.split("\n\n")[2] if __doc__ else None,
+    )
+    p.add_argument("--detector", "-d", required=True, choices=KINDS, help="detector kind")
+    p.add_argument("--direction", choices=("up", "down", "both"), help="which side is anomalous")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="detector parameter, e.g. --set window=1d --set 'seasons=[1d,1w]' (repeatable)",
+    )
+    p.add_argument("input", metavar="INPUT.csv")
+    p.add_argument("output", metavar="OUTPUT.csv", nargs="?")
+    p.set_defaults(func=run_score)
+    return p
