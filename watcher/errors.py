@@ -6,6 +6,7 @@
      ├── ConfigError                 bad settings file or environment
      ├── RuleFileError               bad rule files; .problems lists every one with file:line:col
      ├── StoreError                  the database cannot be opened, is corrupt or locked
+ │    └── LeaseLostError          a replica no longer holds the rule group it was writing for
      ├── SourceError                 a fetch failed; alert state must not change
      │    ├── SourceUnavailableError transient (timeout, connection refused, 5xx): back off, retry
      │    └── QueryError             the query itself is wrong (4xx, bad_data): fix the rule
@@ -65,6 +66,10 @@ class RuleFileError(WatcherError):
 
 class StoreError(WatcherError):
     """The store cannot be opened or used (corrupt file, locked, unreachable server)."""
+
+
+class LeaseLostError(StoreError):
+    """This replica's lease on a rule group ran out or moved: the evaluation's writes were refused."""
 
 
 class SourceError(WatcherError):

@@ -120,28 +120,32 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
         assert rows[0].migrated_at.tzinfo is not None
 
 
+NEXT = SCHEMA_VERSION + 1
+"""A version one past the newest: the fake migration below brings a current database to it."""
+
+
 def _fake_v2(calls: list[int]) -> dict[int, object]:
     def v2(conn: Connection) -> None:
-        calls.append(2)
+        calls.append(NEXT)
         conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN region VARCHAR(32)")
 
-    return {**MIGRATIONS, 2: v2}
+    return {**MIGRATIONS, NEXT: v2}
 
 
 def test_older_database_is_upgraded_in_order_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path}/w.db"
-    open_store(url).close()  # a v1 database
+    open_store(url).close()  # a database at the current version
     applied: list[int] = []
     monkeypatch.setattr(db, "MIGRATIONS", _fake_v2(applied))
     for _ in range(2):
         s = open_store(url)
         try:
-            assert _version(s) == 2
+            assert _version(s) == NEXT
             columns = {c["name"] for c in sa.inspect(s.engine).get_columns("calls")}
         finally:
             s.close()
         assert "region" in columns
-    assert applied == [2]
+    assert applied == [NEXT]
 
 
 def test_fresh_database_is_created_current_and_stamped(
@@ -151,7 +155,7 @@ def test_fresh_database_is_created_current_and_stamped(
     monkeypatch.setattr(db, "MIGRATIONS", _fake_v2(applied))
     s = open_store(f"sqlite:///{tmp_path}/w.db")
     try:
-        assert _version(s) == 2
+        assert _version(s) == NEXT
     finally:
         s.close()
     assert applied == []  # create_all already built the newest schema
@@ -176,7 +180,7 @@ def test_newer_schema_than_known_is_refused(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(db, "MIGRATIONS", dict(MIGRATIONS))
     with pytest.raises(StoreError) as excinfo:
         open_store(url)
-    assert "schema version 2 is newer" in _one_line_store_error(excinfo)
+    assert f"schema version {NEXT} is newer" in _one_line_store_error(excinfo)
 
 
 def test_corrupt_file_is_a_one_line_store_error(tmp_path: Path) -> None:

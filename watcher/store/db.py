@@ -38,8 +38,23 @@ def _v1_create_all(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)
 
 
+def _v2_cluster(conn: Connection) -> None:
+    """Add the replica tables (``cluster_*``) and the outbox claim columns (issue #9)."""
+    from .tables import EvaluationRow, LeaseRow, ReplicaRow
+
+    tables = [getattr(t, "__table__") for t in (ReplicaRow, LeaseRow, EvaluationRow)]  # noqa: B009
+    SQLModel.metadata.create_all(conn, tables=tables)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("outbox")}
+    stamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    if "claimed_by" not in have:
+        conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN claimed_by VARCHAR(128)")
+    if "claimed_until" not in have:
+        conn.exec_driver_sql(f"ALTER TABLE outbox ADD COLUMN claimed_until {stamp}")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
+    2: _v2_cluster,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -180,6 +180,10 @@ class OutboxRow(SQLModel, table=True):
     sent_at: datetime | None = _ts(nullable=True)
     message: dict[str, Any] = _json()
     """title, body, links and the structured alert payload"""
+    claimed_by: str | None = Field(default=None, max_length=128)
+    """the replica that claimed the row for delivery (PostgreSQL replicas, ``FOR UPDATE SKIP LOCKED``)"""
+    claimed_until: datetime | None = _ts(nullable=True)
+    """other replicas leave the row alone until then; a killed sender's claim simply runs out"""
 
 
 class SilenceRow(SQLModel, table=True):
@@ -222,3 +226,43 @@ class SchemaVersionRow(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     version: int
     migrated_at: datetime = _ts()
+
+
+class ReplicaRow(SQLModel, table=True):
+    """One ``watcher run`` process of a cluster on PostgreSQL, as its heartbeats describe it."""
+
+    __tablename__ = "cluster_replicas"
+
+    replica_id: str = Field(primary_key=True, max_length=128)
+    host: str = Field(default="", max_length=255)
+    pid: int = 0
+    version: str = Field(default="", max_length=64)
+    rules_hash: str = Field(default="", max_length=64)
+    started_at: datetime = _ts()
+    heartbeat_at: datetime = _ts(index=True)
+    """set from the database clock, so replicas' clocks never have to agree"""
+
+
+class LeaseRow(SQLModel, table=True):
+    """Who evaluates one rule group until when; ``epoch`` grows with every change of hands."""
+
+    __tablename__ = "cluster_leases"
+
+    group_name: str = Field(primary_key=True, max_length=256)
+    owner: str = Field(max_length=128)
+    epoch: int = 1
+    """the fencing token: writes of a group's evaluation check owner, epoch and expiry"""
+    acquired_at: datetime = _ts()
+    expires_at: datetime = _ts()
+
+
+class EvaluationRow(SQLModel, table=True):
+    """One evaluation of one group at one tick; the primary key makes each tick happen once."""
+
+    __tablename__ = "cluster_evaluations"
+
+    group_name: str = Field(primary_key=True, max_length=256)
+    tick: datetime = Field(sa_column=sa.Column(UTCDateTime(), primary_key=True))
+    replica_id: str = Field(max_length=128)
+    epoch: int = 0
+    claimed_at: datetime = _ts()

@@ -1,0 +1,312 @@
+"""A replica's coordination cycle and fenced evaluation, in-process on the real PostgreSQL.
+
+Replicas are ``ClusterMember`` objects over real daemons sharing one database; their cycles are
+called by the test, and expiry is simulated with SQL, so nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from watcher.cluster.assign import assign
+from watcher.cluster.member import ClusterMember
+from watcher.config import Settings
+from watcher.engine.scheduler import Daemon
+from watcher.notify.receivers.base import RecordingReceiver
+from watcher.selfmetrics import SelfMetrics
+
+GROUPS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+RULES = """\
+groups:
+{groups}
+"""
+GROUP = """\
+  - name: {name}
+    interval: 1s
+    rules:
+      - alert: Spend_{name}
+        source: calls
+        query: {{agg: sum, field: cost_usd, window: 1m, by: [tenant]}}
+        detector: {{kind: threshold, above: {above}}}
+"""
+
+
+def _rules(dir_: Path, above: float = 5.0) -> Path:
+    dir_.mkdir(parents=True, exist_ok=True)
+    text = RULES.format(groups="".join(GROUP.format(name=g, above=above) for g in GROUPS))
+    (dir_ / "rules.yaml").write_text(text)
+    return dir_
+
+
+@pytest.fixture
+def make_member(pg_url: str, tmp_path: Path) -> Iterator[Any]:
+    daemons: list[Daemon] = []
+
+    def make(rid: str, above: float = 5.0, text: str | None = None) -> ClusterMember:
+        rules = _rules(tmp_path / f"rules-{rid}-{above}", above)
+        if text is not None:
+            (rules / "rules.yaml").write_text(text)
+        settings = Settings(
+            store={"url": pg_url},
+            rules=[rules],
+            server={"enabled": False},
+            cluster={"replica_id": rid, "lease_ttl": "30s"},
+        )
+        d = Daemon(
+            settings,
+            receivers={"console": RecordingReceiver("console")},
+            metrics=SelfMetrics(CollectorRegistry()),
+        )
+        daemons.append(d)
+        m = ClusterMember(d)
+        d.notifier.outbox.share(rid, m.claim_for, m.valid)
+        d.cluster = m
+        return m
+
+    try:
+        yield make
+    finally:
+        for d in daemons:
+            d.close()
+
+
+def _expire_replica(m: ClusterMember) -> None:
+    with m.store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE cluster_replicas SET heartbeat_at = clock_timestamp() - interval '1 hour' "
+                "WHERE replica_id = :r"
+            ),
+            {"r": m.replica_id},
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE cluster_leases SET expires_at = clock_timestamp() - interval '1 second' "
+                "WHERE owner = :r"
+            ),
+            {"r": m.replica_id},
+        )
+
+
+def test_groups_split_by_rendezvous_and_move_when_a_replica_dies(make_member: Any) -> None:
+    a, b, c = make_member("a"), make_member("b"), make_member("c")
+    for m in (a, b, c, a, b, c):  # the first cycles see the others join; the second settle
+        m.cycle()
+    for m in (a, b, c):
+        m.cycle()
+    want = assign(GROUPS, ["a", "b", "c"])
+    for m in (a, b, c):
+        assert sorted(m.held()) == sorted(g for g, o in want.items() if o == m.replica_id)
+    assert a.status()["replicas_live"] == 3
+    b_epochs = b.held()
+    _expire_replica(b)  # b stops heartbeating; its leases run out
+    a.cycle()
+    c.cycle()
+    want2 = assign(GROUPS, ["a", "c"])
+    assert sorted([*a.held(), *c.held()]) == sorted(GROUPS)
+    assert sorted(c.held()) == sorted(g for g, o in want2.items() if o == "c")
+    moved = {g for g, o in want.items() if o == "b"}
+    assert moved == set(b_epochs)
+    survivors = {**a.held(), **c.held()}
+    assert all(survivors[g] == b_epochs[g] + 1 for g in moved)  # changed hands: a new fencing token
+
+
+def test_a_replica_with_other_rules_takes_no_groups_and_says_so(make_member: Any) -> None:
+    a, b = make_member("a"), make_member("b")
+    odd = make_member("odd", above=9.0)
+    for m in (a, b, odd, a, b, odd, a, b, odd):
+        m.cycle()
+    assert odd.held() == {}
+    assert odd.status()["rules_hash_mismatch"] is True
+    assert odd.metrics.rules_hash_mismatch._value.get() == 1
+    assert sorted([*a.held(), *b.held()]) == sorted(GROUPS)
+    assert a.status()["rules_hash_mismatch"] is False
+
+
+def test_a_tick_is_evaluated_once_and_a_lost_lease_writes_nothing(make_member: Any) -> None:
+    a = make_member("a")
+    a.cycle()
+    assert sorted(a.held()) == sorted(GROUPS)
+    tick = datetime(2026, 11, 27, 0, 0, 5, tzinfo=UTC).timestamp()
+    a.evaluate("alpha", 1, tick)
+    a.evaluate("alpha", 1, tick)  # the same tick again: the claim refuses it
+    with a.store.engine.connect() as conn:
+        n = conn.execute(
+            sa.text("SELECT count(*) FROM cluster_evaluations WHERE group_name = 'alpha'")
+        ).scalar()
+        evals = conn.execute(sa.text("SELECT evaluations FROM eval_runs WHERE group_name = 'alpha'")).scalar()
+    assert (n, evals) == (1, 1)
+    # another replica takes alpha over; a's next evaluation (stale epoch) neither claims nor writes
+    _expire_replica(a)
+    b = make_member("b")
+    b.cycle()
+    assert b.held()["alpha"] == 2
+    a.evaluate("alpha", 1, tick + 1)
+    with a.store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT replica_id FROM cluster_evaluations WHERE group_name = 'alpha'")
+        ).all()
+    assert [r.replica_id for r in rows] == ["a"]
+
+
+ROLLING = """\
+groups:
+  - name: quality
+    interval: 1s
+    rules:
+      - alert: CallBurst
+        source: calls
+        query: {agg: count, window: 10s, by: [tenant]}
+        detector: {kind: rolling, window: 1m, min_points: 5, direction: up}
+"""
+
+
+def test_a_moved_group_rebuilds_its_detectors_from_history_and_is_not_blind(make_member: Any) -> None:
+    from watcher.store.tables import Call
+
+    a = make_member("a", text=ROLLING)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with a.daemon.store.session() as s:
+        for i in range(180):  # three minutes of steady traffic, one call a second
+            s.add(Call(trace_id=f"{i:032x}", ts=now - timedelta(seconds=i), tenant="acme", cost_usd=0.1))
+        s.commit()
+    a.cycle()
+    a.evaluate("quality", a.held()["quality"], now.timestamp())
+    _expire_replica(a)
+    b = make_member("b", text=ROLLING)
+    b.cycle()
+    epoch = b.held()["quality"]
+    b.evaluate("quality", epoch, now.timestamp() + 1)
+    verdicts = b.daemon.evaluators["quality"].verdicts()["CallBurst"]
+    (verdict,) = verdicts.values()
+    assert verdict.ready, verdict  # the first evaluation on the new replica has a baseline already
+    assert verdict.expected == pytest.approx(10, abs=1)
+
+
+def test_cluster_status_lists_replicas_leases_and_outbox(
+    make_member: Any, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from watcher.cli import main
+
+    a, b = make_member("a"), make_member("b")
+    for m in (a, b, a, b, a, b):
+        m.cycle()
+    cfg = tmp_path / "status.yaml"
+    cfg.write_text(f"store: {{url: '{pg_url}'}}\ncluster: {{lease_ttl: 30s}}\n")
+    assert main(["cluster", "status", "--config", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(r["replica_id"] for r in doc["replicas"]) == ["a", "b"]
+    assert all(r["live"] and not r["rules_hash_mismatch"] for r in doc["replicas"])
+    assert sorted(lz["group"] for lz in doc["leases"]) == sorted(GROUPS)
+    owners = {lz["group"]: lz["owner"] for lz in doc["leases"]}
+    assert owners == assign(GROUPS, ["a", "b"])
+    assert sum(doc["groups_per_replica"].values()) == len(GROUPS)
+    assert doc["outbox_pending"] == 0
+    assert main(["cluster", "status", "--config", str(cfg)]) == 0
+    table = capsys.readouterr().out
+    assert "replicas" in table and "leases" in table and "outbox: 0 pending" in table
+
+
+def test_readyz_and_metrics_report_the_replica(make_member: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from watcher.server import build_app
+
+    a = make_member("a")
+    odd = make_member("odd", above=9.0)
+    for m in (a, odd, a, odd):
+        m.cycle()
+    with TestClient(build_app(odd.daemon)) as client:
+        body = client.get("/readyz").json()
+        metrics = client.get("/metrics").text
+    assert body["ready"] is True  # a mismatched replica stays ready, so a rolling deploy can proceed
+    assert body["cluster"]["replica_id"] == "odd"
+    assert body["cluster"]["rules_hash_mismatch"] is True
+    assert body["cluster"]["groups_held"] == []
+    assert "watcher_cluster_rules_hash_mismatch 1.0" in metrics
+    assert "watcher_cluster_replicas 2.0" in metrics
+    with TestClient(build_app(a.daemon)) as client:
+        body = client.get("/readyz").json()
+        metrics = client.get("/metrics").text
+    assert body["cluster"]["groups_held"] == sorted(GROUPS)
+    assert f"watcher_cluster_leases_held {float(len(GROUPS))}" in metrics
+
+
+def test_no_database_password_in_status_readyz_or_heartbeat_errors(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import getpass
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from tests.cluster.procs import TcpProxy
+    from watcher.cli import main
+    from watcher.server import build_app
+
+    secret = "s3cret-Pa55word"
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    host_port = pg_url.split("://", 1)[1].split("/", 1)[0]
+    url = pg_url.replace(host_port, f"{getpass.getuser()}:{secret}@127.0.0.1:{proxy.port}")  # trust auth
+    settings = Settings(
+        store={"url": url},
+        rules=[_rules(tmp_path / "rules")],
+        server={"enabled": False},
+        cluster={"replica_id": "a", "lease_ttl": "30s"},
+    )
+    d = Daemon(
+        settings,
+        receivers={"console": RecordingReceiver("console")},
+        metrics=SelfMetrics(CollectorRegistry()),
+    )
+    try:
+        m = ClusterMember(d)
+        d.cluster = m
+        m.cycle()
+        assert sorted(m.held()) == sorted(GROUPS)
+        cfg = tmp_path / "status.yaml"
+        cfg.write_text(f"store: {{url: '{url}'}}\n")
+        assert main(["cluster", "status", "--config", str(cfg), "--json"]) == 0
+        out = capsys.readouterr().out
+        assert secret not in out and json.loads(out)["leases"]
+        proxy.cut()
+        m.cycle()  # cannot reach the database now
+        with TestClient(build_app(d)) as client:
+            body = client.get("/readyz").text
+        assert "cluster heartbeat failed" in m.status()["last_error"]
+        assert secret not in body and secret not in json.dumps(m.status())
+    finally:
+        d.close()
+
+
+def test_stored_alerts_of_dropped_groups_are_pruned_by_the_majority_not_by_a_stale_starter(
+    make_member: Any,
+) -> None:
+    from dataclasses import replace
+
+    from tests.notify.factory import firing
+    from watcher.engine.state import AlertStore
+
+    a = make_member("a")
+    a.cycle()
+    store = AlertStore(a.daemon.store)
+    store.save(
+        [replace(firing(rule="Spend_alpha"), group="alpha"), replace(firing(rule="Old"), group="zulu")], []
+    )
+    only_alpha = GROUP.format(name="alpha", above=5.0)
+    stale = make_member("stale", text=RULES.format(groups=only_alpha))  # knows one group only
+    assert sorted(x.group for x in store.load()) == ["alpha", "zulu"]  # its start-up deleted nothing
+    stale.cycle()
+    assert stale.held() == {} and stale.status()["rules_hash_mismatch"]
+    for _ in range(10):  # pruning runs every tenth cycle of the first majority replica
+        a.cycle()
+    assert [x.group for x in store.load()] == ["alpha"]

@@ -1,0 +1,201 @@
+"""The cluster's SQL on PostgreSQL: heartbeats, group leases, tick claims and the fence.
+
+This module owns every statement that coordinates replicas, and nothing else: which groups a
+replica wants comes from ``assign``, when to run a cycle and what to do with the result from
+``member``. Every time comparison uses the database clock (``clock_timestamp()``), so replicas'
+clocks never need to agree; a replica's own, conservative view of its lease comes from its
+monotonic clock (``member``).
+
+- A **heartbeat cycle** is one short transaction: upsert this replica's row, read the live
+  replicas (heartbeat within the TTL), then acquire or renew the wanted groups and release the
+  others. Acquiring is a conditional upsert that succeeds only if the lease is free, expired or
+  already ours; a change of hands increments ``epoch``, the fencing token.
+- A **tick claim** inserts ``(group, tick)`` into ``cluster_evaluations`` only while the caller's
+  lease is valid; the primary key makes a tick evaluated at most once, across all replicas.
+- The **fence** (``check_fence``) runs inside the transactions that write an evaluation's
+  results (alert state, outbox rows): it locks the lease row ``FOR SHARE`` and fails unless the
+  lease still has the caller's owner and epoch and has not expired. A takeover's ``UPDATE`` of that
+  row waits for such a transaction to commit, so the new owner always reads what the old one wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from ..core import utc
+from ..errors import LeaseLostError
+from .assign import Peer
+
+STATEMENT_TIMEOUT_MS = 2000
+"""Cluster statements are tiny; one that waits longer is stuck behind a dead connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Me:
+    """This replica, as it describes itself in ``cluster_replicas``."""
+
+    replica_id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    """One row of ``cluster_leases`` with its validity by the database clock."""
+
+    group: str
+    owner: str
+    epoch: int
+    expires_at: datetime
+    valid: bool
+    expires_in_s: float
+
+
+def _timeout(conn: Connection) -> None:
+    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+
+
+def heartbeat(conn: Connection, me: Me, rules_hash: str, ttl: timedelta) -> list[Peer]:
+    """Record a heartbeat of ``me`` and return the live replicas (``me`` included)."""
+    _timeout(conn)
+    conn.execute(
+        sa.text(
+            "INSERT INTO cluster_replicas (replica_id, host, pid, version, rules_hash, started_at, "
+            "heartbeat_at) "
+            "VALUES (:id, :host, :pid, :version, :hash, :started, clock_timestamp()) "
+            "ON CONFLICT (replica_id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
+            "version = EXCLUDED.version, rules_hash = EXCLUDED.rules_hash, heartbeat_at = clock_timestamp()"
+        ),
+        {
+            "id": me.replica_id,
+            "host": me.host,
+            "pid": me.pid,
+            "version": me.version,
+            "hash": rules_hash,
+            "started": me.started_at,
+        },
+    )
+    rows = conn.execute(
+        sa.text(
+            "SELECT replica_id, rules_hash, started_at FROM cluster_replicas "
+            "WHERE heartbeat_at > clock_timestamp() - :ttl"
+        ),
+        {"ttl": ttl},
+    ).all()
+    return [Peer(r.replica_id, r.rules_hash, utc(r.started_at)) for r in rows]
+
+
+def read_leases(conn: Connection) -> list[LeaseView]:
+    """Return every lease with its validity and seconds to expiry by the database clock."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT group_name, owner, epoch, expires_at, expires_at > clock_timestamp() AS valid, "
+            "EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) AS left_s FROM cluster_leases "
+            "ORDER BY group_name"
+        )
+    ).all()
+    return [
+        LeaseView(r.group_name, r.owner, r.epoch, utc(r.expires_at), r.valid, float(r.left_s)) for r in rows
+    ]
+
+
+def acquire(conn: Connection, group: str, owner: str, ttl: timedelta) -> int | None:
+    """Take or renew the lease of ``group`` for ``owner``; return its epoch, or None if held by another.
+
+    The epoch stays when ``owner`` renews a lease it still holds, and grows when the lease changes
+    hands or is taken back after it expired (the holder's memory of the group may be stale).
+    """
+    row = conn.execute(
+        sa.text(
+            "INSERT INTO cluster_leases AS l (group_name, owner, epoch, acquired_at, expires_at) "
+            "VALUES (:g, :o, 1, clock_timestamp(), clock_timestamp() + :ttl) "
+            "ON CONFLICT (group_name) DO UPDATE SET "
+            "epoch = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() THEN l.epoch ELSE "
+            "l.epoch + 1 END, "
+            "acquired_at = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() "
+            "THEN l.acquired_at ELSE clock_timestamp() END, "
+            "owner = :o, expires_at = clock_timestamp() + :ttl "
+            "WHERE l.owner = :o OR l.expires_at <= clock_timestamp() "
+            "RETURNING l.epoch"
+        ),
+        {"g": group, "o": owner, "ttl": ttl},
+    ).first()
+    return None if row is None else int(row.epoch)
+
+
+def release(conn: Connection, groups: Iterable[str], owner: str) -> list[str]:
+    """Let the leases of ``groups`` held by ``owner`` expire now; return the groups released."""
+    names = list(groups)
+    if not names:
+        return []
+    rows = conn.execute(
+        sa.text(
+            "UPDATE cluster_leases SET expires_at = clock_timestamp() "
+            "WHERE owner = :o AND group_name = ANY(:gs) AND expires_at > clock_timestamp() RETURNING "
+            "group_name"
+        ),
+        {"o": owner, "gs": names},
+    ).all()
+    return [r.group_name for r in rows]
+
+
+def housekeeping(conn: Connection, ttl: timedelta, keep_evaluations: timedelta) -> None:
+    """Forget replicas silent for long and per-tick rows past their retention."""
+    forget = max(ttl * 20, timedelta(minutes=10))
+    conn.execute(
+        sa.text("DELETE FROM cluster_replicas WHERE heartbeat_at < clock_timestamp() - :f"), {"f": forget}
+    )
+    conn.execute(
+        sa.text("DELETE FROM cluster_evaluations WHERE claimed_at < clock_timestamp() - :k"),
+        {"k": keep_evaluations},
+    )
+
+
+def claim_tick(conn: Connection, group: str, tick: datetime, owner: str, epoch: int) -> bool:
+    """Record that ``owner`` evaluates ``group`` at ``tick``; False if the tick is taken or the lease gone."""
+    _timeout(conn)
+    result = conn.execute(
+        sa.text(
+            "INSERT INTO cluster_evaluations (group_name, tick, replica_id, epoch, claimed_at) "
+            "SELECT CAST(:g AS VARCHAR), CAST(:t AS TIMESTAMPTZ), CAST(:o AS VARCHAR), CAST(:e AS INTEGER), "
+            "clock_timestamp() WHERE EXISTS ("
+            "SELECT 1 FROM cluster_leases WHERE group_name = :g AND owner = :o AND epoch = :e "
+            "AND expires_at > clock_timestamp()) "
+            "ON CONFLICT (group_name, tick) DO NOTHING"
+        ),
+        {"g": group, "t": tick, "o": owner, "e": epoch},
+    )
+    return bool(result.rowcount == 1)
+
+
+def check_fence(session: Session, group: str, owner: str, epoch: int) -> None:
+    """Lock the lease of ``group`` for this transaction; raise ``LeaseLostError`` unless it is still ours."""
+    row = (
+        session.connection()
+        .execute(
+            sa.text(
+                "SELECT 1 FROM cluster_leases WHERE group_name = :g AND owner = :o AND epoch = :e "
+                "AND expires_at > clock_timestamp() FOR SHARE"
+            ),
+            {"g": group, "o": owner, "e": epoch},
+        )
+        .first()
+    )
+    if row is None:
+        raise LeaseLostError(f"rule group {group}: lease (epoch {epoch}) no longer held by {owner}")
+
+
+def prune_alerts(conn: Connection, groups: Iterable[str]) -> int:
+    """Delete stored alerts of rule groups not in ``groups``; return how many were deleted."""
+    result = conn.execute(
+        sa.text("DELETE FROM alerts WHERE NOT (group_name = ANY(:gs))"), {"gs": list(groups)}
+    )
+    return int(result.rowcount or 0)

@@ -1,0 +1,407 @@
+"""One replica's part in a cluster on PostgreSQL: heartbeats, held leases, ticks and the fence.
+
+This module owns the replica's runtime: a heartbeat thread that runs one coordination cycle every
+``heartbeat_interval`` (sooner when another replica's lease is about to run out, so a dead
+replica's groups move as soon as its lease expires), the set of groups this replica holds with
+their epochs, the tick grid, and wiring the daemon's evaluation and outbox to the leases. It does
+not own the SQL (``leases``), who should own what (``assign``) nor evaluation itself (``engine``).
+
+Safety, in order of defence:
+
+1. **Local lease clock.** A cycle that commits at monotonic time ``t0 + x`` renewed the leases
+   until (database) ``t0 + x' + ttl`` with ``x' >= x``; the replica trusts them only until
+   ``t0 + ttl - safety_margin``. When that passes without a successful cycle (the database is
+   unreachable) it stops evaluating and stops sending at once, before any other replica can take
+   its groups.
+2. **Tick claims.** Ticks sit on a grid (``floor(now / interval) · interval``); a group is
+   evaluated at a tick only after a row ``(group, tick)`` was inserted while the lease was valid,
+   so a tick is evaluated at most once even while a group changes hands.
+3. **The fence.** Alert state and outbox rows of an evaluation are written in transactions that
+   lock the lease row and check owner, epoch and expiry; a replica that lost its lease mid-way
+   writes nothing.
+
+A group that arrives (or comes back) at a new epoch gets a fresh evaluator restored from the
+store's alert state, so it neither re-pages a firing alert nor forgets it; its detectors warm up
+from history on the first fetch (``engine.group``: the first fetch reaches back ``lookback``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from .. import __version__
+from ..core import Alert
+from ..engine.group import GroupEvaluator
+from ..engine.state import AlertStore, SessionSource, _translated, alert_to_row
+from ..errors import LeaseLostError
+from ..store.tables import AlertRow
+from . import leases
+from .assign import Peer, eligible, majority_hash, owner_of, rules_hash
+from .metrics import ClusterMetrics
+
+logger = logging.getLogger(__name__)
+
+Fence = Callable[[Session], None]
+
+
+def default_replica_id() -> str:
+    """Return ``hostname-pid``: unique per process, readable in ``watcher cluster status``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class FencedAlertStore(AlertStore):
+    """An ``AlertStore`` whose saves of one group's state are refused once its lease is lost."""
+
+    def __init__(self, store: SessionSource, fence: Fence) -> None:
+        super().__init__(store)
+        self._fence = fence
+
+    def save(self, changed: Any, deleted: Any) -> None:
+        """Upsert and delete like ``AlertStore.save``, in a transaction that checks the lease first."""
+        changed = list(changed)
+        deleted = list(deleted)
+        if not changed and not deleted:
+            return
+        from sqlmodel import col, delete
+
+        with _translated(self._store, "saving alert state"), self._store.session() as s:
+            self._fence(s)
+            for alert in changed:
+                s.merge(alert_to_row(alert))
+            if deleted:
+                s.exec(delete(AlertRow).where(col(AlertRow.fingerprint).in_(deleted)))
+            s.commit()
+
+
+class ClusterMember:
+    """This process as one replica of a cluster sharing rule groups through PostgreSQL."""
+
+    schedules_groups = True
+    """The daemon leaves group ticks to ``tick()`` instead of its own schedule."""
+
+    def __init__(self, daemon: Any, *, now: Callable[[], float] = time.time) -> None:
+        cfg = daemon.settings.cluster
+        self.daemon = daemon
+        self.store = daemon.store
+        self.ttl: timedelta = cfg.lease_ttl
+        self.heartbeat_s = float((cfg.heartbeat_interval or cfg.lease_ttl / 3).total_seconds())
+        self.margin_s = float((cfg.safety_margin or cfg.lease_ttl / 5).total_seconds())
+        self.claim_for: timedelta = cfg.outbox_claim or max(cfg.lease_ttl * 2, timedelta(seconds=30))
+        self.keep_evaluations: timedelta = cfg.evaluation_log_retention
+        self.me = leases.Me(
+            replica_id=cfg.replica_id or default_replica_id(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            started_at=datetime.now(UTC),
+        )
+        self.metrics = ClusterMetrics.of(daemon.metrics.registry)
+        self._now = now
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+        self._valid_until = -math.inf
+        self._peers: list[Peer] = []
+        self._mismatch = False
+        self._rules_hash = ""
+        self._last_error: str | None = None
+        self._last_tick: dict[str, float] = {}
+        self._built: dict[str, tuple[int, GroupEvaluator]] = {}
+        self._cycles = 0
+        self._expired_logged = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def replica_id(self) -> str:
+        """Return this replica's id."""
+        return self.me.replica_id
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> ClusterMember:
+        """Run a first cycle, share the outbox, and start heartbeating in the background."""
+        self.daemon.notifier.outbox.share(self.replica_id, self.claim_for, self.valid)
+        self.cycle()
+        self._thread = threading.Thread(target=self._loop, name="watcher-cluster", daemon=True)
+        self._thread.start()
+        logger.info(
+            "cluster: replica %s joined (lease_ttl %ss, heartbeat every %.1fs)",
+            self.replica_id,
+            self.ttl.total_seconds(),
+            self.heartbeat_s,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop heartbeating and hand the held groups back (their leases expire now)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            held = list(self._held)
+            self._held.clear()
+            self._valid_until = -math.inf
+        if held:
+            try:
+                with self.store.engine.begin() as conn:
+                    leases.release(conn, held, self.replica_id)
+                logger.info("cluster: released %d group(s) on shutdown", len(held))
+            except SQLAlchemyError as exc:
+                logger.warning(
+                    "cluster: could not release leases (they expire by themselves): %s", self._describe(exc)
+                )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            wait = self.cycle()
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    # --- one coordination cycle ------------------------------------------------------------------
+
+    def cycle(self) -> float:
+        """Heartbeat, acquire/renew/release leases; return the seconds until the next cycle."""
+        t0 = time.monotonic()
+        groups = [lg.group.name for lg in self.daemon.rules.groups]
+        rhash = rules_hash(lg.group for lg in self.daemon.rules.groups)
+        self._cycles += 1
+        try:
+            with self.store.engine.begin() as conn:
+                peers = leases.heartbeat(conn, self.me, rhash, self.ttl)
+                replicas = eligible(peers)
+                mismatch = self.replica_id not in replicas
+                wanted = [] if mismatch else [g for g in groups if owner_of(g, replicas) == self.replica_id]
+                before = leases.read_leases(conn)
+                held: dict[str, int] = {}
+                for g in wanted:
+                    epoch = leases.acquire(conn, g, self.replica_id, self.ttl)
+                    if epoch is not None:
+                        held[g] = epoch
+                mine = [
+                    lv.group
+                    for lv in before
+                    if lv.owner == self.replica_id and lv.valid and lv.group not in held
+                ]
+                released = leases.release(conn, mine, self.replica_id)
+                pruned = 0
+                if not mismatch and self.replica_id == min(replicas) and self._cycles % 10 == 1:
+                    pruned = leases.prune_alerts(conn, groups)  # alerts of groups the rules dropped
+                if self._cycles % 100 == 1:
+                    leases.housekeeping(conn, self.ttl, self.keep_evaluations)
+        except SQLAlchemyError as exc:
+            self._failed(exc)
+            left = self._valid_until - time.monotonic()
+            # while leases are still valid, retry soon enough to renew them; afterwards, calmly
+            return max(0.2, min(self.heartbeat_s, left) / 2 if left > 0 else self.heartbeat_s / 2)
+        self._apply(t0, held, peers, mismatch, rhash, released)
+        if pruned:
+            logger.info("cluster: deleted %d stored alert(s) of rule groups no longer configured", pruned)
+        wait = self.heartbeat_s
+        for lv in before:  # wake just after another replica's lease runs out: if it died, take over now
+            if lv.owner != self.replica_id and lv.valid:
+                wait = min(wait, lv.expires_in_s + 0.05)
+        return max(0.05, wait - (time.monotonic() - t0))
+
+    def _apply(
+        self,
+        t0: float,
+        held: dict[str, int],
+        peers: list[Peer],
+        mismatch: bool,
+        rhash: str,
+        released: list[str],
+    ) -> None:
+        with self._lock:
+            before = dict(self._held)
+            self._held = held
+            self._valid_until = t0 + self.ttl.total_seconds() - self.margin_s
+            self._peers = peers
+            was_mismatch, self._mismatch = self._mismatch, mismatch
+            self._rules_hash = rhash
+            self._last_error = None
+            self._expired_logged = False
+        lost = [g for g in before if g not in held]
+        gained = [g for g, e in held.items() if before.get(g) != e]
+        for g in [*lost, *(g for g in gained if g in before)]:  # gone, or back at a new epoch: rebuild
+            self._forget(g)
+        if gained:
+            logger.info("cluster: %s now holds group(s) %s", self.replica_id, ", ".join(sorted(gained)))
+        if lost or released:
+            logger.info(
+                "cluster: %s gave up group(s) %s", self.replica_id, ", ".join(sorted({*lost, *released}))
+            )
+        if mismatch and not was_mismatch:
+            logger.error(
+                "cluster: this replica's rules (hash %s) differ from the majority's (%s): it takes no groups "
+                "until it runs the same rule files",
+                rhash,
+                majority_hash(peers),
+            )
+        self.metrics.leases_held.set(len(held))
+        self.metrics.replicas.set(len(peers))
+        self.metrics.rules_hash_mismatch.set(1 if mismatch else 0)
+
+    def _failed(self, exc: BaseException) -> None:
+        message = self._describe(exc)
+        self.metrics.heartbeat_failures.inc()
+        with self._lock:
+            first = self._last_error is None
+            self._last_error = message
+        if first:
+            logger.warning("cluster: heartbeat failed, leases not renewed: %s", message)
+
+    def _describe(self, exc: BaseException) -> str:
+        err = self.store.error("cluster heartbeat", exc)
+        return str(err)
+
+    def _forget(self, group: str) -> None:
+        """Drop what this replica knows about ``group`` in memory (its new owner has the store)."""
+        self._built.pop(group, None)
+        self._last_tick.pop(group, None)
+        self.daemon.notifier.forget_group(group)
+
+    # --- what the daemon asks --------------------------------------------------------------------
+
+    def valid(self) -> bool:
+        """Tell whether this replica's leases are still valid by its own clock (with the margin)."""
+        return not self._stop.is_set() and time.monotonic() < self._valid_until
+
+    def active(self) -> bool:
+        """Tell whether this replica may deliver and drain the outbox (its leases are valid)."""
+        return self.valid()
+
+    def held(self) -> dict[str, int]:
+        """Return the groups held now, with their epochs (empty once the local lease clock ran out)."""
+        with self._lock:
+            return dict(self._held) if time.monotonic() < self._valid_until else {}
+
+    def tick(self) -> None:
+        """Dispatch the evaluation of every held group whose next grid tick has come (daemon loop)."""
+        if not self.valid():
+            self._expire()
+            return
+        now = self._now()
+        for name, epoch in self.held().items():
+            ev = self.daemon.evaluators.get(name)
+            if ev is None:
+                continue
+            interval = max(1.0, ev.group.interval.total_seconds())
+            tick = math.floor(now / interval) * interval
+            if self._last_tick.get(name, -math.inf) >= tick:
+                continue
+            self._last_tick[name] = tick
+            self.daemon._dispatch(f"group:{name}", lambda n=name, e=epoch, t=tick: self.evaluate(n, e, t))
+
+    def _expire(self) -> None:
+        with self._lock:
+            if not self._held or self._expired_logged:
+                return
+            lost = list(self._held)
+            self._held.clear()
+            self._expired_logged = True
+            error = self._last_error
+        for g in lost:
+            self._forget(g)
+        self.metrics.leases_held.set(0)
+        self.metrics.leases_lost.inc(len(lost))
+        logger.error(
+            "cluster: leases expired without renewal (%s): stopped evaluating %d group(s) and sending",
+            error or "no successful heartbeat",
+            len(lost),
+        )
+
+    def evaluate(self, name: str, epoch: int, tick: float) -> None:
+        """Claim ``(name, tick)`` and, if this replica won it under a valid lease, evaluate the group."""
+        if not self.valid() or self.held().get(name) != epoch:
+            return
+        at = datetime.fromtimestamp(tick, UTC)
+        try:
+            with self.store.engine.begin() as conn:
+                won = leases.claim_tick(conn, name, at, self.replica_id, epoch)
+        except SQLAlchemyError as exc:
+            raise self.store.error("claiming a tick", exc) from None
+        if not won:
+            self.metrics.tick_conflicts.inc()
+            return
+        fence = self._fence(name, epoch)
+        self._evaluator(name, epoch, fence)
+        try:
+            self.daemon.evaluate_group(name, at, fence=fence)
+        except LeaseLostError as exc:
+            self.metrics.leases_lost.inc()
+            logger.warning("cluster: evaluation of %s at %s discarded: %s", name, at.isoformat(), exc)
+            self._built.pop(name, None)
+            return
+        self.metrics.evaluations.inc()
+
+    def _fence(self, name: str, epoch: int) -> Fence:
+        def fence(session: Session) -> None:
+            if not self.valid():
+                raise LeaseLostError(f"rule group {name}: lease ran out by the local clock")
+            leases.check_fence(session, name, self.replica_id, epoch)
+
+        return fence
+
+    def _evaluator(self, name: str, epoch: int, fence: Fence) -> GroupEvaluator:
+        """Return the evaluator for ``name`` at ``epoch``: a fresh one restored from the store on arrival."""
+        current = self.daemon.evaluators[name]
+        built = self._built.get(name)
+        if built is not None and built[0] == epoch and built[1] is current:
+            return current
+        d = self.daemon
+        fenced = FencedAlertStore(d.store, self._fence(name, epoch))
+        ev = GroupEvaluator(
+            current.group,
+            d.sources,
+            alert_store=fenced,
+            resolved_retention=d.settings.notify.resolved_retention,
+            metrics=d.metrics,
+        )
+        stored: list[Alert] = d.alert_store.load(name)
+        orphans = ev.restore(stored)  # alerts of rules the group no longer has
+        if orphans:
+            fenced.save([], orphans)
+        d.evaluators[name] = ev
+        self._built[name] = (epoch, ev)
+        firing = sum(1 for a in stored if a.state.name == "FIRING")
+        logger.info(
+            "cluster: group %s taken at epoch %d, %d alert(s) restored (%d firing)",
+            name,
+            epoch,
+            len(stored),
+            firing,
+        )
+        return ev
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Return this replica's view for ``/readyz`` (no secrets)."""
+        with self._lock:
+            peers = list(self._peers)
+            return {
+                "mode": "postgresql",
+                "replica_id": self.replica_id,
+                "rules_hash": self._rules_hash,
+                "majority_rules_hash": majority_hash(peers),
+                "rules_hash_mismatch": self._mismatch,
+                "replicas_live": len(peers),
+                "groups_held": sorted(self._held) if time.monotonic() < self._valid_until else [],
+                "lease_valid_for_s": round(max(0.0, self._valid_until - time.monotonic()), 3)
+                if self._valid_until > -math.inf
+                else 0.0,
+                "last_error": self._last_error,
+            }
