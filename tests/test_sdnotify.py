@@ -86,3 +86,54 @@ def test_daemon_sends_ready_and_logs_json(tmp_path: Path, notify_socket: tuple[s
     docs = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert any(d["msg"].startswith("watcher running") for d in docs), err
     assert all({"ts", "level", "logger", "msg"} <= set(d) for d in docs)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+    ],
+)
+def test_watchdog_interval(env: dict[str, str], expected: float | None) -> None:
+    assert sdnotify.watchdog_interval(env) == expected
+
+
+def test_daemon_pings_the_watchdog(tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "groups:\n  - name: cost\n    interval: 1s\n    rules:\n      - alert: Spend\n        source: calls\n"
+        "        query: {agg: sum, field: cost_usd, window: 5m, by: [tenant]}\n"
+        "        detector: {kind: threshold, above: 5}\n"
+    )
+    (tmp_path / "watcher.yaml").write_text(
+        f"store: {{url: 'sqlite:///{tmp_path}/w.db'}}\nrules: ['{rules}']\nserver: {{enabled: false}}\n"
+    )
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": path,
+        "WATCHDOG_USEC": "400000",  # WatchdogSec=0.4s: a ping every 0.2 s
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watcher", "run"], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        messages = []
+        while sum(m == "WATCHDOG=1" for m in messages) < 3:
+            messages.append(sock.recv(4096).decode())  # the fixture's 30 s timeout fails a silent daemon
+        assert messages[0].startswith("READY=1")  # pings start once the daemon is up
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err

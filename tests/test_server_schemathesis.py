@@ -6,40 +6,28 @@ import atexit
 import shutil
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
-from pydantic import SecretStr
 
-from watcher.config import ServerSettings
-from watcher.selfmetrics import SelfMetrics
+from tests import test_status
 from watcher.server import build_app
-from watcher.store.db import open_store
 
 schemathesis = pytest.importorskip("schemathesis")
 checks = pytest.importorskip("schemathesis.checks")
 
-TOKEN = "schemathesis-token"
+TOKEN = test_status.TOKEN
 
 
 def make_app() -> Any:
-    """Return the app on a fresh SQLite store in a temporary folder removed at exit."""
+    """Return the app of a real Daemon with a firing alert, on a SQLite store in a folder removed at exit."""
     tmp = Path(tempfile.mkdtemp(prefix="watcher-st-"))
     atexit.register(shutil.rmtree, tmp, True)
-    store = open_store(f"sqlite:///{tmp}/st.db")
-    atexit.register(store.close)
-    server = SimpleNamespace(server=ServerSettings(ingest_token=SecretStr(TOKEN), max_batch=50))
-    return build_app(
-        SimpleNamespace(
-            store=store,
-            settings=server,
-            metrics=SelfMetrics(),
-            rules=SimpleNamespace(groups=[], rule_count=0),
-            last_reload_error=None,
-        )
-    )
+    daemon, _, _ = test_status.make_daemon(tmp, test_status.NOW)
+    atexit.register(daemon.close)
+    daemon.run_once(test_status.NOW, drain_s=0)
+    return build_app(daemon)
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", make_app())

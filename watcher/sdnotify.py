@@ -1,8 +1,9 @@
 """The systemd readiness protocol (``sd_notify``): one datagram on ``$NOTIFY_SOCKET``.
 
-This module owns sending ``READY=1``, ``STATUS=…``, ``RELOADING=1`` and ``STOPPING=1`` to the
-service manager, with no dependency on libsystemd. It does not own when the daemon is ready
-(``engine.scheduler`` calls back) nor the unit file (``deploy/systemd/watcher.service``).
+This module owns sending ``READY=1``, ``STATUS=…``, ``RELOADING=1``, ``STOPPING=1`` and the
+watchdog keep-alive ``WATCHDOG=1`` (when the unit sets ``WatchdogSec=``) to the service manager,
+with no dependency on libsystemd. It does not own when the daemon is ready or pings
+(``engine.scheduler`` calls) nor the unit file (``deploy/systemd/watcher.service``).
 
 Outside systemd (no ``NOTIFY_SOCKET``) every call is a no-op that returns ``False``; a failed send
 is logged at debug level and never raises, because a missing notification must not stop a daemon
@@ -60,3 +61,23 @@ def status(text: str) -> bool:
 def stopping() -> bool:
     """Tell systemd the daemon is shutting down (in-flight work is finishing)."""
     return notify("STOPPING=1", "STATUS=stopping: finishing evaluations, flushing the outbox")
+
+
+def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
+    """Return how often to send ``WATCHDOG=1`` (half of ``$WATCHDOG_USEC``), or None without a watchdog.
+
+    ``$WATCHDOG_PID``, when set, must be this process (the variables leak into children otherwise).
+    """
+    env = os.environ if env is None else env
+    usec = env.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) <= 0:
+        return None
+    pid = env.get("WATCHDOG_PID", "")
+    if pid and pid != str(os.getpid()):
+        return None
+    return int(usec) / 1e6 / 2
+
+
+def watchdog() -> bool:
+    """Tell systemd the daemon is alive (``WatchdogSec=``: no ping in time means a restart)."""
+    return notify("WATCHDOG=1")

@@ -89,7 +89,10 @@ class SelfMetrics:
             "watcher_rule_evaluations", "Rule evaluations.", ["group", "rule"], registry=r
         )
         self.rule_failures = Counter(
-            "watcher_rule_evaluation_failures", "Failed rule evaluations.", ["group", "rule", "reason"], registry=r
+            "watcher_rule_evaluation_failures",
+            "Failed rule evaluations.",
+            ["group", "rule", "reason"],
+            registry=r,
         )
         self.group_duration = Histogram(
             "watcher_group_evaluation_duration_seconds",
@@ -99,10 +102,16 @@ class SelfMetrics:
             registry=r,
         )
         self.missed_ticks = Counter(
-            "watcher_missed_ticks", "Ticks skipped because the previous run was still going.", ["job"], registry=r
+            "watcher_missed_ticks",
+            "Ticks skipped because the previous run was still going.",
+            ["job"],
+            registry=r,
         )
         self.job_exceptions = Counter(
-            "watcher_job_exceptions", "Unexpected exceptions caught around scheduled jobs.", ["job"], registry=r
+            "watcher_job_exceptions",
+            "Unexpected exceptions caught around scheduled jobs.",
+            ["job"],
+            registry=r,
         )
         self.alerts = Gauge("watcher_alerts", "Alerts by state.", ["group", "rule", "state"], registry=r)
         self.notifications_enqueued = Counter(
@@ -114,13 +123,60 @@ class SelfMetrics:
         self.notifications_failed = Counter(
             "watcher_notifications_failed", "Failed delivery attempts.", ["receiver", "reason"], registry=r
         )
-        self.outbox_depth = Gauge("watcher_outbox_pending", "Notifications waiting in the outbox.", registry=r)
+        self.outbox_depth = Gauge(
+            "watcher_outbox_pending", "Notifications waiting in the outbox.", registry=r
+        )
+        self.notifications_dead = Counter(
+            "watcher_notifications_dead_lettered",
+            "Notifications given up (dead-lettered).",
+            ["receiver", "reason"],
+            registry=r,
+        )
+        self.outbox_dead = Gauge(
+            "watcher_outbox_dead",
+            "Dead letters in the outbox (until retention removes them).",
+            ["receiver"],
+            registry=r,
+        )
+        self.receiver_failures = Gauge(
+            "watcher_receiver_consecutive_failures",
+            "Failed delivery attempts in a row per receiver (0 after a delivery).",
+            ["receiver"],
+            registry=r,
+        )
         self.reloads = Counter("watcher_rule_reloads", "Rule reloads.", ["result"], registry=r)
         self.signals = SignalGauges(r)
         self.last_evaluation = Gauge(
             "watcher_group_last_evaluation_timestamp_seconds",
-            "When each rule group was last evaluated (Unix time).", ["group"], registry=r,
+            "When each rule group was last evaluated (Unix time).",
+            ["group"],
+            registry=r,
         )
         self.retention_deleted = Counter(
             "watcher_retention_deleted_rows", "Rows deleted by the retention job.", ["table"], registry=r
+        )
+        self.source_query_duration = Histogram(
+            "watcher_source_query_duration_seconds",
+            "Time of one source query (a rule's fetch), by source.",
+            ["source"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.source_query_errors = Counter(
+            "watcher_source_query_errors",
+            "Failed source queries, by source and reason.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.detector_fit_duration = Histogram(
+            "watcher_detector_fit_duration_seconds",
+            "Time a detector takes to take in a fetch's new points (update_many), by detector kind.",
+            ["kind"],
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "watcher_outbox_oldest_age_seconds",
+            "Age of the oldest notification waiting in the outbox.",
+            registry=r,
         )

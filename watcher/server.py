@@ -11,6 +11,9 @@ This module owns the FastAPI app (``build_app``) and running it on a background 
   (``server.ingest_token``; unset: 403), a body limit (``server.max_body_bytes``: 413) and a batch
   limit (``server.max_batch``: 413). Every rejection is a 4xx with a reason; a store failure is
   503. The OpenAPI document is at ``/openapi.json``.
+- ``GET /api/v1/alerts|rules|silences``, ``POST /api/v1/silences``, ``DELETE /api/v1/silences/{id}``
+  (``statusapi``; writes need the ingest bearer token).
+- ``GET /``, ``/rules/{group}/{rule}`` and their chart PNGs: the status page (``status``).
 
 It does not own the request models and the insert (``ingest``), nor the daemon (``engine``).
 Binds to 127.0.0.1 by default; no secret appears in an answer.
@@ -50,6 +53,9 @@ from .ingest import (
     insert_rows,
     score_row,
 )
+from .status import add_status_routes
+from .statusapi import add_api_routes
+from .statusdata import Redactor, outbox_stats
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +218,9 @@ def build_app(daemon: Any) -> FastAPI:
         return datetime.now(UTC)
 
     auth = [Depends(authorize)]
+    redact = Redactor(daemon.settings)
+    add_api_routes(app, daemon, authorize, redact)
+    add_status_routes(app, daemon, redact)
 
     @app.post(
         "/api/v1/calls",
@@ -271,17 +280,35 @@ def build_app(daemon: Any) -> FastAPI:
             "ready": ready,
             "store": "ok" if store_error is None else store_error,
             "rules": None if rules is None else {"groups": len(rules.groups), "rules": rules.rule_count},
-            "last_reload_error": getattr(daemon, "last_reload_error", None),
+            "last_reload_error": redact(getattr(daemon, "last_reload_error", None)) or None,
         }
+        cluster = getattr(daemon, "cluster", None)
+        if cluster is not None:  # replicas: leases held, live peers, rules-hash agreement
+            body["cluster"] = cluster.status()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"])
     def metrics(request: Request) -> Response:
         """Serve the daemon's self-metrics (OpenMetrics when the Accept header asks for it)."""
+        refresh_outbox_gauges(daemon)
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(registry), media_type=content_type)
 
     return app
+
+
+def refresh_outbox_gauges(daemon: Any) -> None:
+    """Set the outbox depth and oldest-age gauges from the table, at scrape time (best effort)."""
+    gauge = getattr(daemon.metrics, "outbox_oldest_age", None)
+    if gauge is None:
+        return
+    try:
+        depth, age = outbox_stats(daemon.store, datetime.now(UTC))
+    except Exception as exc:  # a scrape must still answer with the store down; readyz says why
+        log.debug("outbox gauges not refreshed: %s", type(exc).__name__)
+        return
+    daemon.metrics.outbox_depth.set(depth)
+    gauge.set(age)
 
 
 class _Server(uvicorn.Server):
@@ -320,6 +347,7 @@ class ServerThread:
                 f"HTTP server did not start on {self.server.config.host}:"
                 f"{self.server.config.port} (port in use?)"
             )
+        log.info("HTTP server listening on http://%s:%d/", self.server.config.host, self.port)
         return self
 
     @property
