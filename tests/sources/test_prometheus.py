@@ -396,8 +396,46 @@ def test_prometheus_stopped_mid_test_then_back(prometheus: PrometheusServer) -> 
         with pytest.raises(SourceUnavailableError, match="unreachable") as info:
             src.fetch(r, end - timedelta(minutes=5), end, timedelta(minutes=1))
         assert SECRET not in str(info.value)
+        (status,) = src.endpoint_status().values()
+        assert not status.up and status.failures == 1 and "unreachable" in (status.error or "")
         prometheus.start()
-        assert src.fetch(r, end - timedelta(minutes=5), end, timedelta(minutes=1)) == []
+
+        def fetched() -> bool:
+            try:
+                return src.fetch(r, end - timedelta(minutes=5), end, timedelta(minutes=1)) == []
+            except SourceUnavailableError as exc:  # until the 1 s backoff has passed
+                assert "backing off" in str(exc)
+                return False
+
+        poll(fetched, timeout=10, what="the source to call Prometheus again")
+        assert src.endpoint_status()["main"].up
+
+
+def test_unavailable_endpoint_is_backed_off_not_hammered(http_receiver: Any) -> None:
+    clock = [1000.0]
+    http_receiver.set_statuses([503, 503, 200])
+    end = datetime.now(UTC)
+    ep = {"main": PrometheusEndpoint(url=http_receiver.url, retry_backoff_max=timedelta(seconds=3))}
+    with PrometheusSource(ep, clock=lambda: clock[0]) as src:
+
+        def fetch() -> list[Series]:
+            return src.fetch(rule("up"), end - timedelta(minutes=5), end, timedelta(minutes=1))
+
+        waits = []
+        for _ in range(2):  # two real failures: backoff 1 s, then 2 s
+            with pytest.raises(SourceUnavailableError, match="HTTP 503"):
+                fetch()
+            waits.append(src.endpoint_status()["main"].retry_at - clock[0])
+            with pytest.raises(SourceUnavailableError, match=r"HTTP 503.*backing off: next try in"):
+                fetch()  # no request: the endpoint is not called during its backoff
+            clock[0] += waits[-1]
+        assert waits == [1.0, 2.0] and len(http_receiver.requests) == 2
+        assert src.endpoint_status()["main"].failures == 2
+        http_receiver.set_statuses([200])
+        with pytest.raises(SourceUnavailableError, match=r"malformed|no usable"):  # 200 "ok" is no JSON
+            fetch()
+        assert len(http_receiver.requests) == 3
+        assert src.endpoint_status()["main"].retry_at - clock[0] == 3.0  # 4 s, capped at the max
 
 
 # --- configuration and wiring --------------------------------------------------------------------

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from watcher.core import Labels, Series, to_epoch
 from watcher.errors import QueryError, SourceUnavailableError
@@ -402,3 +402,17 @@ def test_windows_match_a_brute_force_computation(store: Store, agg: str) -> None
         if not len(window):
             want = NAN
         assert got == pytest.approx(want, nan_ok=True, abs=1e-9)
+
+
+def test_scores_fetch_on_sqlite_reads_by_time_not_by_score_name(store: Store) -> None:
+    # Without ANALYZE statistics SQLite would pick the index on name and read every score of that
+    # name ever stored, on every tick; the fetch of a short range must walk the ts index.
+    from watcher.sources.sql import _statement
+
+    rule = _rule({"score": "groundedness", "agg": "mean", "window": "5m", "by": ["feature"]}, source="scores")
+    assert rule.query is not None
+    stmt = _statement(rule, rule.query, "sqlite", T0, T0 + timedelta(hours=1), want_traces=True)
+    with store.engine.connect() as conn:
+        sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ix_scores_ts" in plan and "ix_scores_name" not in plan, plan

@@ -31,6 +31,8 @@ class MemorySeries:
     timestamps: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     traces: list[tuple[TraceRef, ...]] = field(default_factory=list)
+    counts: dict[float, float] = field(default_factory=dict)
+    """Optional observations behind a sample (its trials, for the ``rate`` detector), by timestamp."""
 
     def add(self, ts: float, value: float, traces: Sequence[TraceRef] = ()) -> None:
         """Append one sample (timestamps must increase)."""
@@ -73,14 +75,17 @@ class MemorySource:
             ts = np.asarray(raw.timestamps, dtype=np.float64)
             idx = np.searchsorted(ts, grid, side="right") - 1
             values = np.full(len(grid), math.nan)
+            counts = np.full(len(grid), math.nan) if raw.counts else None
             traces: list[tuple[TraceRef, ...]] = []
             for k, i in enumerate(idx):
                 if i >= 0 and grid[k] - ts[i] <= stale:
                     values[k] = raw.values[i]
                     traces.append(raw.traces[i])
+                    if counts is not None:
+                        counts[k] = raw.counts.get(raw.timestamps[i], math.nan)
                 else:
                     traces.append(())
             if np.all(np.isnan(values)):
                 continue
-            out.append(Series(raw.labels, grid, values, None, tuple(traces)))
+            out.append(Series(raw.labels, grid, values, counts, tuple(traces)))
         return out

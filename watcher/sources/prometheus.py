@@ -12,6 +12,12 @@ Prometheus's own error text (408 and 429 excepted: they are transient); timeouts
 errors, 5xx and malformed responses become ``SourceUnavailableError``. Messages name the endpoint
 and its URL without credentials, and every configured secret is masked in them besides.
 A failed exemplar query never fails the fetch: it is logged and the series come back without traces.
+An unavailable endpoint is backed off (``_Endpoint._call``) and its status is reported by
+``endpoint_status()``, which ``engine.sourcedown`` turns into one "source down" alert.
+
+A rule with a ``rate`` detector is written ``SUCCESSES / TRIALS`` (``split_ratio``): both sides are
+queried, the value is their ratio and the trials become the points' ``counts`` (the detector's
+sample size); a label set with trials but no successes series has a proportion of 0.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ import json
 import logging
 import math
 import re
+import threading
+import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,7 +45,7 @@ from urllib3.util.retry import Retry
 from ..config import PrometheusEndpoint
 from ..core import FloatArray, Labels, Series, TraceRef, from_epoch, to_epoch
 from ..errors import QueryError, SourceError, SourceUnavailableError
-from ..rules.schema import Rule, TracesSpec
+from ..rules.schema import RateDetector, Rule, TracesSpec
 from .base import step_grid
 
 logger = logging.getLogger(__name__)
@@ -49,6 +58,8 @@ MAX_TRACES_PER_POINT = 50
 TRACE_ID_LABELS = ("trace_id", "traceID", "traceId")
 SPAN_ID_LABELS = ("span_id", "spanID", "spanId")
 _TRANSIENT_4XX = frozenset({408, 429})
+BACKOFF_INITIAL_S = 1.0
+"""The first wait after an endpoint turned out unavailable; it doubles up to ``retry_backoff_max``."""
 _REASONS = ("Connection refused", "Name or service not known", "No route to host", "Connection reset",
             "CERTIFICATE_VERIFY_FAILED", "Remote end closed connection")  # fmt: skip
 
@@ -111,15 +122,69 @@ def expr_selectors(expr: str) -> list[str]:
     return found
 
 
+def split_ratio(expr: str, alert: str = "") -> tuple[str, str]:
+    """Split a ``successes / trials`` expression at its one top-level ``/``; return both sides.
+
+    A ``rate`` detector needs the number of trials behind each point, which a ratio alone hides,
+    so its ``expr`` is written as a plain division (``sum by (feature) (increase(a[5m])) / sum by
+    (feature) (increase(b[5m]))``) and the source queries the two sides separately. Raises
+    QueryError when there is not exactly one top-level ``/`` or it carries vector-matching modifiers.
+    """
+    depth = 0
+    cuts: list[int] = []
+    tokens = [(m.lastgroup or "other", m.group(), m.start()) for m in _TOKEN_RE.finditer(expr)]
+    for kind, text, pos in tokens:
+        if kind == "open":
+            depth += 1
+        elif kind == "close":
+            depth -= 1
+        elif kind == "other" and text == "/" and depth == 0:
+            cuts.append(pos)
+    hint = (
+        f"rule {alert!r}: a rate detector on Prometheus needs `expr: SUCCESSES / TRIALS` with one "
+        "top-level `/` (e.g. sum by (feature) (increase(llm_refusals_total[5m])) / sum by (feature) "
+        "(increase(llm_requests_total[5m]))): the trials are the detector's sample size"
+    )
+    if len(cuts) != 1:
+        raise QueryError(hint, source="prometheus")
+    num, den = expr[: cuts[0]].strip(), expr[cuts[0] + 1 :].strip()
+    first = re.match(r"[A-Za-z_]+", den)
+    if not num or not den or (first is not None and first.group().lower() in _LABEL_LIST_KEYWORDS | {"bool"}):
+        raise QueryError(hint + "; vector-matching modifiers are not supported there", source="prometheus")
+    return num, den
+
+
+def _proportion(hits: FloatArray | None, trials: FloatArray) -> FloatArray:
+    """Return successes / trials; no successes series (a counter never incremented) counts as 0."""
+    k = np.zeros_like(trials) if hits is None else np.where(np.isnan(hits) & (trials > 0), 0.0, hits)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(trials > 0, k / trials, math.nan)
+
+
 # --- one endpoint ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """The outcome of an endpoint's latest call: up, or unavailable with the error and backoff."""
+
+    up: bool = True
+    error: str | None = None
+    failures: int = 0
+    """Consecutive unavailable calls."""
+    retry_at: float = 0.0
+    """The (monotonic) clock reading before which the endpoint is not called again."""
 
 
 class _Endpoint:
     """One configured PromQL API: its client, its session and everything needed to redact."""
 
-    def __init__(self, name: str, cfg: PrometheusEndpoint) -> None:
+    def __init__(
+        self, name: str, cfg: PrometheusEndpoint, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.name = name
         self.cfg = cfg
+        self.clock = clock
         url = cfg.url.rstrip("/")
         parts = urlsplit(url)
         netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port is not None else "")
@@ -137,6 +202,8 @@ class _Endpoint:
             secrets.append(parts.password)
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self.headers = headers
+        self.status = EndpointStatus()
+        self._lock = threading.Lock()
         self.session = requests.Session()
         self.session.verify = cfg.tls_verify
         # Deliberate retry policy (the client's default retries 5xx three times with backoff and
@@ -207,6 +274,38 @@ class _Endpoint:
         return self.redact(f"prometheus endpoint {self.name!r} ({self.display_url}) {what}")
 
     def _call(self, fn: Any) -> Any:
+        """Run one HTTP call, record the endpoint's status, back off while it is unavailable.
+
+        After a ``SourceUnavailableError`` the endpoint is not called again until its backoff
+        (1 s, doubling up to ``retry_backoff_max``) has passed: calls in between fail at once with
+        the last error, so a dead backend costs no tick a timeout. Any answer (even a 4xx) means up.
+        """
+        with self._lock:
+            st = self.status
+            wait = st.retry_at - self.clock() if st.failures else 0.0
+        if wait > 0:
+            raise SourceUnavailableError(
+                f"{st.error} (backing off: next try in {wait:.0f}s)", source=self.name
+            )
+        try:
+            result = self._translated(fn)
+        except SourceUnavailableError as exc:
+            with self._lock:
+                st = self.status
+                backoff = min(BACKOFF_INITIAL_S * 2**st.failures, self.cfg.retry_backoff_max.total_seconds())
+                self.status = EndpointStatus(False, str(exc), st.failures + 1, self.clock() + backoff)
+            raise
+        except QueryError:
+            self._up()
+            raise
+        self._up()
+        return result
+
+    def _up(self) -> None:
+        with self._lock:
+            self.status = EndpointStatus()
+
+    def _translated(self, fn: Any) -> Any:
         """Run one HTTP call of the client and translate its failures into the error tree."""
         try:
             return fn()
@@ -270,8 +369,15 @@ class PrometheusSource:
 
     name = "prometheus"
 
-    def __init__(self, endpoints: Mapping[str, PrometheusEndpoint], default: str | None = None) -> None:
-        self._endpoints = {name: _Endpoint(name, cfg) for name, cfg in endpoints.items()}
+    def __init__(
+        self,
+        endpoints: Mapping[str, PrometheusEndpoint],
+        default: str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` (seconds, monotonic) times the backoff of unavailable endpoints."""
+        self._endpoints = {name: _Endpoint(name, cfg, clock) for name, cfg in endpoints.items()}
         if default is None and len(self._endpoints) == 1:
             default = next(iter(self._endpoints))
         self.default = default
@@ -286,18 +392,27 @@ class PrometheusSource:
         grid = step_grid(start, end, step)
         if len(grid) == 0:
             return []
-        step_s = step.total_seconds()
-        values: dict[Labels, FloatArray] = {}
-        for lo in range(0, len(grid), MAX_POINTS):
-            chunk = grid[lo : lo + MAX_POINTS]
-            for item in ep.query_range(rule.expr, float(chunk[0]), float(chunk[-1]), step_s):
-                self._fill(values, item, grid, step_s)
+        counts: dict[Labels, FloatArray] = {}
+        if isinstance(rule.detector, RateDetector):
+            successes, trials = split_ratio(rule.expr, rule.alert)
+            counts = self._range(ep, trials, grid, step)
+            hits = self._range(ep, successes, grid, step)
+            values = {lb: _proportion(hits.get(lb), n) for lb, n in counts.items()}
+        else:
+            values = self._range(ep, rule.expr, grid, step)
         if not values:
             return []
         traces: dict[Labels, tuple[tuple[TraceRef, ...], ...]] = {}
         if self._wants_exemplars(rule, ep):
             traces = self._exemplar_traces(rule, ep, list(values), grid, to_epoch(start))
-        return [Series(lb, grid.copy(), arr, traces=traces.get(lb, ())) for lb, arr in values.items()]
+        return [
+            Series(lb, grid.copy(), arr, counts.get(lb), traces=traces.get(lb, ()))
+            for lb, arr in values.items()
+        ]
+
+    def endpoint_status(self) -> dict[str, EndpointStatus]:
+        """Return each endpoint's status after its latest call (for the source-down alert)."""
+        return {name: ep.status for name, ep in self._endpoints.items()}
 
     def close(self) -> None:
         """Close every endpoint's HTTP session."""
@@ -310,6 +425,16 @@ class PrometheusSource:
         self.close()
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def _range(self, ep: _Endpoint, expr: str, grid: FloatArray, step: timedelta) -> dict[Labels, FloatArray]:
+        """Run ``expr`` over the grid (chunked past ``MAX_POINTS``); return its series by labels."""
+        step_s = step.total_seconds()
+        values: dict[Labels, FloatArray] = {}
+        for lo in range(0, len(grid), MAX_POINTS):
+            chunk = grid[lo : lo + MAX_POINTS]
+            for item in ep.query_range(expr, float(chunk[0]), float(chunk[-1]), step_s):
+                self._fill(values, item, grid, step_s)
+        return values
 
     def _endpoint(self, rule: Rule) -> _Endpoint:
         name = rule.endpoint or self.default

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, get_args
 
 import numpy as np
@@ -74,12 +75,15 @@ class SqlSource:
         rows = self._run(rule, stmt)
         if not rows:
             return []
-        cols = list(zip(*rows, strict=True))
-        ts = _epoch_us(cols[0], self.store.dialect)
-        values = np.array(cols[1], dtype=np.float64)
-        matched = np.array(cols[2], dtype=bool)
+        # One column at a time: transposing with zip(*rows) costs more than the query itself.
+        cols = [list(map(itemgetter(i), rows)) for i in range(len(rows[0]))]
+        ts = _epoch_us(cols.pop(0), self.store.dialect)
+        # Columns that are constant for this rule are not transferred row by row (see _carries).
+        has_value, has_matched = _carries(rule, q)
+        values = np.array(cols.pop(0), dtype=np.float64) if has_value else np.full(len(rows), math.nan)
+        matched = np.array(cols.pop(0), dtype=bool) if has_matched else np.zeros(len(rows), dtype=bool)
         nby = len(q.by)
-        keys: Sequence[Any] = list(zip(*cols[3 : 3 + nby], strict=True)) if nby != 1 else cols[3]
+        keys: Sequence[Any] = list(zip(*cols[:nby], strict=True)) if nby != 1 else cols[0]
         if nby == 0:
             keys = [()] * len(rows)
         # NULL and "" are the same label value, so they form one series.
@@ -93,7 +97,7 @@ class SqlSource:
         codes = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=len(keys))
         order = np.lexsort((ts, codes))
         bounds = np.searchsorted(codes[order], np.arange(len(groups) + 1))
-        extra = cols[3 + nby :]
+        extra = cols[nby:]
         out = []
         for key, g in groups.items():
             idx = order[bounds[g] : bounds[g + 1]]
@@ -159,7 +163,8 @@ def _condition(table: Any, name: str, wanted: str | list[str]) -> sa.ColumnEleme
 def _statement(
     rule: Rule, q: SqlQuery, dialect: str, lo: datetime, hi: datetime, want_traces: bool
 ) -> sa.Select[Any]:
-    """Return the one SELECT of a fetch: ts, value, matched, the ``by`` columns, then trace columns."""
+    """Return the one SELECT of a fetch: ts, value, matched (see ``_carries``), the ``by`` columns,
+    then the trace columns."""
     calls = rule.source == "calls"
     table: Any = Call.__table__ if calls else Score.__table__  # type: ignore[attr-defined]
     c = table.c
@@ -181,7 +186,9 @@ def _statement(
     conds = [c.ts > lo, c.ts <= hi]
     conds += [_condition(table, name, wanted) for name, wanted in q.where.items()]
     if not calls:
-        conds.append(c.name == q.score)
+        # Without ANALYZE statistics SQLite picks the equality index on name over the ts range and
+        # reads every score of that name ever stored, on every tick; `name || ''` keeps it on ts.
+        conds.append((c.name.concat("") if dialect == "sqlite" else c.name) == q.score)
     if q.agg != "ratio" and (not calls or q.field is not None):
         conds.append(value.is_not(None))  # a NULL field does not take part in the aggregate
     if q.agg == "ratio":
@@ -191,12 +198,23 @@ def _statement(
         matched: Any = sa.case((sa.and_(*hits), 1), else_=0)
     else:
         matched = sa.literal(0)
-    columns = [ts_col, value, matched, *(c[name] for name in q.by)]
+    has_value, has_matched = _carries(rule, q)
+    columns = [ts_col, *([value] if has_value else []), *([matched] if has_matched else [])]
+    columns += [c[name] for name in q.by]
     if want_traces:
         notes = ("model", "tenant", "outcome") if calls else ("name", "feature", "tenant", "label")
         span = c.span_id if calls else sa.null()
         columns += [c.trace_id, span, *(c[n] for n in notes)]
     return sa.select(*columns).where(*conds)
+
+
+def _carries(rule: Rule, q: SqlQuery) -> tuple[bool, bool]:
+    """Return whether a fetch selects the value column and the ratio's matched column.
+
+    A calls rule without ``field`` has no value (NULL) and only a ratio has matched rows: the
+    constants are filled in numpy rather than sent for each of millions of rows.
+    """
+    return rule.source != "calls" or q.field is not None, q.agg == "ratio"
 
 
 def _epoch_us(raw: Sequence[Any], dialect: str) -> IntArray:
