@@ -8,6 +8,7 @@ flags a point, and keep a non-flagged ready point inside the band it reports.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -105,6 +106,27 @@ def test_causal_prefix_verdicts_do_not_change(spec: Any, pts: list[tuple[int, fl
     full = make_detector(spec).update_many(ts, vs)
     prefix = make_detector(spec).update_many(ts[:cut], vs[:cut])
     assert [comparable(v) for v in prefix] == [comparable(v) for v in full[: len(prefix)]]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+@given(pts=points, cuts=st.lists(st.integers(0, 150), max_size=4), counts=st.booleans())
+@RUN
+def test_one_batch_equals_point_by_point_and_any_split(
+    spec: Any, pts: list[tuple[int, float]], cuts: list[int], counts: bool
+) -> None:
+    ts, vs = arrays(pts)
+    cs = np.arange(len(vs), dtype=np.float64) % 7 * 50.0 if counts else None
+    batch = make_detector(spec).update_many(ts, vs, cs)
+    det = make_detector(spec)
+    cl = [None] * len(vs) if cs is None else cs.tolist()
+    one = [det.update(t, v, c) for t, v, c in zip(ts, vs, cl, strict=True)]  # numpy scalars, as given
+    assert [comparable(v) for v in batch] == [comparable(v) for v in one if v is not None]
+    det = make_detector(spec)
+    pieces: list[Verdict] = []
+    edges = [0, *sorted(min(c, len(vs)) for c in cuts), len(vs)]
+    for a, b in itertools.pairwise(edges):
+        pieces += det.update_many(ts[a:b], vs[a:b], None if cs is None else cs[a:b])
+    assert [comparable(v) for v in pieces] == [comparable(v) for v in batch]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)

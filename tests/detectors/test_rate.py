@@ -63,6 +63,20 @@ def test_down_direction_catches_a_drop_in_a_success_rate() -> None:
     assert v2 is not None and not v2.anomalous
 
 
+def test_a_sustained_incident_keeps_firing_instead_of_widening_its_own_band() -> None:
+    det = warmed()
+    rng = np.random.default_rng(5)
+    rho_before = det.rho
+    flags = []
+    for i in range(24):  # two hours at 24 % refusals of ~66 calls per point
+        n = 66
+        v = det.update((576 + i) * STEP, rng.binomial(n, 0.24) / n, n)
+        assert v is not None
+        flags.append(v.anomalous)
+    assert all(flags)
+    assert det.rho == rho_before  # anomalous points stay out of the over-dispersion estimate
+
+
 def test_band_is_the_exact_critical_proportion() -> None:
     det = warmed()
     v = det.update(576 * STEP, 0.02, 200)

@@ -147,6 +147,64 @@ def test_weekly_season_keeps_weekends_quiet() -> None:
     assert alerts(verdicts[9 * PER_DAY :]) == []
 
 
+def weekly(days: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``daily`` from a Monday with weekends at 55 %: eased into over 12 h, left at once on Monday.
+
+    The slow decline from Friday evening never leaves the band, so the level follows it down and
+    no level shift is confirmed (T0 is a Wednesday, so T0 + 5 days is a Monday).
+    """
+    ts, vs = daily(days + 5, seed=seed)
+    ts, vs = ts[5 * PER_DAY :], vs[5 * PER_DAY :]
+    into_weekend = (ts - ts[0]) % (7 * DAY) - (4 * DAY + 18 * 3600.0)  # from Friday 18:00
+    vs *= 1.0 - 0.45 * np.clip(into_weekend / (12 * 3600.0), 0.0, 1.0)
+    return ts, vs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mondays_before_the_weekly_season_is_known_do_not_page(seed: int) -> None:
+    # Until two weeks are held the weekly season cannot be confirmed: the level drifts down through
+    # the weekend, and Monday's return to the weekday level (a known level) must not page.
+    ts, vs = weekly(15, seed=seed)
+    verdicts = make_detector(spec(seasons=None, direction="up")).update_many(ts, vs)
+    assert alerts(verdicts) == []
+
+
+def test_a_runaway_on_the_monday_after_a_weekend_is_still_caught() -> None:
+    ts, vs = weekly(15)
+    start = 7 * PER_DAY + 36  # Monday 03:00 of the second week: x4, above every known level
+    vs[start : start + 24] *= 4.0
+    verdicts = make_detector(spec(seasons=None, direction="up")).update_many(ts, vs)
+    assert alerts(verdicts) == [start + 2]
+
+
+def test_known_levels_are_the_medians_of_the_last_whole_cycles() -> None:
+    y = np.concatenate([np.full(96, 1.0), np.full(96, 5.0), np.full(96, np.nan), np.full(96, 2.0)])
+    prof = fit_profile(y, 0, [96], detect=True, per_hour=4)
+    assert prof.periods == () and prof.levels == (1.0, 5.0, 2.0)  # the empty cycle is left out
+
+
+def test_a_holiday_does_not_bend_the_weekly_profile_when_the_history_starts_mid_day() -> None:
+    # Three weeks of 15-minute buckets (log scale: a daily bump, weekends at half level) starting on
+    # a Wednesday at 04:45, the second Wednesday a holiday at weekend level. Each Wednesday phase
+    # is the median of three Wednesdays, one a holiday: the partial first cycle (mostly daytime)
+    # must not bias the trend so much that the holiday decides the median.
+    per_day, week = 96, 672
+    start = 6 * per_day + 19  # bucket 0 is a Thursday 00:00, so this is a Wednesday 04:45
+    n = 3 * week
+    b = start + np.arange(n)
+    hour = (b % per_day) / 4.0
+    day = (b // per_day + 3) % 7  # 0 = Monday
+    low = (day >= 5) | ((b // per_day) == start // per_day + 14)
+    y = 1.5 * np.exp(-(((hour - 14.0) / 4.0) ** 2)) + np.where(low, math.log(0.5), 0.0)
+    y += np.random.default_rng(0).normal(0.0, 0.02, n)
+    prof = fit_profile(y, start, [per_day, week], detect=True, per_hour=4)
+    assert prof.periods == (per_day, week)
+    weekly_comp = np.asarray(prof.components[1]).reshape(7, per_day)  # rows: Thursday … Wednesday
+    weekdays = weekly_comp[[4, 5, 6, 0, 1]]  # Monday … Friday
+    assert np.ptp(weekdays[:, 20:]) < 0.1  # from 05:00, where the holiday had one of three votes
+    assert abs(float(np.median(weekly_comp[2])) - float(np.median(weekdays)) - math.log(0.5)) < 0.05
+
+
 def test_fit_is_deterministic_and_handles_gaps() -> None:
     _, vs = daily(4)
     y = vs.reshape(-1, 3).mean(axis=1)  # 15-minute buckets

@@ -24,9 +24,11 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|throughput`` on the command line's subparsers."""
-    p: argparse.ArgumentParser = subparsers.add_parser("bench", help="detection and throughput benchmarks")
-    sub = p.add_subparsers(dest="bench", required=True, metavar="detection|throughput")
+    """Register ``watcher bench detection|throughput|hooks|ingest`` on the command line's subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "bench", help="detection, throughput, hooks and ingest benchmarks"
+    )
+    sub = p.add_subparsers(dest="bench", required=True, metavar="detection|throughput|hooks|ingest")
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
     det.add_argument("--labels", help="labels JSON (default: the corpus' labels/*.json or labels.json)")
@@ -46,4 +48,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     thr.add_argument("--detector", action="append", help="detector kind (repeatable)")
     thr.set_defaults(func=_run_throughput)
+    # These pull in sqlalchemy/pydantic (which the CLI loads anyway for `watcher db`), not numpy.
+    from ..ingest import add_ingest_bench_parser
+    from ..instrument.bench import add_hooks_bench_parser
+
+    add_hooks_bench_parser(sub)
+    add_ingest_bench_parser(sub)
     return p

@@ -55,7 +55,7 @@ class Series:
 
 def _grid() -> tuple[FloatArray, FloatArray, FloatArray]:
     """Return timestamps, hour of day and day index (0 = Monday) of the 5-week grid."""
-    ts = START + STEP * np.arange(N)
+    ts: FloatArray = START + STEP * np.arange(N, dtype=np.float64)
     return ts, (ts % DAY) / HOUR, (ts - START) // DAY
 
 

@@ -87,6 +87,7 @@ def measure(kind: str, series: int, history_s: float, step: float, ticks: int, s
         "startup_s_extrapolated": startup_wall / sample * series,
         "startup_points_per_s": sample * n_points / startup_wall,
         "startup_cpu_s_per_series": startup_cpu / sample,
+        "startup_cpu_s_extrapolated": startup_cpu / sample * series,
         "tick_s_median": float(np.median(tick_walls)),
         "tick_s_max": float(np.max(tick_walls)),
         "tick_cpu_s_median": float(np.median(tick_cpus)),

@@ -37,6 +37,7 @@ class Detector(abc.ABC):
 
     def update(self, ts: float, value: float, count: float | None = None) -> Verdict | None:
         """Score one new point and fold it into the state; return None for a stale timestamp."""
+        ts = float(ts)  # a numpy scalar would turn every derived quantity into one
         if self.last_ts is not None and ts <= self.last_ts:
             return None
         self.last_ts = ts
@@ -47,13 +48,22 @@ class Detector(abc.ABC):
     def update_many(
         self, timestamps: FloatArray, values: FloatArray, counts: FloatArray | None = None
     ) -> list[Verdict]:
-        """Score a run of points in order; stale timestamps are skipped."""
+        """Score a run of points in order; stale timestamps are skipped.
+
+        The same as calling ``update`` point by point (the arrays are turned into Python floats once,
+        not element by element): kinds override it only with something that gives equal verdicts.
+        """
+        ts_list: list[float] = np.asarray(timestamps, dtype=np.float64).tolist()
+        vs_list: list[float] = np.asarray(values, dtype=np.float64).tolist()
+        cs_list: list[float | None] = (
+            [None] * len(vs_list) if counts is None else np.asarray(counts, dtype=np.float64).tolist()
+        )
+        update = self.update
         out: list[Verdict] = []
-        for i in range(len(values)):
-            c = None if counts is None else float(counts[i])
-            v = self.update(float(timestamps[i]), float(values[i]), c)
-            if v is not None:
-                out.append(v)
+        for t, v, c in zip(ts_list, vs_list, cs_list, strict=True):
+            verdict = update(t, v, c)
+            if verdict is not None:
+                out.append(verdict)
         return out
 
     @abc.abstractmethod
@@ -81,7 +91,8 @@ def make_detector(spec: Any) -> Detector:
     try:
         factory = _REGISTRY[str(kind)]
     except KeyError:
-        raise DetectorError(f"unknown detector kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        known = ", ".join(sorted(_REGISTRY))
+        raise DetectorError(f"unknown detector kind {kind!r}; known: {known}") from None
     return factory(spec)
 
 

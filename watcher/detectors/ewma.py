@@ -67,6 +67,7 @@ class AdaptiveLevel:
         "groups",
         "halflife",
         "k",
+        "known",
         "last_ts",
         "level",
         "min_spread",
@@ -100,6 +101,7 @@ class AdaptiveLevel:
         self.seen = [0] * groups
         self.last_ts = math.nan
         self.prev_level = math.nan
+        self.known: list[float] = []  # levels the series held for a whole cycle lately (seasonal)
         self.run_side = 0
         self.run_start = 0.0
         self.run: list[float] = []
@@ -134,12 +136,17 @@ class AdaptiveLevel:
         expected = self.level + offset
         sigma = self.sigma(expected, group)
         resid = y - expected
-        if abs(resid) > self.k * sigma and not math.isnan(self.prev_level):
-            back = self.prev_level + offset
-            if abs(y - back) <= self.k * self.sigma(back, group):  # the incident ended: revert
-                self.level, self.prev_level, self.run_side = self.prev_level, math.nan, 0
+        if abs(resid) > self.k * sigma:
+            back = self._known_level(y, offset, group)
+            if not math.isnan(back):  # back to a level held before: an incident ended, a weekday began
+                # Reverting to the pre-shift level forgets it; jumping to a known level remembers the
+                # one left, so a blip that happened to fit a known level returns at once.
+                self.prev_level = math.nan if back == self.prev_level else self.level
+                self.level, self.run_side = back, 0
                 self.run.clear()
-                expected, sigma, resid = back, self.sigma(back, group), y - back
+                expected = back + offset
+                sigma = self.sigma(expected, group)
+                resid = y - expected
         self._track_shift(ts, y - offset, resid, sigma)
         dt = ts - self.last_ts
         # After a gap the state has decayed, but one point must never replace it outright.
@@ -158,6 +165,24 @@ class AdaptiveLevel:
         self.spread[group] += b * (abs(r) - self.spread[group])
         self.last_ts = ts
         return expected, sigma
+
+    def _known_level(self, y: float, offset: float, group: int) -> float:
+        """Return the remembered level whose band holds ``y`` (the nearest one), or NaN if none does.
+
+        Remembered levels are the level before the last confirmed shift and ``known`` (the levels
+        of the last few whole cycles, kept by ``seasonal``). A series that drifted down through a
+        weekend it had no weekly profile for yet, or through a holiday, goes back to its weekday
+        level on Monday; that level is in ``known``, so the return is not an incident.
+        """
+        best, best_d = math.nan, math.inf
+        for cand in (self.prev_level, *self.known):
+            if math.isnan(cand):
+                continue
+            back = cand + offset
+            d = abs(y - back)
+            if d <= self.k * self.sigma(back, group) and d < best_d:
+                best, best_d = cand, d
+        return best
 
     def _track_shift(self, ts: float, deseasonalised: float, resid: float, sigma: float) -> None:
         """Confirm a level shift after ``shift_after`` of points outside the band on one side."""

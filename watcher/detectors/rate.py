@@ -21,8 +21,10 @@ trials. Without a count a point counts as one trial, so it can never be anomalou
   be significant.
 * **score**: 1 − 2p (the two-sided normal mass of the equivalent z, as for the other kinds), 0 when
   the point has fewer than ``min_count`` trials.
-* **robustness**: an anomalous point enters the baseline clipped to the band, so an incident moves
-  p0 only slowly and a lasting change is absorbed over about one half-life.
+* **robustness**: an anomalous point enters the baseline clipped to the band and is left out of
+  the over-dispersion estimate, so an incident moves p0 only slowly, cannot widen its own band
+  (its raw rate would make ρ explain it away within the hour), and a lasting change is absorbed
+  over about one half-life.
 * **warm-up**: not ready until the decayed baseline holds ``min_trials`` trials.
 """
 
@@ -45,30 +47,57 @@ RHO_MAX = 0.3
 _LN2 = math.log(2.0)
 
 
+_TERMS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+"""Per trial count n ≤ ``EXACT_MAX_TRIALS``: j = 0..n-1, log(n-j) - log(j+1) and n-j-1 (shared by all)."""
+
+
+def _terms(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the parts of the pmf's successive log-ratios that depend on ``n`` only (cached up to 400)."""
+    got = _TERMS.get(n)
+    if got is None:
+        j = np.arange(n, dtype=np.float64)
+        got = (j, np.log(n - j) - np.log(j + 1.0), n - j - 1.0)
+        if n <= EXACT_MAX_TRIALS:
+            _TERMS[n] = got
+    return got
+
+
 def beta_binomial_pmf(n: int, p: float, rho: float) -> np.ndarray:
     """Return the Beta-Binomial(n, mean p, intra-class correlation rho) probabilities of 0..n."""
     conc = 1.0 / rho - 1.0
     a, b = max(p * conc, 1e-9), max((1.0 - p) * conc, 1e-9)
     lp0 = math.lgamma(n + b) + math.lgamma(a + b) - math.lgamma(n + a + b) - math.lgamma(b)
-    j = np.arange(n, dtype=np.float64)
-    ratios = np.log(n - j) - np.log(j + 1.0) + np.log(j + a) - np.log(n - j - 1.0 + b)
-    logpmf = np.concatenate(([lp0], lp0 + np.cumsum(ratios)))
+    j, binom, rest = _terms(n)
+    ratios = binom + np.log(j + a) - np.log(rest + b)
+    logpmf = np.empty(n + 1)
+    logpmf[0] = lp0
+    np.cumsum(ratios, out=logpmf[1:])
+    logpmf[1:] += lp0
     return np.exp(logpmf)
 
 
-def critical_counts(n: int, p: float, rho: float, alpha: float) -> tuple[float, float, np.ndarray | None]:
-    """Return (k_low, k_high, pmf): the counts beyond which a tail has probability < ``alpha``.
+def critical_counts(
+    n: int, p: float, rho: float, alpha: float
+) -> tuple[float, float, tuple[np.ndarray, np.ndarray] | None]:
+    """Return (k_low, k_high, tails): the counts beyond which a tail has probability < ``alpha``.
 
     ``k_high`` is the smallest count with P(K ≥ k) < alpha (inf if none), ``k_low`` the largest with
-    P(K ≤ k) < alpha (-inf if none). ``pmf`` is returned for exact tails, None when approximated.
+    P(K ≤ k) < alpha (-inf if none). ``tails`` = (P(K ≤ k), P(K ≥ k)) for k = 0..n when the tails
+    are exact (n ≤ ``EXACT_MAX_TRIALS``), None when approximated.
     """
     if n <= EXACT_MAX_TRIALS:
         pmf = beta_binomial_pmf(n, p, rho)
-        upper = np.cumsum(pmf[::-1])[::-1]
         lower = np.cumsum(pmf)
-        hi = np.flatnonzero(upper < alpha)
-        lo = np.flatnonzero(lower < alpha)
-        return (float(lo[-1]) if len(lo) else -math.inf, float(hi[0]) if len(hi) else math.inf, pmf)
+        from_top = np.cumsum(pmf[::-1])  # P(K ≥ n - i) at i
+        # Both are running sums of non-negative terms, so non-decreasing: binary searches find the
+        # edges (the same ones a scan would).
+        lo = int(np.searchsorted(lower, alpha, side="left")) - 1
+        hi = n + 1 - int(np.searchsorted(from_top, alpha, side="left"))
+        return (
+            float(lo) if lo >= 0 else -math.inf,
+            float(hi) if hi <= n else math.inf,
+            (lower, from_top[::-1]),
+        )
     sd = math.sqrt(n * p * (1.0 - p) * (1.0 + (n - 1) * rho))
     z = _z_of(alpha)
     return n * p - z * sd - 0.5, n * p + z * sd + 0.5, None
@@ -140,10 +169,11 @@ class RateBaseline(Detector):
             self._learn(p_hat, trials, p_hat)
             return Verdict(ts=ts, value=value, ready=False, reason=reason)
         verdict = self._score(ts, value, p_hat, round(trials))
-        kept = p_hat
         if verdict.anomalous:
             kept = min(max(p_hat, _nan_or(verdict.lower, 0.0)), _nan_or(verdict.upper, 1.0))
-        self._learn(kept, trials, p_hat)
+            self._learn(kept, trials, None)
+        else:
+            self._learn(p_hat, trials, p_hat)
         return verdict
 
     def _score(self, ts: float, value: float, p_hat: float, n: int) -> Verdict:
@@ -151,7 +181,7 @@ class RateBaseline(Detector):
         p0 = self.baseline
         if n < self.min_count:
             return Verdict(ts=ts, value=value, expected=p0)
-        k_low, k_high, pmf = critical_counts(n, p0, self.rho, self.alpha)
+        k_low, k_high, tails = critical_counts(n, p0, self.rho, self.alpha)
         upper = lower = math.nan
         if self.direction != "down" and math.isfinite(k_high):
             upper = max((k_high - 0.5) / n, p0 + self.min_delta)
@@ -159,8 +189,8 @@ class RateBaseline(Detector):
             lower = min((k_low + 0.5) / n, p0 - self.min_delta)
         k_obs = math.floor(p_hat * n + 0.5)
         p_up = p_down = 0.5
-        if pmf is not None:
-            p_up, p_down = float(pmf[k_obs:].sum()), float(pmf[: k_obs + 1].sum())
+        if tails is not None:
+            p_up, p_down = float(tails[1][k_obs]), float(tails[0][k_obs])
         else:
             sd = math.sqrt(n * p0 * (1.0 - p0) * (1.0 + (n - 1) * self.rho))
             p_up = normal_sf((k_obs - 0.5 - n * p0) / sd)
@@ -174,9 +204,9 @@ class RateBaseline(Detector):
             ts=ts, value=value, expected=p0, lower=lower, upper=upper, score=score, anomalous=anomalous
         )
 
-    def _learn(self, p: float, trials: float, p_hat: float) -> None:
-        """Fold a point into the decayed counts and the over-dispersion estimate."""
-        if self.n >= 1.0 and trials > 1.0:
+    def _learn(self, p: float, trials: float, p_hat: float | None) -> None:
+        """Fold a point into the decayed counts and, unless ``p_hat`` is None, the over-dispersion."""
+        if p_hat is not None and self.n >= 1.0 and trials > 1.0:
             p0 = min(max(self.baseline, 1e-6), 1.0 - 1e-6)
             e = (p_hat - p0) ** 2 * trials / (p0 * (1.0 - p0))
             obs = min(max((e - 1.0) / (trials - 1.0), -0.05), 0.2)

@@ -1,8 +1,9 @@
 """The ``rolling`` detector kind: a robust median/MAD baseline over a trailing time window.
 
-This module owns the incremental window (a deque in time order plus a sorted list of the same
-values) and the warm-up, band and direction rules of the kind. It does not own the statistics
-(``stats``: median, MAD, floors, score) nor parsing the spec (``rules.schema.RollingDetector``).
+This module owns the incremental window (two compact float64 arrays in time order plus a sorted
+float64 array of the same values) and the warm-up, band and direction rules of the kind. It does
+not own the statistics (``stats``: median, MAD, floors, score) nor parsing the spec
+(``rules.schema.RollingDetector``).
 
 Behaviour, for a point at time t:
 
@@ -24,16 +25,20 @@ Behaviour, for a point at time t:
   about half the window instead of alerting forever. NaN points never enter (the base class answers
   them with "no data"). ``count`` is ignored: this kind is not sample-size aware.
 
-Cost per point: two deque operations, a ``bisect.insort`` and a ``del`` in a list (binary search
-plus a memmove of at most the window), O(1) median and O(log n) MAD (``stats.mad_sorted``); the
-window is never re-sorted and nothing is rebuilt from history.
+Cost per point: an append to the time-ordered arrays, a ``bisect.insort`` and a ``del`` in the
+sorted array (binary search plus a memmove of at most the window), O(1) median and O(log n) MAD
+(``stats.mad_sorted``); the window is never re-sorted and nothing is rebuilt from history.
+
+Memory: 24 bytes per point in the window (``array('d')``: timestamp, value, sorted value; no Python
+object per point), plus at most the evicted prefix of the time-ordered arrays, which is dropped in
+one memmove once it is larger than what is kept. A 1-day window of 1-minute points is ~35 kB.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections import deque
+from array import array
 from datetime import timedelta
 from typing import Any
 
@@ -79,31 +84,40 @@ class RollingBaseline(Detector):
         self.min_history_s = max(0.0, min_history.total_seconds())
         self.min_points = min_points
         self.min_spread = float(min_spread)
-        self._points: deque[tuple[float, float]] = deque()
-        self._sorted: list[float] = []
+        self._ts = array("d")  # window timestamps, oldest first, from ``_head`` on
+        self._vals = array("d")  # the values of the same points
+        self._head = 0  # index of the oldest point still in the window
+        self._sorted = array("d")  # the window's values, ascending
         self._first_ts: float | None = None
         self._history_label = _short(self.min_history_s)
 
     @property
     def size(self) -> int:
         """Return how many points the window holds now."""
-        return len(self._points)
+        return len(self._sorted)
 
     def _update(self, ts: float, value: float, count: float | None) -> Verdict:
         if self._first_ts is None:
             self._first_ts = ts
         self._evict(ts - self.window_s)
         verdict = self._score(ts, value)
-        self._points.append((ts, value))
+        self._ts.append(ts)
+        self._vals.append(value)
         bisect.insort(self._sorted, value)
         return verdict
 
     def _evict(self, cutoff: float) -> None:
-        """Drop the points at or before ``cutoff`` from both structures."""
-        points, ordered = self._points, self._sorted
-        while points and points[0][0] <= cutoff:
-            _, old = points.popleft()
-            del ordered[bisect.bisect_left(ordered, old)]
+        """Drop the points at or before ``cutoff`` from the window."""
+        times, vals, ordered = self._ts, self._vals, self._sorted
+        head, end = self._head, len(times)
+        while head < end and times[head] <= cutoff:
+            del ordered[bisect.bisect_left(ordered, vals[head])]
+            head += 1
+        if head > 64 and 2 * head > end:  # drop the evicted prefix once it outweighs the window
+            del times[:head]
+            del vals[:head]
+            head = 0
+        self._head = head
 
     def _score(self, ts: float, value: float) -> Verdict:
         """Build the verdict for ``value`` against the current window (which excludes it)."""

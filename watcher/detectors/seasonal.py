@@ -8,7 +8,8 @@ spread (robust EW updates, confirmed level shifts) are ``ewma.AdaptiveLevel``; s
 Model: ``value ≈ level(t) + S_day(phase) + S_week(phase) + noise·factor(hour of day)``.
 
 * **history**: points are averaged into buckets (default: shortest season / 96, i.e. 15 minutes
-  for a daily season) kept in a float32 ring of ``history`` (3 weeks: 2,016 buckets, 8 kB).
+  for a daily season) kept in a float32 ring of ``history`` plus one ``refit`` (3 weeks and 6 h:
+  2,040 buckets, 8 kB), so every phase scored until the next refit has ``history`` behind it.
 * **fit** (every ``refit`` of data time, on closed buckets only, so it is causal and
   deterministic): gaps are interpolated, the trend is removed with per-cycle medians, the
   shortest season's profile is the median over cycles at each phase (robust to incidents in the
@@ -40,7 +41,7 @@ import math
 import struct
 import warnings
 from array import array
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -60,6 +61,8 @@ MIN_FACTOR_CYCLES = 7
 """Cycles of the shortest season needed before the fit's per-hour noise shape seeds the spreads."""
 STRENGTH_MIN = 0.3
 """Smallest autocorrelation at the season's lag for a detected season to be used."""
+KNOWN_LEVEL_CYCLES = 8
+"""Shortest cycles (days, for a daily season) whose levels count as known: a week and a margin."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Profile:
     """Median deseasonalised level over the last shortest cycle of the fit."""
     spread: float
     """Robust residual spread per bucket (MAD·1.4826)."""
+    levels: tuple[float, ...] = ()
+    """Median deseasonalised level of each of the last ``KNOWN_LEVEL_CYCLES`` shortest cycles."""
 
     def at(self, u: float) -> float:
         """Return the profile value at bucket position ``u`` (linear between bucket centres)."""
@@ -128,7 +133,8 @@ def _circular_running_median(x: FloatArray, width: int) -> FloatArray:
         return x
     h = width // 2
     ext = np.concatenate([x[-h:], x, x[:h]])
-    return np.median(np.lib.stride_tricks.sliding_window_view(ext, width), axis=1)
+    out: FloatArray = np.median(np.lib.stride_tricks.sliding_window_view(ext, width), axis=1)
+    return out
 
 
 def fit_profile(y: FloatArray, start: int, periods: list[int], detect: bool, per_hour: int) -> Profile:
@@ -142,6 +148,42 @@ def fit_profile(y: FloatArray, start: int, periods: list[int], detect: bool, per
         return _fit(y, start, periods, detect, per_hour)
 
 
+def _trend(y: FloatArray, idx: FloatArray, chunk: int) -> FloatArray:
+    """Return the trend of ``y``: medians of cycles of ``chunk`` counted back from the end, linear between.
+
+    The newest cycle is always whole, so the level the profile is scored around is not biased by
+    the seasons a partial cycle holds; an oldest cycle less than half full is left out (the trend
+    is flat before the next one's centre).
+    """
+    off = (-len(y)) % chunk
+    centres = np.nanmean(_by_phase(idx, off, chunk), axis=1)
+    medians = _nanmedian(_by_phase(y, off, chunk), 1)
+    if 2 * off > chunk and len(medians) > 1:
+        centres, medians = centres[1:], medians[1:]
+    return np.interp(idx, centres, medians)
+
+
+def _seasons(
+    d: FloatArray, start: int, usable: list[int], detect: bool, per_hour: int
+) -> tuple[list[int], list[array[float]], FloatArray]:
+    """Return the kept periods, their components and the residual of detrended ``d``, shortest first."""
+    kept: list[int] = []
+    comps: list[array[float]] = []
+    r = d
+    phase = start + np.arange(len(d))
+    for n, p in enumerate(usable):
+        s = np.nan_to_num(_nanmedian(_by_phase(r, start, p), 0))
+        if n > 0:
+            s = _circular_running_median(s, 2 * per_hour + 1)
+        s = s - float(np.mean(s))
+        if detect and _autocorrelation(r, p) < STRENGTH_MIN:
+            continue
+        kept.append(p)
+        comps.append(array("d", s.tolist()))
+        r = r - s[phase % p]
+    return kept, comps, r
+
+
 def _fit(y: FloatArray, start: int, periods: list[int], detect: bool, per_hour: int) -> Profile:
     valid = np.flatnonzero(~np.isnan(y))
     y = y[valid[0] :]
@@ -151,23 +193,9 @@ def _fit(y: FloatArray, start: int, periods: list[int], detect: bool, per_hour: 
     y = np.interp(idx, idx[ok], y[ok])
     usable = [p for p in periods if len(y) >= 2 * p or (not detect and len(y) >= p + periods[0])]
     chunk = max(usable) if usable else len(y)
-    centres = np.nanmean(_by_phase(idx, start, chunk), axis=1)
-    d = y - np.interp(idx, centres, _nanmedian(_by_phase(y, start, chunk), 1))
-    kept: list[int] = []
-    comps: list[array[float]] = []
-    r = d
-    phase = start + np.arange(len(y))
-    for n, p in enumerate(usable):
-        s = np.nan_to_num(_nanmedian(_by_phase(r, start, p), 0))
-        if n > 0:
-            s = _circular_running_median(s, 2 * per_hour + 1)
-        s = s - float(np.mean(s))
-        if detect and _autocorrelation(r, p) < STRENGTH_MIN:
-            continue
-        after = r - s[phase % p]
-        kept.append(p)
-        comps.append(array("d", s.tolist()))
-        r = after
+    trend = _trend(y, idx, chunk)
+    kept, comps, r = _seasons(y - trend, start, usable, detect, per_hour)
+    d = y - trend
     p0 = periods[0]
     groups = -(-p0 // per_hour)
     cols = _by_phase(r, start, p0)
@@ -184,7 +212,23 @@ def _fit(y: FloatArray, start: int, periods: list[int], detect: bool, per_hour: 
     level = float(np.median(deseasonalised[-min(len(y), p0) :]))
     # A profile fitted on c cycles absorbs 1/c of the noise: undo that in the spread.
     deflate = math.sqrt(1.0 - 1.0 / cycles) if kept and cycles > 1.5 else (math.sqrt(0.5) if kept else 1.0)
-    return Profile(tuple(kept), tuple(comps), factor, level, MAD_TO_SIGMA * _mad(r) / deflate)
+    levels = _cycle_levels(np.where(ok, deseasonalised, np.nan), p0)
+    return Profile(tuple(kept), tuple(comps), factor, level, MAD_TO_SIGMA * _mad(r) / deflate, levels)
+
+
+def _cycle_levels(x: FloatArray, period: int) -> tuple[float, ...]:
+    """Return the median of each of the last ``KNOWN_LEVEL_CYCLES`` whole cycles of ``x``, newest last.
+
+    Cycles are counted back from the newest bucket; one with fewer than half its buckets observed
+    (NaN = empty) is left out, so a gap never becomes a known level.
+    """
+    n = min(len(x) // period, KNOWN_LEVEL_CYCLES)
+    if n == 0:
+        return ()
+    rows = x[len(x) - n * period :].reshape(n, period)
+    seen = np.count_nonzero(~np.isnan(rows), axis=1)
+    med = _nanmedian(rows, 1)
+    return tuple(float(m) for m, c in zip(med, seen, strict=True) if 2 * c >= period)
 
 
 class SeasonalBaseline(Detector):
@@ -220,8 +264,12 @@ class SeasonalBaseline(Detector):
         self.res = res
         self.periods = [max(2, round(s / res)) for s in season_s]
         self.per_hour = max(1, round(self.periods[0] / 24))
-        self.nb = max(self.periods[-1] if not self.detect else 0, math.ceil(history.total_seconds() / res))
         self.refit_s = refit.total_seconds()
+        # The ring holds ``history`` for every phase scored before the next refit, not only for the
+        # phase of the refit itself: the newest phases would otherwise have one cycle fewer than the
+        # older ones, and a median over two weeks lets one holiday pull the weekly profile halfway.
+        span = history.total_seconds() + self.refit_s
+        self.nb = max(self.periods[-1] if not self.detect else 0, math.ceil(span / res))
         default_min = 2 * season_s[0]
         self.min_history_s = default_min if min_history is None else min_history.total_seconds()
         self.sensitivity = float(sensitivity)
@@ -277,12 +325,14 @@ class SeasonalBaseline(Detector):
         verdict = band_verdict(ts, y, expected, sigma, self.sensitivity, self.direction)
         if self.log:  # report in the series' unit; exp is monotonic so the band still decides
             back = self._from_log
-            verdict = replace(
-                verdict,
+            verdict = Verdict(
+                ts=ts,
                 value=value,
                 expected=back(expected),
                 lower=back(verdict.lower),
                 upper=back(verdict.upper),
+                score=verdict.score,
+                anomalous=verdict.anomalous,
             )
         self._add(y)
         return verdict
@@ -364,6 +414,7 @@ class SeasonalBaseline(Detector):
             per_bucket = max(1.0, self._points / max(1.0, (ts - self._first_ts) / self.res))
             spread = prof.spread * math.sqrt(per_bucket) / math.sqrt(math.pi / 2.0)
             self.core.start(ts, [prof.level], [spread * f for f in prof.factor])
+        self.core.known = list(prof.levels)
         self.profile = prof
 
 
