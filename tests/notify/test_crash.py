@@ -37,7 +37,7 @@ groups:
 """
 
 
-def _setup(tmp_path: Path, receiver: HTTPReceiver) -> Path:
+def _setup(tmp_path: Path, receiver: HTTPReceiver, order: str = "hook, pd") -> Path:
     db = tmp_path / "w.db"
     store = open_store(f"sqlite:///{db}")
     now = datetime.now(UTC)
@@ -60,7 +60,7 @@ def _setup(tmp_path: Path, receiver: HTTPReceiver) -> Path:
         "receivers:\n"
         f"  hook: {{type: webhook, url: '{receiver.url}/hook', secret: s3cr3t}}\n"
         f"  pd: {{type: pagerduty, routing_key: rk0123456789, url: '{receiver.url}/pd'}}\n"
-        "route: {receivers: [hook, pd]}\n"
+        f"route: {{receivers: [{order}]}}\n"
     )
     return config
 
@@ -127,3 +127,22 @@ def test_sigkill_then_restart_delivers_with_the_same_ids(
     assert hook[0]["alertname"] == "Spend" and hook[0]["labels"]["tenant"] == "acme"
     assert pd[0]["event_action"] == "trigger" and pd[0]["dedup_key"] == hook[0]["dedup_key"]
     assert "0 notification(s) still pending" in err or "still pending" not in err
+
+
+def test_sigkill_after_the_pagerduty_send_redelivers_the_same_event(
+    tmp_path: Path, http_receiver: HTTPReceiver
+) -> None:
+    config = _setup(tmp_path, http_receiver, order="pd, hook")  # PagerDuty is sent first
+    _kill_when_paused(_run(config, "send"), "WATCHER_TEST_PAUSED send")
+    assert [path for path, _, _ in http_receiver.requests] == ["/pd"]
+
+    again = _run(config, None)
+    err, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    reqs = http_receiver.requests
+    pd = [body for path, _, body in reqs if path == "/pd"]
+    hook = [body for path, _, body in reqs if path == "/hook"]
+    assert len(pd) == 2 and len(hook) == 1
+    # The redelivered event is the same event: PagerDuty's dedup_key folds it into the open incident.
+    assert pd[0] == pd[1] and pd[0]["event_action"] == "trigger"
+    assert pd[0]["dedup_key"] == hook[0]["dedup_key"]

@@ -103,3 +103,49 @@ def test_restart_does_not_renotify_a_notified_group(store: SqliteStore) -> None:
     with store.session() as s:
         rows = list(s.exec(select(OutboxRow).order_by(OutboxRow.id)).all())  # type: ignore[arg-type]
     assert len(rows) == 2 and rows[0].dedup_key == rows[1].dedup_key
+
+
+def test_a_route_overrides_grouping_for_the_alerts_it_sends(store: SqliteStore) -> None:
+    from watcher.config import RouteRule
+
+    pager, team = RecordingReceiver("pager"), RecordingReceiver("team")
+    route = RouteSettings(
+        receivers=["team"],
+        routes=[
+            RouteRule(
+                match={"severity": "page"},
+                receivers=["pager", "team"],
+                group_by=["alertname"],
+                group_wait=30 * S,
+                group_interval=5 * M,
+                repeat_interval=10 * M,
+                **{"continue": True},
+            ),
+        ],
+    )
+    settings = make_settings(
+        receivers={"pager": ReceiverSettings(type="console"), "team": ReceiverSettings(type="console")},
+        route=route,
+        notify={"group_by": None, "repeat_interval": 4 * H},
+    )
+    notifier = Notifier(store, settings, {"pager": pager, "team": team})
+    pages = [firing(labels={"tenant": t, "severity": "page"}) for t in ("acme", "globex")]
+    quiet = firing(labels={"tenant": "initech", "severity": "info"})
+
+    def step(at: timedelta) -> tuple[list[str], list[str]]:
+        before = len(pager.sent), len(team.sent)
+        notifier.submit([(a, []) for a in (*pages, quiet)], T0 + at)
+        notifier.flush(T0 + at)
+        return [n.title for n in pager.sent[before[0]:]], [n.title for n in team.sent[before[1]:]]
+
+    # The unrouted alert goes out at once, alone (notify: no grouping, no wait); the paging route
+    # holds its alerts for its group_wait and sends them as one message per alertname.
+    pager_new, team_new = step(0 * S)
+    assert pager_new == [] and team_new == ['[FIRING] SpendAnomaly {severity="info", tenant="initech"}']
+    pager_new, team_new = step(30 * S)
+    assert pager_new == team_new == ["[FIRING:2] SpendAnomaly"]
+    # The route's repeat_interval (10m), not notify's (4h), paces the repeats of its groups.
+    assert step(5 * M + 30 * S) == ([], [])
+    pager_new, team_new = step(10 * M + 30 * S)
+    assert pager_new == team_new == ["[FIRING:2] SpendAnomaly"]
+    assert step(2 * H) == (["[FIRING:2] SpendAnomaly"], ["[FIRING:2] SpendAnomaly"])

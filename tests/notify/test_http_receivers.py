@@ -249,3 +249,29 @@ def test_no_receiver_leaks_its_secrets(
     ):
         assert_no_secret(text, secrets)
     assert len(http_receiver.requests) == 2
+
+
+def test_apprise_pagerduty_url_resolves_the_incident_it_triggered(
+    store: SqliteStore, http_receiver: HTTPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apprise.plugins import pagerduty
+
+    for region in list(pagerduty.PAGERDUTY_API_LOOKUP):
+        monkeypatch.setitem(pagerduty.PAGERDUTY_API_LOOKUP, region, f"{http_receiver.url}/v2/enqueue")
+    monkeypatch.setattr(pagerduty.NotifyPagerDuty, "request_rate_per_sec", 0)  # Apprise waits 5.5 s otherwise
+    http_receiver.set_statuses([202])
+    url = f"pagerduty://{ROUTING_KEY}@ApiK3yS3cr3tApiK3y"
+    rs = ReceiverSettings(type="apprise", urls=[SecretStr(url)], timeout_s=3)
+    notifier = Notifier(store, _settings("pd", rs))
+    alert = firing()
+    notifier.submit([(alert, [])], T0)
+    notifier.submit([(resolved(alert, T0 + H), [])], T0 + H)
+    assert notifier.flush(T0 + H).sent == 2
+    (p1, _, trigger), (_, _, resolve) = http_receiver.requests
+    assert p1 == "/v2/enqueue" and trigger["routing_key"] == ROUTING_KEY
+    assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
+    assert trigger["dedup_key"] == resolve["dedup_key"] == _rows(store)[0].dedup_key
+    assert trigger["payload"]["summary"].startswith("[FIRING] SpendAnomaly")
+    # The plugin is left as configured: the next notification gets its own key again.
+    (plugin,) = list(notifier.receivers["pd"]._apprise)  # type: ignore[attr-defined]
+    assert (plugin.action, plugin.dedup) == ("trigger", None)

@@ -167,3 +167,37 @@ def test_silence_cli_add_list_expire_mutes_exactly_the_matching_alerts(
     assert main(["silence", "list", "--config", str(config)]) == 0
     assert capsys.readouterr().out.strip() == "no silences"
     assert main(["silence", "add", "--matcher", "bad", "--config", str(config)]) == 2
+
+
+SOURCE_DOWN = InhibitRule(
+    source_matchers=["alertname=WatcherSourceDown"],
+    target_matchers=["alertname!=WatcherSourceDown"],
+    equal=["source"],
+)
+
+
+def test_inhibition_holds_back_repeats_and_they_resume_when_the_cause_resolves(store: SqliteStore) -> None:
+    rec = RecordingReceiver("console")
+    notifier = Notifier(store, make_settings(notify={"inhibit_rules": [SOURCE_DOWN]}), {"console": rec})
+    symptom = firing("TTFTAnomaly", labels={"source": "prom-a", "model": "gpt-4o"})
+    cause = firing("WatcherSourceDown", labels={"source": "prom-a"}, active_at=T0 + M)
+    assert notifier.submit([(symptom, [])], T0) == 1  # notified before the cause existed
+    assert notifier.submit([(cause, [])], T0 + M) == 1
+    notifier.flush(T0 + M)
+    assert [n.alert.rule for n in rec.sent] == ["TTFTAnomaly", "WatcherSourceDown"]
+    rec.sent.clear()
+    # the symptom's repeat_interval (4h) passes while the cause fires: neither the group timer
+    # nor the next evaluation's submission sends a repeat
+    for step in (4 * 60 + 1, 4 * 60 + 5, 4 * 60 + 30):
+        now = T0 + step * M
+        notifier.submit([(cause, [])], now)
+        assert notifier.submit([(symptom, [])], now) == 0
+        notifier.flush(now)
+    assert [n.alert.rule for n in rec.sent if n.alert.rule == "TTFTAnomaly"] == []
+    from tests.notify.factory import resolved
+
+    back = T0 + 5 * 60 * M
+    notifier.submit([(resolved(cause, back), [])], back)
+    assert notifier.submit([(symptom, [])], back + M) == 1  # cause gone: the repeat is sent
+    notifier.flush(back + M)
+    assert [n.alert.rule for n in rec.sent if n.alert.rule == "TTFTAnomaly"] == ["TTFTAnomaly"]

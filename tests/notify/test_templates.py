@@ -188,3 +188,51 @@ def test_custom_templates_and_fallback() -> None:
     broken = _render(title_template="{{ oops", body_template="{{ 1/0 }}")
     assert broken.title == '[FIRING] SpendAnomaly {tenant="acme"}'
     assert "value 12.35" in broken.body
+
+
+@pytest.mark.parametrize(
+    ("x", "unit", "text"),
+    [
+        (12.3456, "USD", "$12.35"),
+        (-0.5, "$", "-$0.50"),
+        (0.42, "USD/h", "$0.42/h"),
+        (3.1, "%", "3.10%"),
+        (850.0, "ms", "850 ms"),
+        (1234.0, "tokens", "1234 tokens"),
+        (math.nan, "USD", "n/a"),
+        (2.0, "", "2.00"),
+    ],
+)
+def test_with_unit(x: float, unit: str, text: str) -> None:
+    from watcher.notify.templates import with_unit
+
+    assert with_unit(x, unit) == text
+
+
+def test_unit_annotation_labels_every_number_of_the_message() -> None:
+    alert = firing(annotations={"summary": "acme spends too much", "unit": "USD/h", "runbook": "http://rb"})
+    n = render_notification(
+        alert, kind=NotificationKind.FIRING, receiver="r", settings=make_settings(), rule_url=""
+    )
+    assert "value $12.35/h (expected $1.20/h, band $0.80/h – $2.10/h)" in n.body
+    assert "- runbook: http://rb" in n.body and "- unit:" not in n.body  # shown with the numbers instead
+    done = render_notification(
+        resolved(alert, T0 + timedelta(minutes=40)),
+        kind=NotificationKind.RESOLVED,
+        receiver="r",
+        settings=make_settings(),
+        rule_url="",
+    )
+    assert "final value $12.35/h" in done.body
+
+
+def test_unit_filter_in_custom_templates() -> None:
+    n = render_notification(
+        firing(),
+        kind=NotificationKind.FIRING,
+        receiver="r",
+        settings=make_settings(),
+        rule_url="",
+        body_template="p95 {{ value | unit('ms') }} vs {{ expected | unit('ms') }}",
+    )
+    assert n.body == "p95 12.35 ms vs 1.20 ms"

@@ -4,6 +4,10 @@ This module owns drawing (matplotlib, the non-interactive Agg canvas, no pyplot 
 it is thread-safe) and keeping a drawing failure from ever costing an alert: ``render_chart``
 returns None and logs instead of raising. It does not own where the series come from nor attaching
 the image (receivers that take files, e.g. Apprise, attach it).
+
+A notification's chart travels through the outbox as a *snapshot*: ``chart_snapshot`` turns the
+engine's recent verdicts of the alert's series into a small JSON-ready dict (stored with the outbox
+row, so a restarted process can still draw it) and ``snapshot_png`` draws it at delivery time.
 """
 
 from __future__ import annotations
@@ -11,13 +15,71 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from ..core import from_epoch
+from ..core import Verdict, from_epoch
 
 logger = logging.getLogger(__name__)
 
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 3.0, 100
+CHART_NAME = "chart.png"
+MIN_POINTS = 2
+"""A series with fewer ready points than this gets no chart."""
+MAX_POINTS = 480
+"""The newest points a chart shows (8 h of one-minute points): enough on 800 pixels, small in the outbox."""
+
+
+def _json(x: float) -> float | None:
+    return float(f"{x:.6g}") if math.isfinite(x) else None  # PostgreSQL JSON has no NaN
+
+
+def chart_snapshot(verdicts: Sequence[Verdict], *, title: str = "", unit: str = "") -> dict[str, Any] | None:
+    """Return the JSON-ready data of a chart of ``verdicts`` (oldest first), or None if too short.
+
+    Only ready points are kept, the newest ``MAX_POINTS`` of them, numbers to 6 significant digits.
+    """
+    ready = [v for v in verdicts if v.ready and math.isfinite(v.value)][-MAX_POINTS:]
+    if len(ready) < MIN_POINTS:
+        return None
+    return {
+        "title": title,
+        "unit": unit,
+        "ts": [v.ts for v in ready],
+        "value": [_json(v.value) for v in ready],
+        "expected": [_json(v.expected) for v in ready],
+        "lower": [_json(v.lower) for v in ready],
+        "upper": [_json(v.upper) for v in ready],
+        "anomalous": [bool(v.anomalous) for v in ready],
+    }
+
+
+def snapshot_png(snapshot: Mapping[str, Any] | None) -> bytes | None:
+    """Return the PNG of a ``chart_snapshot`` (None without one, or if drawing fails; never raises)."""
+    if not snapshot:
+        return None
+    try:
+
+        def nums(key: str) -> list[float]:
+            return [math.nan if x is None else float(x) for x in snapshot[key]]
+
+        ts, values = nums("ts"), nums("value")
+        expected, lower, upper = nums("expected"), nums("lower"), nums("upper")
+        anomalous = [bool(x) for x in snapshot["anomalous"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        logger.warning("chart data unreadable, sending without it: %s: %s", type(exc).__name__, exc)
+        return None
+    has_band = any(math.isfinite(x) for x in lower) and any(math.isfinite(x) for x in upper)
+    return render_chart(
+        ts,
+        values,
+        lower=lower if has_band else None,
+        upper=upper if has_band else None,
+        expected=expected if any(math.isfinite(x) for x in expected) else None,
+        anomalous=anomalous,
+        title=str(snapshot.get("title") or ""),
+        unit=str(snapshot.get("unit") or ""),
+    )
 
 
 def _spans(ts: Sequence[float], flags: Sequence[bool]) -> list[tuple[float, float]]:

@@ -1,4 +1,5 @@
-"""The notification subcommands: ``watcher silence add|list|expire`` and ``watcher notify test``.
+"""The notification subcommands: ``watcher silence add|list|expire``, ``watcher notify test`` and
+``watcher notify dead-letters``.
 
 This module owns their argument parsing and printing. It does not own matcher semantics
 (``silences``), receivers (``receivers``) nor the store (``store.db``). ``cli.build_parser`` calls
@@ -153,10 +154,30 @@ def _sample_alert(now: datetime) -> Any:
         upper=2.1,
         score=0.97,
         annotations={
-            "summary": "test notification from `watcher notify test`: spend $12.34/h, expected ≤ $2.10/h"
+            "summary": "test notification from `watcher notify test`: spend $12.34/h, expected ≤ $2.10/h",
+            "unit": "USD/h",
         },
         traces=(TraceRef("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", 0.42, now, "sample"),),
     )
+
+
+def _sample_chart(now: datetime) -> list[tuple[str, bytes]]:
+    """Return the sample alert's chart as attachments: 2 hours of a normal series, then the spike."""
+    import math
+
+    from ..core import Verdict
+    from .charts import CHART_NAME, chart_snapshot, snapshot_png
+
+    start = now.timestamp() - 120 * 60
+    points = []
+    for i in range(121):
+        normal = 1.2 + 0.3 * math.sin(i / 9)
+        value = 12.34 if i >= 110 else normal
+        points.append(
+            Verdict(ts=start + 60 * i, value=value, expected=1.2, lower=0.8, upper=2.1, anomalous=i >= 110)
+        )
+    png = snapshot_png(chart_snapshot(points, title="WatcherTestNotification {tenant=example}", unit="USD/h"))
+    return [(CHART_NAME, png)] if png is not None else []
 
 
 def _cmd_notify_test(args: argparse.Namespace) -> int:
@@ -190,19 +211,48 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     )
     message = to_message(n)
     message["payload"]["notification_id"] = uuid.uuid4().hex
+    files = _sample_chart(now) if rs.attach_chart and getattr(receiver, "accepts_files", False) else []
     try:
-        receiver.send(from_message(message))
+        if files:
+            receiver.send(from_message(message), files=files)  # type: ignore[call-arg]
+        else:
+            receiver.send(from_message(message))
     except NotifyError as exc:
         retry = "retryable" if exc.retryable else "not retryable"
         print(f"{args.receiver}: FAILED ({exc.reason}, {retry}): {exc}")
         return 1
     response = getattr(receiver, "last_response", None)
-    print(f"{args.receiver}: accepted {kind} test notification" + (f" — {response}" if response else ""))
+    what = f"{kind} test notification" + (" with a chart" if files else "")
+    print(f"{args.receiver}: accepted {what}" + (f" — {response}" if response else ""))
+    return 0
+
+
+def _cmd_dead_letters(args: argparse.Namespace) -> int:
+    from .deadletter import list_dead_letters, requeue_dead_letter
+
+    store = _open(args.config)
+    try:
+        if args.requeue is not None:
+            if not requeue_dead_letter(store, args.requeue, datetime.now(UTC)):
+                print(f"no dead letter with id {args.requeue}", file=sys.stderr)
+                return 1
+            print(f"dead letter {args.requeue} queued again; the running daemon delivers it")
+            return 0
+        letters = list_dead_letters(store, limit=args.limit, receiver=args.receiver)
+    finally:
+        store.close()
+    for d in letters:
+        when = d.created_at.strftime("%Y-%m-%d %H:%M UTC")
+        print(f"{d.id}  {when}  {d.receiver}  {d.reason} after {d.attempts} attempt(s)  {d.title}")
+        if d.error:
+            print(f"    {d.error}")
+    if not letters:
+        print("no dead letters")
     return 0
 
 
 def add_notify_parser(sub: Any) -> None:
-    """Add ``notify test RECEIVER`` to the ``watcher`` subcommands."""
+    """Add ``notify test RECEIVER`` and ``notify dead-letters`` to the ``watcher`` subcommands."""
     p = sub.add_parser("notify", help="notification tools")
     nsub = p.add_subparsers(dest="notify_command", required=True)
     test = nsub.add_parser("test", help="send a realistic sample alert to RECEIVER and show its answer")
@@ -210,3 +260,13 @@ def add_notify_parser(sub: Any) -> None:
     test.add_argument("--resolved", action="store_true", help="send the resolve of the sample")
     test.add_argument("--config", "-c", help="settings file (default: ./watcher.yaml if present)")
     test.set_defaults(func=_cmd_notify_test)
+    dead = nsub.add_parser(
+        "dead-letters", help="list the notifications given up (newest first), or requeue one"
+    )
+    dead.add_argument("--receiver", help="only this receiver's")
+    dead.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    dead.add_argument(
+        "--requeue", type=int, metavar="ID", help="deliver dead letter ID again (fresh max_age)"
+    )
+    dead.add_argument("--config", "-c", help="settings file (default: ./watcher.yaml if present)")
+    dead.set_defaults(func=_cmd_dead_letters)

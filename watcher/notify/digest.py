@@ -33,7 +33,8 @@ def _title(kind: NotificationKind, group: AggGroup, alerts: list[Alert], firing:
     names = sorted({a.rule for a in alerts})
     name = names[0] if len(names) == 1 else "+".join(names[:3])
     count = firing if kind is NotificationKind.FIRING else len(alerts)
-    return f"[{str(kind).upper()}:{count}] {name} {_labels_text(group.labels)}"
+    labels = _labels_text(group.labels)
+    return f"[{str(kind).upper()}:{count}] {name}" + (f" {labels}" if labels != "{}" else "")
 
 
 def _short(text: str) -> str:

@@ -21,11 +21,13 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from ..config import Settings
+from ..config import RouteRule, Settings
 from ..core import Alert, AlertState, Labels, NotificationKind, utc
 from ..store.tables import NotificationLogRow
 
+_T = TypeVar("_T")
 GROUP_PREFIX = "g:"
 ALERTMANAGER_REPEAT = timedelta(minutes=1)
 
@@ -41,18 +43,31 @@ class Timing:
     send_resolved: bool = True
 
 
-def timing_for(settings: Settings, receiver: str) -> Timing:
-    """Return the receiver's timing: its own settings, else ``notify.*`` (Alertmanager type: 1m repeat)."""
+def _first(*values: _T | None, default: _T) -> _T:
+    return next((v for v in values if v is not None), default)
+
+
+def timing_for(settings: Settings, receiver: str, route: RouteRule | None = None) -> Timing:
+    """Return the timing of ``receiver`` for alerts ``route`` sent it.
+
+    Each setting comes from the route if it sets it, else the receiver, else ``notify.*``
+    (Alertmanager receivers repeat every minute by default).
+    """
     rs = settings.receivers[receiver]
     n = settings.notify
-    group_by = rs.group_by if rs.group_by is not None else n.group_by
-    repeat = rs.repeat_interval
-    if repeat is None:
-        repeat = ALERTMANAGER_REPEAT if rs.type == "alertmanager" else n.repeat_interval
+    r = route
+    group_by = _first(r.group_by if r else None, rs.group_by, default=n.group_by)
+    repeat = _first(
+        r.repeat_interval if r else None,
+        rs.repeat_interval,
+        default=ALERTMANAGER_REPEAT if rs.type == "alertmanager" else n.repeat_interval,
+    )
+    wait = _first(r.group_wait if r else None, rs.group_wait, default=n.group_wait)
+    interval = _first(r.group_interval if r else None, rs.group_interval, default=n.group_interval)
     return Timing(
         group_by=tuple(group_by) if group_by is not None and "..." not in group_by else None,
-        group_wait=rs.group_wait if rs.group_wait is not None else n.group_wait,
-        group_interval=rs.group_interval if rs.group_interval is not None else n.group_interval,
+        group_wait=wait,
+        group_interval=interval,
         repeat_interval=repeat,
         send_resolved=rs.send_resolved,
     )
@@ -169,14 +184,21 @@ class Aggregator:
         self.groups: dict[tuple[str, str], AggGroup] = {}
 
     def add(
-        self, receiver: str, alert: Alert, now: datetime, group_row: NotificationLogRow | None
+        self,
+        receiver: str,
+        alert: Alert,
+        now: datetime,
+        group_row: NotificationLogRow | None,
+        route: RouteRule | None = None,
     ) -> AggGroup:
         """Put ``alert`` (its latest state) into its group for ``receiver``; create the group if new.
 
         ``group_row`` is the log row of the group (looked up by the caller with ``key_for``): a group
         that was already notified and is still firing resumes its interval instead of waiting again.
+        ``route`` is the route that sent the alert here (its grouping settings win). A group that
+        exists keeps the timing it was created with.
         """
-        timing = timing_for(self.settings, receiver)
+        timing = timing_for(self.settings, receiver, route)
         key, labels = group_identity(alert, timing)
         group = self.groups.get((receiver, key))
         if group is None:
@@ -189,9 +211,9 @@ class Aggregator:
         group.seen[alert.fingerprint] = now
         return group
 
-    def key_for(self, receiver: str, alert: Alert) -> str:
-        """Return the log key of the group ``alert`` joins for ``receiver``."""
-        return group_identity(alert, timing_for(self.settings, receiver))[0]
+    def key_for(self, receiver: str, alert: Alert, route: RouteRule | None = None) -> str:
+        """Return the log key of the group ``alert`` joins for ``receiver`` (sent by ``route``)."""
+        return group_identity(alert, timing_for(self.settings, receiver, route))[0]
 
     def due(self, now: datetime) -> list[AggGroup]:
         """Return the groups whose timer has come at ``now``, oldest timer first."""

@@ -11,9 +11,9 @@ failure waits ``min(retry_max, retry_initial · 2^(attempts-1))`` with ±20 % ji
 non-retryable failure, a message older than ``max_age`` or a receiver no longer configured makes
 the row ``dead`` and, in the same transaction, queues a notice to each
 ``delivery_failure_receivers`` entry (``deadletter``). Each row carries a ``notification_id`` fixed
-at enqueue time, so a redelivery after a crash is recognisable as the same message. Several
-replicas flushing one database would need ``FOR UPDATE SKIP LOCKED`` claims; this sender assumes
-one flusher at a time (the scheduler's per-job lock).
+at enqueue time, so a redelivery after a crash is recognisable as the same message. Alone (SQLite,
+or one replica) the sender relies on the scheduler's per-job lock; replicas sharing a PostgreSQL
+store claim rows ``FOR UPDATE SKIP LOCKED`` with an expiry (``share``).
 """
 
 from __future__ import annotations
@@ -22,18 +22,22 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from ..core import Alert, AlertState, Labels, Notification, NotificationKind, TraceRef, utc
 from ..errors import NotifyError
+from ..selfmetrics import SelfMetrics
 from ..store.tables import OutboxRow
+from .charts import CHART_NAME, snapshot_png
 from .deadletter import failure_notice, is_notice
+from .failing import FailureTracker
 from .faults import checkpoint
 from .receivers.base import Receiver
 
@@ -131,14 +135,24 @@ def notification_id(n: Notification, now: datetime) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def enqueue(session: Session, n: Notification, now: datetime, *, fingerprint: str | None = None) -> OutboxRow:
+def enqueue(
+    session: Session,
+    n: Notification,
+    now: datetime,
+    *,
+    fingerprint: str | None = None,
+    chart: Mapping[str, Any] | None = None,
+) -> OutboxRow:
     """Add ``n`` to the outbox, due at ``now``, in the caller's transaction (no commit here).
 
     The stored payload gains ``notification_id`` (see ``notification_id``); ``fingerprint`` (default:
-    the alert's) is what the row is about, a group key for grouped notifications.
+    the alert's) is what the row is about, a group key for grouped notifications. ``chart`` is a
+    ``charts.chart_snapshot``, drawn at delivery for receivers that take files.
     """
     message = to_message(n)
     message["payload"]["notification_id"] = notification_id(n, now)
+    if chart:
+        message["chart"] = dict(chart)
     row = OutboxRow(
         receiver=n.receiver,
         fingerprint=fingerprint or n.alert.fingerprint,
@@ -174,9 +188,16 @@ class Outbox:
         rng: random.Random | None = None,
         batch: int = 100,
         failure_receivers: Sequence[str] = (),
+        failing_after: int = 3,
+        failing_for: timedelta = timedelta(minutes=10),
+        metrics: SelfMetrics | None = None,
     ) -> None:
         self._store = store
         self._failure_receivers = list(failure_receivers)
+        self.metrics = metrics
+        self.failing = FailureTracker(
+            store, failure_receivers, self._enqueue_notice, after=failing_after, for_=failing_for
+        )
         self._receivers = receivers
         self._retry_initial = retry_initial
         self._retry_max = retry_max
@@ -190,8 +211,80 @@ class Outbox:
             stmt = select(func.count()).select_from(OutboxRow).where(col(OutboxRow.status) == PENDING)
             return int(s.exec(stmt).one())
 
+    _owner: str | None = None
+    _claim_for: timedelta = timedelta(0)
+    _may_send: Callable[[], bool] | None = None
+    _claim_deadline: float = 0.0
+
+    def share(self, owner: str, claim_for: timedelta, may_send: Callable[[], bool]) -> None:
+        """Deliver alongside other replicas (PostgreSQL): claim due rows ``FOR UPDATE SKIP LOCKED``.
+
+        A claim marks rows ``claimed_by`` ``owner`` until ``claim_for`` from now (database clock);
+        other replicas skip them until then, so a killed sender's rows are retried once its claim
+        runs out. This sender stops before ``0.8 · claim_for`` by its own clock, and before each
+        send asks ``may_send`` (the replica's leases are still valid), so a replica cut off from the
+        database never sends what another replica may already be sending.
+        """
+        self._owner = owner
+        self._claim_for = claim_for
+        self._may_send = may_send
+
+    def _shared(self) -> bool:
+        return self._owner is not None and getattr(self._store, "dialect", "postgresql") == "postgresql"
+
+    def _claim(self, now: datetime) -> list[OutboxRow]:
+        """Claim up to one batch of due rows no other live sender holds; return them, oldest first."""
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        c = table.c
+        pick = (
+            sa.select(c.id)
+            .where(
+                c.status == PENDING,
+                c.next_attempt_at <= now,
+                sa.or_(c.claimed_until.is_(None), c.claimed_until < func.clock_timestamp()),
+            )
+            .order_by(c.id)
+            .limit(self._batch)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            sa.update(table)
+            .where(c.id.in_(pick))
+            .values(claimed_by=self._owner, claimed_until=func.clock_timestamp() + self._claim_for)
+            .returning(*c)
+        )
+        started = time.monotonic()
+        with self._store.session() as s:
+            rows = [OutboxRow(**dict(r._mapping)) for r in s.connection().execute(stmt)]
+            s.commit()
+        self._claim_deadline = started + 0.8 * self._claim_for.total_seconds()
+        return sorted(rows, key=lambda r: r.id or 0)
+
+    def _unclaim(self, ids: Sequence[int | None]) -> None:
+        """Let other senders take the rows of this flush again (sent ones are no longer pending)."""
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        stmt = (
+            sa.update(table)
+            .where(table.c.id.in_([i for i in ids if i is not None]), table.c.claimed_by == self._owner)
+            .values(claimed_until=None)
+        )
+        with self._store.session() as s:
+            s.connection().execute(stmt)
+            s.commit()
+
+    def _may_deliver(self) -> bool:
+        if not self._shared():
+            return True
+        if time.monotonic() >= self._claim_deadline:
+            return False
+        return self._may_send is None or self._may_send()
+
     def due(self, now: datetime) -> list[OutboxRow]:
-        """Return up to one batch of pending rows due at ``now``, oldest first."""
+        """Return up to one batch of pending rows due at ``now``, oldest first (claimed, when shared)."""
+        if self._shared():
+            if self._may_send is not None and not self._may_send():
+                return []
+            return self._claim(now)
         with self._store.session() as s:
             stmt = (
                 select(OutboxRow)
@@ -205,10 +298,16 @@ class Outbox:
         """Deliver the due rows (until ``deadline_s`` of wall time has passed) and count outcomes."""
         started = time.monotonic()
         counts = {SENT: 0, "failed": 0, DEAD: 0}
-        for row in self.due(now):
+        rows = self.due(now)
+        for row in rows:
             if deadline_s is not None and time.monotonic() - started >= deadline_s:
                 break
+            if not self._may_deliver():
+                logger.warning("outbox: claim or lease ran out; message(s) left to other senders")
+                return FlushResult(counts[SENT], counts["failed"], counts[DEAD], self.pending_count())
             counts[self._deliver(row, now)] += 1
+        if rows and self._shared():
+            self._unclaim([r.id for r in rows])
         return FlushResult(counts[SENT], counts["failed"], counts[DEAD], self.pending_count())
 
     def _deliver(self, row: OutboxRow, now: datetime) -> str:
@@ -223,7 +322,7 @@ class Outbox:
             error = f"receiver {row.receiver} is no longer configured"
             return self._dead(row, now, error, "no_receiver", ctx)
         try:
-            receiver.send(from_message(row.message or {}))
+            _send(receiver, row.message or {})
         except NotifyError as exc:
             error, reason, retryable = str(exc), exc.reason, exc.retryable
         except Exception as exc:  # a receiver bug must not stop the outbox; its message may hold secrets
@@ -232,7 +331,15 @@ class Outbox:
             checkpoint("send")
             self._update(row.id, status=SENT, sent_at=now, attempts=row.attempts + 1)
             logger.info("sent %s to %s", row.kind, row.receiver, extra=ctx)
+            if self.metrics is not None:
+                self.metrics.notifications_sent.labels(row.receiver).inc()
+                self.metrics.receiver_failures.labels(row.receiver).set(0)
+            self.failing.succeeded(row.receiver, now)
             return SENT
+        self.failing.failed(row.receiver, now, reason, error[:_MAX_ERROR_LEN])
+        if self.metrics is not None:
+            self.metrics.notifications_failed.labels(row.receiver, reason).inc()
+            self.metrics.receiver_failures.labels(row.receiver).set(self.failing.consecutive(row.receiver))
         if not retryable:
             return self._dead(row, now, error, reason, ctx, attempts=row.attempts + 1)
         attempts = row.attempts + 1
@@ -295,10 +402,20 @@ class Outbox:
                 )
                 enqueue(s, notice, now)
             s.commit()
+        if self.metrics is not None:
+            self.metrics.notifications_dead.labels(row.receiver, reason).inc()
+            for to in targets:
+                self.metrics.notifications_enqueued.labels(to).inc()
         if targets:
             logger.info("delivery failure of %s reported to %s", row.receiver, ", ".join(targets), extra=ctx)
         logger.error("notification to %s dead-lettered (%s): %s", row.receiver, reason, error, extra=ctx)
         return DEAD
+
+    def _enqueue_notice(self, session: Session, n: Notification, now: datetime) -> None:
+        """Queue a receiver-failing notice (``failing``) in ``session`` and count it."""
+        enqueue(session, n, now)
+        if self.metrics is not None:
+            self.metrics.notifications_enqueued.labels(n.receiver).inc()
 
     def _update(self, row_id: int | None, **fields: Any) -> None:
         """Write ``fields`` to one outbox row in its own transaction."""
@@ -310,3 +427,14 @@ class Outbox:
                 setattr(row, k, v)
             s.add(row)
             s.commit()
+
+
+def _send(receiver: Receiver, message: Mapping[str, Any]) -> None:
+    """Send one stored message; attach its chart where the receiver takes files and drawing works."""
+    n = from_message(message)
+    if getattr(receiver, "accepts_files", False):
+        png = snapshot_png(message.get("chart"))
+        if png is not None:
+            receiver.send(n, files=[(CHART_NAME, png)])  # type: ignore[call-arg]
+            return
+    receiver.send(n)

@@ -20,23 +20,28 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from ..config import Settings
-from ..core import Alert, AlertState, Notification, NotificationKind, utc
+from ..config import RouteRule, Settings
+from ..core import Alert, AlertState, Notification, NotificationKind, Verdict, utc
 from ..errors import StoreError
+from ..selfmetrics import SelfMetrics
 from ..store.tables import NotificationLogRow
+from .charts import chart_snapshot
+from .deadletter import count_dead_letters
 from .digest import render_group
 from .faults import checkpoint
 from .grouping import AggGroup, Aggregator, Decision, decide_group, episode_start, same_episode
 from .mute import Muter
 from .outbox import FlushResult, Outbox, SessionFactory, enqueue
 from .receivers.base import Receiver
-from .routing import route_receivers
+from .routing import route_receivers, route_targets
+from .templates import UNIT_ANNOTATION
 
 __all__ = ["FlushResult", "Notifier", "SessionFactory", "episode_start", "route_receivers"]
 
@@ -70,7 +75,10 @@ class Notifier:
         *,
         rule_url: Callable[[str, str], str] | None = None,
         rng: random.Random | None = None,
+        metrics: SelfMetrics | None = None,
+        history: Callable[[Alert], Sequence[Verdict]] | None = None,
     ) -> None:
+        """``history`` returns the recent verdicts of an alert's series (the engine's), for charts."""
         if receivers is None:
             from .receivers import build_receivers
 
@@ -83,6 +91,8 @@ class Notifier:
         self.groups = Aggregator(settings, stale_after=stale)
         self._firing: dict[str, tuple[dict[str, str], datetime]] = {}
         self._lock = threading.RLock()
+        self.metrics = metrics
+        self.history = history
         self.outbox = Outbox(
             store,
             self.receivers,
@@ -91,17 +101,32 @@ class Notifier:
             max_age=settings.notify.max_age,
             rng=rng,
             failure_receivers=settings.notify.delivery_failure_receivers,
+            failing_after=settings.notify.delivery_failure_after,
+            failing_for=settings.notify.delivery_failure_for,
+            metrics=metrics,
         )
 
     def _default_rule_url(self, group: str, rule: str) -> str:
         base = self.settings.external_url.rstrip("/")
         return f"{base}/rules/{quote(group, safe='')}/{quote(rule, safe='')}"
 
-    def submit(self, items: Sequence[tuple[Alert, Sequence[str]]], now: datetime) -> int:
-        """Route, mute, group, dedup, render and enqueue; return how many notifications were queued."""
+    def submit(
+        self,
+        items: Sequence[tuple[Alert, Sequence[str]]],
+        now: datetime,
+        *,
+        fence: Callable[[Session], None] | None = None,
+    ) -> int:
+        """Route, mute, group, dedup, render and enqueue; return how many notifications were queued.
+
+        ``fence`` runs first inside the transaction (a cluster replica checks it still holds the
+        group's lease there, ``cluster.leases.check_fence``); when it raises, nothing is enqueued.
+        """
         if not items:
             return 0
         with self._lock, _store_errors(self.store, "notify submit"), self.store.session() as session:
+            if fence is not None:
+                fence(session)
             self._remember_firing(items, now)
             muter = Muter.load(session, self.settings, now, [lbl for lbl, _ in self._firing.values()])
             for alert, rule_receivers in items:
@@ -115,14 +140,39 @@ class Notifier:
                 if why is not None:
                     logger.info("%s %s muted: %s", alert.rule, alert.labels, why, extra=ctx)
                     continue
-                targets = list(dict.fromkeys(rule_receivers)) or route_receivers(self.settings.route, labels)
-                for name in targets:
-                    self._add(session, alert, name, now)
+                targets: list[tuple[str, RouteRule | None]] = [
+                    (name, None) for name in dict.fromkeys(rule_receivers)
+                ] or route_targets(self.settings.route, labels)
+                for name, route in targets:
+                    self._add(session, alert, name, now, route)
             enqueued = self._flush_groups(session, now)
             session.commit()
+        self._count_enqueued(enqueued)
         if enqueued:
             checkpoint("enqueue")
-        return enqueued
+        return len(enqueued)
+
+    def _count_enqueued(self, receivers: Sequence[str]) -> None:
+        if self.metrics is not None:
+            for name in receivers:
+                self.metrics.notifications_enqueued.labels(name).inc()
+
+    def _chart(self, n: Notification) -> dict[str, object] | None:
+        """Return the chart snapshot for ``n`` if its receiver takes files and wants one, else None."""
+        rs = self.settings.receivers.get(n.receiver)
+        if self.history is None or rs is None or not rs.attach_chart:
+            return None
+        if not getattr(self.receivers.get(n.receiver), "accepts_files", False):
+            return None
+        a = n.alert
+        try:
+            verdicts = self.history(a)
+        except Exception as exc:  # a chart is decoration: never let it stop the notification
+            logger.warning("no chart for %s: %s: %s", a.rule, type(exc).__name__, exc)
+            return None
+        labels = ", ".join(f"{k}={v}" for k, v in a.labels.items())
+        unit = a.annotations.get(UNIT_ANNOTATION, "")
+        return chart_snapshot(verdicts, title=f"{a.rule} {{{labels}}}", unit=unit)
 
     def _remember_firing(self, items: Sequence[tuple[Alert, Sequence[str]]], now: datetime) -> None:
         """Track the alerts firing anywhere (inhibition sources), forgetting resolved and stale ones."""
@@ -136,24 +186,34 @@ class Notifier:
             if utc(seen) < horizon:
                 del self._firing[fp]
 
-    def _add(self, session: Session, alert: Alert, receiver: str, now: datetime) -> None:
+    def _add(
+        self, session: Session, alert: Alert, receiver: str, now: datetime, route: RouteRule | None = None
+    ) -> None:
         """Put ``alert`` into its group for ``receiver`` (unknown receivers are skipped, logged)."""
         if receiver not in self.settings.receivers:
             ctx = {"fingerprint": alert.fingerprint, "receiver": receiver, "rule": alert.rule}
             logger.warning("%s: receiver %s is not configured; not notified", alert.rule, receiver, extra=ctx)
             return
-        key = self.groups.key_for(receiver, alert)
-        self.groups.add(receiver, alert, now, session.get(NotificationLogRow, (receiver, key)))
+        key = self.groups.key_for(receiver, alert, route)
+        self.groups.add(receiver, alert, now, session.get(NotificationLogRow, (receiver, key)), route)
 
-    def _flush_groups(self, session: Session, now: datetime) -> int:
-        """Decide, render and enqueue every due group inside ``session``; return how many were queued."""
-        enqueued = 0
+    def _flush_groups(self, session: Session, now: datetime) -> list[str]:
+        """Decide, render and enqueue every due group inside ``session``; return the receivers queued for."""
+        enqueued: list[str] = []
+        muter: Muter | None = None
         for group in self.groups.due(now):
             rows = {fp: session.get(NotificationLogRow, (group.receiver, fp)) for fp in group.alerts}
             group_row = (
                 session.get(NotificationLogRow, (group.receiver, group.key)) if group.grouped else None
             )
             decision = decide_group(group, rows, group_row if group.grouped else rows[group.key], now)
+            if decision is not None and decision.reason == "repeat_interval":
+                # the alerts passed the mute stage when submitted, but a cause (or a silence or
+                # window) may have appeared since: a repeat re-checks, and the log stays as it
+                # was so the repeat resumes once nothing mutes the alert any more
+                if muter is None:
+                    muter = Muter.load(session, self.settings, now, [lbl for lbl, _ in self._firing.values()])
+                decision = self._unmuted_repeat(decision, muter, group.key)
             if decision is not None:
                 episode = group.created_at
                 if group_row is not None and group_row.kind == NotificationKind.FIRING:
@@ -161,9 +221,9 @@ class Notifier:
                 n = render_group(
                     group, decision, settings=self.settings, rule_url=self._rule_url, episode=episode
                 )
-                enqueue(session, n, now, fingerprint=group.key)
+                enqueue(session, n, now, fingerprint=group.key, chart=self._chart(n))
                 self._log(session, group, decision, n, rows, group_row, episode, now)
-                enqueued += 1
+                enqueued.append(group.receiver)
                 logger.info(
                     "%s %s → %s: %s (%d alert(s))",
                     decision.kind,
@@ -186,18 +246,56 @@ class Notifier:
         session.flush()
         return enqueued
 
+    def _unmuted_repeat(self, decision: Decision, muter: Muter, key: str) -> Decision | None:
+        """Return ``decision`` listing only its firing alerts not muted now, or None if all are."""
+        firing = []
+        for alert in decision.firing:
+            why = muter.why(dict(alert.labels.merge({"alertname": alert.rule})))
+            if why is None:
+                firing.append(alert)
+            else:
+                ctx = {"fingerprint": key, "rule": alert.rule}
+                logger.info("%s %s repeat muted: %s", alert.rule, alert.labels, why, extra=ctx)
+        if not firing:
+            return None
+        return replace(decision, firing=tuple(firing))
+
     def flush(self, now: datetime, *, deadline_s: float | None = None) -> FlushResult:
         """Enqueue the groups due at ``now``, then deliver what is due in the outbox (``Outbox.flush``)."""
-        queued = 0
+        queued: list[str] = []
         with self._lock:
             if self.groups.due(now):
                 with _store_errors(self.store, "notify group flush"), self.store.session() as session:
                     queued = self._flush_groups(session, now)
                     session.commit()
+        self._count_enqueued(queued)
         if queued:
             checkpoint("enqueue")
         with _store_errors(self.store, "outbox flush"):
             return self.outbox.flush(now, deadline_s=deadline_s)
+
+    def export_dead_letters(self) -> dict[str, int]:
+        """Set the ``watcher_outbox_dead`` gauge per receiver; return the dead letters per receiver."""
+        with _store_errors(self.store, "dead-letter count"):
+            counts = count_dead_letters(self.store)
+        if self.metrics is not None:
+            for name in set(self.receivers) | set(counts):
+                self.metrics.outbox_dead.labels(name).set(counts.get(name, 0))
+        return counts
+
+    def forget_group(self, rule_group: str) -> None:
+        """Drop the alerts of ``rule_group`` from the in-memory groups (it moved to another replica).
+
+        What was notified is in the notification log; the group's new owner rebuilds its own
+        in-memory groups from its evaluations, so this replica must not act on stale copies.
+        """
+        with self._lock:
+            for key, group in list(self.groups.groups.items()):
+                for fp in [fp for fp, a in group.alerts.items() if a.group == rule_group]:
+                    del group.alerts[fp]
+                    group.seen.pop(fp, None)
+                if not group.alerts:
+                    del self.groups.groups[key]
 
     def pending_count(self) -> int:
         """Return how many notifications wait in the outbox."""

@@ -2,7 +2,9 @@
 
 This module owns the walk over ``route.routes`` (label equality and anchored-regex matches, first
 match wins unless ``continue: true``) and the default receivers. It does not own muting, grouping
-nor delivery.
+nor delivery. A route may carry its own grouping settings (``group_by``, ``group_wait``,
+``group_interval``, ``repeat_interval``); ``route_targets`` hands the route that chose each
+receiver to ``grouping``, which lets them override the receiver's and ``notify``'s.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import re
 from collections.abc import Mapping
 
-from ..config import RouteSettings
+from ..config import RouteRule, RouteSettings
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +28,25 @@ def _route_matches(match: Mapping[str, str], match_re: Mapping[str, str], labels
         return False
 
 
-def route_receivers(route: RouteSettings, labels: Mapping[str, str]) -> list[str]:
-    """Return the receivers of the routes that match ``labels``, or the default receivers.
+def route_targets(route: RouteSettings, labels: Mapping[str, str]) -> list[tuple[str, RouteRule | None]]:
+    """Return (receiver, the route that chose it) for ``labels``; the default receivers with None.
 
     Routes are tried in order; a matching route adds its receivers and stops the walk unless it has
-    ``continue: true``. Labels missing from the alert compare as the empty string.
+    ``continue: true``. A receiver chosen by several routes keeps the first. Labels missing from the
+    alert compare as the empty string.
     """
-    chosen: list[str] = []
+    chosen: dict[str, RouteRule | None] = {}
     matched = False
     for r in route.routes:
         if _route_matches(r.match, r.match_re, labels):
             matched = True
-            chosen += [name for name in r.receivers if name not in chosen]
+            for name in r.receivers:
+                chosen.setdefault(name, r)
             if not r.continue_:
                 break
-    return chosen if matched else list(route.receivers)
+    return list(chosen.items()) if matched else [(name, None) for name in dict.fromkeys(route.receivers)]
+
+
+def route_receivers(route: RouteSettings, labels: Mapping[str, str]) -> list[str]:
+    """Return the receivers of the routes that match ``labels``, or the default receivers."""
+    return [name for name, _ in route_targets(route, labels)]

@@ -48,6 +48,25 @@ def format_number(x: float | None) -> str:
     return text
 
 
+UNIT_ANNOTATION = "unit"
+"""A rule annotation naming the series' unit (``USD``, ``USD/h``, ``%``, ``ms``, ``tokens``…)."""
+
+
+def with_unit(x: float | None, unit: str) -> str:
+    """Format ``x`` with its unit: ``$12.35``, ``$0.42/h``, ``3.10%``, ``850 ms``; NaN as ``n/a``."""
+    text = format_number(x)
+    unit = unit.strip()
+    if not unit or text == "n/a":
+        return text
+    money, _, per = unit.partition("/")
+    if money in ("USD", "$"):
+        sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+        return f"{sign}${digits}" + (f"/{per}" if per else "")
+    if unit == "%":
+        return f"{text}%"
+    return f"{text} {unit}"
+
+
 def _fmt_duration(d: timedelta) -> str:
     """Format a duration compactly: ``40s``, ``25m``, ``2h 5m``, ``3d 4h``."""
     s = max(0, int(d.total_seconds()))
@@ -85,6 +104,7 @@ def _json_num(x: float | None) -> float | None:
 def _make_env() -> SandboxedEnvironment:
     env = SandboxedEnvironment(autoescape=False, undefined=jinja2.ChainableUndefined)
     env.filters["sig"] = format_number
+    env.filters["unit"] = with_unit
     env.filters["duration"] = _fmt_duration
     return env
 
@@ -189,19 +209,27 @@ def _payload(
 
 
 def value_line(alert: Alert, kind: NotificationKind) -> str:
-    """Return ``value 12.34 (expected 1.20, band 0.80 – 2.10)`` (``final value`` once resolved)."""
+    """Return ``value 12.34 (expected 1.20, band 0.80 – 2.10)`` (``final value`` once resolved).
+
+    With a ``unit`` annotation the numbers carry it: ``value $12.34/h (expected $1.20/h, …)``.
+    """
     prefix = "final value" if kind is NotificationKind.RESOLVED else "value"
-    line = f"{prefix} {format_number(alert.value)}"
+    unit = alert.annotations.get(UNIT_ANNOTATION, "")
+
+    def num(x: float) -> str:
+        return with_unit(x, unit)
+
+    line = f"{prefix} {num(alert.value)}"
     parts = []
     if math.isfinite(alert.expected):
-        parts.append(f"expected {format_number(alert.expected)}")
+        parts.append(f"expected {num(alert.expected)}")
     lo, hi = math.isfinite(alert.lower), math.isfinite(alert.upper)
     if lo and hi:
-        parts.append(f"band {format_number(alert.lower)} – {format_number(alert.upper)}")
+        parts.append(f"band {num(alert.lower)} – {num(alert.upper)}")
     elif hi:
-        parts.append(f"limit ≤ {format_number(alert.upper)}")
+        parts.append(f"limit ≤ {num(alert.upper)}")
     elif lo:
-        parts.append(f"limit ≥ {format_number(alert.lower)}")
+        parts.append(f"limit ≥ {num(alert.lower)}")
     return f"{line} ({', '.join(parts)})" if parts else line
 
 
@@ -238,6 +266,7 @@ def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, A
     for key in ("summary", "description"):
         if notes.get(key):
             blocks.append(notes.pop(key))
+    notes.pop(UNIT_ANNOTATION, None)  # shown with the numbers
     blocks.append(value_line(alert, kind))
     since = since_line(alert, kind)
     if since:

@@ -12,6 +12,18 @@ error"). The reason is read from those per-call logs (thread-safe, unlike the gl
 path segments and query values, and any long token-looking string become ``***``. A redacting
 filter on the ``apprise`` and ``urllib3`` loggers does the same for their own log records.
 
+Files (the chart PNG) are in-memory attachments, and never cost the message: services that carry
+them in the message's own request (``json://``, ``form://``, ``xml://``, mail) get them with it —
+refused with a client error, the message goes again at once without them; services that upload
+them in separate requests (Slack bot mode, Discord, Telegram, …) get the message first and the
+files in a second, best-effort call (a failed upload is logged, never retried: Apprise reports a
+failed upload as a failed notification, and retrying it would post the message again). Slack
+webhooks take no files; a receiver whose URLs take none never gets them.
+
+``pagerduty://`` URLs left at Apprise's default ``action=trigger`` are sent with ``action=map``
+and, unless the URL sets ``dedup=``, the notification's dedup key, so a resolve closes the
+incident its trigger opened instead of opening a new one.
+
 A receiver with several URLs that partly fails is retried as a whole (the services that accepted
 get the message again): Apprise cannot resend to a subset of one object's services.
 """
@@ -23,10 +35,12 @@ import re
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
+from apprise.attachment.memory import AttachMemory
 
 from ...core import Notification, NotificationKind
 from ...errors import ConfigError, NotifyError
@@ -141,6 +155,29 @@ def _classify(messages: Sequence[str], status: apprise.AppriseResultStatus) -> t
     return True, "unknown"
 
 
+_INLINE_FILES = frozenset({"NotifyJSON", "NotifyForm", "NotifyXML", "NotifyEmail"})
+"""Plugins that send attachments in the same request as the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    text: str
+    retryable: bool
+    reason: str
+
+
+def _takes_files(plugin: Any) -> bool:
+    """Tell whether an Apprise plugin can deliver attachments as configured (Slack: bot mode only)."""
+    if not getattr(plugin, "attachment_support", False):
+        return False
+    mode = getattr(plugin, "mode", None)
+    return not (type(plugin).__name__ == "NotifySlack" and mode != "bot")
+
+
+def _inline_files(plugin: Any) -> bool:
+    return _takes_files(plugin) and type(plugin).__name__ in _INLINE_FILES
+
+
 def _instantiate(url: str, asset: apprise.AppriseAsset) -> Any:
     """Return the Apprise plugin for ``url`` (None if invalid).
 
@@ -177,31 +214,107 @@ class AppriseReceiver:
             plugin.socket_connect_timeout = timeout_s
             plugin.socket_read_timeout = timeout_s
             self._apprise.add(plugin)
+        self.accepts_files = any(_takes_files(p) for p in self._apprise)
+        """Whether ``send`` can deliver ``files`` (the outbox attaches the chart only then)."""
+        self._pagerduty = [p for p in self._apprise if type(p).__name__ == "NotifyPagerDuty"]
+        plugins = list(self._apprise)
+        self._inline = self._subset(asset, [p for p in plugins if _inline_files(p)])
+        self._plain = self._subset(asset, [p for p in plugins if not _inline_files(p)])
+        self._uploads = self._subset(asset, [p for p in plugins if _takes_files(p) and not _inline_files(p)])
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _subset(asset: apprise.AppriseAsset, plugins: Sequence[Any]) -> apprise.Apprise | None:
+        if not plugins:
+            return None
+        a = apprise.Apprise(asset=asset)
+        for p in plugins:
+            a.add(p)
+        return a
 
     def redact(self, text: str) -> str:
         """Return ``text`` without this receiver's secrets."""
         return redact(text, self._secrets)
 
-    def send(self, n: Notification) -> None:
-        """Send ``n`` (title and Markdown body) to every URL; raise ``NotifyError`` if any refused."""
+    def send(self, n: Notification, *, files: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Send ``n`` (title and Markdown body, ``files`` as (name, PNG) attachments) to every URL.
+
+        Raise ``NotifyError`` if any service refused the message (a refused file alone is logged).
+        """
         firing = n.kind is NotificationKind.FIRING
         notify_type = apprise.NotifyType.FAILURE if firing else apprise.NotifyType.SUCCESS
         with self._lock:
-            result = self._apprise.notify(
-                body=n.body,
-                title=n.title,
-                notify_type=notify_type,
-                body_format=apprise.NotifyFormat.MARKDOWN,
-                timeout=self.timeout_s,
-            )
+            saved = [(p, p.action, p.dedup) for p in self._pagerduty]
+            for p in self._pagerduty:  # trigger on FAILURE, resolve on SUCCESS, one incident per episode
+                p.action = "map" if p.action == "trigger" else p.action
+                p.dedup = p.dedup or n.dedup_key
+            try:
+                if not files or not self.accepts_files:
+                    errors = [self._notify(self._apprise, n.title, n.body, notify_type)]
+                else:
+                    errors = [
+                        self._notify_inline(n, notify_type, files),
+                        self._notify(self._plain, n.title, n.body, notify_type),
+                    ]
+            finally:
+                for p, action, dedup in saved:
+                    p.action, p.dedup = action, dedup
+            failures = [e for e in errors if e is not None]
+            if not failures and files and self._uploads is not None:
+                self._upload(n, notify_type, files)
+        if failures:
+            text = self.redact(f"receiver {self.name}: " + "; ".join(e.text for e in failures))
+            retryable = any(e.retryable for e in failures)
+            reason = next(e.reason for e in failures if e.retryable == retryable)
+            raise NotifyError(text[:_MAX_ERROR_LEN], retryable=retryable, reason=reason, receiver=self.name)
+
+    def _notify_inline(
+        self, n: Notification, notify_type: apprise.NotifyType, files: Sequence[tuple[str, bytes]]
+    ) -> _Failure | None:
+        """Send to the services that carry files in the message; without them if refused for them."""
+        failure = self._notify(self._inline, n.title, n.body, notify_type, files)
+        if failure is None or failure.retryable:
+            return failure
+        logger.warning(
+            "receiver %s: refused with the chart (%s); sending without it", self.name, failure.reason
+        )
+        return self._notify(self._inline, n.title, n.body, notify_type)
+
+    def _upload(
+        self, n: Notification, notify_type: apprise.NotifyType, files: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Post the files to the services that upload them separately; log a failure, never raise."""
+        failure = self._notify(self._uploads, "", f"Chart: {n.title}", notify_type, files)
+        if failure is not None:
+            text = self.redact(failure.text)
+            logger.warning("receiver %s: message sent, chart not attached: %s", self.name, text)
+
+    def _notify(
+        self,
+        target: apprise.Apprise | None,
+        title: str,
+        body: str,
+        notify_type: apprise.NotifyType,
+        files: Sequence[tuple[str, bytes]] = (),
+    ) -> _Failure | None:
+        """Make one Apprise call; return what failed (None when every service accepted, or none)."""
+        if target is None:
+            return None
+        attach = [AttachMemory(content=data, name=name, mimetype="image/png") for name, data in files] or None
+        result = target.notify(
+            body=body,
+            title=title,
+            notify_type=notify_type,
+            body_format=apprise.NotifyFormat.MARKDOWN,
+            timeout=self.timeout_s,
+            attach=attach,
+        )
         with result:
             if result:
-                return
+                return None
             failed = [r for r in result if not r]
             messages = [e.message for e in result.logs()]
             retryable, reason = _classify(messages, result.status)
             where = ", ".join(f"{r.name}" for r in failed) or "no service"
         detail = "; ".join(dict.fromkeys(m.strip() for m in messages if m.strip())) or result.status.name
-        text = self.redact(f"receiver {self.name}: {where} failed: {detail}")[:_MAX_ERROR_LEN]
-        raise NotifyError(text, retryable=retryable, reason=reason, receiver=self.name)
+        return _Failure(f"{where} failed: {detail}", retryable, reason)
