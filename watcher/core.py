@@ -41,29 +41,46 @@ def from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+_MERGE_CACHE_SIZE = 8
+"""Merged label sets remembered per label set: a series is merged with its rule's labels and alertname."""
+
+
 class Labels(Mapping[str, str]):
     """An immutable, hashable, sorted label set with a stable fingerprint.
 
     Equality and hashing ignore insertion order, so ``Labels(a="1", b="2") == Labels(b="2", a="1")``.
     """
 
-    __slots__ = ("_fingerprint", "_items")
+    __slots__ = ("_fingerprint", "_items", "_merged")
 
     def __init__(self, items: Mapping[str, Any] | Sequence[tuple[str, Any]] = (), /, **kw: Any) -> None:
         pairs = dict(items)
         pairs.update(kw)
         self._items: tuple[tuple[str, str], ...] = tuple(sorted((str(k), str(v)) for k, v in pairs.items()))
-        digest = hashlib.sha256("\x1f".join(f"{k}\x1e{v}" for k, v in self._items).encode()).hexdigest()
-        self._fingerprint = digest[:16]
+        self._fingerprint: str | None = None
+        self._merged: dict[tuple[tuple[str, str], ...], Labels] | None = None
 
     @property
     def fingerprint(self) -> str:
         """Return a stable 16-hex-digit identity of this label set (same across processes)."""
+        if self._fingerprint is None:  # computed once, on first use: most label sets never need it
+            digest = hashlib.sha256("\x1f".join(f"{k}\x1e{v}" for k, v in self._items).encode()).hexdigest()
+            self._fingerprint = digest[:16]
         return self._fingerprint
 
     def merge(self, other: Mapping[str, Any]) -> Labels:
-        """Return a new label set with ``other`` laid over this one."""
-        return Labels({**dict(self._items), **dict(other)})
+        """Return a new label set with ``other`` laid over this one (cached: evaluation repeats merges)."""
+        key = tuple((str(k), str(v)) for k, v in other.items())
+        cache = self._merged
+        if cache is None:
+            cache = self._merged = {}
+        merged = cache.get(key)
+        if merged is not None:
+            return merged
+        merged = Labels({**dict(self._items), **dict(key)})
+        if len(cache) < _MERGE_CACHE_SIZE:
+            cache[key] = merged
+        return merged
 
     def without(self, *names: str) -> Labels:
         """Return a new label set without the given names."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,10 +150,13 @@ def test_whole_range_is_fetched_once_per_rule(scenario: Path) -> None:
     finally:
         store.close()
     whole = [c for c in calls if not c[1]]
-    assert sorted(c[0] for c in whole) == sorted(
-        ["SpendAnomaly", "RefusalRateHigh", "TTFTDegraded", "GroundednessDrop"]
-    )
-    assert all(c[3] == END and c[2] < START - timedelta(days=7) for c in whole)
+    assert {c[0] for c in whole} == {"SpendAnomaly", "RefusalRateHigh", "TTFTDegraded", "GroundednessDrop"}
+    for alert in {c[0] for c in whole}:
+        # Once over the whole range, in consecutive chunks of at most 2 days (bounded memory).
+        chunks = sorted((c[2], c[3]) for c in whole if c[0] == alert)
+        assert chunks[0][0] < START - timedelta(days=7) and chunks[-1][1] == END
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
+        assert all(hi - lo <= timedelta(days=2) for lo, hi in chunks) and len(chunks) == 4  # 7d11h15m
     # Trace references are fetched afterwards, a 6h block at a time, only for rules with episodes.
     with_traces = {c[0] for c in calls if c[1]}
     assert with_traces == {e.alert for e in result.episodes}
@@ -296,3 +303,161 @@ def test_plot_writes_one_png_per_rule_and_label_set(scenario: Path, tmp_path: Pa
     pngs = sorted(p.name for p in (tmp_path / "p").glob("*.png"))
     assert "SpendAnomaly__tenant=globex.png" in pngs and len(pngs) >= 8
     assert (tmp_path / "p" / "SpendAnomaly__tenant=globex.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_compare_against_a_git_ref_reports_episodes_fires_and_incidents(
+    scenario: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # v1 never pages on spend; v2 (HEAD) fixes that but raises the groundedness floor out of reach.
+    repo = tmp_path / "repo"
+    (repo / "rules").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "ci@example.com")
+    _git(repo, "config", "user.name", "CI")
+    pack = repo / "rules" / "llm.yaml"
+    v1 = PACK.read_text().replace("min_value: 0.5 ", "min_value: 500 ")
+    pack.write_text(v1)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "rules v1")
+    pack.write_text(PACK.read_text().replace("max_value: 0.8 ", "max_value: 0.1 "))
+    _git(repo, "commit", "-q", "-am", "rules v2: threshold change")
+    inc = tmp_path / "inc.yaml"
+    inc.write_text(
+        f"""
+- {{id: grounded, start: "{INCIDENTS[0].start.isoformat()}", end: "{INCIDENTS[0].end.isoformat()}"}}
+- {{id: spend, start: "{INCIDENTS[1].start.isoformat()}", end: "{INCIDENTS[1].end.isoformat()}"}}
+"""
+    )
+    code = main(
+        [
+            "backtest",
+            str(repo / "rules"),
+            "--store",
+            f"sqlite:///{scenario}",
+            "--from",
+            START.isoformat(),
+            "--to",
+            END.isoformat(),
+            "--incidents",
+            str(inc),
+            "--compare",
+            "HEAD~1",
+        ]
+    )
+    assert code == 0
+    md = capsys.readouterr().out
+    assert md.startswith("### watcher backtest: `HEAD~1` → `working tree`")
+    weekly = 7 * 24 / 11  # one episode in 11 hours
+    assert f"| `SpendAnomaly` **changed** | 0 | 1 | 0.00 | {weekly:.2f} |" in md
+    assert f"| `GroundednessDrop` **changed** | 1 | 0 | {weekly:.2f} | 0.00 |" in md
+    assert "| `TTFTDegraded` | 0 | 0 | 0.00 | 0.00 |" in md
+    added = md.split("**Episodes added** (1):\n")[1].split("\n")[0]
+    removed = md.split("**Episodes removed** (1):\n")[1].split("\n")[0]
+    assert added.startswith('- `SpendAnomaly` `{severity="page", team="platform", tenant="globex"}`')
+    assert removed.startswith("- `GroundednessDrop`") and 'feature="support-rag"' in removed
+    assert "**Incidents**: gained spend; lost grounded; recall 0.50 → 0.50" in md
+
+
+def test_compare_with_an_unknown_git_ref_is_a_clear_error(
+    scenario: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / "rules").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    (repo / "rules" / "llm.yaml").write_text(PACK.read_text())
+    args = ["backtest", str(repo / "rules"), "--store", f"sqlite:///{scenario}", "--from", START.isoformat()]
+    code = main([*args, "--to", END.isoformat(), "--compare", "v9-does-not-exist"])
+    assert code != 0
+    assert "v9-does-not-exist" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_goes_to_stderr(
+    scenario: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["backtest", str(PACK), "--store", f"sqlite:///{scenario}", "--from", START.isoformat()]
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    assert main([*args, "--to", END.isoformat()]) == 0
+    drawn = term.getvalue()
+    assert "backtest" in drawn and "100%" in drawn and "\x1b[" in drawn  # a live, coloured bar
+    assert "100%" not in capsys.readouterr().out  # the report stays clean for redirection
+
+    plain = io.StringIO()  # not a terminal (CI, a pipe): no bar at all
+    monkeypatch.setattr("sys.stderr", plain)
+    assert main([*args, "--to", END.isoformat()]) == 0
+    assert plain.getvalue() == ""
+
+
+def _pixels_near(png: Path, rgb: tuple[int, int, int], tol: int = 6) -> int:
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = (mpimg.imread(str(png))[..., :3] * 255).round()
+    return int((np.abs(img - np.array(rgb)).max(axis=-1) <= tol).sum())
+
+
+def test_plot_shades_episodes_and_marks_incidents(scenario: Path, tmp_path: Path) -> None:
+    (tmp_path / "inc.yaml").write_text(
+        f'- {{id: spend, start: "{INCIDENTS[1].start.isoformat()}", end: "{INCIDENTS[1].end.isoformat()}",'
+        " labels: {tenant: globex}}\n"
+    )
+    args = ["backtest", str(PACK), "--store", f"sqlite:///{scenario}"]
+    args += ["--incidents", str(tmp_path / "inc.yaml")]
+    start = (END - timedelta(hours=4)).isoformat()
+    assert main([*args, "--from", start, "--to", END.isoformat(), "--plot", str(tmp_path / "p")]) == 0
+    fired = tmp_path / "p" / "SpendAnomaly__tenant=globex.png"
+    quiet = next(p for p in (tmp_path / "p").glob("SpendAnomaly__*.png") if p != fired)
+    shade = (247, 212, 212)  # #d62728 at alpha 0.2 over white: the would-have-fired span
+    assert _pixels_near(fired, shade) > 2000 and _pixels_near(quiet, shade) == 0
+    # The incident's start (a black dashed line across the plot) is drawn on globex only; the other
+    # full-height black columns are the two spines of the axes.
+    def black_columns(png: Path) -> int:
+        return int((_pixels_near_mask(png, (0, 0, 0)).sum(axis=0) > 100).sum())
+
+    assert black_columns(quiet) == 2 and black_columns(fired) == 3
+
+
+def _pixels_near_mask(png: Path, rgb: tuple[int, int, int], tol: int = 40) -> Any:
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = (mpimg.imread(str(png))[..., :3] * 255).round()
+    return np.abs(img - np.array(rgb)).max(axis=-1) <= tol
+
+
+def test_compare_fetches_an_unchanged_query_once(scenario: Path, tmp_path: Path) -> None:
+    from watcher.rules.compare import compare_main
+
+    old = tmp_path / "old.yaml"
+    old.write_text(PACK.read_text().replace("min_value: 0.5 ", "min_value: 500 "))
+    store = open_store(f"sqlite:///{scenario}")
+    sql = SqlSource(store)
+    fetched: list[tuple[str, bool]] = []
+
+    class Counting:
+        name = "counting"
+
+        def fetch(self, rule, start, end, step):  # type: ignore[no-untyped-def]
+            fetched.append((rule.alert, rule.traces.from_ != "none"))
+            return sql.fetch(rule, start, end, step)
+
+    out = io.StringIO()
+    try:
+        src = Counting()
+        assert compare_main(str(old), [str(PACK)], {"calls": src, "scores": src}, START, END, None, out) == 0
+    finally:
+        store.close()
+    assert "| `SpendAnomaly` **changed** | 0 | 1 |" in out.getvalue()
+    whole = [alert for alert, traces in fetched if not traces]
+    # Only the floor changed: both versions replay the same whole-range fetch (4 chunks per rule).
+    assert sorted(set(whole)) == ["GroundednessDrop", "RefusalRateHigh", "SpendAnomaly", "TTFTDegraded"]
+    assert len(whole) == 4 * 4

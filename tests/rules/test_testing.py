@@ -15,7 +15,9 @@ from watcher.rules.testing import run_test_file
 from watcher.rules.testinput import expand_rows, expand_values, parse_expr, parse_selector
 
 ROOT = Path(__file__).resolve().parents[2]
-PACK_TESTS = sorted((ROOT / "rules" / "tests").glob("*.yaml"))
+PACK_TESTS = sorted((ROOT / "rules" / "tests").glob("*.yaml")) + sorted(
+    (ROOT / "rules-prometheus" / "tests").glob("*.yaml")  # the opt-in Prometheus pack
+)
 
 
 @pytest.mark.parametrize(

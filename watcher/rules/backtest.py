@@ -30,7 +30,7 @@ from ..core import utc
 from ..errors import ConfigError
 from ..sources.base import Source
 from .loader import load_rule_files
-from .replay import Episode, ReplayResult, group_ticks, replay
+from .replay import CachedSource, Episode, ReplayResult, group_ticks, replay
 from .schema import Group, format_duration, parse_duration
 
 _RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\S+)$")
@@ -155,14 +155,21 @@ def run_backtest(
     incidents: Sequence[Incident] | None = None,
     record_verdicts: bool = False,
     show_progress: bool = False,
+    console: Any = None,
+    caches: dict[str, CachedSource] | None = None,
 ) -> BacktestReport:
-    """Replay ``groups`` over ``[start, end]`` and score the episodes against ``incidents``."""
+    """Replay ``groups`` over ``[start, end]`` and score the episodes against ``incidents``.
+
+    ``show_progress`` draws a rich progress bar on standard error (standard output carries the
+    report, often redirected to a file for a pull-request comment), or on ``console`` if given.
+    """
     t0 = time.perf_counter()
     total = sum(len(group_ticks(g, start, end)) for g in groups)
     if show_progress:
+        from rich.console import Console
         from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
+        with Progress(console=console or Console(stderr=True), transient=True) as bar:
             task = bar.add_task("backtest", total=total)
             result = replay(
                 groups,
@@ -171,9 +178,10 @@ def run_backtest(
                 end,
                 record_verdicts=record_verdicts,
                 progress=lambda n: bar.advance(task, n),
+                caches=caches,
             )
     else:
-        result = replay(groups, sources, start, end, record_verdicts=record_verdicts)
+        result = replay(groups, sources, start, end, record_verdicts=record_verdicts, caches=caches)
     scored: list[IncidentResult] = []
     false = precision = recall = None
     if incidents is not None:

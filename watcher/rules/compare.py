@@ -21,12 +21,12 @@ from ..errors import ConfigError
 from ..sources.base import Source
 from .backtest import BacktestReport, Incident, load_groups, run_backtest
 from .loader import RULE_SUFFIXES
-from .replay import Episode
+from .replay import Episode, shared_caches
 
 
-def _git(*args: str) -> str:
+def _git(*args: str, cwd: Path | None = None) -> str:
     try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=cwd)
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         raise ConfigError(f"git {' '.join(args)}: {detail.strip()}") from None
@@ -34,18 +34,22 @@ def _git(*args: str) -> str:
 
 
 def checkout_old(ref: str, paths: Sequence[str], into: Path) -> list[Path]:
-    """Write the rule files of ``paths`` as of git ``ref`` under ``into``; return the paths to load."""
-    top = Path(_git("rev-parse", "--show-toplevel").strip())
+    """Write the rule files of ``paths`` as of git ``ref`` under ``into``; return the paths to load.
+
+    The repository is the one holding the rule paths (not the current directory's).
+    """
     out: list[Path] = []
     for p in paths:
-        rel = Path(p).resolve().relative_to(top)
-        names = _git("ls-tree", "-r", "--name-only", ref, "--", str(rel)).split()
+        here = Path(p).resolve()
+        top = Path(_git("rev-parse", "--show-toplevel", cwd=here if here.is_dir() else here.parent).strip())
+        rel = here.relative_to(top.resolve())
+        names = _git("ls-tree", "-r", "--name-only", ref, "--", str(rel), cwd=top).splitlines()
         for name in names:
             if not name.endswith(RULE_SUFFIXES) or "tests" in Path(name).relative_to(rel).parts[:-1]:
                 continue
             target = into / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(_git("show", f"{ref}:{name}"), encoding="utf-8")
+            target.write_text(_git("show", f"{ref}:{name}", cwd=top), encoding="utf-8")
             out.append(target)
     if not out:
         raise ConfigError(f"no rule files under {', '.join(paths)} at git ref {ref!r}")
@@ -122,11 +126,16 @@ def compare_main(
     incidents: Sequence[Incident] | None,
     out: TextIO,
 ) -> int:
-    """Backtest the old and the current rule set over the same history; print the Markdown diff."""
+    """Backtest the old and the current rule set over the same history; print the Markdown diff.
+
+    Both backtests share one cache: a rule whose query did not change is fetched once.
+    """
+    caches = shared_caches(sources, start, end)
     with tempfile.TemporaryDirectory(prefix="watcher-compare-") as tmp:
         old_paths: Sequence[str | Path] = [old] if Path(old).exists() else checkout_old(old, paths, Path(tmp))
-        old_report = run_backtest(load_groups(old_paths), sources, start, end, incidents=incidents)
-    new_report = run_backtest(load_groups(paths), sources, start, end, incidents=incidents)
+        old_groups = load_groups(old_paths)
+    old_report = run_backtest(old_groups, sources, start, end, incidents=incidents, caches=caches)
+    new_report = run_backtest(load_groups(paths), sources, start, end, incidents=incidents, caches=caches)
     out.write(
         compare_markdown(
             old_report, new_report, old, "working tree" if not Path(old).exists() else ", ".join(paths)

@@ -3,15 +3,19 @@
 This module owns the mechanics of a backtest: ``CachedSource`` fetches each rule's series once
 for the whole range (without trace references, which are the expensive part of a fetch) and then
 serves the evaluator's per-tick fetches as slices; the trace references of a point are fetched
-lazily, a block at a time, only when the evaluator asks for them (only anomalous points of active
-alerts), so they are exactly what the live source would have returned. ``replay`` steps the real
-``GroupEvaluator`` tick by tick and turns its alerts into episodes. It does not own reporting
-(``backtest``), plots (``plot``) nor comparison (``compare``).
+lazily, a block at a time (for SQL rules, of the one series asked about), only when the evaluator
+asks for them (only anomalous points of active alerts), so they are exactly what the live source
+would have returned. ``replay`` steps the real ``GroupEvaluator`` over the ticks and turns its
+alerts into episodes: by default with every series scored once over the whole range and the
+evaluator run only at the ticks where something can change (``batch``); ``batch=False`` runs it
+at every tick with live detectors, as the daemon does. It does not own reporting (``backtest``),
+plots (``plot``) nor comparison (``compare``).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -19,12 +23,18 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..core import Alert, AlertState, Labels, Series, TraceRef, from_epoch, to_epoch
+from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_epoch, to_epoch
+from ..detectors import Detector, make_detector
 from ..engine.group import GroupEvaluator, rule_lookback, rule_step
+from ..errors import WatcherError
 from ..rules.schema import Group, Rule, TracesSpec
-from ..sources.base import Source
+from ..sources.base import Source, step_grid
+from .batch import SQL_SOURCES, RulePlan, fallback_plan, plan_rule, point_has_data, slice_starts
 
 TRACE_BLOCK = timedelta(hours=6)
+SERIES_TRACE_BLOCK = timedelta(hours=1)
+PREFETCH_CHUNK = timedelta(days=2)
+"""SQL rules are fetched for the whole range in chunks of this length (bounded memory)."""
 NO_TRACES = TracesSpec.model_validate({"from": "none"})
 
 
@@ -54,6 +64,11 @@ class _Entry:
     rule: Rule
     step: timedelta
     series: list[Series]
+    has_data: list[np.ndarray[Any, Any]] = field(default_factory=list)
+    ticks: np.ndarray[Any, Any] | None = None
+    """The group's evaluation instants (Unix seconds), once the replay has scheduled them."""
+    starts: np.ndarray[Any, Any] | None = None
+    """Where the daemon's fetch at each of ``ticks`` starts (its cursor: the previous grid point)."""
 
 
 class CachedSource:
@@ -66,7 +81,10 @@ class CachedSource:
         self.start = start
         self.end = end
         self._cache: dict[int, _Entry] = {}
-        self._blocks: dict[tuple[int, int], dict[Labels, dict[float, tuple[TraceRef, ...]]]] = {}
+        self._fetched: dict[tuple[Any, ...], tuple[list[Series], list[np.ndarray[Any, Any]]]] = {}
+        """Whole-range series by what the fetch depends on: rule versions that differ only in
+        detector settings, floors or timing (a ``--compare``) share one fetch."""
+        self._blocks: dict[tuple[Any, ...], dict[Labels, dict[float, tuple[TraceRef, ...]]]] = {}
         self.fetches = 0
 
     def prefetch(self, rule: Rule, group: Group) -> _Entry:
@@ -76,10 +94,58 @@ class CachedSource:
             step = rule_step(rule, group)
             lean = rule.model_copy(update={"traces": NO_TRACES})
             first = self.start - rule_lookback(rule, group) - step
-            self.fetches += 1
-            entry = _Entry(rule, step, self.inner.fetch(lean, first, self.end, step))
+            key = _fetch_key(rule, step, first)
+            got = self._fetched.get(key)
+            if got is None:
+                if rule.source in SQL_SOURCES:
+                    series = self._fetch_chunked(lean, first, step)
+                else:  # a PromQL source splits the range into 11,000-point queries itself
+                    self.fetches += 1
+                    series = self.inner.fetch(lean, first, self.end, step)
+                got = self._fetched[key] = (series, [point_has_data(rule, s) for s in series])
+            entry = _Entry(rule, step, *got)
             self._cache[id(rule)] = entry
         return entry
+
+    def _fetch_chunked(self, rule: Rule, first: datetime, step: timedelta) -> list[Series]:
+        """Fetch ``(first, end]`` of an SQL rule in consecutive chunks, joined per label set.
+
+        Each point aggregates only the rows of its own window, so the joined series equal one
+        fetch of the whole range; the rows in memory at once are those of one chunk (a 30-day,
+        50-series range needs ~1.3 GB in one piece, ~0.15 GB in 2-day chunks, for the same CPU).
+        A label set without rows in a chunk has, there, what the source gives a point without
+        rows: no value and a count of 0.
+        """
+        grid = step_grid(first, self.end, step)
+        step_s = step.total_seconds()
+        values: dict[Labels, np.ndarray[Any, Any]] = {}
+        counts: dict[Labels, np.ndarray[Any, Any]] = {}
+        counted: set[Labels] = set()  # label sets whose source gave counts (the SQL source always does)
+        lo = first
+        while lo < self.end:
+            hi = min(self.end, lo + PREFETCH_CHUNK)
+            self.fetches += 1
+            for s in self.inner.fetch(rule, lo, hi, step):
+                at = round(float(s.timestamps[0] - grid[0]) / step_s) if len(s) else 0
+                v = values.get(s.labels)
+                if v is None:
+                    v = values[s.labels] = np.full(len(grid), math.nan)
+                    counts[s.labels] = np.zeros(len(grid))
+                v[at : at + len(s)] = s.values
+                if s.counts is not None:
+                    counts[s.labels][at : at + len(s)] = s.counts
+                    counted.add(s.labels)
+            lo = hi
+        return [
+            Series(lb, grid.copy(), values[lb], counts[lb] if lb in counted else None)
+            for lb in sorted(values, key=lambda lb: tuple(lb.items()))
+        ]
+
+    def schedule(self, rule: Rule, ticks: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]) -> None:
+        """Tell the cache when ``rule`` is evaluated, so a fetch after skipped ticks starts where the
+        daemon's would have (at the previous tick's grid point), not at the evaluator's cursor."""
+        entry = self._cache[id(rule)]
+        entry.ticks, entry.starts = ticks, starts
 
     def fetch(self, rule: Rule, start: datetime, end: datetime, step: timedelta) -> list[Series]:
         """Return the cached series of ``rule`` restricted to ``(start, end]``, as the source would."""
@@ -87,20 +153,20 @@ class CachedSource:
         if entry is None:
             raise KeyError(f"rule {rule.alert} was not prefetched")
         lo_t, hi_t = to_epoch(start), to_epoch(end)
+        if entry.ticks is not None and entry.starts is not None:
+            k = int(np.searchsorted(entry.ticks, hi_t))
+            if k < len(entry.ticks) and entry.ticks[k] == hi_t:
+                lo_t = max(lo_t, float(entry.starts[k]))
         out = []
         wants = rule.traces is None or rule.traces.from_ != "none"
-        for s in entry.series:
+        for s, data in zip(entry.series, entry.has_data, strict=True):
             lo = int(np.searchsorted(s.timestamps, lo_t, side="right"))
             hi = int(np.searchsorted(s.timestamps, hi_t, side="right"))
-            if hi <= lo:
+            # The live sources return no series for a range without rows (SQL) or samples (PromQL).
+            if hi <= lo or not data[lo:hi].any():
                 continue
             counts = None if s.counts is None else s.counts[lo:hi]
             values = s.values[lo:hi]
-            # The live sources return no series for a range without rows (SQL) or samples (PromQL).
-            if (counts is not None and not counts.any()) or (
-                counts is None and not np.isfinite(values).any()
-            ):
-                continue
             ts = s.timestamps[lo:hi]
             traces = (
                 cast(tuple[tuple[TraceRef, ...], ...], _LazyTraces(self, rule, s.labels, ts)) if wants else ()
@@ -109,19 +175,50 @@ class CachedSource:
         return out
 
     def traces_at(self, rule: Rule, labels: Labels, ts: float) -> tuple[TraceRef, ...]:
-        """Return the trace references behind one point, fetching its block with traces if needed."""
+        """Return the trace references behind one point, fetching its block with traces if needed.
+
+        A block of an SQL rule is fetched for the one series asked about (short blocks: only
+        active points ask); other sources fetch every series of a longer block at once.
+        """
         entry = self._cache[id(rule)]
-        block_s = TRACE_BLOCK.total_seconds()
-        block = math.floor(ts / block_s)
-        key = (id(rule), block)
+        narrow = _narrowed(rule, labels)
+        block_s = (TRACE_BLOCK if narrow is rule else SERIES_TRACE_BLOCK).total_seconds()
+        block = math.ceil(ts / block_s) - 1  # the block (block·s, (block+1)·s] holding ts
+        key: tuple[Any, ...] = (id(rule), block) if narrow is rule else (id(rule), block, labels)
         got = self._blocks.get(key)
         if got is None:
             self.fetches += 1
             lo = from_epoch(block * block_s)
-            fetched = self.inner.fetch(rule, lo, from_epoch((block + 1) * block_s), entry.step)
+            fetched = self.inner.fetch(narrow, lo, from_epoch((block + 1) * block_s), entry.step)
             got = {s.labels: {float(t): s.traces_at(i) for i, t in enumerate(s.timestamps)} for s in fetched}
             self._blocks[key] = got
         return got.get(labels, {}).get(ts, ())
+
+
+def _fetch_key(rule: Rule, step: timedelta, first: datetime) -> tuple[Any, ...]:
+    """Return what a rule's whole-range fetch depends on (the detector only through its kind: a
+    PromQL ``rate`` rule is fetched as successes and trials)."""
+    query = None if rule.query is None else rule.query.model_dump_json()
+    kind = None if rule.detector is None else rule.detector.kind
+    return (rule.source, rule.alert, rule.endpoint, rule.expr, query, kind, step, first)
+
+
+def shared_caches(sources: dict[str, Source], start: datetime, end: datetime) -> dict[str, CachedSource]:
+    """Return caches over ``sources`` that several replays of the same range can share."""
+    return {name: CachedSource(src, start, end) for name, src in sources.items()}
+
+
+def _narrowed(rule: Rule, labels: Labels) -> Rule:
+    """Return ``rule`` restricted to one series when the source can filter by its labels (SQL).
+
+    The ``by`` columns become ``where`` conditions, so a trace fetch reads that series' rows only;
+    its points and trace references are the same as in the fetch of every series.
+    """
+    q = rule.query
+    if rule.source not in SQL_SOURCES or q is None or not q.by or set(labels) != set(q.by):
+        return rule
+    where = {**q.where, **{k: labels[k] for k in q.by}}
+    return rule.model_copy(update={"query": q.model_copy(update={"where": where})})
 
 
 @dataclass
@@ -145,6 +242,7 @@ class SeriesTrace:
     value: list[float] = field(default_factory=list)
     lower: list[float] = field(default_factory=list)
     upper: list[float] = field(default_factory=list)
+    expected: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -156,6 +254,10 @@ class ReplayResult:
     verdicts: dict[tuple[str, Labels], SeriesTrace]
     errors: list[str]
     ticks: int
+    evaluations: int = 0
+    """Ticks at which the evaluator actually ran (the others provably changed nothing)."""
+    cpu: dict[str, float] = field(default_factory=lambda: {"fetch": 0.0, "score": 0.0, "evaluate": 0.0})
+    """CPU seconds per phase: whole-range fetches, batch scoring, evaluation (with trace fetches)."""
 
 
 def group_ticks(group: Group, start: datetime, end: datetime) -> list[datetime]:
@@ -179,12 +281,20 @@ def replay(
     record_verdicts: bool = False,
     progress: Callable[[int], None] | None = None,
     retention: timedelta = timedelta(minutes=15),
+    batch: bool = True,
+    caches: dict[str, CachedSource] | None = None,
 ) -> ReplayResult:
-    """Step every group's real evaluator over ``[start, end]``; return the would-have-fired episodes."""
-    caches = {name: CachedSource(src, start, end) for name, src in sources.items()}
+    """Step every group's real evaluator over ``[start, end]``; return the would-have-fired episodes.
+
+    With ``batch`` (the default) each series is scored once over the whole range and the evaluator
+    runs only at the ticks where something can change (``rules.batch``); without it, the evaluator
+    runs at every tick with live detectors, exactly as the daemon does. Both give the same result.
+    ``caches`` (from ``shared_caches``) lets two replays of one range fetch each series once.
+    """
+    if caches is None or any(c.start != start or c.end != end for c in caches.values()):
+        caches = shared_caches(sources, start, end)
     result = ReplayResult([(g.name, r) for g in groups for r in g.rules], [], {}, [], 0)
     for group in groups:
-        ev = GroupEvaluator(group, dict(caches), resolved_retention=retention, render=_no_render)
         failed_prefetch = set()
         for rule in group.rules:
             cache = caches.get(rule.source)
@@ -194,7 +304,9 @@ def replay(
                 )
                 continue
             try:
+                t0 = time.process_time()
                 cache.prefetch(rule, group)
+                result.cpu["fetch"] += time.process_time() - t0
             except Exception as exc:  # a failed fetch is reported per rule, as the daemon would
                 failed_prefetch.add(rule.alert)
                 result.errors.append(f"{group.name}/{rule.alert}: {exc}")
@@ -206,32 +318,107 @@ def replay(
             )
             if not group.rules:
                 continue
-            ev = GroupEvaluator(group, dict(caches), resolved_retention=retention, render=_no_render)
-        down = {r.alert: _down(r) for r in group.rules}
-        open_: dict[tuple[str, str], Episode] = {}
-        for now in group_ticks(group, start, end):
+        _replay_group(group, caches, start, end, result, record_verdicts, progress, retention, batch)
+    result.episodes.sort(key=lambda e: (e.alert, e.start, repr(e.labels)))
+    return result
+
+
+def _replay_group(
+    group: Group,
+    caches: dict[str, CachedSource],
+    start: datetime,
+    end: datetime,
+    result: ReplayResult,
+    record_verdicts: bool,
+    progress: Callable[[int], None] | None,
+    retention: timedelta,
+    batch: bool,
+) -> None:
+    """Replay one group whose rules are all prefetched; add its episodes and errors to ``result``."""
+    instants = group_ticks(group, start, end)
+    ticks = np.array([to_epoch(t) for t in instants], dtype=np.float64)
+    plans: dict[int, RulePlan] = {}
+    interesting = np.ones(len(ticks), dtype=bool)
+    t0 = time.process_time()
+    if batch:
+        interesting[:] = False
+        for rule in group.rules:
+            entry = caches[rule.source].prefetch(rule, group)
+            step_s = entry.step.total_seconds()
+            starts = slice_starts(ticks, step_s, rule_lookback(rule, group).total_seconds())
+            caches[rule.source].schedule(rule, ticks, starts)
+            try:
+                plan = plan_rule(rule, entry.series, ticks, starts, step_s)
+            except WatcherError:  # the evaluator reports it at every tick, as the daemon would
+                plan = fallback_plan(rule, len(ticks))
+            plans[id(rule)] = plan
+            interesting |= plan.interesting
+
+    result.cpu["score"] += time.process_time() - t0
+    t0 = time.process_time()
+
+    def detector(rule: Rule, labels: Labels) -> Detector:
+        plan = plans.get(id(rule))
+        det = plan.detector(labels) if plan is not None and plan.precomputed else None
+        return det if det is not None else make_detector(rule.detector)
+
+    ev = GroupEvaluator(
+        group, dict(caches), resolved_retention=retention, render=_no_render, detector_factory=detector
+    )
+    # Rules scored by live detectors (every rule without ``batch``) record verdicts as they come.
+    live = {r.alert for r in group.rules if id(r) not in plans or not plans[id(r)].precomputed}
+    down = {r.alert: _down(r) for r in group.rules}
+    open_: dict[tuple[str, str], Episode] = {}
+    holding = False  # whether the group holds any alert (then every tick counts)
+    for k, now in enumerate(instants):
+        result.ticks += 1
+        if holding or interesting[k]:
+            result.evaluations += 1
             res = ev.evaluate(now)
-            result.ticks += 1
+            holding = bool(res.alerts)
             for alert in res.alerts:
                 _track(alert, open_, result.episodes, down[alert.rule])
             for h in res.health:
                 if not h.ok and h.error:
                     result.errors.append(f"{group.name}/{h.rule} at {now:%Y-%m-%d %H:%M}Z: {h.error}")
-            if record_verdicts:
-                for rule_name, per in ev.verdicts().items():
-                    for labels, v in per.items():
-                        st = result.verdicts.setdefault((rule_name, labels), SeriesTrace())
-                        if st.ts and st.ts[-1] == v.ts:
-                            continue
+            if record_verdicts and live:
+                _record(result, ev.verdicts(), live)
+        if progress is not None:
+            progress(1)
+    if record_verdicts and batch:
+        for rule in group.rules:
+            plan = plans[id(rule)]
+            if rule.alert in live:
+                continue
+            for sp in plan.series:
+                st = SeriesTrace()
+                for v in sp.latest:
+                    if v is not None:
                         st.ts.append(v.ts)
                         st.value.append(v.value)
                         st.lower.append(v.lower)
                         st.upper.append(v.upper)
-            if progress is not None:
-                progress(1)
-        result.episodes.extend(open_.values())
-    result.episodes.sort(key=lambda e: (e.alert, e.start, repr(e.labels)))
-    return result
+                        st.expected.append(v.expected)
+                if st.ts:
+                    result.verdicts[(rule.alert, sp.labels)] = st
+    result.episodes.extend(open_.values())
+    result.cpu["evaluate"] += time.process_time() - t0
+
+
+def _record(result: ReplayResult, verdicts: dict[str, dict[Labels, Verdict]], rules: set[str]) -> None:
+    """Append the evaluator's newest verdict per series of ``rules`` to the plots' traces, once per point."""
+    for rule_name, per in verdicts.items():
+        if rule_name not in rules:
+            continue
+        for labels, v in per.items():
+            st = result.verdicts.setdefault((rule_name, labels), SeriesTrace())
+            if st.ts and st.ts[-1] == v.ts:
+                continue
+            st.ts.append(v.ts)
+            st.value.append(v.value)
+            st.lower.append(v.lower)
+            st.upper.append(v.upper)
+            st.expected.append(v.expected)
 
 
 def _track(alert: Alert, open_: dict[tuple[str, str], Episode], done: list[Episode], down: bool) -> None:

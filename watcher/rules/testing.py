@@ -17,7 +17,8 @@ Decisions, documented in docs/rules-as-code.md:
 * watcher does not evaluate PromQL: a prometheus rule reads the input series its ``expr`` selects
   when the ``expr`` is one selector, optionally compared to a number (``llm_x{a="b"} > 3``);
   for any other ``expr`` the test names the series that stand for its result in
-  ``rule_series: {AlertName: ['selector', ...]}``;
+  ``rule_series: {AlertName: ['selector', ...]}``; for a ``rate`` rule two selectors stand for
+  its successes and its trials (the detector's sample size), as the Prometheus source queries them;
 * ``exp_alerts`` lists the *firing* alerts at ``eval_time`` (as promtool); labels must match
   exactly, ``exp_annotations`` must match on the keys given, ``exp_trace_ids`` in rank order.
 """
@@ -37,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..core import Alert, AlertState, Labels
 from ..engine.group import GroupEvaluator
 from ..errors import RuleFileError, WatcherError
-from ..rules.schema import Duration, Group, format_duration
+from ..rules.schema import Duration, Group, RateDetector, format_duration
 from ..sources.base import Source
 from ..sources.memory import MemorySource
 from ..sources.sql import SqlSource
@@ -223,6 +224,10 @@ def _load_series(
                     unmatched.add(rule.alert)
                     continue
                 selectors = [sel]
+            ratio = isinstance(rule.detector, RateDetector) and len(selectors) == 2
+            if ratio and rule.alert in case.rule_series:
+                _load_ratio(rule.alert, selectors, parsed, memory, step)
+                continue
             for name, labels, values in parsed:
                 sel = next((s for s in selectors if s.matches(name, labels)), None)
                 if sel is None:
@@ -233,6 +238,33 @@ def _load_series(
                         continue
                     target.add(ORIGIN.timestamp() + k * step, v if sel.keep(v) else math.nan)
     return unmatched
+
+
+def _load_ratio(
+    alert: str,
+    selectors: Sequence[Selector],
+    parsed: Sequence[tuple[str, dict[str, str], list[float | None]]],
+    memory: MemorySource,
+    step: float,
+) -> None:
+    """Feed a rate rule: ``rule_series: {A: [successes, trials]}`` give the proportion and its trials."""
+    hits: dict[Labels, list[float | None]] = {}
+    trials: dict[Labels, list[float | None]] = {}
+    for name, labels, values in parsed:
+        for sel, into in ((selectors[0], hits), (selectors[1], trials)):
+            if sel.matches(name, labels):
+                into[Labels(labels)] = values
+    for key, ns in trials.items():
+        ks = hits.get(key, [])
+        target = memory.series(alert, key)
+        for k, n in enumerate(ns):
+            if n is None:
+                continue
+            got = ks[k] if k < len(ks) else None
+            hit = 0.0 if got is None else got
+            ts = ORIGIN.timestamp() + k * step
+            target.add(ts, hit / n if n > 0 else math.nan)
+            target.counts[ts] = n
 
 
 def _insert_rows(store: Any, case: TestCase) -> None:
