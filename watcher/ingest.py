@@ -190,6 +190,7 @@ def run_ingest_bench(total: int = 50_000, batch: int = 1000, db: str | None = No
         store = open_store(f"sqlite:///{db or Path(tmp) / 'bench.db'}")
         settings = SimpleNamespace(
             server=ServerSettings(
+                port=0,  # not listened on: the TestClient calls the app in-process
                 ingest_token=SecretStr("bench"), max_batch=max(batch, 1), max_body_bytes=64 * 1024 * 1024
             )
         )

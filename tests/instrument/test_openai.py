@@ -319,9 +319,12 @@ def test_instrumenting_twice_and_uninstrumenting(client: Any, exporter: InMemory
 
 
 def test_unknown_model_costs_zero_and_is_counted(
-    client: Any, calls: ReadCalls, registry: CollectorRegistry
+    client: Any, calls: ReadCalls, registry: CollectorRegistry, exporter: InMemorySpanExporter
 ) -> None:
     client.chat.completions.create(model="my-local-llama", messages=MESSAGES)
-    (row,) = calls()
-    assert (row.cost_usd, row.cost_known) == (0.0, False)
+    client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    unknown, known = calls()
+    assert (unknown.cost_usd, unknown.cost_known) == (0.0, False) and known.cost_known
     assert registry.get_sample_value("llm_cost_unknown_model_total", {"model": "my-local-llama"}) == 1
+    flags = [dict(s.attributes or {}).get(attr.WATCHER_COST_KNOWN) for s in exporter.get_finished_spans()]
+    assert flags == [False, None]  # the span flags an unpriced model only

@@ -124,3 +124,25 @@ def test_close_writes_what_is_queued_and_refuses_more(engine: sa.Engine) -> None
     assert count(engine) == 10
     assert not w.submit(CALLS, row())
     assert w.dropped == 1 and w.closed
+
+
+def test_rows_given_as_functions_are_built_on_the_writer_thread(engine: sa.Engine, caplog: Any) -> None:
+    threads: list[str] = []
+
+    def build() -> dict[str, Any]:
+        threads.append(threading.current_thread().name)
+        return row()
+
+    def broken() -> dict[str, Any]:
+        raise ValueError("bad record")
+
+    w = StoreWriter(engine, flush_interval_s=0.01)
+    try:
+        assert w.submit(CALLS, build) and w.submit(CALLS, broken) and w.submit(CALLS, row())
+        assert w.flush(timeout=5)
+    finally:
+        w.close()
+    assert threads == ["watcher-store-writer"]
+    assert count(engine) == 2
+    st = w.stats()
+    assert (st.written, st.lost, st.errors, st.pending) == (2, 1, 1, 0)

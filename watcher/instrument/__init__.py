@@ -2,7 +2,8 @@
 
 This package owns what runs inside the application's process: ``llm_call`` around each model
 call (an OpenTelemetry span, Prometheus metrics with trace exemplars, a ``calls`` row, a redacted
-``payloads`` row when capture is on), the OpenAI and Anthropic client wrappers, PII redaction,
+``payloads`` row when capture is on), ``span`` for the application's other steps (retrieval, tool
+calls) under the same trace, the OpenAI and Anthropic client wrappers, PII redaction,
 ``record_score``/``record_feedback`` (``scores`` rows), online evaluation and the background
 ``StoreWriter``. Vendor SDKs are never imported (``bench`` imports ``openai`` when run). It
 never blocks or breaks the application. It imports nothing from the engine, notify, rules,
@@ -18,6 +19,7 @@ from .hooks import configure, reset
 from .record import CallRecord
 from .redact import Redactor
 from .scores import record_feedback, record_score
+from .spans import span
 from .wrap import attribution
 from .wrap_anthropic import instrument_anthropic, uninstrument_anthropic
 from .wrap_openai import instrument_openai, uninstrument_openai
@@ -38,6 +40,7 @@ __all__ = [
     "record_feedback",
     "record_score",
     "reset",
+    "span",
     "start_metrics_server",
     "uninstrument_anthropic",
     "uninstrument_openai",

@@ -56,6 +56,7 @@ WATCHER_PROMPT_VERSION: Final = "watcher.prompt_version"
 WATCHER_OUTCOME: Final = "watcher.outcome"
 WATCHER_COST_USD: Final = "watcher.cost_usd"
 WATCHER_COST_KNOWN: Final = "watcher.cost_known"
+"""Set (to false) only when the model has no price: its cost 0 is not a real cost."""
 WATCHER_TOKENS_ESTIMATED: Final = "watcher.tokens_estimated"
 WATCHER_TTFT_S: Final = "watcher.ttft_s"
 

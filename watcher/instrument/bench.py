@@ -13,10 +13,13 @@ p50/p99 per arm. It needs the ``openai`` package (a test/bench extra), imported 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +43,22 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _time_calls(fn: Callable[[], Any], n: int) -> list[float]:
-    out = []
+def _time_calls(fn: Callable[[], Any], n: int) -> tuple[list[float], list[float]]:
+    """Call ``fn`` ``n`` times; return each call's wall time and the calling thread's CPU time."""
+    wall, cpu = [], []
+    perf, thread = time.perf_counter, time.thread_time
     for _ in range(n):
-        t0 = time.perf_counter()
+        c0 = thread()
+        t0 = perf()
         fn()
-        out.append(time.perf_counter() - t0)
-    return out
+        t1 = perf()
+        cpu.append(thread() - c0)
+        wall.append(t1 - t0)
+    return wall, cpu
 
 
 def _mock_client(openai: Any, model: str) -> Any:
     """Return an OpenAI client whose transport answers in-process with the stub's JSON body."""
-    import json
 
     import httpx2
 
@@ -89,10 +96,26 @@ def _mock_client(openai: Any, model: str) -> Any:
     )
 
 
+@dataclass
+class _Arm:
+    wall: list[float] = field(default_factory=list)  # every call, pooled over rounds
+    round_wall_p50: list[float] = field(default_factory=list)
+    round_cpu_p50: list[float] = field(default_factory=list)
+    round_process_cpu: list[float] = field(default_factory=list)  # per call, all threads
+
+
 def run_hooks_bench(
     calls: int = 3000, rounds: int = 10, model: str = "gpt-4o-mini", http: bool = False
 ) -> dict[str, Any]:
-    """Time ``calls`` wrapped calls per arm in ``rounds`` interleaved rounds; return µs statistics."""
+    """Time ``calls`` wrapped calls per arm in ``rounds`` interleaved rounds; return µs statistics.
+
+    Per round and arm: the p50 of the calls' wall time, the p50 of the calling thread's CPU
+    time, and the process CPU time per call (all threads, so the writer's inserts and the span
+    processor's work are charged to the arm that caused them: the watcher arm's time includes
+    closing its writer, which writes its rows). The arms' order rotates from round to round.
+    Reported: the median over rounds, and the added cost as the median over rounds of the
+    arm's value minus the baseline's in the same round (p99: pooled calls).
+    """
     import contextlib
 
     import openai
@@ -105,12 +128,13 @@ def run_hooks_bench(
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as peer
 
     per_round = max(1, calls // rounds)
-    samples: dict[str, list[float]] = {"baseline": [], "watcher": []}
+    arms = {"baseline": _Arm(), "watcher": _Arm()}
     if peer is not None:
-        samples["otel"] = []
+        arms["otel"] = _Arm()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(_Discard()))
     rows = 0
+    load_before = os.getloadavg()
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         if http:
@@ -124,60 +148,94 @@ def run_hooks_bench(
         def call() -> Any:
             return client.chat.completions.create(model=model, messages=MESSAGES, temperature=0.2)
 
-        for _ in range(50):  # warm-up: connections, lazy imports
-            call()
-        try:
-            for _ in range(rounds):
-                samples["baseline"] += _time_calls(call, per_round)
+        def run_arm(name: str) -> None:
+            nonlocal rows
+            arm = arms[name]
+            p0 = time.process_time()
+            if name == "baseline":
+                wall, cpu = _time_calls(call, per_round)
+            elif name == "watcher":
                 hooks.configure(store, tracer_provider=provider, registry=CollectorRegistry())
                 instrument_openai(client)
-                samples["watcher"] += _time_calls(call, per_round)
+                wall, cpu = _time_calls(call, per_round)
                 uninstrument_openai(client)
                 stats = hooks.stats().writer
                 hooks.reset()  # closes the writer: the rows are written
                 rows += stats.submitted if stats else 0
-                if peer is not None:
-                    inst = peer()
-                    inst.instrument(tracer_provider=provider)
-                    samples["otel"] += _time_calls(call, per_round)
-                    inst.uninstrument()
+            else:
+                inst = peer()
+                inst.instrument(tracer_provider=provider)
+                wall, cpu = _time_calls(call, per_round)
+                inst.uninstrument()
+            provider.force_flush()
+            arm.round_process_cpu.append((time.process_time() - p0) / per_round)
+            arm.wall += wall
+            arm.round_wall_p50.append(statistics.median(wall))
+            arm.round_cpu_p50.append(statistics.median(cpu))
+
+        for _ in range(50):  # warm-up: connections, lazy imports
+            call()
+        names = list(arms)
+        try:
+            for r in range(rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    run_arm(name)
             with store.engine.connect() as conn:
                 written = conn.exec_driver_sql("select count(*) from calls").scalar_one()
         finally:
             store.close()
             provider.shutdown()
-    base50, base99 = _pct(samples["baseline"], 0.5), _pct(samples["baseline"], 0.99)
+    base = arms["baseline"]
     result: dict[str, Any] = {
-        "calls_per_arm": len(samples["baseline"]),
+        "calls_per_arm": len(base.wall),
+        "rounds": rounds,
         "rows_written": written,
-        "transport": "loopback HTTP stub" if http else "in-process mock transport",
         "rows_submitted": rows,
+        "transport": "loopback HTTP stub" if http else "in-process mock transport",
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
         "arms": {},
     }
-    for arm, values in samples.items():
-        p50, p99 = _pct(values, 0.5), _pct(values, 0.99)
-        result["arms"][arm] = {
-            "p50_us": p50 * 1e6,
-            "p99_us": p99 * 1e6,
-            "mean_us": statistics.fmean(values) * 1e6,
-            "added_p50_us": (p50 - base50) * 1e6,
-            "added_p99_us": (p99 - base99) * 1e6,
+    med = statistics.median
+    for name, arm in arms.items():
+        result["arms"][name] = {
+            "p50_us": med(arm.round_wall_p50) * 1e6,
+            "p99_us": _pct(arm.wall, 0.99) * 1e6,
+            "cpu_p50_us": med(arm.round_cpu_p50) * 1e6,
+            "process_cpu_us": med(arm.round_process_cpu) * 1e6,
+            "added_p50_us": med(a - b for a, b in zip(arm.round_wall_p50, base.round_wall_p50, strict=True))
+            * 1e6,
+            "added_p99_us": (_pct(arm.wall, 0.99) - _pct(base.wall, 0.99)) * 1e6,
+            "added_cpu_p50_us": med(a - b for a, b in zip(arm.round_cpu_p50, base.round_cpu_p50, strict=True))
+            * 1e6,
+            "added_process_cpu_us": med(
+                a - b for a, b in zip(arm.round_process_cpu, base.round_process_cpu, strict=True)
+            )
+            * 1e6,
         }
     return result
 
 
 def _main(args: argparse.Namespace) -> int:
     result = run_hooks_bench(args.calls, args.rounds, http=args.http)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    lb, la = result["loadavg_before"], result["loadavg_after"]
     print(
-        f"hooks: {result['calls_per_arm']:,} non-streamed chat calls per arm, openai client, "
-        f"{result['transport']}, interleaved rounds; calls rows written: {result['rows_written']:,}"
+        f"hooks: {result['calls_per_arm']:,} non-streamed chat calls per arm in {result['rounds']} "
+        f"interleaved rounds, openai client, {result['transport']}; calls rows written: "
+        f"{result['rows_written']:,}; {result['cpus']} CPUs, load average {lb[0]:.2f} before, "
+        f"{la[0]:.2f} after"
     )
-    print(f"{'arm':10} {'p50 µs':>10} {'p99 µs':>10} {'added p50 µs':>14} {'added p99 µs':>14}")
+    print("median over rounds of: p50 wall | p50 caller-thread CPU | process CPU per call (all threads)")
+    header = ("arm", "p50 µs", "p99 µs", "cpu p50", "proc cpu", "+p50", "+p99", "+cpu p50", "+proc cpu")
+    print(f"{header[0]:10}" + "".join(f"{h:>10}" for h in header[1:]))
     for arm, r in result["arms"].items():
-        print(
-            f"{arm:10} {r['p50_us']:10.0f} {r['p99_us']:10.0f} {r['added_p50_us']:14.0f} "
-            f"{r['added_p99_us']:14.0f}"
-        )
+        cols = ("p50_us", "p99_us", "cpu_p50_us", "process_cpu_us", "added_p50_us", "added_p99_us",
+                "added_cpu_p50_us", "added_process_cpu_us")
+        print(f"{arm:10}" + "".join(f"{r[c]:10.1f}" for c in cols))
     if "otel" not in result["arms"]:
         print("(opentelemetry-instrumentation-openai-v2 not installed: no peer comparison)")
     return 0
@@ -191,5 +249,6 @@ def add_hooks_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=3000, help="calls per arm")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
     p.add_argument("--http", action="store_true", help="call the loopback stub server (noisier)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_main)
     return p

@@ -11,6 +11,7 @@ state (``hooks``) nor reading vendor responses (the wrappers).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -29,6 +30,11 @@ from .hooks import _CALLS, _PAYLOADS, _clip, _new_span_id, _new_trace_id, _note_
 from .record import CallRecord
 
 _ATTR_TYPES: Final = (str, bool, int, float)
+
+
+def _call_row(rec: CallRecord) -> dict[str, Any]:
+    """Return the ``calls`` row of a finished call (built on the writer's thread)."""
+    return _clip("calls", rec.row())
 
 
 def _messages_attr(role: str, text: str) -> str:
@@ -115,13 +121,12 @@ class _LLMCall(ContextDecorator):
         }
         if state.emit_gen_ai_system:
             attrs[attr.GEN_AI_SYSTEM] = call["provider"]
-        for name, value in (
-            ("tenant", attr.WATCHER_TENANT),
-            ("feature", attr.WATCHER_FEATURE),
-            ("prompt_version", attr.WATCHER_PROMPT_VERSION),
-        ):
-            if call[name]:
-                attrs[value] = call[name]
+        if call["tenant"]:
+            attrs[attr.WATCHER_TENANT] = call["tenant"]
+        if call["feature"]:
+            attrs[attr.WATCHER_FEATURE] = call["feature"]
+        if call["prompt_version"]:
+            attrs[attr.WATCHER_PROMPT_VERSION] = call["prompt_version"]
         for param, value in self._params.items():
             if isinstance(value, _ATTR_TYPES):
                 attrs[attr.request_attribute(param)] = value
@@ -147,7 +152,9 @@ class _LLMCall(ContextDecorator):
         else:
             trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
             self._sampled = ctx.trace_flags.sampled
-        return CallRecord(**call, trace_id=trace_id, span_id=span_id, ts=state.clock(), timer=state.timer)
+        # The default clock's datetime is built when the row is, on the writer's thread.
+        ts = time.time() if state.clock is _utcnow else state.clock()
+        return CallRecord(**call, trace_id=trace_id, span_id=span_id, ts=ts, timer=state.timer)
 
     def _finish(self, exc: BaseException | None) -> None:
         state, rec, span = self._state, self._rec, self._span
@@ -175,7 +182,7 @@ class _LLMCall(ContextDecorator):
             if capture:
                 assert state.writer is not None
                 try:
-                    state.writer.submit(_CALLS, _clip("calls", rec.row()))
+                    state.writer.submit(_CALLS, functools.partial(_call_row, rec))
                     if content:
                         state.writer.submit(
                             _PAYLOADS,
@@ -212,8 +219,9 @@ class _LLMCall(ContextDecorator):
             attr.GEN_AI_USAGE_OUTPUT_TOKENS: rec.output_tokens,
             attr.WATCHER_OUTCOME: rec.outcome,
             attr.WATCHER_COST_USD: rec.cost_usd,
-            attr.WATCHER_COST_KNOWN: rec.cost_known,
         }
+        if not rec.cost_known:  # the flag of an unpriced model; each attribute costs the SDK ~1 µs
+            values[attr.WATCHER_COST_KNOWN] = False
         if rec.cached_tokens:
             values[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = rec.cached_tokens
         if rec.reasoning_tokens:

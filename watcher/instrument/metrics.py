@@ -16,11 +16,15 @@ high-cardinality identities (user_id) are never labels. Each guarded label keeps
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.samples import Exemplar
+from prometheus_client.values import MutexValue
 
 from .record import CallRecord
 
@@ -157,19 +161,90 @@ class LLMMetrics:
             "llm_label_overflow", "Label values collapsed to 'other' by the guard.", ("label",), registry=r
         )
         self.guard = LabelGuard(label_limit, self.label_overflow)
+        # Children by call series, then by (metric, label suffix). Bounded by the guard: at most
+        # the series the registry holds anyway.
+        self._children: dict[tuple[str, ...], dict[Any, tuple[Any, bool]]] = {}
 
     def _extra(self, rec_labels: Mapping[str, str]) -> tuple[str, ...]:
         g = self.guard.value
         return tuple(g(name, rec_labels.get(name, "")) for name in self.labels)
 
+    def _child(self, metric: Any, values: tuple[str, ...]) -> tuple[Any, bool]:
+        """Return the labelled child of ``metric`` and whether the fast path applies.
+
+        ``labels()`` validates and locks on every call, and ``inc``/``observe`` re-validate the
+        exemplar each time; for ours (two hex ids, 63 characters) both are known to pass, so a
+        child whose values are plain in-process ``MutexValue`` objects is updated directly. Any
+        other value class (multiprocess mode, a future prometheus_client) takes the public API.
+        """
+        child: Any = metric.labels(*values)
+        if isinstance(metric, Histogram):
+            fast = (
+                type(getattr(child, "_sum", None)) is MutexValue
+                and isinstance(getattr(child, "_buckets", None), list)
+                and len(child._buckets) == len(getattr(child, "_upper_bounds", ()))
+                and all(type(b) is MutexValue for b in child._buckets)
+            )
+        else:
+            fast = type(getattr(child, "_value", None)) is MutexValue
+        return child, fast
+
+    def _entry(self, series: dict[Any, tuple[Any, bool]], call: tuple[str, ...], name: str,
+               suffix: str) -> tuple[Any, bool]:
+        """Return the cached child of metric ``name`` for one call series and one label ``suffix``."""
+        entry = series.get((name, suffix))
+        if entry is None:
+            spend = call[:2] + call[3:]  # no operation label on spend metrics
+            metric, values = {
+                "requests": (self.requests, (*call, suffix)),
+                "tokens": (self.tokens, (*spend, suffix)),
+                "cost": (self.cost, spend),
+                "refusals": (self.refusals, (*spend, suffix)),
+                "cost_unknown": (self.cost_unknown, (call[1],)),
+                "ttft": (self.ttft, call),
+                "duration": (self.duration, call),
+            }[name]
+            entry = series[(name, suffix)] = self._child(metric, values)
+        return entry
+
+    def _inc(self, entry: tuple[Any, bool], n: float, ex: dict[str, str] | None, now: float) -> None:
+        child, fast = entry
+        if fast:
+            value = child._value
+            value.inc(n)
+            if ex is not None:
+                value.set_exemplar(Exemplar(ex, n, now))
+        else:
+            child.inc(n, exemplar=ex)
+
+    def _observe(self, entry: tuple[Any, bool], amount: float, ex: dict[str, str] | None, now: float) -> None:
+        child, fast = entry
+        if fast:  # the bucket Histogram.observe would pick: the first bound >= amount (+Inf last)
+            child._sum.inc(amount)
+            bucket = child._buckets[bisect_left(child._upper_bounds, amount)]
+            bucket.inc(1)
+            if ex is not None:
+                bucket.set_exemplar(Exemplar(ex, amount, now))
+        else:
+            child.observe(amount, exemplar=ex)
+
     def observe(self, rec: CallRecord, *, exemplar: bool) -> None:
         """Count and time one finished call; with ``exemplar`` every sample links to its trace."""
         ex = {"trace_id": rec.trace_id, "span_id": rec.span_id} if exemplar else None
-        model = self.guard.value("model", rec.model)
-        extra = self._extra(rec.label_values())
+        now = time.time()
+        g = self.guard.value
+        model = g("model", rec.model)
+        extra = tuple(
+            g(name, rec.tenant if name == "tenant" else rec.feature if name == "feature" else
+              str(rec.labels.get(name, "")))
+            for name in self.labels
+        )
         call = (rec.provider, model, rec.operation, *extra)
-        spend = (rec.provider, model, *extra)
-        self.requests.labels(*call, rec.outcome).inc(1, exemplar=ex)
+        series = self._children.get(call)
+        if series is None:
+            series = self._children[call] = {}
+        entry, inc = self._entry, self._inc
+        inc(entry(series, call, "requests", rec.outcome), 1, ex, now)
         for kind, n in (
             ("input", rec.input_tokens),
             ("output", rec.output_tokens),
@@ -177,19 +252,19 @@ class LLMMetrics:
             ("reasoning", rec.reasoning_tokens),
         ):
             if n > 0:
-                self.tokens.labels(*spend, kind).inc(n, exemplar=ex)
+                inc(entry(series, call, "tokens", kind), n, ex, now)
         cost = rec.cost_usd
         if cost > 0:
-            self.cost.labels(*spend).inc(cost, exemplar=ex)
+            inc(entry(series, call, "cost", ""), cost, ex, now)
         elif not rec.cost_known:
-            self.cost_unknown.labels(model).inc()
+            inc(entry(series, call, "cost_unknown", ""), 1, None, now)
         if rec.outcome == "refused":
             reason = "content_filter" if rec.finish_reason == "content_filter" else "refusal"
-            self.refusals.labels(*spend, reason).inc(1, exemplar=ex)
+            inc(entry(series, call, "refusals", reason), 1, ex, now)
         if rec.ttft_s is not None and rec.ttft_s >= 0:
-            self.ttft.labels(*call).observe(rec.ttft_s, exemplar=ex)
+            self._observe(entry(series, call, "ttft", ""), rec.ttft_s, ex, now)
         if rec.duration_s is not None and rec.duration_s >= 0:
-            self.duration.labels(*call).observe(rec.duration_s, exemplar=ex)
+            self._observe(entry(series, call, "duration", ""), rec.duration_s, ex, now)
 
     def observe_score(
         self, name: str, source: str, value: float, labels: Mapping[str, str], trace_id: str | None = None

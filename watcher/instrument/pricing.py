@@ -13,7 +13,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import yaml
 
@@ -61,6 +61,8 @@ def read_pricing(path: str | Path) -> dict[str, Price]:
 
 
 PRICES: dict[str, Price] = read_pricing(SHIPPED_PRICING)
+_PREFIX_CACHE: dict[str, Price | None] = {}  # prefix matches; cleared whenever PRICES changes
+_PREFIX_CACHE_MAX: Final = 1024
 
 
 def load_pricing(path: str | Path | None = None, *, replace: bool = False) -> dict[str, Price]:
@@ -76,22 +78,31 @@ def load_pricing(path: str | Path | None = None, *, replace: bool = False) -> di
     if replace:
         PRICES.clear()
     PRICES.update(user)
+    _PREFIX_CACHE.clear()
     return PRICES
 
 
 def price_of(model: str) -> Price | None:
     """Return the price of ``model``: an exact entry, else the longest entry it starts with.
 
-    Providers answer with dated names (``gpt-4o-2024-08-06``), hence the prefix match.
+    Providers answer with dated names (``gpt-4o-2024-08-06``), hence the prefix match. Change
+    ``PRICES`` through ``load_pricing`` only: it clears the cache of prefix matches.
     """
     price = PRICES.get(model)
     if price is not None or not model:
         return price
+    # The prefix scan runs once per model name: dated names repeat on every call.
+    if model in _PREFIX_CACHE:
+        return _PREFIX_CACHE[model]
     best = ""
     for name in PRICES:
         if model.startswith(name) and len(name) > len(best):
             best = name
-    return PRICES[best] if best else None
+    found = PRICES[best] if best else None
+    if len(_PREFIX_CACHE) >= _PREFIX_CACHE_MAX:
+        _PREFIX_CACHE.clear()
+    _PREFIX_CACHE[model] = found
+    return found
 
 
 def cost_usd(model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> tuple[float, bool]:

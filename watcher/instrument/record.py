@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .pricing import cost_usd as priced_cost
@@ -23,7 +23,13 @@ def _count(value: Any) -> int:
         return 0
 
 
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
 def _seconds(value: Any) -> float | None:
+    if type(value) is float and math.isfinite(value):
+        return value
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -38,7 +44,9 @@ class CallRecord:
     ``cached_tokens``, ``reasoning_tokens``, ``finish_reason``, ``response_id``, ``refused``;
     call ``first_token()`` when the first content arrives (or set ``ttft_s``); set ``cost_usd`` to
     override the price table and ``duration_s`` to override the measured duration.
-    ``trace_id``/``span_id`` are read-only hex strings, valid from the start of the call.
+    ``trace_id``/``span_id`` are read-only hex strings, valid from the start of the call. The
+    record is final once the ``with`` block has exited: the ``calls`` row is built from it later,
+    on the writer's thread.
 
     For payload capture and online evaluation set ``prompt``, ``response`` and ``context`` (the
     retrieved passages); ``flagged`` and ``confidence`` steer the evaluation sampler; ``labels``
@@ -46,11 +54,11 @@ class CallRecord:
     """
 
     __slots__ = (
-        "_cost", "_price", "_span_id", "_start_mark", "_timer", "_trace_id", "cached_tokens", "confidence",
-        "context", "duration_s", "error_type", "feature", "finish_reason", "flagged", "input_tokens",
-        "labels", "model", "operation", "outcome", "output_tokens", "prompt", "prompt_version", "provider",
-        "reasoning_tokens", "refused", "response", "response_id", "response_model", "tenant",
-        "tokens_estimated", "ts", "ttft_s", "user_id",
+        "_cost", "_price", "_span_id", "_start_mark", "_timer", "_trace_id", "_ts", "cached_tokens",
+        "confidence", "context", "duration_s", "error_type", "feature", "finish_reason", "flagged",
+        "input_tokens", "labels", "model", "operation", "outcome", "output_tokens", "prompt",
+        "prompt_version", "provider", "reasoning_tokens", "refused", "response", "response_id",
+        "response_model", "tenant", "tokens_estimated", "ttft_s", "user_id",
     )
 
     def __init__(
@@ -65,7 +73,7 @@ class CallRecord:
         prompt_version: str | None,
         trace_id: str,
         span_id: str,
-        ts: datetime,
+        ts: datetime | float,
         timer: Callable[[], float],
     ) -> None:
         self.provider = provider
@@ -75,7 +83,7 @@ class CallRecord:
         self.feature = feature
         self.user_id = user_id
         self.prompt_version = prompt_version
-        self.ts = ts  # when the call started, by the hooks' clock: the row's ts
+        self._ts = ts  # when the call started, by the hooks' clock: the row's ts (epoch s until read)
         self.response_model: str | None = None
         self.input_tokens: int = 0
         self.output_tokens: int = 0
@@ -101,6 +109,18 @@ class CallRecord:
         self._span_id = span_id
         self._timer = timer
         self._start_mark = timer()
+
+    @property
+    def ts(self) -> datetime:
+        """Return when the call started (UTC-aware): the ``calls`` row's timestamp."""
+        ts = self._ts
+        if not isinstance(ts, datetime):  # epoch seconds: built on first read, off the hot path
+            ts = self._ts = datetime.fromtimestamp(ts, UTC)
+        return ts
+
+    @ts.setter
+    def ts(self, value: datetime) -> None:
+        self._ts = value
 
     @property
     def trace_id(self) -> str:
@@ -150,20 +170,26 @@ class CallRecord:
             self.outcome = "refused"
         else:
             self.outcome = "ok"
-        # Normalise what the application set, so that metrics and the row agree.
-        self.input_tokens = _count(self.input_tokens)
-        self.output_tokens = _count(self.output_tokens)
-        self.cached_tokens = _count(self.cached_tokens)
-        self.reasoning_tokens = _count(self.reasoning_tokens)
-        self.ttft_s = _seconds(self.ttft_s)
+        # Normalise what the application set, so that metrics and the row agree (the common
+        # case, plain non-negative ints, finite floats and strings, costs a type check).
+        if not _is_count(self.input_tokens):
+            self.input_tokens = _count(self.input_tokens)
+        if not _is_count(self.output_tokens):
+            self.output_tokens = _count(self.output_tokens)
+        if not _is_count(self.cached_tokens):
+            self.cached_tokens = _count(self.cached_tokens)
+        if not _is_count(self.reasoning_tokens):
+            self.reasoning_tokens = _count(self.reasoning_tokens)
+        if self.ttft_s is not None:
+            self.ttft_s = _seconds(self.ttft_s)
         self.duration_s = _seconds(self.duration_s)
         if self._cost is not None:
             self._cost = _seconds(self._cost) or 0.0
-        if self.finish_reason is not None:
+        if self.finish_reason is not None and type(self.finish_reason) is not str:
             self.finish_reason = str(self.finish_reason)
-        if self.response_id is not None:
+        if self.response_id is not None and type(self.response_id) is not str:
             self.response_id = str(self.response_id)
-        if self.response_model is not None:
+        if self.response_model is not None and type(self.response_model) is not str:
             self.response_model = str(self.response_model)
         self._price = None
         self._price = self._priced()
@@ -200,11 +226,11 @@ class CallRecord:
         if self._price is not None:
             return self._price
         model = self.response_model or self.model
-        cost, known = priced_cost(model, _count(self.input_tokens), _count(self.output_tokens),
-                                  _count(self.cached_tokens))
+        tokens = tuple(v if _is_count(v) else _count(v)
+                       for v in (self.input_tokens, self.output_tokens, self.cached_tokens))
+        cost, known = priced_cost(model, *tokens)
         if not known and model != self.model:
-            cost, known = priced_cost(self.model, _count(self.input_tokens), _count(self.output_tokens),
-                                      _count(self.cached_tokens))
+            cost, known = priced_cost(self.model, *tokens)
         return cost, known
 
     def __repr__(self) -> str:

@@ -1,9 +1,10 @@
 """A local OpenAI-compatible stub server, for tests and ``watcher bench hooks``.
 
 This module owns a small threaded HTTP server on loopback that answers
-``POST /v1/chat/completions`` and ``POST /v1/responses`` as OpenAI does: plain JSON, or Server-Sent
-Events when ``stream`` is true (chunked transfer, keep-alive), with a final usage chunk when
-``stream_options.include_usage`` is set. The first content chunk is delayed by ``first_chunk_delay_s``
+``POST /v1/chat/completions`` and ``POST /v1/responses`` as OpenAI does and ``POST /v1/messages`` as
+Anthropic does: plain JSON, or Server-Sent Events when ``stream`` is true (chunked transfer,
+keep-alive), with a final usage chunk when ``stream_options.include_usage`` is set (OpenAI chat;
+the others always report usage). The first content chunk is delayed by ``first_chunk_delay_s``
 so that TTFT can be checked against a known value. The model name selects behaviours:
 ``*refuse*`` answers with a refusal, ``*filter*`` finishes with ``content_filter``, ``*error*``
 answers HTTP 500. It does not own any instrumentation; it never talks to the internet.
@@ -69,6 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._chat(body, model)
         if self.path.endswith("/responses"):
             return self._responses(body, model)
+        if self.path.endswith("/messages"):
+            return self._messages(model, bool(body.get("stream")))
         return self._json({"error": {"message": f"no route {self.path}"}}, 404)
 
     def _json(self, payload: dict[str, Any], status: int = 200) -> None:
@@ -194,6 +197,24 @@ class _Handler(BaseHTTPRequestHandler):
             json.dumps({"type": "response.created", "sequence_number": next(seq), "response": created}),
             "response.created",
         )
+        # The SDK's ``responses.stream()`` helper needs the item and the part before their deltas.
+        item = {"type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": []}
+        self._sse(
+            json.dumps(
+                {"type": "response.output_item.added", "sequence_number": next(seq), "output_index": 0,
+                 "item": item}
+            ),
+            "response.output_item.added",
+        )
+        part = {"type": "refusal", "refusal": ""} if refuse else {"type": "output_text", "text": "",
+                                                                   "annotations": []}
+        self._sse(
+            json.dumps(
+                {"type": "response.content_part.added", "sequence_number": next(seq), "item_id": "msg_1",
+                 "output_index": 0, "content_index": 0, "part": part}
+            ),
+            "response.content_part.added",
+        )
         time.sleep(self.server.first_chunk_delay_s)
         if refuse:
             self._sse(
@@ -232,6 +253,43 @@ class _Handler(BaseHTTPRequestHandler):
         self._end_sse()
 
 
+    def _messages(self, model: str, stream: bool) -> None:
+        """Answer as Anthropic's Messages API: 12 input tokens of which 4 cache reads, 6 output."""
+        mid, stop = f"msg_{len(self.server.requests)}", "refusal" if "refuse" in model else "end_turn"
+        usage = {"input_tokens": 8, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 0}
+        message: dict[str, Any] = {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "model": model + "-20250514",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {**usage, "output_tokens": 1},
+        }
+        text = "" if stop == "refusal" else "".join(WORDS)
+        if not stream:
+            content = [{"type": "text", "text": text}] if text else []
+            return self._json(
+                {**message, "content": content, "stop_reason": stop, "usage": {**usage, "output_tokens": 6}}
+            )
+
+        def event(kind: str, **data: Any) -> None:
+            self._sse(json.dumps({"type": kind, **data}), kind)
+
+        self._start_sse()
+        event("message_start", message=message)
+        event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        time.sleep(self.server.first_chunk_delay_s)
+        for word in WORDS if text else ():
+            event("content_block_delta", index=0, delta={"type": "text_delta", "text": word})
+            time.sleep(self.server.chunk_delay_s)
+        event("content_block_stop", index=0)
+        event("message_delta", delta={"stop_reason": stop, "stop_sequence": None}, usage={"output_tokens": 6})
+        event("message_stop")
+        self._end_sse()
+
+
 class StubServer(ThreadingHTTPServer):
     """The stub on a free loopback port; ``base_url`` is what ``OpenAI(base_url=...)`` takes."""
 
@@ -248,6 +306,11 @@ class StubServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         """Return ``http://127.0.0.1:PORT/v1``."""
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """Return ``http://127.0.0.1:PORT`` (what ``Anthropic(base_url=...)`` takes)."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def __enter__(self) -> StubServer:
         self._thread.start()

@@ -22,10 +22,14 @@ from typing import Any, Final
 from . import hooks
 from .call import llm_call
 from .hooks import _note_error
+from .raw import is_raw_response, wrap_raw
 from .record import CallRecord
 from .streams import AsyncStreamProxy, OnItem, StreamState, SyncStreamProxy
 
 WRAPPED_MARK: Final = "__watcher_original__"
+WRAPPER_SELF: Final = "__watcher_wrapper__"
+RESTORE_MARK: Final = "__watcher_restore__"
+_MISSING: Final = object()
 _NO_ATTRIBUTION: Final[Mapping[str, Any]] = MappingProxyType({})
 _attribution: ContextVar[Mapping[str, Any]] = ContextVar("watcher_attribution", default=_NO_ATTRIBUTION)
 _ATTRIBUTION_KEYS: Final = frozenset({"tenant", "feature", "user_id", "prompt_version", "labels", "context"})
@@ -54,7 +58,13 @@ def get(obj: Any, *path: str) -> Any:
     for name in path:
         if obj is None:
             return None
-        obj = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+        if isinstance(obj, dict):
+            obj = obj.get(name)
+        else:  # vendor objects: an attribute (the Mapping ABC check is slower: only when needed)
+            value = getattr(obj, name, _MISSING)
+            if (value is _MISSING or callable(value)) and isinstance(obj, Mapping):
+                value = obj.get(name)  # a mapping's key, not its method (``items``, ``values``)
+            obj = None if value is _MISSING else value
     return obj
 
 
@@ -119,9 +129,30 @@ def _enter(call: Any) -> None:
 
 
 def _after(spec: WrapSpec, call: Any, result: Any, kwargs: Mapping[str, Any], stream: bool) -> Any:
-    """Return what the application gets: the result, or a proxy that ends the call with the stream."""
-    rec = call.record
+    """Return what the application gets: the result, or a proxy that ends the call later."""
     want_text, want_prompt = _wants()
+    if is_raw_response(result):
+        return wrap_raw(
+            result,
+            call,
+            lambda parsed: _deliver(spec, call, parsed, kwargs, stream, want_text, want_prompt),
+            stream,
+        )
+    if stream:
+        call.detach()
+    return _deliver(spec, call, result, kwargs, stream, want_text, want_prompt)
+
+
+def _deliver(
+    spec: WrapSpec,
+    call: Any,
+    result: Any,
+    kwargs: Mapping[str, Any],
+    stream: bool,
+    want_text: bool,
+    want_prompt: bool,
+) -> Any:
+    """Record a typed result and end the call, or wrap a stream so that it ends the call."""
 
     def prompt() -> str | None:
         try:
@@ -131,11 +162,11 @@ def _after(spec: WrapSpec, call: Any, result: Any, kwargs: Mapping[str, Any], st
             return None
 
     if stream:
-        call.detach()
         state = StreamState(prompt, want_prompt)
         if hasattr(result, "__anext__"):
             return AsyncStreamProxy(result, call, spec.on_item, state, want_text)
         return SyncStreamProxy(result, call, spec.on_item, state, want_text)
+    rec = call.record
     try:
         spec.on_response(rec, result)
         if not want_text:
@@ -184,19 +215,53 @@ def wrap_method(original: Callable[..., Any], spec: WrapSpec) -> Callable[..., A
     return wrapper
 
 
-def patch(resource: Any, name: str, spec: WrapSpec) -> bool:
-    """Replace ``resource.name`` by its instrumented version on the instance; return whether done."""
+def _ours(fn: Any) -> bool:
+    """Tell whether ``fn`` is one of our wrappers (not a vendor wrapper that copied our marks)."""
+    return getattr(fn, WRAPPER_SELF, None) is fn
+
+
+def patch(
+    resource: Any,
+    name: str,
+    spec: WrapSpec,
+    wrap: Callable[[Callable[..., Any], WrapSpec], Callable[..., Any]] = wrap_method,
+) -> bool:
+    """Replace ``resource.name`` by its instrumented version on the instance; return whether done.
+
+    ``wrap`` builds the instrumented version (``wrap_method``, or a stream-helper wrapper). A
+    method that already wraps ours (``functools.wraps`` copies our marks) is left alone.
+    """
     original = getattr(resource, name, None)
     if original is None or not callable(original) or hasattr(original, WRAPPED_MARK):
         return False
-    setattr(resource, name, wrap_method(original, spec))
+    wrapper = wrap(original, spec)
+    setattr(wrapper, WRAPPED_MARK, original)
+    setattr(wrapper, WRAPPER_SELF, wrapper)
+    # The vendor's own instance attribute must be put back on unpatch, not deleted.
+    setattr(wrapper, RESTORE_MARK, name in getattr(resource, "__dict__", ()))
+    setattr(resource, name, wrapper)
     return True
 
 
 def unpatch(resource: Any, name: str) -> bool:
     """Restore ``resource.name`` to the vendor's method; return whether it was instrumented."""
     current = getattr(resource, name, None)
-    if current is None or not hasattr(current, WRAPPED_MARK):
+    if current is None or not _ours(current):
         return False
-    delattr(resource, name)  # the instance attribute goes; the class method shows through again
+    if getattr(current, RESTORE_MARK, False):
+        setattr(resource, name, getattr(current, WRAPPED_MARK))
+    else:
+        delattr(resource, name)  # the instance attribute goes; the class method shows through again
     return True
+
+
+def rebuild_variants(resource: Any, names: tuple[str, ...]) -> None:
+    """Drop the cached ``with_raw_response``-style views of ``resource`` so they wrap its current methods.
+
+    The SDK builds each view once (a cached property) around the methods it finds then; dropped,
+    the next access builds it around the instrumented (or, after unpatching, the original) ones.
+    """
+    attrs = getattr(resource, "__dict__", None)
+    if isinstance(attrs, dict):
+        for name in names:
+            attrs.pop(name, None)

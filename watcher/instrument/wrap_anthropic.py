@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from .managers import wrap_stream_helper
 from .record import CallRecord
 from .streams import StreamState
-from .wrap import WrapSpec, get, patch, unpatch
+from .wrap import WrapSpec, get, patch, rebuild_variants, unpatch
 
 _PARAMS: Final = {
     "temperature": "temperature",
@@ -105,19 +106,31 @@ def messages_spec(provider: str = "anthropic") -> WrapSpec:
     return WrapSpec(provider, "chat", _params, _prompt, _response, _item)
 
 
-def instrument_anthropic(client: Any, *, provider: str = "anthropic") -> Any:
-    """Instrument an ``Anthropic``/``AsyncAnthropic`` client's ``messages.create`` in place; return it.
+_VARIANTS: Final = ("with_raw_response", "with_streaming_response")
 
+
+def instrument_anthropic(client: Any, *, provider: str = "anthropic") -> Any:
+    """Instrument an ``Anthropic``/``AsyncAnthropic`` client's messages in place; return it.
+
+    Wraps ``messages.create``, ``messages.parse`` and the ``messages.stream(...)`` helper (its
+    ``with`` block is the call: TTFT and usage come from the events, however they are read), and
+    rebuilds the ``with_raw_response``/``with_streaming_response`` views around them.
     ``provider`` names the backend (``aws.bedrock``, ``gcp.vertex_ai`` for those clients).
     """
     messages = get(client, "messages")
     if messages is not None:
-        patch(messages, "create", messages_spec(provider))
+        spec = messages_spec(provider)
+        patch(messages, "create", spec)
+        patch(messages, "parse", spec)
+        patch(messages, "stream", spec, wrap_stream_helper)
+        rebuild_variants(messages, _VARIANTS)
     return client
 
 
 def uninstrument_anthropic(client: Any) -> None:
-    """Restore the client's original ``messages.create``."""
+    """Restore the client's original ``messages`` methods."""
     messages = get(client, "messages")
     if messages is not None:
-        unpatch(messages, "create")
+        for name in ("create", "parse", "stream"):
+            unpatch(messages, name)
+        rebuild_variants(messages, _VARIANTS)

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from .record import CallRecord
 from .streams import StreamState
-from .wrap import WrapSpec, get, patch, unpatch
+from .wrap import WrapSpec, get, patch, rebuild_variants, unpatch
 
 _PARAMS: Final = {
     "temperature": "temperature",
@@ -32,14 +32,20 @@ _PARAMS: Final = {
     "seed": "seed",
     "n": "n",
 }
+_SENTINELS: Final = frozenset({"Omit", "NotGiven"})
 _INCOMPLETE: Final = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def _given(value: Any) -> bool:
+    """Tell whether a keyword was really given: the SDK's helpers pass ``omit``/``NOT_GIVEN``."""
+    return value is not None and type(value).__name__ not in _SENTINELS
 
 
 def _params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, name in _PARAMS.items():
         value = kwargs.get(key)
-        if value is not None:
+        if _given(value):
             out[name] = [value] if key == "stop" and isinstance(value, str) else value
     return out
 
@@ -121,7 +127,7 @@ def _chat_item(rec: CallRecord, chunk: Any, state: StreamState) -> None:
 
 
 def _include_usage(kwargs: dict[str, Any]) -> None:
-    if kwargs.get("stream") is True and "stream_options" not in kwargs:
+    if kwargs.get("stream") is True and not _given(kwargs.get("stream_options")):
         kwargs["stream_options"] = {"include_usage": True}
 
 
@@ -191,10 +197,16 @@ def responses_spec(provider: str = "openai") -> WrapSpec:
     return WrapSpec(provider, "chat", _params, _responses_prompt, _responses_response, _responses_item)
 
 
+_VARIANTS: Final = ("with_raw_response", "with_streaming_response")
+
+
 def instrument_openai(client: Any, *, provider: str = "openai", include_usage: bool = False) -> Any:
     """Instrument an ``OpenAI``/``AsyncOpenAI`` client in place and return it (idempotent).
 
-    Wraps ``chat.completions.create`` and, where present, ``responses.create``. A streamed chat
+    Wraps ``chat.completions.create`` and ``parse`` and, where present, ``responses.create`` and
+    ``parse``; the SDK's ``stream(...)`` helpers call ``create`` and so are covered, as are the
+    ``with_raw_response`` and ``with_streaming_response`` views (rebuilt around the wrapped
+    methods: a view fetched before instrumenting and kept stays uninstrumented). A streamed chat
     call reports usage only when asked (``stream_options={"include_usage": True}``); with
     ``include_usage=True`` the wrapper asks for it when the caller did not (the last chunk then
     has no choices: code indexing ``chunk.choices[0]`` must check). Otherwise tokens are
@@ -203,18 +215,23 @@ def instrument_openai(client: Any, *, provider: str = "openai", include_usage: b
     """
     chat = get(client, "chat", "completions")
     if chat is not None:
-        patch(chat, "create", chat_spec(provider, include_usage=include_usage))
+        spec = chat_spec(provider, include_usage=include_usage)
+        patch(chat, "create", spec)
+        patch(chat, "parse", spec)
+        rebuild_variants(chat, _VARIANTS)
     responses = get(client, "responses")
     if responses is not None:
-        patch(responses, "create", responses_spec(provider))
+        spec = responses_spec(provider)
+        patch(responses, "create", spec)
+        patch(responses, "parse", spec)
+        rebuild_variants(responses, _VARIANTS)
     return client
 
 
 def uninstrument_openai(client: Any) -> None:
     """Restore the client's original methods."""
-    chat = get(client, "chat", "completions")
-    if chat is not None:
-        unpatch(chat, "create")
-    responses = get(client, "responses")
-    if responses is not None:
-        unpatch(responses, "create")
+    for resource in (get(client, "chat", "completions"), get(client, "responses")):
+        if resource is not None:
+            unpatch(resource, "create")
+            unpatch(resource, "parse")
+            rebuild_variants(resource, _VARIANTS)

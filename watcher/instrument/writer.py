@@ -1,7 +1,9 @@
 """The background writer that moves hook rows (calls, scores) into the store in batches.
 
-This module owns the bounded queue, the one daemon thread that drains it and the bulk inserts
-(SQLAlchemy Core ``insert(table)`` with a list of dicts, one transaction per batch). It never
+This module owns the bounded buffer, the one daemon thread that drains it and the bulk inserts
+(SQLAlchemy Core ``insert(table)`` with a list of dicts, one transaction per batch). The thread
+is woken once per batch (first row, full batch, flush, close), not per row: a wake-up per row
+costs the caller a thread switch. It never
 blocks and never raises into the caller: a full queue drops the row and counts it, a failed
 insert is logged and counted and its rows are lost. It does not own the engine (``store.db``
 builds it, with its pragmas) nor the shape of the rows (``hooks`` builds them).
@@ -10,13 +12,12 @@ builds it, with its pragmas) nor the shape of the rows (``hooks`` builds them).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
-import queue
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,11 +25,9 @@ import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
-_FLUSH: Final = object()
-_STOP: Final = object()
 _IDLE_WAIT_S: Final = 1.0
 
-_Item = tuple[sa.Table, Mapping[str, Any]]
+_Item = tuple[sa.Table, Mapping[str, Any] | Callable[[], Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +56,9 @@ def _engine_of(engine_or_store: Any) -> sa.Engine:
 class StoreWriter:
     """Insert rows into the store from one background thread, in batches.
 
-    ``submit`` is safe from any thread and costs a queue put. ``flush`` waits until every row
-    accepted so far is written (or failed); ``close`` flushes, stops the thread and is idempotent.
+    ``submit`` is safe from any thread and costs a lock and an append. ``flush`` waits until every
+    row accepted so far is written (or failed); ``close`` flushes, stops the thread and is
+    idempotent. A row waits at most ``flush_interval_s`` (or until ``batch_size`` rows are queued).
     """
 
     def __init__(
@@ -74,7 +74,8 @@ class StoreWriter:
         self._engine = _engine_of(engine_or_store)
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
-        self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
+        self._buffer: deque[_Item] = deque()
         self._statements: dict[sa.Table, sa.Insert] = {}
         self._cond = threading.Condition()
         self._pending = 0
@@ -84,6 +85,7 @@ class StoreWriter:
         self._lost = 0
         self._errors = 0
         self._closed = False
+        self._flush_requested = False
         self._thread = threading.Thread(target=self._run, name="watcher-store-writer", daemon=True)
         self._thread.start()
         # A weak reference, so that registering for exit does not keep the writer alive.
@@ -99,34 +101,32 @@ class StoreWriter:
 
     # -- caller side -------------------------------------------------------------------------
 
-    def submit(self, table: sa.Table, row: Mapping[str, Any]) -> bool:
+    def submit(self, table: sa.Table, row: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> bool:
         """Queue one row for ``table``; return False (and count a drop) when full or closed.
 
-        Rows of one table written in one batch must have the same keys (executemany).
+        ``row`` may be a function returning it, called on the writer's thread (a failure there
+        counts the row as lost). Rows of one table in one batch must have the same keys.
         """
         with self._cond:
-            if self._closed:
+            buffer = self._buffer
+            if self._closed or len(buffer) >= self._max_queue:
                 self._dropped += 1
                 return False
+            buffer.append((table, row))
             self._pending += 1
             self._submitted += 1
-        try:
-            self._queue.put_nowait((table, row))
-        except queue.Full:
-            with self._cond:
-                self._pending -= 1
-                self._submitted -= 1
-                self._dropped += 1
-                self._cond.notify_all()
-            return False
+            n = len(buffer)
+            if n == 1 or n == self._batch_size:
+                self._cond.notify()
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every accepted row is written or failed; return False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with contextlib.suppress(queue.Full):  # when full, the thread is busy with full batches anyway
-            self._queue.put_nowait(_FLUSH)
         with self._cond:
+            if self._pending > 0:
+                self._flush_requested = True
+                self._cond.notify_all()
             while self._pending > 0:
                 if not self._thread.is_alive():
                     return False
@@ -139,15 +139,9 @@ class StoreWriter:
     def close(self, timeout: float | None = 10.0) -> bool:
         """Flush what is queued, stop the thread and refuse new rows; return False on timeout."""
         with self._cond:
-            already = self._closed
             self._closed = True
+            self._cond.notify_all()
         atexit.unregister(self._at_exit)
-        if not already:
-            try:
-                self._queue.put(_STOP, timeout=timeout)
-            except queue.Full:
-                log.warning("store writer: queue still full at close; %d rows may be lost", self._pending)
-                return False
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("store writer: not finished within %ss; %d rows may be lost", timeout, self._pending)
@@ -189,45 +183,45 @@ class StoreWriter:
     # -- writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            try:
-                item = self._queue.get(timeout=_IDLE_WAIT_S)
-            except queue.Empty:
-                continue
-            batch: list[_Item] = []
-            deadline = time.monotonic() + self._flush_interval_s
-            while True:
-                if item is _STOP:
-                    stop = True
-                    break
-                if item is _FLUSH:
-                    break
-                batch.append(item)  # type: ignore[arg-type]
-                if len(batch) >= self._batch_size:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
+        cond, buffer = self._cond, self._buffer
+        while True:
+            with cond:
+                while not buffer and not self._closed:
+                    self._flush_requested = False  # nothing left to hurry
+                    cond.wait(_IDLE_WAIT_S)
+                # Collect a batch: until it is full, its first row is flush_interval_s old, or hurried.
+                deadline = time.monotonic() + self._flush_interval_s
+                while len(buffer) < self._batch_size and not (self._closed or self._flush_requested):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    try:
-                        item = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
+                    cond.wait(remaining)
+                batch = [buffer.popleft() for _ in range(min(len(buffer), self._batch_size))]
+                done = self._closed and not buffer
             if batch:
                 self._write(batch)
+            if done:
+                return
 
     def _write(self, batch: list[_Item]) -> None:
         by_table: dict[sa.Table, list[Mapping[str, Any]]] = {}
+        unbuilt = 0
         for table, row in batch:
+            if callable(row):  # built here rather than on the caller's thread
+                try:
+                    row = row()
+                except Exception as exc:
+                    unbuilt += 1
+                    log.warning("store writer: a row could not be built (%s: %s)", type(exc).__name__, exc)
+                    continue
             by_table.setdefault(table, []).append(row)
+        n = len(batch) - unbuilt
         ok = False
         try:
-            with self._engine.begin() as conn:
-                for table, rows in by_table.items():
-                    conn.execute(self._insert(table), rows)
+            if by_table:
+                with self._engine.begin() as conn:
+                    for table, rows in by_table.items():
+                        conn.execute(self._insert(table), rows)
             ok = True
         except Exception as exc:  # the store is down, locked or rejects a row: count, never raise
             with self._cond:
@@ -236,14 +230,17 @@ class StoreWriter:
             if errors <= 3 or errors % 100 == 0:
                 log.warning(
                     "store writer: batch of %d rows failed (%s: %s); %d failed batches so far",
-                    len(batch), type(exc).__name__, str(exc).splitlines()[0][:200], errors,
+                    n, type(exc).__name__, str(exc).splitlines()[0][:200], errors,
                 )
         finally:
             with self._cond:
+                if unbuilt:
+                    self._errors += 1
+                    self._lost += unbuilt
                 if ok:
-                    self._written += len(batch)
+                    self._written += n
                 else:
-                    self._lost += len(batch)
+                    self._lost += n
                 self._pending -= len(batch)
                 self._cond.notify_all()
 
