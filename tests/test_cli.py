@@ -129,3 +129,20 @@ def test_secret_never_printed_on_bad_store(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "Hunter2Secret" not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_score_does_not_import_the_daemons_dependencies(tmp_path: Path) -> None:
+    csv = tmp_path / "in.csv"
+    csv.write_text("timestamp,value\n" + "".join(f"{60 * i},{i % 7}\n" for i in range(50)))
+    probe = (
+        "import sys\nfrom watcher.cli import main\n"
+        f"code = main(['score', '--detector', 'rolling', {str(csv)!r}])\n"
+        "heavy = sorted(m for m in ('sqlalchemy', 'sqlmodel', 'apprise') if m in sys.modules)\n"
+        "print('HEAVY', heavy, code, file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )
+    assert "HEAVY [] 0" in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("timestamp,value,expected,lower,upper,score,anomaly")

@@ -170,6 +170,12 @@ class RouteRule(_Section):
     match_re: dict[str, str] = Field(default_factory=dict)
     receivers: list[str]
     continue_: bool = Field(False, alias="continue")
+    group_by: list[str] | None = Field(
+        None, description="overrides the receiver's / notify.group_by for alerts this route sends"
+    )
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
 
 
 class RouteSettings(_Section):
@@ -195,7 +201,14 @@ class NotifySettings(_Section):
     group_wait: Duration = timedelta(0)
     group_interval: Duration = timedelta(0)
     delivery_failure_receivers: list[str] = Field(
-        default_factory=list, description="receivers told when a notification is dead-lettered"
+        default_factory=list,
+        description="receivers told when a notification is dead-lettered or a receiver keeps failing",
+    )
+    delivery_failure_after: int = Field(
+        3, ge=1, description="consecutive failed attempts after which a receiver counts as failing"
+    )
+    delivery_failure_for: Duration = Field(
+        timedelta(minutes=10), description="…or failing for this long (since its first failed attempt)"
     )
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
@@ -235,6 +248,13 @@ class PrometheusEndpoint(_Section):
     timeout_s: float = Field(10.0, gt=0, description="per-request timeout")
     retries: int = Field(0, ge=0, le=10, description="retries on connection errors and 502/503/504")
     exemplars: bool = Field(True, description="query /api/v1/query_exemplars for trace IDs")
+    retry_backoff_max: Duration = Field(
+        timedelta(seconds=30), description="longest wait between calls while the endpoint is unavailable"
+    )
+    down_after: Duration = Field(
+        timedelta(minutes=5), description="unavailable this long → one WatcherSourceDown alert"
+    )
+    down_severity: str = Field("page", description="`severity` label of the WatcherSourceDown alert")
 
     @field_validator("tls_verify", mode="before")
     @classmethod
@@ -266,6 +286,36 @@ class RetentionSettings(_Section):
     silences: Duration = Field(timedelta(days=30), description="silences expired this long ago")
     interval: Duration = Field(timedelta(hours=1), description="how often the retention job runs")
     batch_size: int = Field(5000, ge=100, le=1_000_000, description="rows deleted per transaction")
+
+
+class ClusterSettings(_Section):
+    """Several replicas sharing rule groups through PostgreSQL (see docs/scaling.md)."""
+
+    enabled: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on when the store is PostgreSQL; SQLite always runs one replica"
+    )
+    replica_id: str | None = Field(None, max_length=128, description="default: hostname-pid")
+    lease_ttl: Duration = Field(timedelta(seconds=15), description="a dead replica's groups move after this")
+    heartbeat_interval: Duration | None = Field(None, description="default: lease_ttl / 3")
+    safety_margin: Duration | None = Field(
+        None, description="stop this long before a lease runs out by the local clock; default lease_ttl / 5"
+    )
+    outbox_claim: Duration | None = Field(
+        None, description="how long a sender owns claimed outbox rows; default max(2 × lease_ttl, 30s)"
+    )
+    evaluation_log_retention: Duration = Field(
+        timedelta(days=1), description="how long the per-tick rows of cluster_evaluations are kept"
+    )
+
+    @model_validator(mode="after")
+    def _sane(self) -> ClusterSettings:
+        if self.lease_ttl < timedelta(seconds=1):
+            raise ValueError("lease_ttl must be at least 1s")
+        if self.heartbeat_interval is not None and self.heartbeat_interval * 2 > self.lease_ttl:
+            raise ValueError("heartbeat_interval must be at most half of lease_ttl")
+        if self.safety_margin is not None and self.safety_margin * 2 > self.lease_ttl:
+            raise ValueError("safety_margin must be at most half of lease_ttl")
+        return self
 
 
 class Settings(BaseSettings):
@@ -301,6 +351,7 @@ class Settings(BaseSettings):
         "auto", description="auto: readable on a terminal, JSON lines otherwise (journald, containers)"
     )
     retention: RetentionSettings = RetentionSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> Settings:
@@ -382,3 +433,11 @@ def shipped_rules_dir() -> Path:
     if installed.is_dir():
         return installed
     return Path(__file__).resolve().parent.parent / "rules"
+
+
+def shipped_prometheus_rules_dir() -> Path:
+    """Return the folder of the opt-in Prometheus rule pack shipped with watcher (docs/prometheus.md)."""
+    installed = Path(__file__).parent / "_shipped_rules_prometheus"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "rules-prometheus"

@@ -91,3 +91,14 @@ def test_configmap_settings_load(key: str, monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("WATCHER_STORE__URL", _docs()["Secret"]["stringData"]["WATCHER_STORE__URL"])
     settings = load_settings(cfg)
     assert settings.server.host == "0.0.0.0" and settings.rules == [Path("/etc/watcher/rules")]
+
+
+def test_replica_id_is_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from watcher.config import Settings
+
+    (c,) = _docs()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    entry = env["WATCHER_CLUSTER__REPLICA_ID"]
+    assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    monkeypatch.setenv(entry["name"], "watcher-7d9c-abcde")  # what the kubelet would inject
+    assert Settings().cluster.replica_id == "watcher-7d9c-abcde"

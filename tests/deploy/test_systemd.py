@@ -65,6 +65,7 @@ def test_unit_is_hardened_and_reloadable() -> None:
         assert one[f"Service.{key}"] == value, key
     assert "@system-service" in d["Service.SystemCallFilter"]
     assert one["Service.EnvironmentFile"] == "-/etc/watcher/watcher.env"
+    assert "WATCHER_CLUSTER__REPLICA_ID=%H" in d["Service.Environment"]  # replicas: the host name
     assert "AF_UNIX" in one["Service.RestrictAddressFamilies"]  # sd_notify needs it
     assert one["Service.WorkingDirectory"] == "/var/lib/watcher"  # the default SQLite store lands here
     assert one["Install.WantedBy"] == "multi-user.target"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from watcher.config import ReceiverSettings, RouteSettings, Settings, StoreSettings
-from watcher.core import AlertState, Labels, Notification, TraceRef, to_epoch
+from watcher.core import AlertState, Labels, Notification, TraceRef, Verdict, to_epoch
 from watcher.engine.group import GroupEvaluator, rank_traces
 from watcher.engine.scheduler import Daemon
 from watcher.engine.state import AlertStore
@@ -188,3 +188,75 @@ def test_no_data_alert_when_nothing_ever_came_back(store: Store) -> None:
     ev = GroupEvaluator(Group.model_validate(dict(GROUP, rules=[rule])), {"prometheus": MemorySource()})
     (alert,) = ev.evaluate(T0).alerts
     assert alert.labels == Labels(severity="page") and alert.annotations["no_data"]
+
+
+def test_rule_wide_no_data_alert_resolves_when_series_come_back(store: Store) -> None:
+    rule = dict(GROUP["rules"][0], no_data="alert", detector={"kind": "threshold", "above": 100})
+    src = MemorySource()
+    ev = GroupEvaluator(Group.model_validate(dict(GROUP, rules=[rule])), {"prometheus": src})
+    (alert,) = ev.evaluate(T0).alerts
+    assert alert.annotations["no_data"] and not alert.resolved
+    _feed(src, 1, 5.0)  # below the threshold: nothing should stay firing
+    res = ev.evaluate(T0 + M)
+    assert [a.labels for a in res.alerts if not a.resolved] == []
+
+
+def test_history_keeps_recent_verdicts_per_series_bounded(store: Store) -> None:
+    src = MemorySource()
+    ev = GroupEvaluator(Group.model_validate(GROUP), {"prometheus": src}, alert_store=AlertStore(store))
+    src.series("CostHigh", {"tenant": "other"}).add(to_epoch(T0), 1.0)
+    for m in range(5):
+        _feed(src, m, 5.0 + 10 * m)
+        ev.evaluate(T0 + m * M)
+    hist = [v for v in ev.history("CostHigh", Labels(tenant="acme")) if v.ready]  # the lookback has gaps
+    assert [v.ts for v in hist] == [to_epoch(T0 + m * M) for m in range(5)]  # each point once, oldest first
+    assert [v.anomalous for v in hist] == [False, True, True, True, True]
+    hist = ev.history("CostHigh", Labels(tenant="acme"))
+    latest = ev.verdicts()["CostHigh"][Labels(tenant="acme")]
+    assert (hist[-1].ts, hist[-1].value, hist[-1].anomalous) == (latest.ts, latest.value, latest.anomalous)
+    # The alert's labels (rule labels laid over, with or without alertname) find the same series.
+    (alert,) = [a for a in ev.alerts() if a.labels["tenant"] == "acme"]
+    def key(vs: list[Verdict]) -> list[tuple[float, str, bool, bool]]:
+        return [(v.ts, repr(v.value), v.anomalous, v.ready) for v in vs]  # repr: nan == nan
+
+    assert key(ev.history("CostHigh", alert.labels)) == key(hist)
+    assert key(ev.history("CostHigh", alert.labels.merge({"alertname": "CostHigh"}))) == key(hist)
+    other = ev.history("CostHigh", Labels(tenant="other"))
+    assert {v.value for v in other if v.ready} == {1.0}  # its own series
+    assert ev.history("CostHigh", Labels(tenant="nobody")) == []
+    assert ev.history("NoSuchRule", Labels(tenant="acme")) == []
+    bare = GroupEvaluator(Group.model_validate(GROUP), {"prometheus": src}, keep_history=False)
+    bare.evaluate(T0 + 4 * M)
+    assert bare.history("CostHigh", Labels(tenant="acme")) == [] and bare.verdicts()["CostHigh"]
+
+    # Bounded: never more than max(lookback/step, 360) points.
+    for m in range(5, 400):
+        _feed(src, m, 1.0)
+    ev.evaluate(T0 + 399 * M)
+    hist = ev.history("CostHigh", Labels(tenant="acme"))
+    assert len(hist) == 360 and hist[-1].ts == to_epoch(T0 + 399 * M) and hist[0].ts == to_epoch(T0 + 40 * M)
+
+
+def test_verdict_ring_keeps_the_newest_in_order_each_timestamp_once() -> None:
+    import math
+
+    from watcher.engine.history import VerdictRing
+
+    ring = VerdictRing(4)
+    assert ring.verdicts() == [] and ring.last_ts == -math.inf
+    ring.extend([Verdict(ts=float(t), value=float(t), anomalous=t % 2 == 1) for t in range(3)])
+    ring.extend([Verdict(ts=float(t), value=10.0 * t) for t in range(1, 4)])  # 1, 2 again: ignored
+    assert [(v.ts, v.value) for v in ring.verdicts()] == [(0, 0), (1, 1), (2, 2), (3, 30)]
+    ring.extend(
+        [
+            Verdict(ts=4.0, value=4.0, expected=3.0, lower=2.0, upper=5.0, score=0.5, anomalous=True),
+            Verdict(ts=5.0, value=math.nan, ready=False),
+            Verdict(ts=6.0, value=7.0, ready=False),
+        ]
+    )
+    got = ring.verdicts()
+    assert len(ring) == 4 and ring.last_ts == 6.0 and [v.ts for v in got] == [3.0, 4.0, 5.0, 6.0]
+    band = (got[1].expected, got[1].lower, got[1].upper, got[1].score, got[1].anomalous)
+    assert band == (3, 2, 5, 0.5, True)
+    assert [(v.ready, v.reason) for v in got[2:]] == [(False, "no data"), (False, "warming up")]
+    assert got[0].ready and got[0].reason == "" and not got[0].anomalous

@@ -39,11 +39,16 @@ from ..rules.schema import (
 from ..selfmetrics import SelfMetrics
 from ..sources.base import Source
 from .alerting import Observation, Timing, step
+from .history import VerdictRing
 from .state import AlertStore, RuleHealth
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_TRACES = 5
+HISTORY_MIN_POINTS = 360
+"""Verdicts kept per series for charts and the status page, at least (more if the lookback is longer)."""
+HISTORY_MAX_POINTS = 2880
+"""Hard cap on the verdicts kept per series, whatever the lookback."""
 
 
 def rule_step(rule: Rule, group: Group) -> timedelta:
@@ -68,6 +73,11 @@ def rule_lookback(rule: Rule, group: Group) -> timedelta:
     if isinstance(det, RateDetector):
         return 2 * det.halflife + 2 * stp
     return 2 * stp
+
+
+def _fresh_detector(rule: Rule, labels: Labels) -> Detector:
+    """Return a new detector for one series of ``rule`` (the daemon's default factory)."""
+    return make_detector(rule.detector)
 
 
 def rank_traces(refs: Iterable[TraceRef], spec: TracesSpec | None, top: int) -> tuple[TraceRef, ...]:
@@ -102,6 +112,24 @@ class _RuleRunner:
     cursor: float | None = None
     alerts: dict[str, Alert] = field(default_factory=dict)
     last_verdicts: dict[Labels, Verdict] = field(default_factory=dict)
+    history: dict[Labels, VerdictRing] = field(default_factory=dict)
+    """Recent verdicts per series (keyed by the source's labels), oldest first, bounded."""
+    by_alert_labels: dict[Labels, Labels] = field(default_factory=dict)
+    """Alert labels (series labels with the rule's labels laid over) → the series' own labels."""
+
+    @property
+    def history_points(self) -> int:
+        stp = rule_step(self.rule, self.group).total_seconds()
+        n = math.ceil(rule_lookback(self.rule, self.group).total_seconds() / stp) if stp > 0 else 0
+        return min(max(n, HISTORY_MIN_POINTS), HISTORY_MAX_POINTS)
+
+    def record(self, labels: Labels, verdicts: Sequence[Verdict]) -> None:
+        """Append the verdicts newer than the last kept one to the series' bounded history."""
+        hist = self.history.get(labels)
+        if hist is None:
+            hist = self.history[labels] = VerdictRing(self.history_points)
+            self.by_alert_labels[labels.merge(self.rule.labels)] = labels
+        hist.extend(verdicts)
 
     @property
     def top(self) -> int:
@@ -139,9 +167,15 @@ class GroupEvaluator:
         resolved_retention: timedelta = timedelta(minutes=15),
         metrics: SelfMetrics | None = None,
         render: Callable[..., dict[str, str]] = render_annotations,
+        detector_factory: Callable[[Rule, Labels], Detector] | None = None,
+        keep_history: bool = True,
     ) -> None:
+        """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests."""
         self.group = group
+        self._keep_history = keep_history
         self._sources = sources
+        # A backtest passes detectors whose verdicts were computed over the whole range at once.
+        self._make_detector = detector_factory or _fresh_detector
         self._alert_store = alert_store
         self._retention = resolved_retention
         self._metrics = metrics
@@ -172,6 +206,23 @@ class GroupEvaluator:
     def verdicts(self) -> dict[str, dict[Labels, Verdict]]:
         """Return the latest verdict per rule and series, for the status page and charts."""
         return {r.rule.alert: dict(r.last_verdicts) for r in self._runners}
+
+    def history(self, rule: str, labels: Labels) -> list[Verdict]:
+        """Return the recent verdicts of one series of ``rule``, oldest first (empty if unknown).
+
+        ``labels`` may be the series' own labels (the keys of :meth:`verdicts`) or an alert's labels
+        (with the rule's labels laid over, ``alertname`` optional).
+        """
+        for runner in self._runners:
+            if runner.rule.alert != rule:
+                continue
+            hist = runner.history.get(labels)
+            if hist is None:
+                index = runner.by_alert_labels
+                key = index.get(labels) or index.get(labels.without("alertname"))
+                hist = runner.history.get(key) if key is not None else None
+            return hist.verdicts() if hist is not None else []
+        return []
 
     def evaluate(self, now: datetime) -> EvalResult:
         """Evaluate every rule at ``now``; persist the changes; return what to notify."""
@@ -228,7 +279,8 @@ class GroupEvaluator:
         step_s = stp.total_seconds()
         grid_last = math.floor(to_epoch(now) / step_s) * step_s
         start = from_epoch(runner.cursor) if runner.cursor is not None else now - rule_lookback(rule, self.group)
-        series_list = source.fetch(rule, start, now, stp)  # a SourceError leaves all state untouched
+        # a SourceError leaves all state untouched
+        series_list = self._fetch(source, rule, start, now, stp)
         runner.cursor = max(grid_last, runner.cursor or -math.inf)
 
         observations: dict[str, tuple[Labels, Observation | None]] = {}
@@ -236,9 +288,14 @@ class GroupEvaluator:
             labels = series.labels.merge(rule.labels)
             fp = labels.merge({"alertname": rule.alert}).fingerprint
             observations[fp] = (labels, self._observe(runner, series, grid_last, fp))
+        absent_fp = Labels(rule.labels).merge({"alertname": rule.alert}).fingerprint
         for fp, alert in runner.alerts.items():
             if fp not in observations:
-                observations[fp] = (alert.labels, self._missing(runner, alert))
+                if series_list and fp == absent_fp and alert.annotations.get("no_data"):
+                    # Series are back: the rule-wide no-data alert resolves.
+                    observations[fp] = (alert.labels, Observation(active=False))
+                else:
+                    observations[fp] = (alert.labels, self._missing(runner, alert))
         if not series_list and not runner.alerts and rule.no_data == "alert":
             # Nothing at all came back: one alert with the rule's own labels, like absent().
             labels = Labels(rule.labels)
@@ -261,6 +318,21 @@ class GroupEvaluator:
             runner.alerts[fp] = new
         return len(series_list), changed, deleted
 
+    def _fetch(
+        self, source: Source, rule: Rule, start: datetime, end: datetime, stp: timedelta
+    ) -> list[Series]:
+        """Run the source query, timing it and counting its failures (by exception type) per source."""
+        t0 = time.perf_counter()
+        try:
+            return source.fetch(rule, start, end, stp)
+        except Exception as exc:
+            if self._metrics:
+                self._metrics.source_query_errors.labels(rule.source, type(exc).__name__).inc()
+            raise
+        finally:
+            if self._metrics:
+                self._metrics.source_query_duration.labels(rule.source).observe(time.perf_counter() - t0)
+
     def _observe(self, runner: _RuleRunner, series: Series, grid_last: float, fp: str) -> Observation | None:
         rule = runner.rule
         if rule.detector is None:
@@ -271,8 +343,14 @@ class GroupEvaluator:
         else:
             det = runner.detectors.get(series.labels)
             if det is None:
-                det = runner.detectors[series.labels] = make_detector(rule.detector)
+                det = runner.detectors[series.labels] = self._make_detector(rule, series.labels)
+            t0 = time.perf_counter()
             verdicts = det.update_many(series.timestamps, series.values, series.counts)
+            if self._metrics:
+                fit = self._metrics.detector_fit_duration.labels(rule.detector.kind)
+                fit.observe(time.perf_counter() - t0)
+        if self._keep_history:
+            runner.record(series.labels, verdicts)
         latest = next((v for v in reversed(verdicts) if v.ts == grid_last), None)
         if latest is not None:
             runner.last_verdicts[series.labels] = latest

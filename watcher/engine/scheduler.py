@@ -8,6 +8,10 @@ Scheduling follows the field notes on ``schedule``: its ticks only *dispatch* wo
 ``ThreadPoolExecutor``; each job has a non-blocking lock, so a slow job skips a tick (counted as
 missed) instead of piling up; every job is wrapped so an exception is logged and counted and never
 escapes ``run_pending()``. All state that must survive a restart is in the store.
+
+``run`` first enters the cluster mode (``cluster.attach``): on SQLite a lock refuses a second
+replica; on PostgreSQL the replica's leased groups are ticked by ``cluster.member`` on a shared
+grid instead of by ``schedule``, and the outbox job runs only while its leases are valid.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any
 
 import schedule
 
+from .. import sdnotify
 from ..config import Settings
-from ..core import Alert
+from ..core import Alert, Verdict
 from ..errors import RuleFileError
 from ..notify.pipeline import Notifier
 from ..notify.receivers import build_receivers
@@ -37,6 +42,7 @@ from ..sources.base import Source
 from ..sources.sql import SqlSource
 from ..store.db import Store, open_store
 from .group import EvalResult, GroupEvaluator
+from .sourcedown import SourceDownMonitor
 from .state import AlertStore
 
 logger = logging.getLogger(__name__)
@@ -96,16 +102,25 @@ class Daemon:
             settings,
             receivers if receivers is not None else build_receivers(settings),
             rule_url=self.rule_url,
+            metrics=self.metrics,
+            history=self.alert_history,
+        )
+        self.source_down = SourceDownMonitor(
+            settings.prometheus, resolved_retention=settings.notify.resolved_retention
         )
         self.rules = rules if rules is not None else self._load_rules()
         self.evaluators: dict[str, GroupEvaluator] = {}
         self._install(self.rules)
         self.last_reload_error: str | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self.http: Any = None
+        """The running HTTP server (``server.ServerThread``; its ``port`` is the bound one), if any."""
         self._locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._scheduler = schedule.Scheduler()
+        self.cluster: Any = None
+        """``cluster.Membership`` while running: the SQLite lock, or this replica's leases (PostgreSQL)."""
 
     # --- rules -------------------------------------------------------------------------------
 
@@ -135,6 +150,8 @@ class Daemon:
             new[lg.group.name] = ev
         gone = set(persisted) - set(new)
         orphans += [a.fingerprint for g in gone for a in persisted[g]]
+        if self.settings.cluster.enabled != "off" and self.store.dialect == "postgresql":
+            orphans = []  # replicas share the store: the majority prunes (cluster.member), not any starter
         self.alert_store.save([], orphans)
         self.evaluators = new
         self.metrics.signals.retain(new)
@@ -163,17 +180,30 @@ class Daemon:
 
     # --- work ----------------------------------------------------------------------------------
 
-    def evaluate_group(self, name: str, now: datetime | None = None) -> EvalResult:
+    def evaluate_group(self, name: str, now: datetime | None = None, *, fence: Any = None) -> EvalResult:
         """Evaluate one group at ``now`` (default: the clock) and enqueue its notifications."""
         ev = self.evaluators[name]
         at = now or self.clock()
         result = ev.evaluate(at)
         self.metrics.signals.set(name, ev.verdicts())
         self.metrics.last_evaluation.labels(name).set(at.timestamp())
-        n = self.notifier.submit(result.notify, at)
+        # one alert per unavailable endpoint that some rule still queries
+        down = self.source_down.update(self.sources, at, self._endpoints_in_use())
+        n = self.notifier.submit([*result.notify, *down], at, fence=fence)
         if n:
             logger.info("group %s: %d notification(s) enqueued", name, n)
         return result
+
+    def _endpoints_in_use(self) -> set[str]:
+        """Return the Prometheus endpoints the loaded rules query (``endpoint``, else the default)."""
+        default = getattr(self.sources.get("prometheus"), "default", None)
+        used: set[str] = set()
+        for lg in self.rules.groups:
+            for rule in lg.group.rules:
+                name = rule.endpoint or default
+                if rule.source == "prometheus" and isinstance(name, str):
+                    used.add(name)
+        return used
 
     def enforce_retention(self, now: datetime | None = None) -> dict[str, int]:
         """Delete the rows past their retention, in batches; return the rows deleted per table."""
@@ -188,7 +218,22 @@ class Daemon:
         """Send whatever is due in the outbox."""
         result = self.notifier.flush(now or self.clock())
         self.metrics.outbox_depth.set(self.notifier.pending_count())
+        self.notifier.export_dead_letters()
         return result
+
+    def alert_history(self, alert: Alert) -> list[Verdict]:
+        """Return the recent verdicts of ``alert``'s series (empty if its group or rule is gone)."""
+        ev = self.evaluators.get(alert.group)
+        return ev.history(alert.rule, alert.labels) if ev is not None else []
+
+    def _active(self) -> bool:
+        """Tell whether this replica may touch the outbox (False once its cluster leases ran out)."""
+        return self.cluster is None or self.cluster.active()
+
+    def _flush_if_active(self) -> None:
+        """Run the outbox job unless this replica's leases ran out (it cannot reach the store)."""
+        if self._active():
+            self.flush()
 
     def drain(self, deadline_s: float = 30.0, *, now: datetime | None = None) -> int:
         """Flush the outbox until nothing is pending or ``deadline_s`` passes; return what is left.
@@ -237,10 +282,12 @@ class Daemon:
     def _schedule_jobs(self) -> None:
         self._scheduler.clear()
         for name, ev in self.evaluators.items():
+            if self.cluster is not None and self.cluster.schedules_groups:
+                break  # replicas tick their leased groups on a shared grid (cluster.member)
             secs = max(1, int(ev.group.interval.total_seconds()))
             self._scheduler.every(secs).seconds.do(self._dispatch, f"group:{name}", lambda n=name: self.evaluate_group(n))
         flush_s = max(1, int(self.settings.notify.flush_interval.total_seconds()))
-        self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self.flush)
+        self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self._flush_if_active)
         if self.settings.notify.heartbeat is not None:  # dead-man's switch, see notify.heartbeat
             from ..notify.heartbeat import Heartbeat
 
@@ -262,20 +309,32 @@ class Daemon:
         """Run until stopped: evaluate every group now and then on its interval."""
         if install_signals:
             self._install_signals()
+        from ..cluster import attach
+
+        self.cluster = attach(self)  # SQLite: refuse a second replica; PostgreSQL: join the cluster
         self._executor = ThreadPoolExecutor(self.settings.max_workers, thread_name_prefix="watcher")
-        http = self._start_server()
+        http = self.http = self._start_server()
+        watchdog_s = sdnotify.watchdog_interval()  # WatchdogSec= in the unit: ping at half of it
+        next_ping = 0.0
         try:
             self._schedule_jobs()
-            for name in list(self.evaluators):
+            replicated = self.cluster is not None and self.cluster.schedules_groups
+            initial: list[str] = [] if replicated else list(self.evaluators)
+            for name in initial:
                 self._dispatch(f"group:{name}", lambda n=name: self.evaluate_group(n))
             if ready is not None:
                 ready()
             logger.info("watcher running: %d groups", len(self.evaluators))
             while not self._stop.is_set():
+                if watchdog_s is not None and time.monotonic() >= next_ping:
+                    sdnotify.watchdog()  # from this loop, so a hung loop stops the pings
+                    next_ping = time.monotonic() + watchdog_s
                 if self._reload_requested.is_set():
                     self._reload_requested.clear()
                     self.reload()
                 try:
+                    if self.cluster is not None:
+                        self.cluster.tick()
                     self._scheduler.run_pending()
                 except Exception:  # _dispatch never raises; this is a last guard against a hot loop
                     logger.exception("scheduler tick failed")
@@ -285,10 +344,13 @@ class Daemon:
             if http is not None:
                 http.stop()
             self._executor.shutdown(wait=True)
-            left = self.drain(deadline_s=5.0)
+            left = self.drain(deadline_s=5.0) if self._active() else 0
             if left:
                 logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
             self._executor = None
+            if self.cluster is not None:
+                self.cluster.stop()
+                self.cluster = None
 
     def _start_server(self) -> Any:
         """Start the HTTP server when enabled; a port in use is logged, alerting goes on without it."""
