@@ -492,6 +492,10 @@ def test_source_down_alert_and_endpoint_status_on_page_and_api(
     html = client.get("/").text
     assert 'data-endpoint="main"' in html and "connection refused" in html
     assert "WatcherSourceDown" in html
+    # it belongs to no rule group: no link to a rule page nor a chart that cannot exist
+    assert "/rules/watcher/WatcherSourceDown" not in html
+    card = html[html.index("<b>WatcherSourceDown</b>") :].split("</div>\n</div>")[0]
+    assert "/chart/alert/" not in card
     alerts = client.get("/api/v1/alerts").json()["data"]["alerts"]
     down = [a for a in alerts if a["rule"] == "WatcherSourceDown"]
     assert len(down) == 1 and down[0]["state"] == "firing" and down[0]["labels"]["source"] == "main"

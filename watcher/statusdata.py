@@ -203,7 +203,8 @@ def active_alerts(
     alerts = [a for a in [*current_alerts(daemon), *down] if a.state in wanted]
     alerts.sort(key=lambda a: (-int(a.state), a.group, a.rule, repr(a.labels)))
     url = trace_url_of(daemon)
-    return [alert_dict(a, url) for a in alerts]
+    synthetic = {id(a) for a in down}  # no rule page and no series to chart
+    return [{**alert_dict(a, url), "has_rule": id(a) not in synthetic} for a in alerts]
 
 
 def _outbox_dict(row: OutboxRow) -> dict[str, Any]:
