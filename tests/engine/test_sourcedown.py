@@ -233,3 +233,31 @@ def test_source_down_alert_resolves_when_no_rule_uses_the_endpoint_any_more() ->
     # a reload removed every rule of "main": it is never called again, its last status stays "down"
     ((gone, _),) = monitor.update(sources, T0 + 3 * M, set())
     assert gone.state is AlertState.INACTIVE and gone.resolved
+
+
+def test_in_a_cluster_only_the_first_groups_holder_sends_the_source_down_alert(
+    tmp_path: Path, promql: HTTPReceiver, http_receiver: HTTPReceiver
+) -> None:
+    """Each replica evaluates the groups it leases (``fence`` given): one page for one outage."""
+    global RULES
+    saved = RULES
+    RULES = {"groups": [{**saved["groups"][0], "name": name} for name in ("b", "a")]}
+    try:
+        clock = Clock()
+        daemon = make_daemon(tmp_path, promql, http_receiver, clock)
+    finally:
+        RULES = saved
+    try:
+        promql.set_statuses([503])
+        while clock.now < T0 + 8 * M:
+            clock.now += M
+            daemon.evaluate_group("b", clock.now, fence=lambda session: None)  # another replica's lease
+            daemon.flush(clock.now)
+        assert not [s for s in sent(http_receiver) if s[0] == ALERTNAME]
+        assert daemon.source_down.alerts()  # tracked all the same, ready if this replica takes "a"
+        daemon.evaluate_group("a", clock.now, fence=lambda session: None)
+        daemon.flush(clock.now)
+        down = [s for s in sent(http_receiver) if s[0] == ALERTNAME]
+        assert down == [(ALERTNAME, "firing", {"source": "main", "severity": "ticket"})]
+    finally:
+        daemon.close()

@@ -189,6 +189,10 @@ class Daemon:
         self.metrics.last_evaluation.labels(name).set(at.timestamp())
         # one alert per unavailable endpoint that some rule still queries
         down = self.source_down.update(self.sources, at, self._endpoints_in_use())
+        if fence is not None and name != min(self.evaluators):
+            # replicas: every one tracks the endpoints, but only the holder of the first group's
+            # lease speaks for them, so an outage seen by all replicas pages once
+            down = []
         n = self.notifier.submit([*result.notify, *down], at, fence=fence)
         if n:
             logger.info("group %s: %d notification(s) enqueued", name, n)
