@@ -72,22 +72,8 @@ def compare_paired(
     d = candidate - baseline
     rng = np.random.default_rng(seed)
     boot = _bootstrap_means(d, rng, resamples)
-    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     p = float((np.sum(boot >= 0) + 1) / (resamples + 1))  # one-sided: P(no drop) under the bootstrap
-    diff = float(d.mean())
-    return GateResult(
-        score,
-        "paired bootstrap",
-        len(baseline),
-        len(candidate),
-        float(baseline.mean()),
-        float(candidate.mean()),
-        diff,
-        float(lo),
-        float(hi),
-        p,
-        p < alpha and diff < -max_drop,
-    )
+    return _result(score, "paired bootstrap", baseline, candidate, boot, p, alpha=alpha, max_drop=max_drop)
 
 
 def compare_unpaired(
@@ -105,23 +91,28 @@ def compare_unpaired(
 
     rng = np.random.default_rng(seed)
     boot = _bootstrap_means(candidate, rng, resamples) - _bootstrap_means(baseline, rng, resamples)
-    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     p = float(mannwhitneyu(candidate, baseline, alternative="less").pvalue)
+    return _result(score, "unpaired Mann-Whitney", baseline, candidate, boot, p, alpha=alpha, max_drop=max_drop)
+
+
+def _result(
+    score: str,
+    method: str,
+    baseline: FloatArray,
+    candidate: FloatArray,
+    boot: FloatArray,
+    p: float,
+    *,
+    alpha: float,
+    max_drop: float,
+) -> GateResult:
+    """Return the verdict: a drop fails when it is significant (p < alpha) and larger than ``max_drop``."""
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     diff = float(candidate.mean() - baseline.mean())
     return GateResult(
-        score,
-        "unpaired Mann-Whitney",
-        len(baseline),
-        len(candidate),
-        float(baseline.mean()),
-        float(candidate.mean()),
-        diff,
-        float(lo),
-        float(hi),
-        p,
-        p < alpha and diff < -max_drop,
+        score, method, len(baseline), len(candidate), float(baseline.mean()), float(candidate.mean()),
+        diff, float(lo), float(hi), p, p < alpha and diff < -max_drop,
     )
-
 
 def compare_runs(
     baseline: dict[str, float], candidate: dict[str, float], *, alpha: float, max_drop: float, score: str = ""
