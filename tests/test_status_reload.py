@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from tests.engine.test_daemon_process import RULE, Proc
+from tests.engine.test_daemon_process import RULE
+from tests.procs import Proc
 
 
 def _poll(what: str, fn: Callable[[], Any], timeout: float = 30) -> Any:

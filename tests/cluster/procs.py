@@ -3,85 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import selectors
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.procs import Proc
 
 
-def _message(line: str) -> str:
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        return line
-    return f"{doc['msg']}\n" if isinstance(doc, dict) and "msg" in doc else line
-
-
-class Replica:
-    """One ``watcher run`` process; its output lines are collected by a thread."""
+class Replica(Proc):
+    """One ``watcher run --config CONFIG`` process with its replica id set to ``name``."""
 
     def __init__(self, name: str, config: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        full = {**os.environ, "PYTHONPATH": str(ROOT), "WATCHER_CLUSTER__REPLICA_ID": name, **(env or {})}
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "--config", str(config)],
-            cwd=config.parent,
-            env=full,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            self.lines.append(_message(line))
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, text: str, timeout: float = 30) -> str:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            if self.p.poll() is not None and not self._t.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name}: {text!r} not seen; output:\n{self.output()}")
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGKILL)
-        self.p.wait(10)
-
-    def stop(self, timeout: float = 20) -> int:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            return self.p.wait(timeout)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
-        self._t.join(5)
-        assert self.p.stdout is not None
-        self.p.stdout.close()
+        env = {"WATCHER_CLUSTER__REPLICA_ID": name, **(env or {})}
+        super().__init__(["run", "--config", str(config)], config.parent, env, name)
 
 
 class TcpProxy:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
+
+from tests.procs import Proc
 
 RULE = """\
 groups:
@@ -22,53 +19,6 @@ groups:
         query: {{agg: sum, field: cost_usd, window: 5m, by: [tenant]}}
         detector: {{kind: threshold, above: {above}}}
 """
-
-
-def _message(line: str) -> str:
-    """Return the message of a JSON log line (the daemon logs JSON off a terminal), else the line."""
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        return line
-    return f"{doc['msg']}\n" if isinstance(doc, dict) and "msg" in doc else line
-
-
-class Proc:
-    """A ``watcher run`` subprocess whose stderr lines are collected by a thread."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "watcher", *args], cwd=cwd, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            self.lines.append(_message(line))
-
-    def close(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
-        self._t.join(5)
-        assert self.p.stdout is not None
-        self.p.stdout.close()
-
-    def wait_for(self, text: str, timeout: float = 20) -> str:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            if self.p.poll() is not None and not self._t.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not seen; output:\n{''.join(self.lines)}")
 
 
 def _wait_evaluations(db: Path, n: int, timeout: float = 20) -> None:
