@@ -108,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         result = answer(client, args.question)
         instrument.record_feedback(result.trace_id, True, tenant="acme", feature="rag")
+        instrument.flush(10)  # the call is finished (and offered to the evaluator) in the background
         evaluator.flush(10)
         instrument.reset()  # flushes and closes the writer: every row is in the store now
         print(f"answer: {result.text}\ntrace:  {result.trace_id}")

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from watcher import instrument
 from watcher.instrument import StoreWriter
+from watcher.instrument.finisher import FINISHER
 from watcher.store.tables import Call, Score
 
 
@@ -35,10 +36,28 @@ def writer(engine: sa.Engine) -> Iterator[StoreWriter]:
     w.close()
 
 
+class FlushingExporter(InMemorySpanExporter):
+    """An in-memory exporter whose reads first wait for the calls the hooks are finishing."""
+
+    def get_finished_spans(self) -> tuple[ReadableSpan, ...]:  # type: ignore[override]
+        """Return the finished spans once the hooks' background finishing has caught up."""
+        assert FINISHER.flush(timeout=10)
+        return super().get_finished_spans()
+
+
+class FlushingRegistry(CollectorRegistry):
+    """A registry whose collection first waits for the calls the hooks are finishing."""
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metrics once the hooks' background finishing has caught up."""
+        assert FINISHER.flush(timeout=10)
+        yield from super().collect()
+
+
 @pytest.fixture
 def exporter() -> InMemorySpanExporter:
-    """Return an in-memory span exporter."""
-    return InMemorySpanExporter()
+    """Return an in-memory span exporter that waits for the finisher before it is read."""
+    return FlushingExporter()
 
 
 @pytest.fixture
@@ -52,8 +71,8 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
 
 @pytest.fixture
 def registry() -> CollectorRegistry:
-    """Return a fresh Prometheus registry."""
-    return CollectorRegistry()
+    """Return a fresh Prometheus registry that waits for the finisher before it is collected."""
+    return FlushingRegistry()
 
 
 @pytest.fixture
@@ -69,7 +88,7 @@ def calls(engine: sa.Engine, writer: StoreWriter) -> Callable[[], list[Call]]:
     """Return a function that flushes the writer and reads every ``calls`` row."""
 
     def read() -> list[Call]:
-        assert writer.flush(timeout=10)
+        assert FINISHER.flush(timeout=10) and writer.flush(timeout=10)
         with Session(engine) as s:
             return list(s.exec(select(Call).order_by(Call.id)))  # type: ignore[arg-type]
 
@@ -81,7 +100,7 @@ def scores(engine: sa.Engine, writer: StoreWriter) -> Callable[[], list[Score]]:
     """Return a function that flushes the writer and reads every ``scores`` row."""
 
     def read() -> list[Score]:
-        assert writer.flush(timeout=10)
+        assert FINISHER.flush(timeout=10) and writer.flush(timeout=10)
         with Session(engine) as s:
             return list(s.exec(select(Score).order_by(Score.id)))  # type: ignore[arg-type]
 

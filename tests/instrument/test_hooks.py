@@ -228,6 +228,7 @@ def test_hook_failures_are_counted_never_raised(engine: sa.Engine, provider: Tra
         instrument.configure(writer=broken, tracer_provider=provider, metrics=False)
         with llm_call(provider="openai", model="gpt-4o") as rec:
             rec.output_tokens = 1
+        instrument.flush(timeout=5)  # the row is queued in the background, where the writer fails
         assert stats().errors == 1
     finally:
         broken.close()
@@ -241,7 +242,7 @@ def test_store_failure_does_not_reach_the_caller(tmp_path: Path, provider: Trace
         with llm_call(provider="openai", model="gpt-4o"):
             pass
         assert record_score("f" * 32, "groundedness", 0.5)
-        assert w.flush(timeout=5)
+        assert instrument.flush(timeout=5)
         s = stats()
         assert s.writer is not None and s.writer.errors >= 1 and s.writer.lost == 2
     finally:
@@ -253,6 +254,7 @@ def test_configure_with_a_store_owns_its_writer(engine: sa.Engine, provider: Tra
     instrument.configure(engine, tracer_provider=provider, metrics=False)
     with llm_call(provider="openai", model="gpt-4o"):
         pass
+    assert instrument.flush(timeout=5)
     owned = stats().writer
     assert owned is not None and owned.submitted == 1
     instrument.reset()  # closes the writer it made, which writes what is queued

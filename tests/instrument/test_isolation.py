@@ -55,7 +55,7 @@ def test_public_api_is_sorted_and_complete() -> None:
     assert watcher.instrument.__all__ == sorted(watcher.instrument.__all__)
     assert set(watcher.instrument.__all__) == {
         "CallRecord", "OnlineEvaluator", "Redactor", "Sampler", "StoreWriter", "attribution", "configure",
-        "instrument_anthropic", "instrument_openai", "llm_call", "metrics_app", "record_feedback",
+        "flush", "instrument_anthropic", "instrument_openai", "llm_call", "metrics_app", "record_feedback",
         "record_score", "reset", "span", "start_metrics_server", "uninstrument_anthropic",
         "uninstrument_openai",
     }

@@ -15,7 +15,7 @@ from __future__ import annotations
 from .call import llm_call
 from .evaluation import OnlineEvaluator, Sampler
 from .exposition import metrics_app, start_metrics_server
-from .hooks import configure, reset
+from .hooks import configure, flush, reset
 from .record import CallRecord
 from .redact import Redactor
 from .scores import record_feedback, record_score
@@ -33,6 +33,7 @@ __all__ = [
     "StoreWriter",
     "attribution",
     "configure",
+    "flush",
     "instrument_anthropic",
     "instrument_openai",
     "llm_call",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ContextDecorator
 from contextvars import Token
 from types import TracebackType
@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import attributes as attr
 from . import hooks
+from .finisher import FINISHER
 from .hooks import _CALLS, _PAYLOADS, _clip, _new_span_id, _new_trace_id, _note_error, _State, _utcnow
 from .record import CallRecord
 
@@ -44,7 +45,12 @@ def _messages_attr(role: str, text: str) -> str:
 class _LLMCall(ContextDecorator):
     """The context manager behind ``llm_call``; a fresh copy runs for each decorated call."""
 
-    def __init__(self, call: dict[str, Any], params: dict[str, Any], labels: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        call: dict[str, Any],
+        params: dict[str, Any] | Callable[[], dict[str, Any]],
+        labels: Mapping[str, Any],
+    ) -> None:
         self._call = call
         self._params = params
         self._labels = labels
@@ -81,7 +87,13 @@ class _LLMCall(ContextDecorator):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
-        self.finish(exc)
+        # The application holds the record: its outcome is final when the block has exited.
+        if not self._done:
+            self._done = True
+            try:
+                self._finish(exc, None, settle_now=True)
+            except Exception as err:
+                _note_error("llm_call finish", err)
         return False  # the application's exception, if any, propagates unchanged
 
     @property
@@ -102,18 +114,25 @@ class _LLMCall(ContextDecorator):
             self._token = self._otel_token = None
             _note_error("llm_call detach", err)
 
-    def finish(self, exc: BaseException | None = None) -> None:
-        """End the call once (later calls do nothing): outcome, span, metrics, rows, evaluator."""
+    def finish(self, exc: BaseException | None = None, fill: Callable[[], None] | None = None) -> None:
+        """End the call once (later calls do nothing): outcome, span, metrics, rows, evaluator.
+
+        Only the end time is taken here; ``fill`` (reading the response into the record), the
+        outcome and the rest run on the finisher's thread. For the wrappers, whose record the
+        application never sees.
+        """
         if self._done:
             return
         self._done = True
         try:
-            self._finish(exc)
+            self._finish(exc, fill, settle_now=False)
         except Exception as err:
             _note_error("llm_call finish", err)
 
     def _start(self, state: _State) -> CallRecord:
         call = self._call
+        # Only what a sampler may use goes on the span at its start; the request parameters and
+        # attribution are set with the response attributes, on the finisher's thread.
         attrs: dict[str, Any] = {
             attr.GEN_AI_OPERATION_NAME: call["operation"],
             attr.GEN_AI_PROVIDER_NAME: call["provider"],
@@ -121,17 +140,6 @@ class _LLMCall(ContextDecorator):
         }
         if state.emit_gen_ai_system:
             attrs[attr.GEN_AI_SYSTEM] = call["provider"]
-        if call["tenant"]:
-            attrs[attr.WATCHER_TENANT] = call["tenant"]
-        if call["feature"]:
-            attrs[attr.WATCHER_FEATURE] = call["feature"]
-        if call["prompt_version"]:
-            attrs[attr.WATCHER_PROMPT_VERSION] = call["prompt_version"]
-        for param, value in self._params.items():
-            if isinstance(value, _ATTR_TYPES):
-                attrs[attr.request_attribute(param)] = value
-            elif isinstance(value, list | tuple) and all(isinstance(v, _ATTR_TYPES) for v in value):
-                attrs[attr.request_attribute(param)] = tuple(value)
         parent = trace.get_current_span().get_span_context()
         span = state.tracer.start_span(
             f"{call['operation']} {call['model']}",
@@ -156,13 +164,41 @@ class _LLMCall(ContextDecorator):
         ts = time.time() if state.clock is _utcnow else state.clock()
         return CallRecord(**call, trace_id=trace_id, span_id=span_id, ts=ts, timer=state.timer)
 
-    def _finish(self, exc: BaseException | None) -> None:
+    def _finish(self, exc: BaseException | None, fill: Callable[[], None] | None, settle_now: bool) -> None:
+        """Take the end time and leave the context now; queue the rest for the finisher's thread."""
+        state, rec = self._state, self._rec
+        assert state is not None and rec is not None
+        try:
+            rec.mark_end()
+            if settle_now:
+                self._settle(state, rec, exc)
+        finally:
+            self.detach()
+            FINISHER.submit(  # a full queue drops the call and counts it
+                functools.partial(self._complete, exc, time.time_ns(), fill, not settle_now)
+            )
+
+    @staticmethod
+    def _settle(state: _State, rec: CallRecord, exc: BaseException | None) -> None:
+        """Settle the outcome: provider signals, then the refusal-phrase classifier."""
+        if exc is None and not rec.refused and state.refusal is not None and rec.response:
+            rec.refused = state.refusal(rec.response)
+        rec.stop(error=exc)
+
+    def _complete(
+        self, exc: BaseException | None, end_ns: int, fill: Callable[[], None] | None, settle: bool
+    ) -> None:
+        """Fill and settle the record, annotate and end the span, observe, queue the rows, offer."""
         state, rec, span = self._state, self._rec, self._span
         assert state is not None and rec is not None
         try:
-            if exc is None and not rec.refused and state.refusal is not None and rec.response:
-                rec.refused = state.refusal(rec.response)
-            rec.stop(error=exc)
+            if fill is not None:
+                try:
+                    fill()
+                except Exception as err:
+                    _note_error("response", err)
+            if settle:
+                self._settle(state, rec, exc)
             capture = state.capture_calls and state.writer is not None
             content = state.capture_content and (rec.prompt is not None or rec.response is not None)
             prompt = response = None
@@ -203,23 +239,51 @@ class _LLMCall(ContextDecorator):
                     state.observer.offer(rec)
                 except Exception as err:
                     _note_error("evaluator offer", err)
+        except Exception as err:
+            _note_error("llm_call finish", err)
         finally:
-            self.detach()
             if span is not None:
-                span.end()
+                try:
+                    span.end(end_time=end_ns)
+                except Exception as err:
+                    _note_error("span end", err)
 
-    @staticmethod
     def _annotate(
-        span: trace.Span, rec: CallRecord, exc: BaseException | None, prompt: str | None, response: str | None
+        self,
+        span: trace.Span,
+        rec: CallRecord,
+        exc: BaseException | None,
+        prompt: str | None,
+        response: str | None,
     ) -> None:
         if not span.is_recording():
             return
-        values: dict[str, Any] = {
+        call = self._call
+        values: dict[str, Any] = {}
+        if call["tenant"]:
+            values[attr.WATCHER_TENANT] = call["tenant"]
+        if call["feature"]:
+            values[attr.WATCHER_FEATURE] = call["feature"]
+        if call["prompt_version"]:
+            values[attr.WATCHER_PROMPT_VERSION] = call["prompt_version"]
+        params = self._params
+        if callable(params):
+            try:
+                params = params()
+            except Exception as err:
+                _note_error("request parameters", err)
+                params = {}
+        for param, value in params.items():
+            if isinstance(value, _ATTR_TYPES):
+                values[attr.request_attribute(param)] = value
+            elif isinstance(value, list | tuple) and all(isinstance(v, _ATTR_TYPES) for v in value):
+                values[attr.request_attribute(param)] = tuple(value)
+        values.update({
             attr.GEN_AI_USAGE_INPUT_TOKENS: rec.input_tokens,
             attr.GEN_AI_USAGE_OUTPUT_TOKENS: rec.output_tokens,
             attr.WATCHER_OUTCOME: rec.outcome,
             attr.WATCHER_COST_USD: rec.cost_usd,
-        }
+        })
         if not rec.cost_known:  # the flag of an unpriced model; each attribute costs the SDK ~1 µs
             values[attr.WATCHER_COST_KNOWN] = False
         if rec.cached_tokens:

@@ -31,6 +31,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ..store.tables import Call, Payload, Score
+from .finisher import FINISHER, FinisherStats, register_at_exit
 from .metrics import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS, LLMMetrics, metrics_for
 from .pricing import load_pricing
 from .record import CallRecord
@@ -105,10 +106,11 @@ class _State:
 
 @dataclass(frozen=True, slots=True)
 class HookStats:
-    """The hooks' own failure count and the writer's counters (None without a store)."""
+    """The hooks' own failure count, the finisher's and the writer's counters (None without a store)."""
 
     errors: int
     writer: WriterStats | None
+    finisher: FinisherStats | None = None
 
 
 _state = _State()
@@ -177,6 +179,8 @@ def configure(
         label_limit=label_limit,
     )
     new.metrics()  # register now, so a clash with existing metrics surfaces at configuration time
+    FINISHER.flush()  # the calls in flight finish with the configuration they started under
+    register_at_exit()  # after the new writer's: the last calls reach it before it closes
     old, _state = _state, new
     if old.owns_writer and old.writer is not None and old.writer is not writer:
         old.writer.close()
@@ -185,6 +189,7 @@ def configure(
 def reset() -> None:
     """Return to the unconfigured state (global tracer and registry, no store) and zero the counters."""
     global _state, _errors
+    FINISHER.flush()
     old, _state = _state, _State()
     with _errors_lock:
         _errors = 0
@@ -193,9 +198,28 @@ def reset() -> None:
 
 
 def stats() -> HookStats:
-    """Return the hooks' own failure count and the writer's counters."""
+    """Return the hooks' own failure count, the finisher's and the writer's counters."""
     writer = _state.writer
-    return HookStats(errors=_errors, writer=None if writer is None else writer.stats())
+    return HookStats(
+        errors=_errors, writer=None if writer is None else writer.stats(), finisher=FINISHER.stats()
+    )
+
+
+def flush(timeout: float | None = 10.0) -> bool:
+    """Finish the calls made so far and write their rows; return False on timeout.
+
+    A model call's span end, metrics, rows and evaluation happen on a background thread after
+    the application has its response. Call this where the process may stop without exiting
+    normally (a serverless handler's end) or before reading what the hooks produced (tests);
+    a normal interpreter exit flushes by itself.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if not FINISHER.flush(timeout):
+        return False
+    writer = _state.writer
+    if writer is None:
+        return True
+    return writer.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 def current_call() -> CallRecord | None:

@@ -159,10 +159,14 @@ class CallRecord:
         if self.ttft_s is None:
             self.ttft_s = self._timer() - self._start_mark
 
-    def stop(self, *, error: BaseException | None = None) -> None:
-        """Close the record: measure the duration unless set, and settle the outcome."""
+    def mark_end(self) -> None:
+        """Measure the duration as of now, unless it is set already."""
         if self.duration_s is None:
             self.duration_s = self._timer() - self._start_mark
+
+    def stop(self, *, error: BaseException | None = None) -> None:
+        """Close the record: measure the duration unless set, and settle the outcome."""
+        self.mark_end()
         if error is not None:
             self.outcome = "error"
             self.error_type = type(error).__name__

@@ -10,6 +10,7 @@ the vendor stream. It does not own reading items (the wrappers) nor the call (``
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -82,12 +83,8 @@ class _Base:
             return
         self._ended = True
         rec = self._call.record
-        if rec is not None:
-            try:
-                settle(rec, self._state, want_text=self._want_text)
-            except Exception as err:
-                _note_error("stream end", err)
-        self._call.finish(exc)
+        fill = None if rec is None else functools.partial(settle, rec, self._state, want_text=self._want_text)
+        self._call.finish(exc, fill)  # the text and token estimates are read on the finisher's thread
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

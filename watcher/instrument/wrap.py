@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from . import hooks
-from .call import llm_call
+from .call import _LLMCall
 from .hooks import _note_error
 from .raw import is_raw_response, wrap_raw
 from .record import CallRecord
@@ -93,29 +93,26 @@ def _wants() -> tuple[bool, bool]:
     return prompt or state.refusal is not None, prompt
 
 
-def _begin(spec: WrapSpec, kwargs: dict[str, Any]) -> tuple[Any, bool]:
+def _begin(spec: WrapSpec, kwargs: dict[str, Any]) -> tuple[_LLMCall, bool]:
     attrib = _attribution.get()
-    model = kwargs.get("model")
-    try:
-        params = spec.params(kwargs)
-    except Exception as exc:
-        _note_error("request parameters", exc)
-        params = {}
     if spec.prepare is not None:
         try:
             spec.prepare(kwargs)
         except Exception as exc:
             _note_error("request prepare", exc)
-    call = llm_call(
-        provider=spec.provider,
-        model=str(model or ""),
-        operation=spec.operation,
-        tenant=attrib.get("tenant", ""),
-        feature=attrib.get("feature", ""),
-        user_id=attrib.get("user_id"),
-        prompt_version=attrib.get("prompt_version"),
-        labels=attrib.get("labels"),
-        **params,
+    labels = attrib.get("labels")
+    call = _LLMCall(
+        {
+            "provider": spec.provider,
+            "model": str(kwargs.get("model") or ""),
+            "operation": spec.operation,
+            "tenant": str(attrib.get("tenant", "")),
+            "feature": str(attrib.get("feature", "")),
+            "user_id": attrib.get("user_id"),
+            "prompt_version": attrib.get("prompt_version"),
+        },
+        functools.partial(spec.params, kwargs),  # read on the finisher's thread
+        labels or {},
     )
     return call, kwargs.get("stream") is True
 
@@ -166,17 +163,24 @@ def _deliver(
         if hasattr(result, "__anext__"):
             return AsyncStreamProxy(result, call, spec.on_item, state, want_text)
         return SyncStreamProxy(result, call, spec.on_item, state, want_text)
-    rec = call.record
-    try:
-        spec.on_response(rec, result)
-        if not want_text:
-            rec.response = None
-        if want_prompt and rec.prompt is None:
-            rec.prompt = prompt()
-    except Exception as exc:
-        _note_error("response", exc)
-    call.finish(None)
+    call.finish(None, functools.partial(_fill, spec, call.record, result, prompt, want_text, want_prompt))
     return result
+
+
+def _fill(
+    spec: WrapSpec,
+    rec: CallRecord,
+    result: Any,
+    prompt: Callable[[], str | None],
+    want_text: bool,
+    want_prompt: bool,
+) -> None:
+    """Read a typed result into the record (on the finisher's thread)."""
+    spec.on_response(rec, result)
+    if not want_text:
+        rec.response = None
+    if want_prompt and rec.prompt is None:
+        rec.prompt = prompt()
 
 
 def wrap_method(original: Callable[..., Any], spec: WrapSpec) -> Callable[..., Any]:
