@@ -77,9 +77,13 @@ def _prometheus_factory(root: Path) -> Iterator[PrometheusFactory]:
     servers: list[PrometheusServer] = []
 
     def make(
-        *, targets: Sequence[str] = (), openmetrics: str | None = None, start: bool = True
+        *,
+        targets: Sequence[str] = (),
+        openmetrics: str | None = None,
+        start: bool = True,
+        exemplars: bool = True,
     ) -> PrometheusServer:
-        server = PrometheusServer(root / f"prom{len(servers)}", targets=targets)
+        server = PrometheusServer(root / f"prom{len(servers)}", targets=targets, exemplars=exemplars)
         servers.append(server)
         if openmetrics is not None:
             server.backfill(openmetrics)
@@ -96,10 +100,11 @@ def _prometheus_factory(root: Path) -> Iterator[PrometheusFactory]:
 
 @pytest.fixture
 def prometheus_factory(tmp_path: Path) -> Iterator[PrometheusFactory]:
-    """Return ``make(targets=…, openmetrics=…, start=True)`` building real Prometheus servers.
+    """Return ``make(targets=…, openmetrics=…, start=True, exemplars=True)`` building real Prometheus servers.
 
     Each server gets its own data dir and free loopback port; ``openmetrics`` history is
-    backfilled before start. All are stopped by PID at teardown.
+    backfilled before start; ``exemplars=False`` runs it without exemplar storage. All are
+    stopped by PID at teardown.
     """
     yield from _prometheus_factory(tmp_path)
 

@@ -131,7 +131,11 @@ class _Process:
 
 
 class PrometheusServer(_Process):
-    """A real Prometheus with exemplar storage, scraping ``targets`` every second."""
+    """A real Prometheus scraping ``targets`` every second, with exemplar storage unless told not to.
+
+    ``exemplars=False`` starts it without ``--enable-feature=exemplar-storage``, as most installs
+    run: ``/api/v1/query_exemplars`` then answers success with no data.
+    """
 
     def __init__(
         self,
@@ -141,9 +145,11 @@ class PrometheusServer(_Process):
         port: int | None = None,
         binary: Path = PROMETHEUS_BIN,
         promtool: Path = PROMTOOL_BIN,
+        exemplars: bool = True,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__("prometheus", workdir, port or free_port())
+        self.exemplars = exemplars
         self.binary = binary
         self.promtool = promtool
         self.data_dir = workdir / "data"
@@ -170,7 +176,7 @@ class PrometheusServer(_Process):
             f"--web.listen-address=127.0.0.1:{self.port}",
             f"--storage.tsdb.path={self.data_dir}",
             "--storage.tsdb.retention.time=60d",
-            "--enable-feature=exemplar-storage",
+            *(["--enable-feature=exemplar-storage"] if self.exemplars else []),
             "--web.enable-lifecycle",
             "--log.level=warn",
         ]

@@ -499,3 +499,38 @@ def test_source_down_alert_and_endpoint_status_on_page_and_api(
     alerts = client.get("/api/v1/alerts").json()["data"]["alerts"]
     down = [a for a in alerts if a["rule"] == "WatcherSourceDown"]
     assert len(down) == 1 and down[0]["state"] == "firing" and down[0]["labels"]["source"] == "main"
+
+
+def test_alert_without_exemplars_shows_the_note_and_the_search_link(tmp_path: Path) -> None:
+    from markupsafe import escape
+
+    from watcher.core import ExemplarLookup
+
+    settings, mem = scenario(tmp_path, NOW)
+    search = "https://tempo.example/search?from={start_ms}&to={end_ms}&q={labels}"
+    settings = settings.model_copy(update={"trace_search_url": search})
+    acme = mem.series("SpendSpike", {"tenant": "acme"})
+    acme.traces = [() for _ in acme.traces]  # a Prometheus without exemplar storage
+    mem.exemplars = ExemplarLookup("main")
+    daemon = Daemon(
+        settings,
+        store=open_store(f"sqlite:///{tmp_path}/w.db"),
+        sources={"prometheus": mem},
+        receivers={"hook": RecordingReceiver("hook")},
+    )
+    try:
+        daemon.run_once(NOW, drain_s=0)
+        with TestClient(build_app(daemon), raise_server_exceptions=False) as client:
+            html = client.get("/").text
+            (alert,) = client.get("/api/v1/alerts").json()["data"]["alerts"]
+    finally:
+        daemon.close()
+    # from the first anomalous point (11:59) less one step, to the evaluation at 12:00:30
+    note = "no exemplars from Prometheus endpoint 'main' for 2026-11-20 11:58:00–12:00:30 UTC"
+    start, end = int(to_epoch(NOW - timedelta(seconds=150))), int(to_epoch(NOW))
+    link = f"https://tempo.example/search?from={start}000&to={end}000&q=tenant%3D%22acme%22"
+    assert alert["traces"] == []
+    notes = {"summary": "acme spends 10.0 USD/h", "no_exemplars": note, "trace_search": link}
+    assert alert["annotations"] == notes
+    assert str(escape(note)) in html
+    assert f'<a class="trace-search" href="{escape(link)}" rel="noreferrer">' in html

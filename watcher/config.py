@@ -35,6 +35,7 @@ from pydantic_settings import (
 
 from .errors import ConfigError
 from .rules.schema import Duration
+from .tracesearch import check_search_url
 
 DEFAULT_CONFIG_FILE = "watcher.yaml"
 
@@ -332,6 +333,11 @@ class Settings(BaseSettings):
         "http://localhost:16686/trace/{trace_id}",
         description="deep link to one trace; {trace_id} is replaced (Jaeger default, see docs)",
     )
+    trace_search_url: str | None = Field(
+        None,
+        description="trace UI search over a time range, linked when an alert has no exemplar trace IDs: "
+        "{start}/{end} (also _ms, _us, _iso) and {labels}/{labels_json} are filled in (docs/prometheus.md)",
+    )
     external_url: str = Field("http://localhost:9464", description="where the status page is reachable")
     receivers: dict[str, ReceiverSettings] = Field(
         default_factory=lambda: {"console": ReceiverSettings(type="console")}
@@ -369,6 +375,11 @@ class Settings(BaseSettings):
         if "{trace_id}" not in self.trace_url:
             raise ValueError("trace_url must contain {trace_id}")
         return self
+
+    @field_validator("trace_search_url")
+    @classmethod
+    def _search_placeholders(cls, value: str | None) -> str | None:
+        return None if value is None else check_search_url(value)
 
     @model_validator(mode="after")
     def _default_prometheus_exists(self) -> Settings:

@@ -127,6 +127,21 @@ class TraceRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ExemplarLookup:
+    """Where a source looked for a series' trace IDs in exemplars, and why it failed if it did.
+
+    A series carries one only when its rule wants exemplar traces and the source asked for them, so
+    an alert left without trace IDs can say where none came from (and a rule whose traces are off,
+    or come from rows, never claims "no exemplars").
+    """
+
+    endpoint: str
+    """The name of the configured endpoint that was asked."""
+    error: str | None = None
+    """Why the lookup failed (the query failed, or there was no metric to ask for); None if it ran."""
+
+
+@dataclass(frozen=True, slots=True)
 class Series:
     """One labelled time series as a source returns it.
 
@@ -134,6 +149,7 @@ class Series:
     data. ``counts`` is the number of observations behind each point (calls, scores), used by
     sample-size-aware detectors and ``min_count``; ``None`` when the source cannot know it.
     ``traces[i]`` are the trace references behind point ``i`` (possibly empty), best offenders first.
+    ``exemplars`` says where the source looked for them in exemplars (None: it did not look).
     """
 
     labels: Labels
@@ -141,6 +157,7 @@ class Series:
     values: FloatArray
     counts: FloatArray | None = None
     traces: tuple[tuple[TraceRef, ...], ...] = ()
+    exemplars: ExemplarLookup | None = None
 
     def __post_init__(self) -> None:
         if len(self.timestamps) != len(self.values):

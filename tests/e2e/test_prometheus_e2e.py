@@ -180,6 +180,7 @@ def test_exemplar_trace_ids_of_the_offending_calls_reach_the_receiver(
     assert set(trace_ids) <= offending, "every linked trace is one of acme's expensive calls"
     assert all(t["url"] == f"http://jaeger.local/trace/{t['trace_id']}" for t in body["traces"])
     assert all(tid in body["body"] for tid in trace_ids)
+    assert "no_exemplars" not in body["annotations"] and "no exemplars" not in body["body"]
 
     # The same alert in a real Alertmanager, with the same trace links and a link back to the rule.
     (am,) = am_alerts(alertmanager, "SpendBudgetBurn")

@@ -22,7 +22,7 @@ from pydantic import SecretStr, ValidationError
 
 from tests.prom import PrometheusServer, free_port, poll
 from watcher.config import BasicAuth, PrometheusEndpoint, Settings
-from watcher.core import Labels, Series, from_epoch
+from watcher.core import ExemplarLookup, Labels, Series, from_epoch
 from watcher.engine.scheduler import build_sources
 from watcher.errors import QueryError, SourceUnavailableError
 from watcher.rules.schema import Rule
@@ -284,6 +284,23 @@ def test_failed_exemplar_query_does_not_fail_the_fetch(
         )
     assert set(series) == {"acme", "beta"} and series["acme"].traces == ()
     assert "exemplar query failed" in caplog.text and "HTTP 400" in caplog.text and SECRET not in caplog.text
+    lookup = series["acme"].exemplars
+    assert lookup is not None and lookup.endpoint == "main" and SECRET not in (lookup.error or "")
+    error = lookup.error or ""
+    assert error.startswith("the exemplar query failed: ") and "HTTP 400" in error
+
+
+def test_series_say_where_exemplars_were_looked_for(scraped: Any) -> None:
+    prom, _ = scraped
+    expr = "sum by (tenant) (rate(demo_cost_usd_total[1m]))"
+    with source_for(prom.url) as src:
+        assert fetch_now(src, rule(expr))["acme"].exemplars == ExemplarLookup("main")
+        assert fetch_now(src, rule(expr, traces={"from": "none"}))["acme"].exemplars is None
+        [total] = src.fetch(rule("vector(1)"), datetime.now(UTC) - timedelta(seconds=5), datetime.now(UTC),
+                            timedelta(seconds=1))  # fmt: skip
+        assert total.exemplars is not None and "set traces.metric" in (total.exemplars.error or "")
+    with source_for(prom.url, exemplars=False) as src:
+        assert fetch_now(src, rule(expr))["acme"].exemplars is None
 
 
 @pytest.mark.parametrize(

@@ -369,6 +369,7 @@ class ClusterMember:
             alert_store=fenced,
             resolved_retention=d.settings.notify.resolved_retention,
             metrics=d.metrics,
+            trace_search_url=d.settings.trace_search_url,
         )
         stored: list[Alert] = d.alert_store.load(name)
         orphans = ev.restore(stored)  # alerts of rules the group no longer has

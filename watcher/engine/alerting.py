@@ -123,6 +123,8 @@ def _with_obs(alert: Alert, obs: Observation, now: datetime, *, keep_traces: boo
         lower=obs.lower if value_known else alert.lower,
         upper=obs.upper if value_known else alert.upper,
         score=obs.score if value_known else alert.score,
-        annotations=dict(obs.annotations) if obs.annotations else dict(alert.annotations),
+        # an active observation says everything that holds now (stale notes go); an inactive one
+        # without annotations keeps what the alert said
+        annotations=dict(obs.annotations) if obs.annotations or obs.active else dict(alert.annotations),
         traces=alert.traces if keep_traces or not obs.traces else obs.traces,
     )

@@ -38,6 +38,7 @@ from ..rules.schema import (
 )
 from ..selfmetrics import SelfMetrics
 from ..sources.base import Source
+from ..tracesearch import NO_EXEMPLARS, NOTE_KEYS, TRACE_SEARCH, no_exemplars_note, search_link
 from .alerting import Observation, Timing, step
 from .history import VerdictRing
 from .state import AlertStore, RuleHealth
@@ -116,6 +117,8 @@ class _RuleRunner:
     """Recent verdicts per series (keyed by the source's labels), oldest first, bounded."""
     by_alert_labels: dict[Labels, Labels] = field(default_factory=dict)
     """Alert labels (series labels with the rule's labels laid over) → the series' own labels."""
+    episode_start: dict[str, float] = field(default_factory=dict)
+    """Fingerprint → the first anomalous point of the alert's current episode (its trace window)."""
 
     @property
     def history_points(self) -> int:
@@ -169,9 +172,15 @@ class GroupEvaluator:
         render: Callable[..., dict[str, str]] = render_annotations,
         detector_factory: Callable[[Rule, Labels], Detector] | None = None,
         keep_history: bool = True,
+        trace_search_url: str | None = None,
     ) -> None:
-        """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests."""
+        """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests.
+
+        ``trace_search_url`` (the setting) links an alert left without exemplar trace IDs to its
+        time window in the trace UI.
+        """
         self.group = group
+        self._trace_search_url = trace_search_url
         self._keep_history = keep_history
         self._sources = sources
         # A backtest passes detectors whose verdicts were computed over the whole range at once.
@@ -287,7 +296,7 @@ class GroupEvaluator:
         for series in series_list:
             labels = series.labels.merge(rule.labels)
             fp = labels.merge({"alertname": rule.alert}).fingerprint
-            observations[fp] = (labels, self._observe(runner, series, grid_last, fp))
+            observations[fp] = (labels, self._observe(runner, series, grid_last, fp, now))
         absent_fp = Labels(rule.labels).merge({"alertname": rule.alert}).fingerprint
         for fp, alert in runner.alerts.items():
             if fp not in observations:
@@ -316,6 +325,8 @@ class GroupEvaluator:
             if new != prev:
                 changed.append(new)
             runner.alerts[fp] = new
+        for fp in [f for f in runner.episode_start if f not in runner.alerts or runner.alerts[f].resolved]:
+            del runner.episode_start[fp]
         return len(series_list), changed, deleted
 
     def _fetch(
@@ -333,7 +344,9 @@ class GroupEvaluator:
             if self._metrics:
                 self._metrics.source_query_duration.labels(rule.source).observe(time.perf_counter() - t0)
 
-    def _observe(self, runner: _RuleRunner, series: Series, grid_last: float, fp: str) -> Observation | None:
+    def _observe(
+        self, runner: _RuleRunner, series: Series, grid_last: float, fp: str, now: datetime
+    ) -> Observation | None:
         rule = runner.rule
         if rule.detector is None:
             verdicts = [
@@ -360,26 +373,54 @@ class GroupEvaluator:
         if not latest.ready:
             return None  # warming up: no verdict, keep whatever state there is
         active = latest.anomalous and runner.passes_floor(latest.value)
+        prev = runner.alerts.get(fp)
+        ongoing = prev is not None and prev.state is not AlertState.INACTIVE
         traces: tuple[TraceRef, ...] = ()
+        notes: dict[str, str] = {}
         if active and runner.top:
-            prev = runner.alerts.get(fp)
-            since = grid_last - max(rule.for_.total_seconds(), rule_step(rule, self.group).total_seconds())
+            step_s = rule_step(rule, self.group).total_seconds()
+            since = grid_last - max(rule.for_.total_seconds(), step_s)
             index = {float(t): i for i, t in enumerate(series.timestamps)}
-            fresh = [
-                ref
-                for v in verdicts
-                if v.anomalous and v.ts >= since and runner.passes_floor(v.value)
-                for ref in series.traces_at(index[v.ts])
-            ]
-            kept = prev.traces if prev is not None and prev.state is not AlertState.INACTIVE else ()
+            hot = [v.ts for v in verdicts if v.anomalous and v.ts >= since and runner.passes_floor(v.value)]
+            fresh = [ref for ts in hot for ref in series.traces_at(index[ts])]
+            kept = prev.traces if prev is not None and ongoing else ()
             traces = rank_traces([*kept, *fresh], rule.traces, runner.top)
-        return self._obs(rule, series.labels.merge(rule.labels), latest, active, traces)
+            first = min(hot, default=grid_last)
+            if prev is not None and prev.active_at is not None and ongoing:
+                # after a restart the episode's first point is unknown: the step it became active in
+                first = min(first, runner.episode_start.get(fp, to_epoch(prev.active_at) // step_s * step_s))
+            runner.episode_start[fp] = first
+            if not traces and series.exemplars is not None:
+                notes = self._no_exemplars(series, first - step_s, to_epoch(now))
+        elif not active and prev is not None and ongoing:
+            # a resolving alert keeps its traces (alerting), and so what it said about having none
+            notes = {k: prev.annotations[k] for k in NOTE_KEYS if k in prev.annotations}
+        return self._obs(rule, series.labels.merge(rule.labels), latest, active, traces, notes)
 
-    def _obs(self, rule: Rule, labels: Labels, v: Verdict, active: bool, traces: tuple[TraceRef, ...]) -> Observation:
+    def _no_exemplars(self, series: Series, start: float, end: float) -> dict[str, str]:
+        """Return the notes of an alert without exemplar traces: whence none came, and a search link."""
+        assert series.exemplars is not None
+        lookup = series.exemplars
+        notes = {NO_EXEMPLARS: no_exemplars_note(lookup.endpoint, start, end, lookup.error)}
+        if self._trace_search_url:
+            notes[TRACE_SEARCH] = search_link(self._trace_search_url, start, end, series.labels)
+        return notes
+
+    def _obs(
+        self,
+        rule: Rule,
+        labels: Labels,
+        v: Verdict,
+        active: bool,
+        traces: tuple[TraceRef, ...],
+        notes: Mapping[str, str] | None = None,
+    ) -> Observation:
         annotations = self._render(
             rule.annotations, labels=labels, value=v.value, expected=v.expected, lower=v.lower, upper=v.upper,
             score=v.score,
         ) if rule.annotations else {}
+        if notes:
+            annotations = {**notes, **annotations}  # the rule's own annotation of the same name wins
         return Observation(
             active=active, value=v.value, expected=v.expected, lower=v.lower, upper=v.upper, score=v.score,
             annotations=annotations, traces=traces,

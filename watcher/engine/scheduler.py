@@ -145,6 +145,7 @@ class Daemon:
                 alert_store=self.alert_store,
                 resolved_retention=self.settings.notify.resolved_retention,
                 metrics=self.metrics,
+                trace_search_url=self.settings.trace_search_url,
             )
             orphans += ev.restore(persisted.get(lg.group.name, []))
             new[lg.group.name] = ev

@@ -26,11 +26,13 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import Settings
 from ..core import Alert, Notification, NotificationKind, TraceRef, utc
+from ..tracesearch import NO_EXEMPLARS, TRACE_SEARCH
 
 logger = logging.getLogger(__name__)
 
 PAYLOAD_VERSION = "1"
 _TRACE_ID_SHOWN = 8
+TRACE_SEARCH_TEXT = "search traces in the alert's window"
 
 
 def format_number(x: float | None) -> str:
@@ -267,6 +269,7 @@ def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, A
         if notes.get(key):
             blocks.append(notes.pop(key))
     notes.pop(UNIT_ANNOTATION, None)  # shown with the numbers
+    gap, search = notes.pop(NO_EXEMPLARS, None), notes.pop(TRACE_SEARCH, None)  # shown with the traces
     blocks.append(value_line(alert, kind))
     since = since_line(alert, kind)
     if since:
@@ -277,6 +280,9 @@ def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, A
         blocks.append("\n".join(f"- {k}: {v}" for k, v in sorted(notes.items())))
     if traces:
         blocks.append("Top traces:\n" + "\n".join(_trace_line(t) for t in traces))
+    elif gap or search:
+        line = "Traces: " + (gap or "none")
+        blocks.append(line + (f" · [{TRACE_SEARCH_TEXT}]({search})" if search else ""))
     if rule_url:
         blocks.append(f"Rule: [{alert.group} / {alert.rule}]({rule_url})")
     return "\n\n".join(blocks)
@@ -305,7 +311,11 @@ def render_notification(
     title_template: str | None = None,
     body_template: str | None = None,
 ) -> Notification:
-    """Render the title, Markdown body, links and JSON payload of one notification."""
+    """Render the title, Markdown body, links and JSON payload of one notification.
+
+    An alert without trace IDs whose annotations say why (``no_exemplars``) shows that line in
+    place of its top traces, with the ``trace_search`` link, which also leads ``links``.
+    """
     traces = _trace_dicts(alert, settings)
     payload = _payload(alert, kind, traces, rule_url)
     title = _default_title(alert, kind)
@@ -322,6 +332,9 @@ def render_notification(
         title = _custom("title", title_template, context, title, receiver)
         body = _custom("body", body_template, context, body, receiver)
     links = [(f"trace {t['trace_id']}", str(t["url"])) for t in traces]
+    search = alert.annotations.get(TRACE_SEARCH)
+    if search and not traces:
+        links.append((TRACE_SEARCH_TEXT, search))
     if rule_url:
         links.append((f"rule {alert.rule}", rule_url))
     return Notification(

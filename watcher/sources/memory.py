@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from ..core import Labels, Series, TraceRef
+from ..core import ExemplarLookup, Labels, Series, TraceRef
 from ..errors import SourceError
 from ..rules.schema import Rule
 from .base import step_grid
@@ -50,6 +50,8 @@ class MemorySource:
         self.data: dict[str, list[MemorySeries]] = {k: list(v) for k, v in (data or {}).items()}
         self.fail_with: SourceError | None = None
         self.fetches = 0
+        self.exemplars: ExemplarLookup | None = None
+        """Set to make every series say its traces were looked for in exemplars, like Prometheus's."""
 
     def series(self, rule: str, labels: Mapping[str, str] | Labels) -> MemorySeries:
         """Return (creating if needed) the raw series of ``rule`` with ``labels``."""
@@ -87,5 +89,5 @@ class MemorySource:
                     traces.append(())
             if np.all(np.isnan(values)):
                 continue
-            out.append(Series(raw.labels, grid, values, counts, tuple(traces)))
+            out.append(Series(raw.labels, grid, values, counts, tuple(traces), exemplars=self.exemplars))
         return out

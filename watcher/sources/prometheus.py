@@ -12,6 +12,8 @@ Prometheus's own error text (408 and 429 excepted: they are transient); timeouts
 errors, 5xx and malformed responses become ``SourceUnavailableError``. Messages name the endpoint
 and its URL without credentials, and every configured secret is masked in them besides.
 A failed exemplar query never fails the fetch: it is logged and the series come back without traces.
+Whenever exemplars were wanted, each series says where they were looked for and whether that
+failed (``Series.exemplars``), so an alert left without trace IDs can say so (``engine.group``).
 An unavailable endpoint is backed off (``_Endpoint._call``) and its status is reported by
 ``endpoint_status()``, which ``engine.sourcedown`` turns into one "source down" alert.
 
@@ -43,7 +45,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from ..config import PrometheusEndpoint
-from ..core import FloatArray, Labels, Series, TraceRef, from_epoch, to_epoch
+from ..core import ExemplarLookup, FloatArray, Labels, Series, TraceRef, from_epoch, to_epoch
 from ..errors import QueryError, SourceError, SourceUnavailableError
 from ..rules.schema import RateDetector, Rule, TracesSpec
 from .base import step_grid
@@ -403,10 +405,11 @@ class PrometheusSource:
         if not values:
             return []
         traces: dict[Labels, tuple[tuple[TraceRef, ...], ...]] = {}
+        lookup: ExemplarLookup | None = None
         if self._wants_exemplars(rule, ep):
-            traces = self._exemplar_traces(rule, ep, list(values), grid, to_epoch(start))
+            traces, lookup = self._exemplar_traces(rule, ep, list(values), grid, to_epoch(start))
         return [
-            Series(lb, grid.copy(), arr, counts.get(lb), traces=traces.get(lb, ()))
+            Series(lb, grid.copy(), arr, counts.get(lb), traces=traces.get(lb, ()), exemplars=lookup)
             for lb, arr in values.items()
         ]
 
@@ -479,23 +482,24 @@ class PrometheusSource:
 
     def _exemplar_traces(
         self, rule: Rule, ep: _Endpoint, series: list[Labels], grid: FloatArray, start: float
-    ) -> dict[Labels, tuple[tuple[TraceRef, ...], ...]]:
+    ) -> tuple[dict[Labels, tuple[tuple[TraceRef, ...], ...]], ExemplarLookup]:
         """Return per-series, per-point trace references from the exemplars of the rule's metrics.
 
         An exemplar goes to every series whose labels all appear, with equal values, in the
         exemplar's series labels, at the point ``i`` with ``grid[i-1] < ts <= grid[i]`` (the first
-        point also takes the lead-in before it). Any failure is logged and yields no traces.
+        point also takes the lead-in before it). Any failure is logged and yields no traces; the
+        lookup returned alongside says which endpoint was asked and why it failed, if it did.
         """
         selectors = [rule.traces.metric] if rule.traces is not None and rule.traces.metric else []
         selectors = selectors or expr_selectors(rule.expr or "")
         if not selectors:
-            return {}
+            return {}, ExemplarLookup(ep.name, "no metric in `expr` to ask exemplars for: set traces.metric")
         lead = EXEMPLAR_LEAD.total_seconds()
         try:
             data = ep.query_exemplars(" or ".join(selectors), start - lead, float(grid[-1]))
         except SourceError as exc:
             logger.warning("rule %s: exemplar query failed, alerting without trace IDs: %s", rule.alert, exc)
-            return {}
+            return {}, ExemplarLookup(ep.name, f"the exemplar query failed: {exc}")
         buckets: dict[Labels, dict[int, dict[str, TraceRef]]] = {}
         for group in data:
             try:
@@ -521,7 +525,7 @@ class PrometheusSource:
                 ranked = sorted(refs.values(), key=lambda r: _rank_key(r, rule.traces))
                 per_point[i] = tuple(ranked[:MAX_TRACES_PER_POINT])
             out[lb] = tuple(per_point)
-        return out
+        return out, ExemplarLookup(ep.name)
 
 
 def _trace_ref(ex: Mapping[str, Any], grid: FloatArray, metric: str | None) -> tuple[TraceRef | None, int]:

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from ...core import Notification, NotificationKind
 from ...errors import NotifyError
+from ...tracesearch import NO_EXEMPLARS, TRACE_SEARCH
 from ..templates import format_number, since_line, value_line
 
 
@@ -76,6 +77,13 @@ def render_lines(n: Notification) -> list[Text]:
         if trace.get("note"):
             line.append(f" · {trace['note']}", style="dim")
         lines.append(line)
+    if not n.payload.get("traces") and annotations.get(NO_EXEMPLARS):
+        lines.append(Text(f"  traces: {annotations[NO_EXEMPLARS]}", style="dim"))
+        search = annotations.get(TRACE_SEARCH)
+        if search:
+            line = Text("  search ")
+            line.append(str(search), style=Style(link=str(search)))
+            lines.append(line)
     rule_url = n.payload.get("rule_url")
     if rule_url:
         line = Text("  rule  ", style="dim")
