@@ -38,6 +38,12 @@ def _call_row(rec: CallRecord) -> dict[str, Any]:
     return _clip("calls", rec.row())
 
 
+def _parent_span_id() -> int:
+    """Return the span id of the current span before ours (a no-op tracer hands it back as ours)."""
+    ctx = trace.get_current_span(otel_context.get_current()).get_span_context()
+    return ctx.span_id if ctx.is_valid else -1
+
+
 def _messages_attr(role: str, text: str) -> str:
     return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}], ensure_ascii=False)
 
@@ -140,7 +146,7 @@ class _LLMCall(ContextDecorator):
         }
         if state.emit_gen_ai_system:
             attrs[attr.GEN_AI_SYSTEM] = call["provider"]
-        parent = trace.get_current_span().get_span_context()
+        outer = hooks._current.get()
         span = state.tracer.start_span(
             f"{call['operation']} {call['model']}",
             kind=SpanKind.CLIENT,
@@ -149,17 +155,16 @@ class _LLMCall(ContextDecorator):
             set_status_on_exception=False,
         )
         self._span = span
-        self._otel_token = otel_context.attach(trace.set_span_in_context(span))
         ctx = span.get_span_context()
         if not ctx.is_valid:  # no tracer provider: ids of our own, so the row still has a trace
-            outer = hooks._current.get()
             trace_id = outer.trace_id if outer is not None else _new_trace_id()
             span_id = _new_span_id()
-        elif not span.is_recording() and parent.is_valid and ctx.span_id == parent.span_id:
+        elif not span.is_recording() and ctx.span_id == _parent_span_id():  # (ours is not current yet)
             trace_id, span_id = f"{ctx.trace_id:032x}", _new_span_id()  # no-op tracer under a parent
         else:
             trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
             self._sampled = ctx.trace_flags.sampled
+        self._otel_token = otel_context.attach(trace.set_span_in_context(span))
         # The default clock's datetime is built when the row is, on the writer's thread.
         ts = time.time() if state.clock is _utcnow else state.clock()
         return CallRecord(**call, trace_id=trace_id, span_id=span_id, ts=ts, timer=state.timer)
