@@ -260,3 +260,21 @@ def test_verdict_ring_keeps_the_newest_in_order_each_timestamp_once() -> None:
     assert band == (3, 2, 5, 0.5, True)
     assert [(v.ready, v.reason) for v in got[2:]] == [(False, "no data"), (False, "warming up")]
     assert got[0].ready and got[0].reason == "" and not got[0].anomalous
+
+
+def test_series_gone_longer_than_their_state_reaches_are_forgotten(store: Store) -> None:
+    src = MemorySource()
+    ev = GroupEvaluator(Group.model_validate(GROUP), {"prometheus": src}, alert_store=AlertStore(store))
+    src.series("CostHigh", {"tenant": "gone"}).add(to_epoch(T0), 1.0)
+    for m in range(4):
+        _feed(src, m, 50.0)  # acme fires (threshold 10, for 2m)
+        ev.evaluate(T0 + m * M)
+    assert set(ev.verdicts()["CostHigh"]) == {Labels(tenant="acme"), Labels(tenant="gone")}
+    # The history span of a 1-minute rule is 360 points: six hours later both series are silent,
+    # but acme's alert is still around (no data keeps it), so only "gone" is forgotten.
+    later = T0 + 6 * 60 * M + 10 * M
+    ev.evaluate(later)
+    assert set(ev.verdicts()["CostHigh"]) == {Labels(tenant="acme")}
+    assert ev.history("CostHigh", Labels(tenant="gone")) == []
+    assert ev.history("CostHigh", Labels(tenant="acme")) != []
+    assert any(a.labels["tenant"] == "acme" for a in ev.alerts())

@@ -10,7 +10,9 @@ Invariants:
 * ``now`` is a parameter; nothing here reads the clock except to time the evaluation itself;
 * a failed fetch returns before touching alert state, so an outage never resolves an alert;
 * each tick fetches only the points after the previous tick (the first fetch reaches back
-  ``lookback`` to warm the detectors up), so the cost of a tick does not grow with history.
+  ``lookback`` to warm the detectors up), so the cost of a tick does not grow with history;
+* the state of a series gone for longer than it reaches back (lookback, verdict history) is
+  dropped once it has no alert, so label churn (tenants, models) does not grow memory forever.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+import numpy as np
 
 from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_epoch, to_epoch
 from ..detectors import Detector, make_detector
@@ -119,6 +123,9 @@ class _RuleRunner:
     """Alert labels (series labels with the rule's labels laid over) → the series' own labels."""
     episode_start: dict[str, float] = field(default_factory=dict)
     """Fingerprint → the first anomalous point of the alert's current episode (its trace window)."""
+    last_seen: dict[Labels, float] = field(default_factory=dict)
+    """Series labels → the time of the series' newest point seen."""
+    pruned_at: float = -math.inf
 
     @property
     def history_points(self) -> int:
@@ -139,6 +146,32 @@ class _RuleRunner:
         if self.rule.traces is not None and self.rule.traces.from_ == "none":
             return 0
         return self.rule.traces.top if self.rule.traces is not None else DEFAULT_TOP_TRACES
+
+    def prune(self, grid_last: float) -> int:
+        """Forget the series gone for longer than their state reaches back; return how many.
+
+        That is the rule's lookback (a daemon started now would not see them either) or the span
+        of the verdict history, whichever is longer: everything their detector, verdicts and
+        history hold is out of its window. A series with an alert in any state is kept until the
+        alert is gone. Runs at most once per tenth of that span (backtests tick often).
+        """
+        step_s = rule_step(self.rule, self.group).total_seconds()
+        lookback = max(rule_lookback(self.rule, self.group).total_seconds(), self.history_points * step_s)
+        if grid_last - self.pruned_at < lookback / 10:
+            return 0
+        self.pruned_at = grid_last
+        horizon = grid_last - lookback
+        gone = [labels for labels, seen in self.last_seen.items() if seen < horizon]
+        dropped = 0
+        for labels in gone:
+            alert_labels = labels.merge(self.rule.labels)
+            if alert_labels.merge({"alertname": self.rule.alert}).fingerprint in self.alerts:
+                continue
+            for state in (self.detectors, self.last_verdicts, self.history, self.last_seen):
+                state.pop(labels, None)
+            self.by_alert_labels.pop(alert_labels, None)
+            dropped += 1
+        return dropped
 
     def passes_floor(self, value: float) -> bool:
         r = self.rule
@@ -327,6 +360,13 @@ class GroupEvaluator:
             runner.alerts[fp] = new
         for fp in [f for f in runner.episode_start if f not in runner.alerts or runner.alerts[f].resolved]:
             del runner.episode_start[fp]
+        for series in series_list:
+            seen = np.flatnonzero(np.isfinite(series.values))
+            if len(seen):
+                runner.last_seen[series.labels] = max(
+                    float(series.timestamps[seen[-1]]), runner.last_seen.get(series.labels, -math.inf)
+                )
+        runner.prune(grid_last)
         return len(series_list), changed, deleted
 
     def _fetch(
