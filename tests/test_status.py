@@ -534,3 +534,23 @@ def test_alert_without_exemplars_shows_the_note_and_the_search_link(tmp_path: Pa
     assert alert["annotations"] == notes
     assert str(escape(note)) in html
     assert f'<a class="trace-search" href="{escape(link)}" rel="noreferrer">' in html
+
+
+def test_a_group_name_with_a_slash_and_a_space_has_its_rule_page_and_charts(tmp_path: Path) -> None:
+    d, _, _ = make_daemon(tmp_path, NOW)
+    (tmp_path / "rules" / "cost.yaml").write_text(RULES.replace("name: llm-cost", "name: team/llm cost"))
+    assert d.reload().ok
+    d.run_once(NOW, drain_s=0)
+    try:
+        link = d.rule_url("team/llm cost", "SpendSpike")
+        assert link == "http://watcher.example/rules/team%2Fllm%20cost/SpendSpike"
+        with TestClient(build_app(d), raise_server_exceptions=False) as c:
+            page = c.get(link.removeprefix("http://watcher.example"))
+            assert page.status_code == 200 and "SpendSpike" in page.text
+            assert 'href="/rules/team/llm%20cost/SpendSpike"' in c.get("/").text
+            assert c.get("/rules/team/llm%20cost/SpendSpike").status_code == 200
+            png = c.get("/chart/rule/team%2Fllm%20cost/SpendSpike/0.png")
+            assert png.status_code == 200 and png_size(png.content) == (800, 300)
+            assert c.get("/rules/team%2Fllm%20cost/Nope").status_code == 404
+    finally:
+        d.close()

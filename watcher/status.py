@@ -129,7 +129,7 @@ def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
             problems=problems,
         )
 
-    @app.get("/rules/{group}/{rule}", include_in_schema=False)
+    @app.get("/rules/{group:path}/{rule}", include_in_schema=False)  # group names may hold "/"
     def rule_page(group: str, rule: str) -> HTMLResponse:
         found = find_rule(daemon, group, rule)
         if found is None:
@@ -181,7 +181,7 @@ def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
             raise HTTPException(404, "no chart for this alert (unknown, or no history since the start)")
         return Response(png, media_type="image/png", headers=PNG_HEADERS)
 
-    @app.get("/chart/rule/{group}/{rule}/{index}.png", include_in_schema=False)
+    @app.get("/chart/rule/{group:path}/{rule}/{index}.png", include_in_schema=False)
     def rule_png(group: str, rule: str, index: int) -> Response:
         found = find_rule(daemon, group, rule)
         if found is None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
+from urllib.parse import quote
 
 import schedule
 
@@ -177,7 +178,7 @@ class Daemon:
 
     def rule_url(self, group: str, rule: str) -> str:
         """Return the status-page link of one rule."""
-        return f"{self.settings.external_url.rstrip('/')}/rules/{group}/{rule}"
+        return f"{self.settings.external_url.rstrip('/')}/rules/{quote(group, safe='')}/{quote(rule, safe='')}"
 
     # --- work ----------------------------------------------------------------------------------
 
