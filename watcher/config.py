@@ -426,7 +426,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
         if data is not None and not isinstance(data, dict):
             raise ConfigError(f"{yaml_path}: the config must be a mapping of settings")
-    bound = type("Settings", (Settings,), {"yaml_path": yaml_path, "__module__": __name__})
+    bound: type[Settings] = type("Settings", (Settings,), {"yaml_path": yaml_path, "__module__": __name__})
     try:
         return bound(**overrides)
     except ValidationError as exc:

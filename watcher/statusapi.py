@@ -74,7 +74,7 @@ class SilenceIn(BaseModel):
         for m in items:
             if isinstance(m, str):
                 parsed = parse_matcher(_no_nul(m))  # ValueError → 422 with its reason
-                out.append(MatcherIn(name=parsed.name, value=parsed.value, op=parsed.op))  # type: ignore[arg-type]
+                out.append(MatcherIn(name=parsed.name, value=parsed.value, op=parsed.op))
                 continue
             _no_nul(m.value)
             if m.op in ("=~", "!~"):

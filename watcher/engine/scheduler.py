@@ -16,6 +16,7 @@ grid instead of by ``schedule``, and the outbox job runs only while its leases a
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -291,7 +292,9 @@ class Daemon:
             if self.cluster is not None and self.cluster.schedules_groups:
                 break  # replicas tick their leased groups on a shared grid (cluster.member)
             secs = max(1, int(ev.group.interval.total_seconds()))
-            self._scheduler.every(secs).seconds.do(self._dispatch, f"group:{name}", lambda n=name: self.evaluate_group(n))
+            self._scheduler.every(secs).seconds.do(
+                self._dispatch, f"group:{name}", functools.partial(self.evaluate_group, name)
+            )
         flush_s = max(1, int(self.settings.notify.flush_interval.total_seconds()))
         self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self._flush_if_active)
         if self.settings.notify.heartbeat is not None:  # dead-man's switch, see notify.heartbeat
@@ -327,7 +330,7 @@ class Daemon:
             replicated = self.cluster is not None and self.cluster.schedules_groups
             initial: list[str] = [] if replicated else list(self.evaluators)
             for name in initial:
-                self._dispatch(f"group:{name}", lambda n=name: self.evaluate_group(n))
+                self._dispatch(f"group:{name}", functools.partial(self.evaluate_group, name))
             if ready is not None:
                 ready()
             logger.info("watcher running: %d groups", len(self.evaluators))

@@ -152,7 +152,7 @@ class AlertStore:
             for alert in changed:
                 s.merge(alert_to_row(alert))
             if deleted:
-                s.exec(delete(AlertRow).where(col(AlertRow.fingerprint).in_(deleted)))  # type: ignore[call-overload]
+                s.exec(delete(AlertRow).where(col(AlertRow.fingerprint).in_(deleted)))
             s.commit()
 
     def record_health(self, results: Iterable[RuleHealth]) -> None:

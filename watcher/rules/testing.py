@@ -292,7 +292,7 @@ def _insert_rows(store: Any, case: TestCase) -> None:
             rows.append({**defaults, "trace_id": f"t{seq}", **row, "ts": ORIGIN + offset})
         if rows:
             with store.engine.begin() as conn:
-                conn.execute(table.__table__.insert(), rows)
+                conn.execute(table.__table__.insert(), rows)  # type: ignore[union-attr]
 
 
 def _evaluate(case: TestCase, groups: Sequence[Group], sources: dict[str, Source]) -> list[str]:

@@ -216,7 +216,7 @@ class AppriseReceiver:
             self._apprise.add(plugin)
         self.accepts_files = any(_takes_files(p) for p in self._apprise)
         """Whether ``send`` can deliver ``files`` (the outbox attaches the chart only then)."""
-        self._pagerduty = [p for p in self._apprise if type(p).__name__ == "NotifyPagerDuty"]
+        self._pagerduty: list[Any] = [p for p in self._apprise if type(p).__name__ == "NotifyPagerDuty"]
         plugins = list(self._apprise)
         self._inline = self._subset(asset, [p for p in plugins if _inline_files(p)])
         self._plain = self._subset(asset, [p for p in plugins if not _inline_files(p)])
@@ -300,7 +300,10 @@ class AppriseReceiver:
         """Make one Apprise call; return what failed (None when every service accepted, or none)."""
         if target is None:
             return None
-        attach = [AttachMemory(content=data, name=name, mimetype="image/png") for name, data in files] or None
+        attach = [
+            AttachMemory(content=data, name=name, mimetype="image/png")  # type: ignore[no-untyped-call]
+            for name, data in files
+        ] or None
         result = target.notify(
             body=body,
             title=title,
