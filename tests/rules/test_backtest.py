@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from watcher import instrument
@@ -461,3 +462,112 @@ def test_compare_fetches_an_unchanged_query_once(scenario: Path, tmp_path: Path)
     # Only the floor changed: both versions replay the same whole-range fetch (4 chunks per rule).
     assert sorted(set(whole)) == ["GroundednessDrop", "RefusalRateHigh", "SpendAnomaly", "TTFTDegraded"]
     assert len(whole) == 4 * 4
+
+
+def test_jobs_give_the_same_json_report(scenario: Path, tmp_path: Path) -> None:
+    # Worker processes fetch and score; the parent evaluates: the report must not depend on jobs.
+    docs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"bt-{jobs}.json"
+        argv = ["backtest", str(PACK), "--store", f"sqlite:///{scenario}", "--from", START.isoformat()]
+        argv += ["--to", END.isoformat(), "--json", str(out), "--jobs", jobs]
+        assert main(argv) == 0
+        docs[jobs] = out.read_text()
+    assert docs["1"] == docs["2"]
+    episodes = [e for r in json.loads(docs["1"])["rules"] for e in r["episodes"]]
+    assert len(episodes) >= 2 and all(len(e["trace_ids"]) == 5 for e in episodes)
+
+
+def test_replay_in_workers_equals_in_process(scenario: Path) -> None:
+    from watcher.rules.backtest import load_groups
+    from watcher.rules.parallel import start_workers
+    from watcher.rules.replay import shared_caches
+
+    groups = load_groups([PACK])
+    start = END - timedelta(days=1)
+    store = open_store(f"sqlite:///{scenario}")
+    try:
+        sql = SqlSource(store)
+        sources: dict[str, Any] = {"calls": sql, "scores": sql}
+        workers = start_workers(shared_caches(sources, start, END), groups, start, END, 2)
+        assert workers is not None  # the store is a file: its rules go to worker processes
+        workers.close()
+        here = replay(groups, sources, start, END, record_verdicts=True, jobs=1)
+        there = replay(groups, sources, start, END, record_verdicts=True, jobs=2)
+    finally:
+        store.close()
+    assert there.episodes == here.episodes and there.errors == here.errors == []
+    assert (there.ticks, there.evaluations) == (here.ticks, here.evaluations)
+    assert there.verdicts.keys() == here.verdicts.keys() and len(here.verdicts) > 0
+    for key, trace in here.verdicts.items():
+        for name in ("ts", "value", "lower", "upper", "expected"):
+            a, b = np.array(getattr(trace, name)), np.array(getattr(there.verdicts[key], name))
+            assert a.tobytes() == b.tobytes(), (key, name)
+
+
+def test_a_shared_fetch_equals_each_rules_own_fetch(scenario: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    from watcher.rules.backtest import load_groups
+    from watcher.rules.prefetch import NO_TRACES
+
+    db = tmp_path / "nulls.db"  # the scenario, with a time to first token missing on some calls
+    with sqlite3.connect(scenario) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+        dst.execute("UPDATE calls SET ttft_s = NULL WHERE rowid % 5 = 0")
+
+    pack = [r for g in load_groups([PACK]) for r in g.rules if r.source == "calls"]
+    q = pack[0].query
+    assert q is not None
+    # More shapes than the pack's: two labels, a computed field, a ratio that carries a field
+    # with NULLs (it keeps those rows; the others drop them).
+    extra = [
+        pack[0].model_copy(update={"query": q.model_copy(update={"by": ["tenant", "model"], "agg": "max"})}),
+        pack[0].model_copy(update={"query": q.model_copy(update={"field": "total_tokens", "agg": "mean"})}),
+        pack[1].model_copy(update={"query": pack[1].query.model_copy(update={"field": "ttft_s"})}),  # type: ignore[union-attr]
+        pack[2].model_copy(update={"query": pack[2].query.model_copy(update={"agg": "sum", "by": []})}),  # type: ignore[union-attr]
+    ]
+    rules = [r.model_copy(update={"traces": NO_TRACES}) for r in [*pack, *extra]]
+    store = open_store(f"sqlite:///{db}")
+    try:
+        sql = SqlSource(store)
+        assert len({sql.shared_key(r) for r in rules}) == 1 and sql.shared_key(pack[0]) is None  # traces
+        # Different ranges and steps, as rules with different lookbacks and windows have.
+        requests = [
+            (r, END - timedelta(hours=20, minutes=10 * i), END - timedelta(hours=i % 3), STEP * (1 + i % 2))
+            for i, r in enumerate(rules)
+        ]
+        shared = sql.fetch_shared(requests)
+        own = [sql.fetch(*req) for req in requests]
+    finally:
+        store.close()
+    assert sum(len(s) for s in own) > len(rules)
+    for got, want in zip(shared, own, strict=True):
+        assert [s.labels for s in got] == [s.labels for s in want]
+        for a, b in zip(got, want, strict=True):
+            assert a.timestamps.tobytes() == b.timestamps.tobytes()
+            assert a.values.tobytes() == b.values.tobytes()  # bit for bit, NaN where no value
+            assert a.counts is not None and b.counts is not None
+            assert a.counts.tobytes() == b.counts.tobytes()
+
+
+def test_a_fetch_failing_in_a_worker_is_reported_as_without_workers(scenario: Path) -> None:
+    from watcher.rules.backtest import load_groups
+
+    groups = load_groups([PACK])
+    rule = groups[0].rules[0]
+    assert rule.query is not None
+    # Not valid on the calls table (model_copy does not validate): the source rejects it.
+    bad = rule.model_copy(update={"query": rule.query.model_copy(update={"where": {"bogus": "x"}})})
+    groups[0] = groups[0].model_copy(update={"rules": [bad]})
+    start = END - timedelta(hours=6)
+    store = open_store(f"sqlite:///{scenario}")
+    try:
+        sql = SqlSource(store)
+        sources: dict[str, Any] = {"calls": sql, "scores": sql}
+        here = replay(groups, sources, start, END, jobs=1)
+        there = replay(groups, sources, start, END, jobs=2)
+    finally:
+        store.close()
+    assert len(here.errors) == 1 and "bogus" in here.errors[0]
+    assert there.errors == here.errors and there.episodes == here.episodes

@@ -157,11 +157,13 @@ def run_backtest(
     show_progress: bool = False,
     console: Any = None,
     caches: dict[str, CachedSource] | None = None,
+    jobs: int | None = 1,
 ) -> BacktestReport:
     """Replay ``groups`` over ``[start, end]`` and score the episodes against ``incidents``.
 
     ``show_progress`` draws a rich progress bar on standard error (standard output carries the
     report, often redirected to a file for a pull-request comment), or on ``console`` if given.
+    ``jobs`` worker processes fetch and score the rules (None: one per CPU; 1: all in this process).
     """
     t0 = time.perf_counter()
     total = sum(len(group_ticks(g, start, end)) for g in groups)
@@ -179,9 +181,12 @@ def run_backtest(
                 record_verdicts=record_verdicts,
                 progress=lambda n: bar.advance(task, n),
                 caches=caches,
+                jobs=jobs,
             )
     else:
-        result = replay(groups, sources, start, end, record_verdicts=record_verdicts, caches=caches)
+        result = replay(
+            groups, sources, start, end, record_verdicts=record_verdicts, caches=caches, jobs=jobs
+        )
     scored: list[IncidentResult] = []
     false = precision = recall = None
     if incidents is not None:
@@ -300,6 +305,7 @@ def main_backtest(args: Any) -> int:
             incidents=incidents,
             record_verdicts=bool(args.plot),
             show_progress=sys.stderr.isatty(),
+            jobs=getattr(args, "jobs", None),
         )
     finally:
         for src in {id(s): s for s in sources.values()}.values():

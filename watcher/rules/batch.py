@@ -114,8 +114,8 @@ class SeriesPlan:
     labels: Labels
     timestamps: FloatArray
     """The points the detector was fed (those of the ticks at which the series was returned)."""
-    verdicts: list[Verdict]
-    latest: list[Verdict | None]
+    verdicts: Sequence[Verdict]
+    latest: Sequence[Verdict | None]
     """Per group tick, the verdict of the point at the tick's grid point when that fetch scored it."""
 
 

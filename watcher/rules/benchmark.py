@@ -5,12 +5,13 @@ calls and one groundedness score per minute, plus one runaway-spend hour) straig
 and timing one backtest of the shipped rules over it. It does not own the backtest (``backtest``).
 ``watcher bench`` is owned elsewhere; run this as::
 
-    .venv/bin/python -m watcher.rules.benchmark --db /tmp/bench.db --days 30 --series 50
+    .venv/bin/python -m watcher.rules.benchmark --db /tmp/bench.db --days 30 --series 50 [--jobs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sqlite3
 import sys
 import time
@@ -100,6 +101,15 @@ def generate(db: Path, days: int, series: int, seed: int = 1) -> tuple[int, int]
     return n_calls, n_scores
 
 
+_RUSAGE = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+
+
+def _children_cpu() -> float:
+    """Return the user + system CPU seconds of this process's exited children (the workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     """Generate the store if needed, run one timed backtest of the shipped pack, print the timing."""
     p = argparse.ArgumentParser(prog="python -m watcher.rules.benchmark")
@@ -107,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--series", type=int, default=50)
     p.add_argument("--regenerate", action="store_true")
+    p.add_argument(
+        "--jobs", type=int, default=None, help="worker processes (default: one per CPU; 1: in this process)"
+    )
     args = p.parse_args(argv)
     db = Path(args.db)
     if args.regenerate or not db.exists():
@@ -117,9 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sql = SqlSource(store)
         groups = load_groups([shipped_rules_dir()])
-        t0, c0 = time.perf_counter(), time.process_time()
-        report = run_backtest(groups, {"calls": sql, "scores": sql}, END - timedelta(days=args.days), END)
-        took, cpu = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
+        report = run_backtest(
+            groups, {"calls": sql, "scores": sql}, END - timedelta(days=args.days), END, jobs=args.jobs
+        )
+        took = time.perf_counter() - t0
+        # The workers' CPU (start-up included) is counted once they have exited, before the return.
+        cpu, workers_cpu = time.process_time() - c0, _children_cpu() - k0
     finally:
         store.close()
     print_report(report, sys.stdout)
@@ -127,10 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     res = report.result
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in res.cpu.items())
     print(
-        f"\nbacktest of {len(res.rules)} rules over {args.days} days: {took:.1f}s wall, {cpu:.1f}s CPU "
-        f"({phases}); {res.ticks} group ticks, {res.evaluations} evaluated; "
-        f"series per rule: {args.series}; verdict series: {series}"
+        f"\nbacktest of {len(res.rules)} rules over {args.days} days: {took:.1f}s wall, "
+        f"{cpu + workers_cpu:.1f}s CPU (this process {cpu:.1f}s, workers {workers_cpu:.1f}s; {phases}); "
+        f"{res.ticks} group ticks, {res.evaluations} evaluated; "
+        f"series per rule: {args.series}; verdict series: {series}; jobs: {args.jobs or 'default'}"
     )
+    own, workers = (resource.getrusage(who).ru_maxrss / 1024 for who in _RUSAGE)
+    print(f"peak RSS: this process {own:.0f} MiB, largest worker {workers:.0f} MiB")
     return 0
 
 

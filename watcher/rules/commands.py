@@ -32,6 +32,16 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return main_backtest(args)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``watcher backtest RULE_FILES… --from T --to T`` on the command line's subparsers."""
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -47,6 +57,13 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="DIR", help="write one PNG per rule and label set to DIR")
     p.add_argument(
         "--compare", metavar="OLD", help="compare with an older rule set: a git ref or a rule file/folder"
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes fetching and scoring rules (default: one per CPU; 1: no workers)",
     )
     p.set_defaults(func=_cmd_backtest)
     return p

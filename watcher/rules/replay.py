@@ -1,14 +1,16 @@
 """Replaying rule groups over history: a whole-range cache in front of a source, and episode tracking.
 
 This module owns the mechanics of a backtest: ``CachedSource`` fetches each rule's series once
-for the whole range (without trace references, which are the expensive part of a fetch) and then
-serves the evaluator's per-tick fetches as slices; the trace references of a point are fetched
+for the whole range (without trace references, which are the expensive part of a fetch; planned
+by ``prefetch``, where SQL rules that read the same rows share one query) and then serves the
+evaluator's per-tick fetches as slices; the trace references of a point are fetched
 lazily, a block at a time (for SQL rules, of the one series asked about), only when the evaluator
 asks for them (only anomalous points of active alerts), so they are exactly what the live source
 would have returned. ``replay`` steps the real ``GroupEvaluator`` over the ticks and turns its
 alerts into episodes: by default with every series scored once over the whole range and the
 evaluator run only at the ticks where something can change (``batch``); ``batch=False`` runs it
-at every tick with live detectors, as the daemon does. It does not own reporting (``backtest``),
+at every tick with live detectors, as the daemon does. With ``jobs``, worker processes fetch and
+score (``parallel``) while the evaluation stays here. It does not own reporting (``backtest``),
 plots (``plot``) nor comparison (``compare``).
 """
 
@@ -27,15 +29,15 @@ from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_ep
 from ..detectors import Detector, make_detector
 from ..engine.group import GroupEvaluator, rule_lookback, rule_step
 from ..errors import WatcherError
-from ..rules.schema import Group, Rule, TracesSpec
-from ..sources.base import Source, step_grid
+from ..rules.schema import Group, Rule
+from ..sources.base import Source
 from .batch import SQL_SOURCES, RulePlan, fallback_plan, plan_rule, point_has_data, slice_starts
+from .parallel import Workers, start_workers
+from .prefetch import NO_TRACES as NO_TRACES  # where the status page's charts import it from
+from .prefetch import FetchSet, Wanted, chunks_of, fetch_set, plan_sets
 
 TRACE_BLOCK = timedelta(hours=6)
 SERIES_TRACE_BLOCK = timedelta(hours=1)
-PREFETCH_CHUNK = timedelta(days=2)
-"""SQL rules are fetched for the whole range in chunks of this length (bounded memory)."""
-NO_TRACES = TracesSpec.model_validate({"from": "none"})
 
 
 def _no_render(*_: Any, **__: Any) -> dict[str, str]:
@@ -91,55 +93,56 @@ class CachedSource:
         """Fetch (once) the rule's series from its first lookback to the end of the range."""
         entry = self._cache.get(id(rule))
         if entry is None:
-            step = rule_step(rule, group)
-            lean = rule.model_copy(update={"traces": NO_TRACES})
-            first = self.start - rule_lookback(rule, group) - step
-            key = _fetch_key(rule, step, first)
-            got = self._fetched.get(key)
+            w = self._wanted(rule, group)
+            got = self._fetched.get(w.key)
             if got is None:
-                if rule.source in SQL_SOURCES:
-                    series = self._fetch_chunked(lean, first, step)
-                else:  # a PromQL source splits the range into 11,000-point queries itself
-                    self.fetches += 1
-                    series = self.inner.fetch(lean, first, self.end, step)
-                got = self._fetched[key] = (series, [point_has_data(rule, s) for s in series])
-            entry = _Entry(rule, step, *got)
+                fs = FetchSet([w], [chunks_of(w.rule, w.first, self.end)], shared=False)
+                got = self.keep(fs, fetch_set(self.inner, fs, self.end))[0]
+            entry = _Entry(rule, w.step, *got)
             self._cache[id(rule)] = entry
         return entry
 
-    def _fetch_chunked(self, rule: Rule, first: datetime, step: timedelta) -> list[Series]:
-        """Fetch ``(first, end]`` of an SQL rule in consecutive chunks, joined per label set.
+    def prefetch_shared(self, rules: Sequence[tuple[Rule, Group]]) -> None:
+        """Fetch ahead, one query per chunk, the rules of ``rules`` that read the same rows.
 
-        Each point aggregates only the rows of its own window, so the joined series equal one
-        fetch of the whole range; the rows in memory at once are those of one chunk (a 30-day,
-        50-series range needs ~1.3 GB in one piece, ~0.15 GB in 2-day chunks, for the same CPU).
-        A label set without rows in a chunk has, there, what the source gives a point without
-        rows: no value and a count of 0.
+        A set whose fetch fails is left to ``prefetch``, which then reports the failure per rule.
         """
-        grid = step_grid(first, self.end, step)
-        step_s = step.total_seconds()
-        values: dict[Labels, np.ndarray[Any, Any]] = {}
-        counts: dict[Labels, np.ndarray[Any, Any]] = {}
-        counted: set[Labels] = set()  # label sets whose source gave counts (the SQL source always does)
-        lo = first
-        while lo < self.end:
-            hi = min(self.end, lo + PREFETCH_CHUNK)
-            self.fetches += 1
-            for s in self.inner.fetch(rule, lo, hi, step):
-                at = round(float(s.timestamps[0] - grid[0]) / step_s) if len(s) else 0
-                v = values.get(s.labels)
-                if v is None:
-                    v = values[s.labels] = np.full(len(grid), math.nan)
-                    counts[s.labels] = np.zeros(len(grid))
-                v[at : at + len(s)] = s.values
-                if s.counts is not None:
-                    counts[s.labels][at : at + len(s)] = s.counts
-                    counted.add(s.labels)
-            lo = hi
-        return [
-            Series(lb, grid.copy(), values[lb], counts[lb] if lb in counted else None)
-            for lb in sorted(values, key=lambda lb: tuple(lb.items()))
-        ]
+        for fs in self.fetch_sets(rules):
+            if fs.shared:
+                try:
+                    series = fetch_set(self.inner, fs, self.end)
+                except Exception:  # each rule's own fetch then reports it
+                    continue
+                self.keep(fs, series)
+
+    def fetch_sets(self, rules: Sequence[tuple[Rule, Group]]) -> list[FetchSet]:
+        """Return the whole-range fetches ``rules`` still need, grouped into fetch sets."""
+        wanted: dict[tuple[Any, ...], Wanted] = {}
+        for rule, group in rules:
+            w = self._wanted(rule, group)
+            if id(rule) not in self._cache and w.key not in self._fetched:
+                wanted.setdefault(w.key, w)
+        return plan_sets(self.inner, list(wanted.values()), self.end)
+
+    def keep(
+        self, fs: FetchSet, series: Sequence[list[Series]]
+    ) -> list[tuple[list[Series], list[np.ndarray[Any, Any]]]]:
+        """Keep the whole-range series of each fetch of ``fs`` (fetched here or by a worker)."""
+        self.fetches += fs.n_chunks
+        out = []
+        for w, got in zip(fs.wanted, series, strict=True):
+            out.append(self._fetched.setdefault(w.key, (got, [point_has_data(w.rule, x) for x in got])))
+        return out
+
+    def fetch_key(self, rule: Rule, group: Group) -> tuple[Any, ...]:
+        """Return what the whole-range fetch of ``rule`` depends on (rules with one key share it)."""
+        return self._wanted(rule, group).key
+
+    def _wanted(self, rule: Rule, group: Group) -> Wanted:
+        step = rule_step(rule, group)
+        first = self.start - rule_lookback(rule, group) - step
+        lean = rule.model_copy(update={"traces": NO_TRACES})
+        return Wanted(_fetch_key(rule, step, first), lean, first, step)
 
     def schedule(self, rule: Rule, ticks: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]) -> None:
         """Tell the cache when ``rule`` is evaluated, so a fetch after skipped ticks starts where the
@@ -283,6 +286,7 @@ def replay(
     retention: timedelta = timedelta(minutes=15),
     batch: bool = True,
     caches: dict[str, CachedSource] | None = None,
+    jobs: int | None = 1,
 ) -> ReplayResult:
     """Step every group's real evaluator over ``[start, end]``; return the would-have-fired episodes.
 
@@ -290,12 +294,49 @@ def replay(
     runs only at the ticks where something can change (``rules.batch``); without it, the evaluator
     runs at every tick with live detectors, exactly as the daemon does. Both give the same result.
     ``caches`` (from ``shared_caches``) lets two replays of one range fetch each series once.
+    ``jobs`` fetches and scores the rules of a batch replay in that many worker processes (None:
+    one per CPU, see ``parallel``); the evaluation stays here, so the result is the same.
     """
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     if caches is None or any(c.start != start or c.end != end for c in caches.values()):
         caches = shared_caches(sources, start, end)
     result = ReplayResult([(g.name, r) for g in groups for r in g.rules], [], {}, [], 0)
+    workers = start_workers(caches, groups, start, end, jobs) if batch and jobs != 1 else None
+    try:
+        t0 = time.process_time()
+        for name, cache in caches.items():
+            if workers is None or not any(job.cache is cache for job in workers.jobs):
+                cache.prefetch_shared([(r, g) for g in groups for r in g.rules if r.source == name])
+        result.cpu["fetch"] += time.process_time() - t0
+        _replay_groups(
+            groups, caches, start, end, result, workers, record_verdicts, progress, retention, batch
+        )
+    finally:
+        if workers is not None:
+            workers.close()
+            result.cpu["fetch"] += workers.cpu["fetch"]
+            result.cpu["score"] += workers.cpu["score"]
+    result.episodes.sort(key=lambda e: (e.alert, e.start, repr(e.labels)))
+    return result
+
+
+def _replay_groups(
+    groups: Sequence[Group],
+    caches: dict[str, CachedSource],
+    start: datetime,
+    end: datetime,
+    result: ReplayResult,
+    workers: Workers | None,
+    record_verdicts: bool,
+    progress: Callable[[int], None] | None,
+    retention: timedelta,
+    batch: bool,
+) -> None:
+    """Fetch (or collect from the workers) and replay each group in turn."""
     for group in groups:
         failed_prefetch = set()
+        ready: dict[int, RulePlan] = {}
         for rule in group.rules:
             cache = caches.get(rule.source)
             if cache is None:
@@ -303,6 +344,13 @@ def replay(
                     f"{group.name}/{rule.alert}: no source configured for source: {rule.source}"
                 )
                 continue
+            if workers is not None and workers.has(rule):
+                plan = workers.plan(rule, len(group_ticks(group, start, end)))
+                # Without a plan the rule is fetched (a failed fetch is reported) and scored here.
+                if plan is not None:
+                    cache.prefetch(rule, group)  # served from what the workers fetched
+                    ready[id(rule)] = plan
+                    continue
             try:
                 t0 = time.process_time()
                 cache.prefetch(rule, group)
@@ -318,9 +366,7 @@ def replay(
             )
             if not group.rules:
                 continue
-        _replay_group(group, caches, start, end, result, record_verdicts, progress, retention, batch)
-    result.episodes.sort(key=lambda e: (e.alert, e.start, repr(e.labels)))
-    return result
+        _replay_group(group, caches, start, end, result, record_verdicts, progress, retention, batch, ready)
 
 
 def _replay_group(
@@ -333,8 +379,12 @@ def _replay_group(
     progress: Callable[[int], None] | None,
     retention: timedelta,
     batch: bool,
+    ready: dict[int, RulePlan],
 ) -> None:
-    """Replay one group whose rules are all prefetched; add its episodes and errors to ``result``."""
+    """Replay one group whose rules are all prefetched; add its episodes and errors to ``result``.
+
+    ``ready`` holds the plans of the rules already scored (by id), by worker processes.
+    """
     instants = group_ticks(group, start, end)
     ticks = np.array([to_epoch(t) for t in instants], dtype=np.float64)
     plans: dict[int, RulePlan] = {}
@@ -347,10 +397,12 @@ def _replay_group(
             step_s = entry.step.total_seconds()
             starts = slice_starts(ticks, step_s, rule_lookback(rule, group).total_seconds())
             caches[rule.source].schedule(rule, ticks, starts)
-            try:
-                plan = plan_rule(rule, entry.series, ticks, starts, step_s)
-            except WatcherError:  # the evaluator reports it at every tick, as the daemon would
-                plan = fallback_plan(rule, len(ticks))
+            plan = ready.get(id(rule))
+            if plan is None:
+                try:
+                    plan = plan_rule(rule, entry.series, ticks, starts, step_s)
+                except WatcherError:  # the evaluator reports it at every tick, as the daemon would
+                    plan = fallback_plan(rule, len(ticks))
             plans[id(rule)] = plan
             interesting |= plan.interesting
 

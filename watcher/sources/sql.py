@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any, get_args
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from ..core import FloatArray, Labels, Series, TraceRef
 from ..errors import QueryError, SourceUnavailableError
 from ..rules.schema import CallField, CallLabel, Rule, ScoreLabel, SqlQuery
-from ..store.db import Store, describe_error
+from ..store.db import Store, describe_error, open_store
 from ..store.tables import Call, Score
 from .base import step_grid
 
@@ -54,6 +55,15 @@ class SqlSource:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def portable(self) -> SqlSourceRecipe | None:
+        """Return how to open this source in another process, or None for an in-memory database."""
+        url = self.store.engine.url
+        if self.store.dialect == "sqlite" and (
+            url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+        ):
+            return None
+        return SqlSourceRecipe(url.render_as_string(hide_password=False))
 
     def fetch(self, rule: Rule, start: datetime, end: datetime, step: timedelta) -> list[Series]:
         """Return one series per ``query.by`` label combination, on the step grid in ``(start, end]``."""
@@ -83,30 +93,112 @@ class SqlSource:
         values = np.array(cols.pop(0), dtype=np.float64) if has_value else np.full(len(rows), math.nan)
         matched = np.array(cols.pop(0), dtype=bool) if has_matched else np.zeros(len(rows), dtype=bool)
         nby = len(q.by)
-        keys: Sequence[Any] = list(zip(*cols[:nby], strict=True)) if nby != 1 else cols[0]
-        if nby == 0:
-            keys = [()] * len(rows)
-        # NULL and "" are the same label value, so they form one series.
-        groups: dict[tuple[Any, ...], int] = {}
-        index = {
-            k: groups.setdefault(
-                tuple("" if v is None else v for v in ((k,) if nby == 1 else k)), len(groups)
-            )
-            for k in dict.fromkeys(keys)
-        }
-        codes = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=len(keys))
-        order = np.lexsort((ts, codes))
-        bounds = np.searchsorted(codes[order], np.arange(len(groups) + 1))
+        codes, groups = _factorize(cols[:nby], len(rows))
         extra = cols[nby:]
         out = []
-        for key, g in groups.items():
-            idx = order[bounds[g] : bounds[g + 1]]
+        for key, idx in _group_rows(ts, codes, groups):
             labels = Labels(dict(zip(q.by, key, strict=True)))
             refs = _RefMaker(rule, idx, ts, values, extra) if want_traces else None
             out.append(
                 _series(rule, q, labels, grid, grid_us, window_us, ts[idx], values[idx], matched[idx], refs)
             )
         out.sort(key=lambda s: tuple(s.labels.items()))
+        return out
+
+    def shared_key(self, rule: Rule) -> tuple[Any, ...] | None:
+        """Return what a rule's rows depend on besides time, for ``fetch_shared``; None if it cannot share.
+
+        Rules with the same key read the same rows of the same table (same ``where``, same score),
+        differing only in the columns they aggregate and their windows. A rule that wants trace
+        references does not share (its query carries the trace columns).
+        """
+        q = rule.query
+        if rule.source not in ("calls", "scores") or q is None:
+            return None
+        if rule.traces is None or rule.traces.from_ != "none":
+            return None
+        where = tuple(sorted((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in q.where.items()))
+        return (rule.source, where, q.score if rule.source == "scores" else None)
+
+    def fetch_shared(
+        self, requests: Sequence[tuple[Rule, datetime, datetime, timedelta]]
+    ) -> list[list[Series]]:
+        """Return, for each ``(rule, start, end, step)``, what ``fetch`` returns, from one query.
+
+        The rules must have one ``shared_key``. The query selects the union of their columns over
+        the union of their row ranges; each rule then takes its own rows (its range, and non-NULL
+        values where its own query filters on them) in the order the query returned them, which
+        is the order of the ``ts`` index both queries scan, so its series are those of ``fetch``.
+        Several rules on the ``calls`` table read its rows once instead of once each.
+        """
+        wanted = []
+        for rule, start, end, step in requests:
+            q = _check(rule)
+            grid = step_grid(start, end, step)
+            grid_us = np.round(grid * _US).astype(np.int64)
+            wanted.append((rule, q, grid, grid_us, round(q.window.total_seconds() * _US)))
+        live = [w for w in wanted if len(w[2])]
+        if not live:
+            return [[] for _ in requests]
+        keys = {self.shared_key(w[0]) for w in wanted}
+        if len(keys) != 1 or None in keys:
+            raise QueryError("fetch_shared: the rules do not read the same rows", source=self.name)
+        lo_us = min(int(w[3][0]) - w[4] for w in live)
+        hi_us = max(int(w[3][-1]) for w in live)
+        stmt, cols_of = _shared_statement(
+            [(w[0], w[1]) for w in wanted], self.store.dialect, _to_datetime(lo_us), _to_datetime(hi_us)
+        )
+        rows = self._run(live[0][0], stmt)
+        if not rows:
+            return [[] for _ in requests]
+        cols = [list(map(itemgetter(i), rows)) for i in range(len(rows[0]))]
+        ts = _epoch_us(cols[0], self.store.dialect)
+        memo: dict[tuple[Any, ...], Any] = {}
+
+        def decoded(kind: str, at: tuple[int, ...]) -> Any:
+            got = memo.get((kind, at))
+            if got is None:
+                if kind == "value":
+                    raw = cols[at[0]]
+                    values = np.array(raw, dtype=np.float64)
+                    # NULL reads as NaN; a stored NaN (PostgreSQL) is a value, which the query keeps.
+                    known = None
+                    if np.isnan(values).any():
+                        known = np.fromiter((x is not None for x in raw), dtype=bool, count=len(raw))
+                    got = (values, known)
+                elif kind == "matched":
+                    got = np.array(cols[at[0]], dtype=bool)
+                else:
+                    got = _factorize([cols[i] for i in at], len(rows))
+                memo[(kind, at)] = got
+            return got
+
+        out: list[list[Series]] = []
+        for (rule, q, grid, grid_us, window_us), at in zip(wanted, cols_of, strict=True):
+            if not len(grid):
+                out.append([])
+                continue
+            sel = (ts > grid_us[0] - window_us) & (ts <= grid_us[-1])
+            has_value, has_matched = _carries(rule, q)
+            if has_value:
+                all_values, known = decoded("value", at["value"])
+                if known is not None and q.agg != "ratio":  # its own query filters NULL values out
+                    sel &= known
+            idx = np.flatnonzero(sel)
+            rts = ts[idx]
+            values = all_values[idx] if has_value else np.full(len(idx), math.nan)
+            matched = (
+                decoded("matched", at["matched"])[idx] if has_matched else np.zeros(len(idx), dtype=bool)
+            )
+            all_codes, groups = decoded("by", at["by"])
+            series = []
+            for key, g in _group_rows(rts, all_codes[idx], groups):
+                labels = Labels(dict(zip(q.by, key, strict=True)))
+                series.append(
+                    _series(rule, q, labels, grid, grid_us, window_us, rts[g], values[g], matched[g], None)
+                )
+            series.sort(key=lambda s: tuple(s.labels.items()))
+            out.append(series)
         return out
 
     def _run(self, rule: Rule, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
@@ -127,6 +219,17 @@ class SqlSource:
             if isinstance(exc, sa.exc.ProgrammingError) or "no such column" in what:
                 raise QueryError(msg, source=self.name) from None
             raise SourceUnavailableError(msg, source=self.name) from None
+
+
+@dataclass(frozen=True)
+class SqlSourceRecipe:
+    """Opens an equivalent ``SqlSource`` in another process (a backtest's worker, ``--jobs``)."""
+
+    url: str = field(repr=False)
+    """The database URL, password included (it crosses to the worker, never into a message)."""
+
+    def __call__(self) -> SqlSource:
+        return SqlSource(open_store(self.url))
 
 
 def _check(rule: Rule) -> SqlQuery:
@@ -168,21 +271,8 @@ def _statement(
     calls = rule.source == "calls"
     table: Any = Call.__table__ if calls else Score.__table__  # type: ignore[attr-defined]
     c = table.c
-    if dialect == "sqlite":
-        # The stored naive-UTC text, parsed by numpy in one call (date functions in SQLite are slower).
-        ts_col: Any = sa.type_coerce(c.ts, sa.String)
-    elif dialect == "postgresql":
-        ts_col = sa.cast(sa.extract("epoch", c.ts) * _US, sa.BigInteger)
-    else:
-        ts_col = c.ts
-    if not calls:
-        value: Any = c.value
-    elif q.field == "total_tokens":
-        value = c.input_tokens + c.output_tokens
-    elif q.field is not None:
-        value = c[q.field]
-    else:
-        value = sa.null()
+    ts_col = _ts_column(c, dialect)
+    value = _value_column(c, calls, q)
     conds = [c.ts > lo, c.ts <= hi]
     conds += [_condition(table, name, wanted) for name, wanted in q.where.items()]
     if not calls:
@@ -191,13 +281,7 @@ def _statement(
         conds.append((c.name.concat("") if dialect == "sqlite" else c.name) == q.score)
     if q.agg != "ratio" and (not calls or q.field is not None):
         conds.append(value.is_not(None))  # a NULL field does not take part in the aggregate
-    if q.agg == "ratio":
-        hits = [_condition(table, name, wanted) for name, wanted in q.match.items()]
-        if q.below is not None:
-            hits.append(c.value < q.below)
-        matched: Any = sa.case((sa.and_(*hits), 1), else_=0)
-    else:
-        matched = sa.literal(0)
+    matched = _matched_column(table, q) if q.agg == "ratio" else sa.literal(0)
     has_value, has_matched = _carries(rule, q)
     columns = [ts_col, *([value] if has_value else []), *([matched] if has_matched else [])]
     columns += [c[name] for name in q.by]
@@ -208,6 +292,35 @@ def _statement(
     return sa.select(*columns).where(*conds)
 
 
+def _ts_column(c: Any, dialect: str) -> Any:
+    """Return the selected timestamp column (see ``_epoch_us``)."""
+    if dialect == "sqlite":
+        # The stored naive-UTC text, parsed by numpy in one call (date functions in SQLite are slower).
+        return sa.type_coerce(c.ts, sa.String)
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", c.ts) * _US, sa.BigInteger)
+    return c.ts
+
+
+def _value_column(c: Any, calls: bool, q: SqlQuery) -> Any:
+    """Return the aggregated column: the score, the calls field, or NULL (a calls rule without field)."""
+    if not calls:
+        return c.value
+    if q.field == "total_tokens":
+        return c.input_tokens + c.output_tokens
+    if q.field is not None:
+        return c[q.field]
+    return sa.null()
+
+
+def _matched_column(table: Any, q: SqlQuery) -> Any:
+    """Return 1 for the rows a ratio counts as hits (``match``, ``below``), else 0."""
+    hits = [_condition(table, name, wanted) for name, wanted in q.match.items()]
+    if q.below is not None:
+        hits.append(table.c.value < q.below)
+    return sa.case((sa.and_(*hits), 1), else_=0)
+
+
 def _carries(rule: Rule, q: SqlQuery) -> tuple[bool, bool]:
     """Return whether a fetch selects the value column and the ratio's matched column.
 
@@ -215,6 +328,69 @@ def _carries(rule: Rule, q: SqlQuery) -> tuple[bool, bool]:
     constants are filled in numpy rather than sent for each of millions of rows.
     """
     return rule.source != "calls" or q.field is not None, q.agg == "ratio"
+
+
+def _shared_statement(
+    rules: Sequence[tuple[Rule, SqlQuery]], dialect: str, lo: datetime, hi: datetime
+) -> tuple[sa.Select[Any], list[dict[str, tuple[int, ...]]]]:
+    """Return the SELECT of a shared fetch (ts, then each distinct column the rules need) and, per
+    rule, where its columns are: ``value`` and ``matched`` (one index), ``by`` (one per label)."""
+    first_rule, first_q = rules[0]
+    calls = first_rule.source == "calls"
+    table: Any = Call.__table__ if calls else Score.__table__  # type: ignore[attr-defined]
+    c = table.c
+    columns: list[Any] = [_ts_column(c, dialect)]
+    index: dict[str, int] = {}
+
+    def slot(key: str, column: Any) -> int:
+        """Return where ``column`` is selected, adding it unless a column of that key already is."""
+        if key not in index:
+            index[key] = len(columns)
+            columns.append(column)
+        return index[key]
+
+    where: list[dict[str, tuple[int, ...]]] = []
+    for rule, q in rules:
+        has_value, has_matched = _carries(rule, q)
+        at: dict[str, tuple[int, ...]] = {}
+        if has_value:
+            at["value"] = (slot(f"value:{q.field}", _value_column(c, calls, q)),)
+        if has_matched:
+            key = f"matched:{sorted(q.match.items())!r}:{q.below!r}"
+            at["matched"] = (slot(key, _matched_column(table, q)),)
+        at["by"] = tuple(slot(f"by:{name}", c[name]) for name in q.by)
+        where.append(at)
+    conds = [c.ts > lo, c.ts <= hi]
+    conds += [_condition(table, name, wanted) for name, wanted in first_q.where.items()]
+    if not calls:
+        conds.append((c.name.concat("") if dialect == "sqlite" else c.name) == first_q.score)
+    return sa.select(*columns).where(*conds), where
+
+
+def _factorize(by_cols: Sequence[Sequence[Any]], n: int) -> tuple[IntArray, list[tuple[Any, ...]]]:
+    """Return each row's group code and the groups' label values (NULL and "" are one value)."""
+    nby = len(by_cols)
+    keys: Sequence[Any] = list(zip(*by_cols, strict=True)) if nby != 1 else by_cols[0]
+    if nby == 0:
+        keys = [()] * n
+    groups: dict[tuple[Any, ...], int] = {}
+    index = {
+        k: groups.setdefault(tuple("" if v is None else v for v in ((k,) if nby == 1 else k)), len(groups))
+        for k in dict.fromkeys(keys)
+    }
+    codes = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=len(keys))
+    return codes, list(groups)
+
+
+def _group_rows(
+    ts: IntArray, codes: IntArray, groups: Sequence[tuple[Any, ...]]
+) -> Iterator[tuple[tuple[Any, ...], IntArray]]:
+    """Yield each group that has rows with their indices, sorted by ts (ties keep the row order)."""
+    order = np.lexsort((ts, codes))
+    bounds = np.searchsorted(codes[order], np.arange(len(groups) + 1))
+    for g, key in enumerate(groups):
+        if bounds[g + 1] > bounds[g]:
+            yield key, order[bounds[g] : bounds[g + 1]]
 
 
 def _epoch_us(raw: Sequence[Any], dialect: str) -> IntArray:
@@ -416,4 +592,4 @@ def _traces(
     return tuple(out)
 
 
-__all__ = ["CALL_FIELDS", "CALL_LABELS", "SCORE_LABELS", "SqlSource"]
+__all__ = ["CALL_FIELDS", "CALL_LABELS", "SCORE_LABELS", "SqlSource", "SqlSourceRecipe"]
