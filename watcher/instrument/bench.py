@@ -3,7 +3,8 @@
 This module owns the benchmark: the real ``openai`` client answered by the stub's exact JSON,
 non-streamed chat calls in interleaved rounds of three arms, each on the same client. By default
 the answer comes from an in-process transport (``httpx2.MockTransport``), so that microseconds are
-not lost in loopback HTTP noise; ``--http`` sends every call to the loopback stub server instead.
+not lost in loopback HTTP noise; ``--http`` sends every call over loopback to the stub server,
+run in a process of its own.
 The arms: ``baseline`` (no instrumentation), ``watcher`` (span + metrics with exemplars + cost +
 a ``calls`` row through the writer into SQLite) and ``otel`` (``opentelemetry-instrumentation-
 openai-v2``, spans only, when installed). It reports per-call latency percentiles and the added
@@ -13,12 +14,15 @@ p50/p99 per arm. It needs the ``openai`` package (a test/bench extra), imported 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from prometheus_client import CollectorRegistry
 
 from . import hooks
-from .stub import StubServer
 
 MESSAGES: Any = [{"role": "user", "content": "What is the answer?"}]
 
@@ -96,6 +99,27 @@ def _mock_client(openai: Any, model: str) -> Any:
     )
 
 
+@contextlib.contextmanager
+def _stub_process() -> Iterator[str]:
+    """Run the stub server in a process of its own (as a model server is); yield its base URL.
+
+    In this process its threads would compete for the GIL with the hooks' background thread
+    while the caller waits for the socket, which a real deployment does not do.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watcher.instrument.stub"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        if not base_url.startswith("http://"):
+            raise RuntimeError(f"the stub server did not start (exit code {proc.poll()})")
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @dataclass
 class _Arm:
     wall: list[float] = field(default_factory=list)  # every call, pooled over rounds
@@ -116,8 +140,6 @@ def run_hooks_bench(
     Reported: the median over rounds, and the added cost as the median over rounds of the
     arm's value minus the baseline's in the same round (p99: pooled calls).
     """
-    import contextlib
-
     import openai
 
     from ..store.db import open_store
@@ -138,8 +160,8 @@ def run_hooks_bench(
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         if http:
-            stub = stack.enter_context(StubServer())
-            client = openai.OpenAI(base_url=stub.base_url, api_key="sk-bench", max_retries=0)
+            base_url = stack.enter_context(_stub_process())
+            client = openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
         else:
             client = _mock_client(openai, model)
         stack.enter_context(client)
@@ -192,7 +214,7 @@ def run_hooks_bench(
         "rounds": rounds,
         "rows_written": written,
         "rows_submitted": rows,
-        "transport": "loopback HTTP stub" if http else "in-process mock transport",
+        "transport": "loopback HTTP to the stub server process" if http else "in-process mock transport",
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "cpus": os.cpu_count(),

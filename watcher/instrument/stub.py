@@ -320,3 +320,14 @@ class StubServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self._thread.join(5)
+
+
+def main() -> None:
+    """Serve the stub until terminated; print its ``base_url`` first (the hooks benchmark's server)."""
+    with StubServer() as server:
+        print(server.base_url, flush=True)
+        threading.Event().wait()  # until SIGTERM
+
+
+if __name__ == "__main__":
+    main()
