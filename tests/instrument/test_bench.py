@@ -23,6 +23,12 @@ def test_hooks_bench_writes_every_row_and_reports_each_arm() -> None:
     assert arms["baseline"]["added_p50_us"] == 0
 
 
+def test_hooks_bench_over_http_talks_to_a_stub_server_process() -> None:
+    result = run_hooks_bench(calls=20, rounds=2, http=True)
+    assert result["transport"] == "loopback HTTP to the stub server process"
+    assert result["rows_written"] == result["rows_submitted"] == 20
+
+
 def test_bench_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "hooks", "--calls", "20", "--rounds", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows_written"] == 20
