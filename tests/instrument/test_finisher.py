@@ -134,3 +134,13 @@ def test_reconfiguring_finishes_the_calls_in_flight_with_their_own_configuration
         assert len(calls()) == 1
     finally:
         instrument.reset()
+
+
+def test_a_forked_child_finishes_its_own_calls_not_the_parents() -> None:
+    f = Finisher(interval_s=5.0, idle_s=5.0)
+    seen: list[str] = []
+    f.submit(lambda: seen.append("parent"))  # queued, not yet run, at the fork
+    f._after_fork()  # what os.register_at_fork runs in the child
+    f.submit(lambda: seen.append("child"))
+    assert f.flush(timeout=5)
+    assert seen == ["child"] and f.stats().submitted == 1

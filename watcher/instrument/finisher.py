@@ -126,11 +126,9 @@ class Finisher:
                 self._thread.start()
 
     def _after_fork(self) -> None:
-        # The child inherits the queue but neither the thread nor usable locks.
-        queue = self._queue
+        # The child inherits the queue but neither the thread nor usable locks. The queued calls
+        # are the parent's to finish: finished here too they would be counted twice.
         self._init()
-        self._queue.extend(queue)
-        self._n_submitted = self._n_submitted + len(queue)  # counted again in the child
 
     def _run(self) -> None:
         queue, popleft = self._queue, self._queue.popleft
