@@ -3,8 +3,8 @@
 This module owns turning a rule's ``query`` block into labelled series: one SQL query per fetch
 selects the rows of ``(first point - window, last point]`` (only the needed columns, filters in
 SQL), and every windowed aggregate is then computed in numpy (``searchsorted`` window bounds,
-cumulative sums, a sparse table for min/max), together with the top trace references behind each
-point. It does not own the tables (``store.tables``), the connection (``store.db``) nor anything
+cumulative sums; the min/max, quantile and top-row kernels are in ``windows``), together with the
+top trace references behind each point. It does not own the tables (``store.tables``), the connection (``store.db``) nor anything
 Prometheus serves (``sources.prometheus``).
 
 Timestamps are handled as integer microseconds so that a row exactly on a window edge falls on the
@@ -14,7 +14,7 @@ documented side: point ``t`` aggregates rows with ``t - window < ts <= t``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -30,8 +30,7 @@ from ..rules.schema import CallField, CallLabel, Rule, ScoreLabel, SqlQuery
 from ..store.db import Store, describe_error, open_store
 from ..store.tables import Call, Score
 from .base import step_grid
-
-IntArray = npt.NDArray[np.int64]
+from .windows import IntArray, factorize, group_rows, range_quantile, range_reduce, top_by_key
 
 CALL_LABELS: tuple[str, ...] = get_args(CallLabel)
 SCORE_LABELS: tuple[str, ...] = get_args(ScoreLabel)
@@ -39,7 +38,6 @@ CALL_FIELDS: tuple[str, ...] = get_args(CallField)
 DEFAULT_TOP = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = 1_000_000
-_BLOCK_CELLS = 1 << 20
 _FMAX = float(np.finfo(np.float64).max)
 
 
@@ -93,10 +91,10 @@ class SqlSource:
         values = np.array(cols.pop(0), dtype=np.float64) if has_value else np.full(len(rows), math.nan)
         matched = np.array(cols.pop(0), dtype=bool) if has_matched else np.zeros(len(rows), dtype=bool)
         nby = len(q.by)
-        codes, groups = _factorize(cols[:nby], len(rows))
+        codes, groups = factorize(cols[:nby], len(rows))
         extra = cols[nby:]
         out = []
-        for key, idx in _group_rows(ts, codes, groups):
+        for key, idx in group_rows(ts, codes, groups):
             labels = Labels(dict(zip(q.by, key, strict=True)))
             refs = _RefMaker(rule, idx, ts, values, extra) if want_traces else None
             out.append(
@@ -169,7 +167,7 @@ class SqlSource:
                 elif kind == "matched":
                     got = np.array(cols[at[0]], dtype=bool)
                 else:
-                    got = _factorize([cols[i] for i in at], len(rows))
+                    got = factorize([cols[i] for i in at], len(rows))
                 memo[(kind, at)] = got
             return got
 
@@ -192,7 +190,7 @@ class SqlSource:
             )
             all_codes, groups = decoded("by", at["by"])
             series = []
-            for key, g in _group_rows(rts, all_codes[idx], groups):
+            for key, g in group_rows(rts, all_codes[idx], groups):
                 labels = Labels(dict(zip(q.by, key, strict=True)))
                 series.append(
                     _series(rule, q, labels, grid, grid_us, window_us, rts[g], values[g], matched[g], None)
@@ -367,32 +365,6 @@ def _shared_statement(
     return sa.select(*columns).where(*conds), where
 
 
-def _factorize(by_cols: Sequence[Sequence[Any]], n: int) -> tuple[IntArray, list[tuple[Any, ...]]]:
-    """Return each row's group code and the groups' label values (NULL and "" are one value)."""
-    nby = len(by_cols)
-    keys: Sequence[Any] = list(zip(*by_cols, strict=True)) if nby != 1 else by_cols[0]
-    if nby == 0:
-        keys = [()] * n
-    groups: dict[tuple[Any, ...], int] = {}
-    index = {
-        k: groups.setdefault(tuple("" if v is None else v for v in ((k,) if nby == 1 else k)), len(groups))
-        for k in dict.fromkeys(keys)
-    }
-    codes = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=len(keys))
-    return codes, list(groups)
-
-
-def _group_rows(
-    ts: IntArray, codes: IntArray, groups: Sequence[tuple[Any, ...]]
-) -> Iterator[tuple[tuple[Any, ...], IntArray]]:
-    """Yield each group that has rows with their indices, sorted by ts (ties keep the row order)."""
-    order = np.lexsort((ts, codes))
-    bounds = np.searchsorted(codes[order], np.arange(len(groups) + 1))
-    for g, key in enumerate(groups):
-        if bounds[g + 1] > bounds[g]:
-            yield key, order[bounds[g] : bounds[g + 1]]
-
-
 def _epoch_us(raw: Sequence[Any], dialect: str) -> IntArray:
     """Convert the selected timestamp column to integer Unix microseconds."""
     if dialect == "sqlite":
@@ -470,9 +442,9 @@ def _series(
             cm = np.concatenate(([0], np.cumsum(matched)))
             values = (cm[hi] - cm[lo]) / counts
         elif q.agg in ("min", "max"):
-            values = _range_reduce(v, lo, hi, np.minimum if q.agg == "min" else np.maximum)
+            values = range_reduce(v, lo, hi, np.minimum if q.agg == "min" else np.maximum)
         else:
-            values = _range_quantile(v, lo, hi, 0.5 if q.quantile is None else q.quantile)
+            values = range_quantile(v, lo, hi, 0.5 if q.quantile is None else q.quantile)
     if q.per is not None:
         values = values * (q.per.total_seconds() * _US / window_us)
     values[n < max(q.min_count, 1)] = math.nan
@@ -480,70 +452,6 @@ def _series(
     if refs is not None:
         traces = _traces(rule, q, ts, v, matched, lo, hi, values, refs)
     return Series(labels, grid.copy(), values, counts, traces)
-
-
-def _range_reduce(
-    v: FloatArray, lo: IntArray, hi: IntArray, fn: Callable[[FloatArray, FloatArray], FloatArray]
-) -> FloatArray:
-    """Return ``fn``-reduction (min or max) of ``v[lo:hi]`` per window via a sparse table."""
-    n = hi - lo
-    out = np.full(len(lo), math.nan)
-    ok = np.flatnonzero(n)
-    if len(ok) == 0:
-        return out
-    level = np.frexp(n[ok].astype(np.float64))[1] - 1  # floor(log2(n)), exact for integers
-    table = [v]
-    while len(table) <= level.max():
-        prev, half = table[-1], 1 << (len(table) - 1)
-        table.append(fn(prev[:-half], prev[half:]))
-    for lvl in np.unique(level):
-        sel = ok[level == lvl]
-        t = table[lvl]
-        out[sel] = fn(t[lo[sel]], t[hi[sel] - (1 << int(lvl))])
-    return out
-
-
-def _blocks(rows: int, width: int) -> Iterator[slice]:
-    """Yield slices of ``rows`` so that each block of ``width`` columns stays small in memory."""
-    size = max(1, _BLOCK_CELLS // max(width, 1))
-    for first in range(0, rows, size):
-        yield slice(first, first + size)
-
-
-def _range_quantile(v: FloatArray, lo: IntArray, hi: IntArray, level: float) -> FloatArray:
-    """Return the ``level`` quantile of ``v[lo:hi]`` per window (linear interpolation, as numpy)."""
-    n = hi - lo
-    out = np.full(len(lo), math.nan)
-    ok = np.flatnonzero(n)
-    if len(ok) == 0:
-        return out
-    cols = np.arange(int(n[ok].max()))
-    for part in _blocks(len(ok), len(cols)):
-        sel = ok[part]
-        ns = n[sel]
-        valid = cols < ns[:, None]
-        block = np.where(valid, v[np.where(valid, lo[sel, None] + cols, 0)], np.inf)
-        block.sort(axis=1)
-        rank = level * (ns - 1)
-        below = np.floor(rank).astype(np.int64)
-        r = np.arange(len(sel))
-        a, b = block[r, below], block[r, np.minimum(below + 1, ns - 1)]
-        out[sel] = a + (b - a) * (rank - below)
-    return out
-
-
-def _top_by_key(cand: IntArray, key: FloatArray, start: IntArray, n: IntArray, top: int) -> IntArray:
-    """Return, per window ``cand[start:start+n]``, the ``top`` rows of highest key (-1 pads)."""
-    out = np.full((len(start), top), -1, dtype=np.int64)
-    rev = np.arange(int(n.max()))[::-1]  # newest first, so the stable sort breaks ties by recency
-    for part in _blocks(len(start), len(rev)):
-        valid = rev < n[part, None]
-        rows = cand[np.where(valid, start[part, None] + rev, 0)]
-        keys = np.where(valid, key[rows], -np.inf)
-        order = np.argsort(-keys, axis=1, kind="stable")[:, :top]
-        got = np.where(np.take_along_axis(valid, order, axis=1), np.take_along_axis(rows, order, axis=1), -1)
-        out[part, : got.shape[1]] = got
-    return out
 
 
 def _traces(
@@ -585,7 +493,7 @@ def _traces(
         picked = np.where(valid, cand[np.where(valid, chi[sel, None] - 1 - k, 0)], -1)
     else:
         key = np.nan_to_num(v if order == "value_desc" else -v, nan=-_FMAX, posinf=_FMAX, neginf=-_FMAX)
-        picked = _top_by_key(cand, key, clo[sel], n[sel], top)
+        picked = top_by_key(cand, key, clo[sel], n[sel], top)
     made = refs.make(np.unique(picked[picked >= 0]))[np.maximum(picked, 0)].tolist()
     for point, row, count in zip(sel.tolist(), made, np.minimum(n[sel], top).tolist(), strict=True):
         out[point] = tuple(row[:count])
