@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.groups import cost_group
 from watcher.config import ReceiverSettings, RouteSettings, Settings, StoreSettings
 from watcher.core import AlertState, Labels, Notification, TraceRef, Verdict, to_epoch
 from watcher.engine.group import GroupEvaluator, rank_traces
@@ -23,21 +24,12 @@ from watcher.store.db import Store, open_store
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
 
-GROUP = {
-    "name": "g",
-    "interval": "1m",
-    "rules": [
-        {
-            "alert": "CostHigh",
-            "expr": "sum by (tenant) (rate(llm_cost_usd_total[5m]))",
-            "detector": {"kind": "threshold", "above": 10},
-            "for": "2m",
-            "labels": {"severity": "page"},
-            "annotations": {"summary": "{{ labels.tenant }} at {{ value }}"},
-            "traces": {"from": "exemplars", "top": 2},
-        }
-    ],
-}
+GROUP = cost_group(**{
+    "for": "2m",
+    "labels": {"severity": "page"},
+    "annotations": {"summary": "{{ labels.tenant }} at {{ value }}"},
+    "traces": {"from": "exemplars", "top": 2},
+})
 
 
 class Recorder:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.groups import cost_group
 from watcher.core import Alert, AlertState, ExemplarLookup, TraceRef, to_epoch
 from watcher.engine.group import GroupEvaluator
 from watcher.rules.schema import Group
@@ -21,20 +22,7 @@ SPIKE = (5, 6, 7)  # minutes with the value over the threshold
 
 def group(**rule: Any) -> Group:
     return Group.model_validate(
-        {
-            "name": "g",
-            "interval": "1m",
-            "rules": [
-                {
-                    "alert": "CostHigh",
-                    "expr": "sum by (tenant) (rate(llm_cost_usd_total[5m]))",
-                    "detector": {"kind": "threshold", "above": 10},
-                    "labels": {"severity": "page"},
-                    "traces": {"from": "exemplars", "top": 2},
-                    **rule,
-                }
-            ],
-        }
+        cost_group(**{"labels": {"severity": "page"}, "traces": {"from": "exemplars", "top": 2}, **rule})
     )
 
 

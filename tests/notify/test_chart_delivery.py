@@ -16,6 +16,7 @@ import yaml
 from pydantic import SecretStr
 from sqlmodel import select
 
+from tests.groups import cost_group
 from tests.httpreceiver import HTTPReceiver
 from tests.notify.factory import T0 as F0
 from tests.notify.factory import SqliteStore, firing, make_settings
@@ -30,18 +31,7 @@ from watcher.store.tables import OutboxRow
 PNG = b"\x89PNG\r\n\x1a\n"
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
-GROUP = {
-    "name": "g",
-    "interval": "1m",
-    "rules": [
-        {
-            "alert": "CostHigh",
-            "expr": "sum by (tenant) (rate(llm_cost_usd_total[5m]))",
-            "detector": {"kind": "threshold", "above": 10},
-            "labels": {"severity": "page"},
-        }
-    ],
-}
+GROUP = cost_group(labels={"severity": "page"})
 
 
 def _daemon(tmp_path: Path, src: MemorySource, rs: ReceiverSettings) -> Daemon:

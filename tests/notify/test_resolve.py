@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import SecretStr
 
+from tests.groups import cost_group
 from tests.httpreceiver import HTTPReceiver
 from watcher.config import ReceiverSettings, RouteSettings, Settings, StoreSettings
 from watcher.core import to_epoch
@@ -16,17 +17,7 @@ from watcher.sources.memory import MemorySource
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
-GROUP = {
-    "name": "g",
-    "interval": "1m",
-    "rules": [
-        {
-            "alert": "CostHigh",
-            "expr": "sum by (tenant) (rate(llm_cost_usd_total[5m]))",
-            "detector": {"kind": "threshold", "above": 10},
-        }
-    ],
-}
+GROUP = cost_group()
 
 
 def test_resolve_carries_the_final_value_and_the_duration(
