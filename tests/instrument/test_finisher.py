@@ -144,3 +144,19 @@ def test_a_forked_child_finishes_its_own_calls_not_the_parents() -> None:
     f.submit(lambda: seen.append("child"))
     assert f.flush(timeout=5)
     assert seen == ["child"] and f.stats().submitted == 1
+
+
+def test_flush_waits_for_the_function_the_thread_is_running() -> None:
+    f = Finisher(interval_s=0.001, idle_s=0.001)
+    started, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def slow() -> None:
+        started.set()
+        release.wait(5)
+        done.set()
+
+    f.submit(slow)
+    assert started.wait(5)  # popped and running: the queue is empty now
+    assert f.flush(timeout=0.05) is False  # not finished, so a flush does not report it done
+    release.set()
+    assert f.flush(timeout=5) and done.is_set()

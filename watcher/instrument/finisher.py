@@ -98,8 +98,8 @@ class Finisher:
         """Wait until every function queued so far has run; return False on timeout."""
         if threading.current_thread() is self._thread:
             return False  # a finishing function cannot wait for its own queue
-        if not self._queue:
-            return True
+        if not self._queue and self._finished >= self._n_submitted:
+            return True  # (an empty queue alone is not enough: the thread may be running the last one)
         marker = _Marker()  # FIFO: when the thread reaches it, everything before it has run
         self._queue.append(marker)
         self._ensure_thread()
