@@ -6,7 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,26 @@ from watcher.instrument.writer import StoreWriter
 from watcher.store.tables import Call
 
 ReadCalls = Callable[[], list[Call]]
+Make = Callable[..., Finisher]
 
 
-def test_functions_run_in_order_and_flush_waits_for_them() -> None:
-    f = Finisher(interval_s=5.0, idle_s=5.0)  # only a flush wakes it in time
+@pytest.fixture
+def make() -> Iterator[Make]:
+    """Return a Finisher factory; every finisher made is closed (its thread stopped) afterwards."""
+    made: list[Finisher] = []
+
+    def build(**kwargs: Any) -> Finisher:
+        made.append(Finisher(**kwargs))
+        return made[-1]
+
+    yield build
+    for f in made:
+        assert f.close(timeout=5)
+        assert f._thread is None or not f._thread.is_alive()  # no thread left polling
+
+
+def test_functions_run_in_order_and_flush_waits_for_them(make: Make) -> None:
+    f = make(interval_s=5.0, idle_s=5.0)  # only a flush wakes it in time
     seen: list[int] = []
     for i in range(100):
         assert f.submit(lambda i=i: seen.append(i))
@@ -35,9 +51,9 @@ def test_functions_run_in_order_and_flush_waits_for_them() -> None:
     assert (s.submitted, s.finished, s.dropped, s.pending) == (100, 100, 0, 0)
 
 
-def test_a_full_queue_drops_and_counts(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_full_queue_drops_and_counts(make: Make, caplog: pytest.LogCaptureFixture) -> None:
     gate = threading.Event()
-    f = Finisher(max_queue=3)
+    f = make(max_queue=3)
     f.submit(gate.wait)  # occupies the thread...
     assert f.flush(timeout=0.05) is False  # ...so a flush times out instead of hanging
     accepted = [f.submit(lambda: None) for _ in range(5)]
@@ -48,8 +64,8 @@ def test_a_full_queue_drops_and_counts(caplog: pytest.LogCaptureFixture) -> None
     assert "finishing queue is full" in caplog.text
 
 
-def test_a_raising_function_is_counted_and_the_thread_goes_on() -> None:
-    f = Finisher()
+def test_a_raising_function_is_counted_and_the_thread_goes_on(make: Make) -> None:
+    f = make()
     seen: list[str] = []
 
     def boom() -> None:
@@ -61,8 +77,8 @@ def test_a_raising_function_is_counted_and_the_thread_goes_on() -> None:
     assert seen == ["after"] and f.stats().errors == 1
 
 
-def test_flush_from_the_finishing_thread_returns_instead_of_deadlocking() -> None:
-    f = Finisher()
+def test_flush_from_the_finishing_thread_returns_instead_of_deadlocking(make: Make) -> None:
+    f = make()
     results: list[bool] = []
     f.submit(lambda: results.append(f.flush(timeout=5)))
     assert f.flush(timeout=5)
@@ -136,8 +152,8 @@ def test_reconfiguring_finishes_the_calls_in_flight_with_their_own_configuration
         instrument.reset()
 
 
-def test_a_forked_child_finishes_its_own_calls_not_the_parents() -> None:
-    f = Finisher(interval_s=5.0, idle_s=5.0)
+def test_a_forked_child_finishes_its_own_calls_not_the_parents(make: Make) -> None:
+    f = make(interval_s=5.0, idle_s=5.0)
     seen: list[str] = []
     f.submit(lambda: seen.append("parent"))  # queued, not yet run, at the fork
     f._after_fork()  # what os.register_at_fork runs in the child
@@ -146,8 +162,8 @@ def test_a_forked_child_finishes_its_own_calls_not_the_parents() -> None:
     assert seen == ["child"] and f.stats().submitted == 1
 
 
-def test_flush_waits_for_the_function_the_thread_is_running() -> None:
-    f = Finisher(interval_s=0.001, idle_s=0.001)
+def test_flush_waits_for_the_function_the_thread_is_running(make: Make) -> None:
+    f = make(interval_s=0.001, idle_s=0.001)
     started, release, done = threading.Event(), threading.Event(), threading.Event()
 
     def slow() -> None:

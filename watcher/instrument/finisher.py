@@ -76,6 +76,7 @@ class Finisher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._closed = False
 
     def submit(self, fn: Callable[[], None]) -> bool:
         """Queue ``fn``; return False (and count a drop) when the queue is full."""
@@ -105,6 +106,17 @@ class Finisher:
         self._ensure_thread()
         self._wake.set()
         return marker.wait(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Finish what is queued and stop the thread (a later ``submit`` starts it again)."""
+        done = self.flush(timeout)
+        thread = self._thread
+        if thread is not None:
+            self._closed = True
+            self._wake.set()
+            thread.join(timeout)
+            self._closed = False
+        return done
 
     def stats(self) -> FinisherStats:
         """Return a snapshot of the counters."""
@@ -136,6 +148,8 @@ class Finisher:
         while True:
             self._wake.wait(wait)
             self._wake.clear()
+            if self._closed and not queue:
+                return
             if not queue:
                 wait = self.idle_s  # nothing came: poll less often until something does
                 continue
