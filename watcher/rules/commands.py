@@ -63,7 +63,8 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
         "-j",
         type=_positive_int,
         metavar="N",
-        help="worker processes fetching and scoring rules (default: one per CPU; 1: no workers)",
+        help="worker processes fetching and scoring rules (default: one per CPU; 1: no workers; "
+        "--compare runs in one process, its two backtests sharing one fetch cache)",
     )
     p.set_defaults(func=_cmd_backtest)
     return p
