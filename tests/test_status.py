@@ -528,7 +528,7 @@ def test_alert_without_exemplars_shows_the_note_and_the_search_link(tmp_path: Pa
     # from the first anomalous point (11:59) less one step, to the evaluation at 12:00:30
     note = "no exemplars from Prometheus endpoint 'main' for 2026-11-20 11:58:00–12:00:30 UTC"
     start, end = int(to_epoch(NOW - timedelta(seconds=150))), int(to_epoch(NOW))
-    link = f"https://tempo.example/search?from={start}000&to={end}000&q=tenant%3D%22acme%22"
+    link = f"https://tempo.example/search?from={start}000&to={end}000&q=watcher.tenant%3D%22acme%22"
     assert alert["traces"] == []
     notes = {"summary": "acme spends 10.0 USD/h", "no_exemplars": note, "trace_search": link}
     assert alert["annotations"] == notes

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from watcher.config import Settings, load_settings
 from watcher.errors import ConfigError
-from watcher.tracesearch import check_search_url, no_exemplars_note, search_link, window_text
+from watcher.tracesearch import (
+    HOOK_SPAN_ATTRIBUTES,
+    check_search_url,
+    no_exemplars_note,
+    search_link,
+    window_text,
+)
 
 T0 = datetime(2026, 11, 27, 3, 40, tzinfo=UTC).timestamp()  # 1795750800
 LABELS = {"tenant": "acme", "model": "gpt-4o"}
@@ -96,3 +103,19 @@ def test_documented_templates_are_valid() -> None:
     assert len(found) == 3
     for template in found:
         assert "{" not in search_link(check_search_url(template), T0, T0 + 60, LABELS)
+
+
+def test_labels_take_the_trace_uis_names() -> None:
+    labels = {"tenant": "acme", "model": "gpt-4o", "route": "/chat", "alertname": "A"}
+    names = {**HOOK_SPAN_ATTRIBUTES, "route": ""}  # "" leaves a label out
+    link = search_link("{start}{end}{labels_json}", T0, T0, labels, names)
+    assert link.endswith(quote('{"gen_ai.request.model":"gpt-4o","watcher.tenant":"acme"}', safe=""))
+    assert search_link("{start}{end}{labels}", T0, T0, {"tenant": "acme"}, {}).endswith("tenant%3D%22acme%22")
+
+
+def test_the_default_names_are_the_hooks_and_can_be_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().trace_search_labels == dict(HOOK_SPAN_ATTRIBUTES)
+    monkeypatch.setenv("WATCHER_TRACE_SEARCH_LABELS", '{"tenant": "span.tenant"}')
+    assert Settings().trace_search_labels == {"tenant": "span.tenant"}
+    monkeypatch.setenv("WATCHER_TRACE_SEARCH_LABELS", "{}")
+    assert Settings().trace_search_labels == {}

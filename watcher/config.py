@@ -35,7 +35,7 @@ from pydantic_settings import (
 
 from .errors import ConfigError
 from .rules.schema import Duration
-from .tracesearch import check_search_url
+from .tracesearch import HOOK_SPAN_ATTRIBUTES, check_search_url
 
 DEFAULT_CONFIG_FILE = "watcher.yaml"
 
@@ -337,6 +337,11 @@ class Settings(BaseSettings):
         None,
         description="trace UI search over a time range, linked when an alert has no exemplar trace IDs: "
         "{start}/{end} (also _ms, _us, _iso) and {labels}/{labels_json} are filled in (docs/prometheus.md)",
+    )
+    trace_search_labels: dict[str, str] = Field(
+        default_factory=lambda: dict(HOOK_SPAN_ATTRIBUTES),
+        description="metric label name → the trace UI's attribute name in {labels}/{labels_json} "
+        '("" leaves the label out; {} keeps the metric names); default: the names watcher\'s hooks use',
     )
     external_url: str = Field("http://localhost:9464", description="where the status page is reachable")
     receivers: dict[str, ReceiverSettings] = Field(

@@ -27,6 +27,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from urllib.parse import quote
 
 NO_EXEMPLARS = "no_exemplars"
@@ -34,6 +35,14 @@ NO_EXEMPLARS = "no_exemplars"
 TRACE_SEARCH = "trace_search"
 """The annotation holding the trace UI's search link for the alert's window (with ``trace_search_url``)."""
 NOTE_KEYS = (NO_EXEMPLARS, TRACE_SEARCH)
+HOOK_SPAN_ATTRIBUTES: Mapping[str, str] = MappingProxyType({
+    "tenant": "watcher.tenant",
+    "feature": "watcher.feature",
+    "model": "gen_ai.request.model",
+    "provider": "gen_ai.provider.name",
+    "operation": "gen_ai.operation.name",
+})
+"""The span attributes watcher's hooks record for the labels of the metrics they emit."""
 
 PLACEHOLDERS = (
     "start", "end", "start_ms", "end_ms", "start_us", "end_us", "start_iso", "end_iso",
@@ -74,10 +83,27 @@ def label_matchers(labels: Mapping[str, str]) -> str:
     return ",".join(f'{k}="{esc[k]}"' for k in sorted(esc))
 
 
-def search_link(template: str, start: float, end: float, labels: Mapping[str, str]) -> str:
-    """Return ``template`` with the window ``[start, end]`` (Unix seconds) and ``labels`` filled in."""
+def trace_names(labels: Mapping[str, str], names: Mapping[str, str]) -> dict[str, str]:
+    """Return ``labels`` under the trace UI's attribute names: renamed by ``names``, ``""`` drops one."""
+    out: dict[str, str] = {}
+    for key, value in labels.items():
+        if key in ("__name__", "alertname"):
+            continue
+        name = names.get(key, key)
+        if name:
+            out[name] = value
+    return out
+
+
+def search_link(
+    template: str, start: float, end: float, labels: Mapping[str, str], names: Mapping[str, str] | None = None
+) -> str:
+    """Return ``template`` with the window ``[start, end]`` (Unix seconds) and ``labels`` filled in.
+
+    ``names`` maps metric label names to the trace UI's attribute names (``trace_search_labels``).
+    """
     lo, hi = math.floor(start), math.ceil(end)
-    labels = {k: v for k, v in labels.items() if k not in ("__name__", "alertname")}
+    labels = trace_names(labels, names or {})
     values = {
         "start": str(lo),
         "end": str(hi),

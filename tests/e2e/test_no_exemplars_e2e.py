@@ -111,7 +111,7 @@ def test_alert_without_exemplar_storage_says_so_and_links_the_window(
     note = f"no exemplars from Prometheus endpoint 'local' for {window_text(t - 2, t)}"
     link = (
         f"http://jaeger.local/search?service=app&start={(t - 2) * 1_000_000}&end={t * 1_000_000}"
-        "&tags=%7B%22tenant%22%3A%22acme%22%7D&q=tenant%3D%22acme%22"
+        "&tags=%7B%22watcher.tenant%22%3A%22acme%22%7D&q=watcher.tenant%3D%22acme%22"  # the hooks' span names
     )
     notes = {"summary": "acme spent 12.0 USD", "no_exemplars": note, "trace_search": link}
     assert body["annotations"] == notes

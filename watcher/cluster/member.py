@@ -370,6 +370,7 @@ class ClusterMember:
             resolved_retention=d.settings.notify.resolved_retention,
             metrics=d.metrics,
             trace_search_url=d.settings.trace_search_url,
+            trace_search_labels=d.settings.trace_search_labels,
         )
         stored: list[Alert] = d.alert_store.load(name)
         orphans = ev.restore(stored)  # alerts of rules the group no longer has

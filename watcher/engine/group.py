@@ -206,6 +206,7 @@ class GroupEvaluator:
         detector_factory: Callable[[Rule, Labels], Detector] | None = None,
         keep_history: bool = True,
         trace_search_url: str | None = None,
+        trace_search_labels: Mapping[str, str] | None = None,
     ) -> None:
         """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests.
 
@@ -214,6 +215,7 @@ class GroupEvaluator:
         """
         self.group = group
         self._trace_search_url = trace_search_url
+        self._trace_search_labels = dict(trace_search_labels or {})
         self._keep_history = keep_history
         self._sources = sources
         # A backtest passes detectors whose verdicts were computed over the whole range at once.
@@ -443,7 +445,9 @@ class GroupEvaluator:
         lookup = series.exemplars
         notes = {NO_EXEMPLARS: no_exemplars_note(lookup.endpoint, start, end, lookup.error)}
         if self._trace_search_url:
-            notes[TRACE_SEARCH] = search_link(self._trace_search_url, start, end, series.labels)
+            notes[TRACE_SEARCH] = search_link(
+                self._trace_search_url, start, end, series.labels, self._trace_search_labels
+            )
         return notes
 
     def _obs(

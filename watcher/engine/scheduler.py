@@ -148,6 +148,7 @@ class Daemon:
                 resolved_retention=self.settings.notify.resolved_retention,
                 metrics=self.metrics,
                 trace_search_url=self.settings.trace_search_url,
+                trace_search_labels=self.settings.trace_search_labels,
             )
             orphans += ev.restore(persisted.get(lg.group.name, []))
             new[lg.group.name] = ev
