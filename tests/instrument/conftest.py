@@ -1,9 +1,11 @@
-"""Fixtures for the hooks: a fresh SQLite store, tracer provider with in-memory exporter, registry."""
+"""Fixtures for the hooks: the stub server, an instrumented client of it, a fresh SQLite store,
+a tracer provider with an in-memory exporter and a registry."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -14,9 +16,30 @@ from prometheus_client import CollectorRegistry, Metric
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from watcher import instrument
-from watcher.instrument import StoreWriter
+from watcher.instrument import StoreWriter, instrument_openai
 from watcher.instrument.finisher import FINISHER
+from watcher.instrument.stub import StubServer
 from watcher.store.tables import Call, Score
+
+FIRST_CHUNK_DELAY_S = 0.15
+"""How long the stub holds the first content chunk back: the TTFT the tests expect."""
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubServer]:
+    """Return the OpenAI/Anthropic-compatible stub server on a free loopback port (one per module)."""
+    with StubServer(first_chunk_delay_s=FIRST_CHUNK_DELAY_S) as server:
+        yield server
+
+
+@pytest.fixture
+def client(stub: StubServer) -> Iterator[Any]:
+    """Return an instrumented ``openai.OpenAI`` client of the stub (warmed up before instrumenting)."""
+    openai = pytest.importorskip("openai")
+    with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
+        # The first request of a client pays its lazy set-up (~100 ms): not part of any TTFT.
+        c.chat.completions.create(model="warm-up", messages=[{"role": "user", "content": "hi"}])
+        yield instrument_openai(c)
 
 
 @pytest.fixture

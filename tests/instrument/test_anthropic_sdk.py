@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.instrument.conftest import FIRST_CHUNK_DELAY_S
 from watcher.instrument import attributes as attr
 from watcher.instrument import hooks
 from watcher.instrument.metrics import LLMMetrics
@@ -23,7 +24,7 @@ anthropic = pytest.importorskip("anthropic")
 
 pytestmark = pytest.mark.usefixtures("hooks")
 ReadCalls = Callable[[], list[Call]]
-DELAY = 0.15
+DELAY = FIRST_CHUNK_DELAY_S
 MODEL = "claude-sonnet-4"
 TEXT = "The answer is forty-two."
 PARAMS: dict[str, Any] = {
@@ -34,11 +35,6 @@ PARAMS: dict[str, Any] = {
 }
 COST = (8 * 3.0 + 4 * 0.30 + 6 * 15.0) / 1e6  # 8 fresh input, 4 cache reads, 6 output
 
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    with StubServer(first_chunk_delay_s=DELAY) as server:
-        yield server
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from tests.instrument.conftest import FIRST_CHUNK_DELAY_S
 from watcher import instrument
 from watcher.instrument import StoreWriter
 from watcher.instrument import attributes as attr
@@ -26,24 +27,12 @@ openai = pytest.importorskip("openai")
 
 pytestmark = pytest.mark.usefixtures("hooks")
 ReadCalls = Callable[[], list[Call]]
-DELAY = 0.15
+DELAY = FIRST_CHUNK_DELAY_S
 MODEL = "gpt-4o-mini"
 COST = (8 * 0.15 + 4 * 0.075 + 6 * 0.60) / 1e6  # 12 input of which 4 cached, 6 output
 MESSAGES = [{"role": "user", "content": "What is the answer? Mail me at jane@example.com"}]
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    with StubServer(first_chunk_delay_s=DELAY) as server:
-        yield server
-
-
-@pytest.fixture
-def client(stub: StubServer) -> Iterator[Any]:
-    with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
-        # The first request of a client pays its lazy set-up (~100 ms): not part of any TTFT.
-        c.chat.completions.create(model="warm-up", messages=MESSAGES)
-        yield instrument_openai(c)
 
 
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,17 +35,6 @@ USAGE: dict[str, Any] = {"stream_options": {"include_usage": True}}
 TEXT = "The answer is forty-two."
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    with StubServer(first_chunk_delay_s=DELAY) as server:
-        yield server
-
-
-@pytest.fixture
-def client(stub: StubServer) -> Iterator[Any]:
-    with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
-        c.chat.completions.create(model="warm-up", messages=MESSAGES)  # lazy set-up, not in any TTFT
-        yield instrument_openai(c)
 
 
 def has_text(chunk: Any) -> bool:
