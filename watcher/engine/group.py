@@ -147,6 +147,19 @@ class _RuleRunner:
             return 0
         return self.rule.traces.top if self.rule.traces is not None else DEFAULT_TOP_TRACES
 
+    def see(self, series: Series) -> None:
+        """Note the time of the series' newest point with a value (a live series: its last point)."""
+        values = series.values
+        if len(values) and math.isfinite(values[-1]):
+            newest = float(series.timestamps[-1])
+        else:
+            seen = np.flatnonzero(np.isfinite(values))
+            if not len(seen):
+                return
+            newest = float(series.timestamps[seen[-1]])
+        if newest > self.last_seen.get(series.labels, -math.inf):
+            self.last_seen[series.labels] = newest
+
     def prune(self, grid_last: float) -> int:
         """Forget the series gone for longer than their state reaches back; return how many.
 
@@ -363,11 +376,7 @@ class GroupEvaluator:
         for fp in [f for f in runner.episode_start if f not in runner.alerts or runner.alerts[f].resolved]:
             del runner.episode_start[fp]
         for series in series_list:
-            seen = np.flatnonzero(np.isfinite(series.values))
-            if len(seen):
-                runner.last_seen[series.labels] = max(
-                    float(series.timestamps[seen[-1]]), runner.last_seen.get(series.labels, -math.inf)
-                )
+            runner.see(series)
         runner.prune(grid_last)
         return len(series_list), changed, deleted
 
