@@ -1,12 +1,15 @@
 """``llm_call``: one model call as a span, metrics with trace exemplars, a row and a payload.
 
-This module owns the lifecycle of one call: start the span (``"{operation} {model}"``, kind
-CLIENT, ``gen_ai.*`` attributes) and make it current, then at the end settle the outcome
-(provider signals, then the refusal-phrase classifier), annotate the span, observe the metrics,
-queue the ``calls`` row, queue the redacted ``payloads`` row when capture is on and offer the call
-to the online evaluator. A streamed call leaves the caller's context when ``create`` returns
-(``detach``) and ends when the stream ends (``finish``). It does not own the process-wide
-state (``hooks``) nor reading vendor responses (the wrappers).
+This module owns the lifecycle of one call. On the caller's thread: start the span
+(``"{operation} {model}"``, kind CLIENT, the ``gen_ai.*`` attributes a sampler may use) and make
+it current; at the end take the duration and end time, leave the context and queue the rest for
+the ``finisher``'s thread: settle the outcome (provider signals, then the refusal-phrase
+classifier; ``llm_call`` used directly settles on the caller, whose record it is), set the
+request and response attributes and end the span, observe the metrics, queue the ``calls`` row
+and the redacted ``payloads`` row when capture is on, and offer the call to the online evaluator.
+A streamed call leaves the caller's context when ``create`` returns (``detach``) and ends when
+the stream ends (``finish``). It does not own the process-wide state (``hooks``), the background
+thread (``finisher``) nor reading vendor responses (the wrappers).
 """
 
 from __future__ import annotations
@@ -93,13 +96,7 @@ class _LLMCall(ContextDecorator):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]:
-        # The application holds the record: its outcome is final when the block has exited.
-        if not self._done:
-            self._done = True
-            try:
-                self._finish(exc, None, settle_now=True)
-            except Exception as err:
-                _note_error("llm_call finish", err)
+        self._end_once(exc, None, settle_now=True)  # the application's record: final at once
         return False  # the application's exception, if any, propagates unchanged
 
     @property
@@ -127,11 +124,14 @@ class _LLMCall(ContextDecorator):
         outcome and the rest run on the finisher's thread. For the wrappers, whose record the
         application never sees.
         """
+        self._end_once(exc, fill, settle_now=False)
+
+    def _end_once(self, exc: BaseException | None, fill: Callable[[], None] | None, settle_now: bool) -> None:
         if self._done:
             return
         self._done = True
         try:
-            self._finish(exc, fill, settle_now=False)
+            self._finish(exc, fill, settle_now)
         except Exception as err:
             _note_error("llm_call finish", err)
 
