@@ -335,7 +335,15 @@ def llm_call(
     span attributes; ``labels`` give values to extra metric labels configured beyond tenant and
     feature. Used as a decorator, the function reaches its record via ``current_call()``.
     """
-    call = {
+    call = call_fields(provider, model, operation, tenant, feature, user_id, prompt_version)
+    return _LLMCall(call, request_params, labels or {})
+
+
+def call_fields(
+    provider: Any, model: Any, operation: Any, tenant: Any, feature: Any, user_id: Any, prompt_version: Any
+) -> dict[str, Any]:
+    """Return what a call is known by before it starts (the ``CallRecord``'s first fields)."""
+    return {
         "provider": str(provider),
         "model": str(model),
         "operation": str(operation),
@@ -344,4 +352,3 @@ def llm_call(
         "user_id": user_id,
         "prompt_version": prompt_version,
     }
-    return _LLMCall(call, request_params, labels or {})

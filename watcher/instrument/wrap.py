@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from . import hooks
-from .call import _LLMCall
+from .call import _LLMCall, call_fields
 from .hooks import _note_error
 from .raw import is_raw_response, wrap_raw
 from .record import CallRecord
@@ -102,15 +102,15 @@ def _begin(spec: WrapSpec, kwargs: dict[str, Any]) -> tuple[_LLMCall, bool]:
             _note_error("request prepare", exc)
     labels = attrib.get("labels")
     call = _LLMCall(
-        {
-            "provider": spec.provider,
-            "model": str(kwargs.get("model") or ""),
-            "operation": spec.operation,
-            "tenant": str(attrib.get("tenant", "")),
-            "feature": str(attrib.get("feature", "")),
-            "user_id": attrib.get("user_id"),
-            "prompt_version": attrib.get("prompt_version"),
-        },
+        call_fields(
+            spec.provider,
+            kwargs.get("model") or "",
+            spec.operation,
+            attrib.get("tenant", ""),
+            attrib.get("feature", ""),
+            attrib.get("user_id"),
+            attrib.get("prompt_version"),
+        ),
         functools.partial(spec.params, kwargs),  # read on the finisher's thread
         labels or {},
     )
