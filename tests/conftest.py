@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,23 @@ def missing_component(reason: str) -> None:
     pytest.skip(reason)
 
 
+PG_ADMIN_TIMEOUT_MS = 30_000
+"""How long an admin statement (CREATE/DROP DATABASE) may wait: a drop ``WITH (FORCE)`` waits for
+every backend of the server, so one stalled client elsewhere would otherwise hang the suite."""
+
+UNDROPPED_DATABASES: list[str] = []
+"""Test databases whose drop timed out; named at the end of the run (``pytest_terminal_summary``)."""
+
+
+def _pg_admin(psycopg: Any, timeout_ms: int = PG_ADMIN_TIMEOUT_MS) -> Any:
+    return psycopg.connect(
+        PG_ADMIN_URL,
+        autocommit=True,
+        connect_timeout=3,
+        options=f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}",
+    )
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """Return a SQLAlchemy URL to a fresh, empty PostgreSQL database; dropped afterwards."""
@@ -31,7 +49,7 @@ def pg_url() -> Iterator[str]:
     except ImportError:
         missing_component("psycopg is not installed")
     try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+        admin = _pg_admin(psycopg)
     except psycopg.OperationalError as exc:
         missing_component(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}".splitlines()[0])
     name = f"watcher_t_{uuid.uuid4().hex[:12]}"
@@ -40,8 +58,30 @@ def pg_url() -> Iterator[str]:
     try:
         yield PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin2:
-            admin2.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_test_database(psycopg, name)
+
+
+def drop_test_database(psycopg: Any, name: str, timeout_ms: int = PG_ADMIN_TIMEOUT_MS) -> bool:
+    """Drop ``name``; a drop that times out (another client of the server is stalled) is noted, not hung."""
+    try:
+        with _pg_admin(psycopg, timeout_ms) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable, psycopg.OperationalError) as exc:
+        UNDROPPED_DATABASES.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return False
+    return True
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name the test databases that could not be dropped within the admin statement timeout."""
+    if UNDROPPED_DATABASES:
+        terminalreporter.section("PostgreSQL test databases not dropped")
+        terminalreporter.write_line(
+            f"DROP DATABASE ... WITH (FORCE) did not finish within {PG_ADMIN_TIMEOUT_MS / 1000:.0f} s "
+            "(another client of the server is stalled?); drop them by hand:"
+        )
+        for line in UNDROPPED_DATABASES:
+            terminalreporter.write_line(f"  {line}")
 
 
 from tests.httpreceiver import HTTPReceiver  # noqa: E402

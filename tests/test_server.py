@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +24,7 @@ from watcher.store.db import Store, open_store
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+NOW = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -40,7 +42,12 @@ def make_daemon(store: Any, **server: Any) -> SimpleNamespace:
     )
     rules = SimpleNamespace(groups=[object(), object()], rule_count=3)
     return SimpleNamespace(
-        store=store, settings=settings, metrics=SelfMetrics(), rules=rules, last_reload_error=None
+        store=store,
+        settings=settings,
+        metrics=SelfMetrics(),
+        rules=rules,
+        last_reload_error=None,
+        clock=lambda: NOW,
     )
 
 

@@ -90,7 +90,9 @@ def make_daemon(
     settings, mem = scenario(tmp_path, end)
     hook = RecordingReceiver("hook")
     store = open_store(store_url or f"sqlite:///{tmp_path}/w.db")
-    daemon = Daemon(settings, store=store, sources={"prometheus": mem}, receivers={"hook": hook})
+    daemon = Daemon(
+        settings, store=store, sources={"prometheus": mem}, receivers={"hook": hook}, clock=lambda: end
+    )
     return daemon, mem, hook
 
 
@@ -250,7 +252,7 @@ def test_failed_query_shows_on_page_api_and_metrics(client: TestClient, daemon: 
 
 
 def test_outbox_gauges_are_computed_at_scrape_time(client: TestClient, daemon: Daemon) -> None:
-    created = datetime.now(UTC) - timedelta(minutes=10)
+    created = NOW - timedelta(minutes=10)
     with daemon.store.session() as s:
         for _ in range(3):
             s.add(
@@ -298,7 +300,7 @@ def test_silence_api_create_list_mute_and_expire(client: TestClient, daemon: Dae
     assert made["state"] == "active" and made["createdBy"] == "oncall@example"
     assert _ids(client) == {made["id"]}
     # the muting stage reads the same row: acme is silenced, beta is not
-    now = datetime.now(UTC)
+    now = NOW
     with daemon.store.session() as s:
         rows = active_silences(s, now)
     assert (
@@ -388,7 +390,7 @@ def test_status_and_silences_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     daemon, _, _ = make_daemon(tmp_path, NOW, store_url=pg_url)
     try:
         daemon.run_once(NOW, drain_s=0)
-        old = datetime.now(UTC) - timedelta(minutes=5)
+        old = NOW - timedelta(minutes=5)
         with daemon.store.session() as s:
             s.add(
                 OutboxRow(
@@ -517,6 +519,7 @@ def test_alert_without_exemplars_shows_the_note_and_the_search_link(tmp_path: Pa
         store=open_store(f"sqlite:///{tmp_path}/w.db"),
         sources={"prometheus": mem},
         receivers={"hook": RecordingReceiver("hook")},
+        clock=lambda: NOW,
     )
     try:
         daemon.run_once(NOW, drain_s=0)

@@ -28,7 +28,6 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Final
 
 import sqlalchemy as sa
@@ -214,8 +213,7 @@ def build_app(daemon: Any) -> FastAPI:
         counters.items.labels(kind).inc(n)
         return Accepted(accepted=n)
 
-    def now() -> datetime:
-        return datetime.now(UTC)
+    now = daemon.clock  # the daemon's clock, as the engine uses: a simulated or test clock reaches the API
 
     auth = [Depends(authorize)]
     redact = Redactor(daemon.settings)
@@ -303,7 +301,7 @@ def refresh_outbox_gauges(daemon: Any) -> None:
     if gauge is None:
         return
     try:
-        depth, age = outbox_stats(daemon.store, datetime.now(UTC))
+        depth, age = outbox_stats(daemon.store, daemon.clock())
     except Exception as exc:  # a scrape must still answer with the store down; readyz says why
         log.debug("outbox gauges not refreshed: %s", type(exc).__name__)
         return

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +92,7 @@ def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
 
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
-        now = datetime.now(UTC)
+        now = daemon.clock()
         problems: list[str] = []
         alerts, err = _safe("reading alerts", active_alerts, daemon)
         problems += [err] if err else []
@@ -135,7 +134,7 @@ def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
         if found is None:
             raise HTTPException(404, f"no rule {rule!r} in group {group!r}"[:300])
         grp, r = found
-        now = datetime.now(UTC)
+        now = daemon.clock()
         row = next(
             (x for g in rule_groups(daemon) if g["name"] == group for x in g["rules"] if x["name"] == rule),
             None,
@@ -187,7 +186,7 @@ def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
         if found is None:
             raise HTTPException(404, "no such rule")
         try:
-            png = charts.chart(daemon, found[0], found[1], index, datetime.now(UTC))
+            png = charts.chart(daemon, found[0], found[1], index, daemon.clock())
         except WatcherError as exc:
             raise HTTPException(503, redact(str(exc).splitlines()[0][:300])) from None
         if png is None:

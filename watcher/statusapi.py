@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -139,8 +139,7 @@ def add_api_routes(app: FastAPI, daemon: Any, authorize: Callable[..., None], re
             log.warning("api: %s failed: %s", action, type(exc).__name__)
             raise HTTPException(503, "the store is unavailable; retry later") from None
 
-    def now() -> datetime:
-        return datetime.now(UTC)
+    now = daemon.clock
 
     @app.get("/api/v1/alerts", tags=["alerts"])
     def list_alerts(state: Literal["firing", "pending", "all"] = "all") -> dict[str, Any]:
