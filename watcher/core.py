@@ -205,6 +205,10 @@ class Verdict:
     ready: bool = True
     reason: str = ""
     """Why the verdict is not ready (``"warming up: 3/30 points"``, ``"no data"``), else empty."""
+    surprise: float = 0.0
+    """``-log10`` of the tail probability of the deviation on the watched side, under the detector's
+    calibrated noise model: unbounded, comparable across series and kinds (0 = typical, 4.5 = the
+    default sensitivity's flag level); what "top anomalies" and alert ordering rank by."""
 
 
 class AlertState(enum.IntEnum):
