@@ -48,7 +48,9 @@ def test_scores_to_output_file(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     assert main(["score", "--detector", "ewma", "--direction", "up", str(src), str(out)]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert list(rows[0]) == ["timestamp", "value", "expected", "lower", "upper", "score", "anomaly"]
+    assert list(rows[0]) == [
+        "timestamp", "value", "expected", "lower", "upper", "score", "anomaly", "surprise"
+    ]  # fmt: skip
     assert len(rows) == 400 and rows[0]["timestamp"] == "2026-01-05T00:00:00Z"
     assert rows[0]["expected"] == "" and rows[0]["anomaly"] == "0"
     assert rows[350]["anomaly"] == "1" and float(rows[350]["score"]) > 0.9999
@@ -62,7 +64,7 @@ def test_every_kind_runs_to_stdout(kind: str, tmp_path: Path, capsys: pytest.Cap
     extra = ["--set", "above=80"] if kind == "threshold" else []
     assert main(["score", "--detector", kind, *extra, str(src)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("timestamp,value,expected,lower,upper,score,anomaly\n")
+    assert out.startswith("timestamp,value,expected,lower,upper,score,anomaly,surprise\n")
     assert len(out.strip().splitlines()) == 201
 
 
@@ -81,11 +83,6 @@ def test_set_parses_yaml_values_and_counts_column(tmp_path: Path, capsys: pytest
         ("time,val\n1,2\n", [], "in.csv:1: header has no timestamp or value column"),
         ("timestamp,value\n1767571200,1\nyesterday,2\n", [], "in.csv:3: timestamp 'yesterday' is neither"),
         ("timestamp,value\n1767571200,1\n1767571260,abc\n", [], "in.csv:3: value 'abc' is not a number"),
-        (
-            "timestamp,value\n1767571200,1\n1767571200,2\n",
-            [],
-            "in.csv:3: timestamp '1767571200' is not after",
-        ),
         ("timestamp,value\n1767571200,1,3\n", [], "in.csv:2: expected 2 fields"),
         ("timestamp,value\n1767571200,1\n", ["--set", "window"], "--set 'window': expected key=value"),
         ("timestamp,value\n1767571200,1\n", ["--set", "window=soon"], "detector rolling: window"),
@@ -115,3 +112,39 @@ def test_gaps_and_irregular_sampling_and_empty_values(
     assert main(["score", "-d", "ewma", str(src)]) == 0
     out = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(out) == 150 and out[105]["value"] == "" and out[105]["anomaly"] == "0"
+
+
+def test_surprise_ranks_beyond_where_score_saturates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = 50.0 + np.random.default_rng(0).normal(0.0, 1.0, 600)
+    values[[300, 400, 500]] = [60.0, 80.0, 1e6]
+    rows = [f"{1767571200 + 60 * i},{v:.4f}" for i, v in enumerate(values)]
+    src = write(tmp_path, "timestamp,value\n" + "\n".join(rows) + "\n")
+    assert main(["score", "-d", "ewma", "--direction", "up", str(src)]) == 0
+    out = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    s300, s400, s500 = (float(out[i]["surprise"]) for i in (300, 400, 500))
+    assert float(out[400]["score"]) == float(out[500]["score"]) == 1.0  # score saturates...
+    assert 4.5 < s300 < s400 < s500  # ...surprise does not
+    quiet = sorted(float(r["surprise"]) for i, r in enumerate(out) if i not in (300, 400, 500))
+    assert quiet[-1] < s300
+
+
+def test_repeated_and_out_of_order_timestamps_are_all_scored_in_input_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = 50.0 + np.random.default_rng(1).normal(0.0, 1.0, 300)
+    values[250] = 90.0
+    lines = [f"2026-11-01 {(i // 60):02d}:{i % 60:02d}:00,{v:.4f}" for i, v in enumerate(values[:240])]
+    # a DST fall-back hour exported in local time: 01:00-01:59 comes twice
+    lines += [f"2026-11-01 {1 + (i // 60):02d}:{i % 60:02d}:00,{v:.4f}" for i, v in enumerate(values[240:])]
+    lines[10], lines[11] = lines[11], lines[10]  # and one row out of order
+    src = write(tmp_path, "timestamp,value\n" + "\n".join(lines) + "\n")
+    assert main(["score", "-d", "ewma", "--direction", "up", str(src)]) == 0
+    captured = capsys.readouterr()
+    out = list(csv.DictReader(io.StringIO(captured.out)))
+    assert [r["timestamp"] for r in out] == [ln.split(",")[0] for ln in lines]  # every row, input order
+    assert "2 row(s) out of timestamp order" in captured.err  # the swap and the clock going back
+    assert "60 row(s) repeating an earlier timestamp" in captured.err
+    flagged = [i for i, r in enumerate(out) if r["anomaly"] == "1"]
+    assert flagged == [250] and all(r["expected"] for r in out[100:])

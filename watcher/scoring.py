@@ -6,11 +6,16 @@ of the command line (``cli``).
 
 Input: a header row naming at least ``timestamp`` and ``value`` (an optional ``count`` column gives
 the trials behind a proportion, for ``rate``/``auto``); timestamps are ISO-8601 with ``T`` or a space,
-with or without a zone (none = UTC), or Unix seconds; they must increase; irregular spacing and
-gaps are fine; an empty value is a missing point. Output:
-``timestamp,value,expected,lower,upper,score,anomaly`` (timestamps as given, empty for NaN,
-anomaly 0/1 at the spec's sensitivity), to OUTPUT or stdout. Bad input exits 2 with
-``INPUT.csv:LINE: what is wrong``, never a traceback.
+with or without a zone (none = UTC), or Unix seconds; irregular spacing and gaps are fine; an empty
+value is a missing point. Rows need not be in order, and timestamps may repeat (a DST fall-back
+hour exported in local time, a merged export): rows are scored in timestamp order, a stable sort,
+so rows with the same timestamp are scored one after the other in input order, each as a point of
+its own. Every input row gets one output row, in input order, and stderr says how many rows were
+out of order or repeated a timestamp. Output:
+``timestamp,value,expected,lower,upper,score,anomaly,surprise`` (timestamps as given, empty for NaN,
+anomaly 0/1 at the spec's sensitivity, surprise = -log10 of the tail probability: unbounded and
+comparable across series and kinds, the column to rank by), to OUTPUT or stdout. Bad input exits 2
+with ``INPUT.csv:LINE: what is wrong``, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -28,7 +34,9 @@ from typing import Any, TextIO
 
 from .errors import DetectorError
 
-OUTPUT_COLUMNS = ("timestamp", "value", "expected", "lower", "upper", "score", "anomaly")
+OUTPUT_COLUMNS = ("timestamp", "value", "expected", "lower", "upper", "score", "anomaly", "surprise")
+REPEAT_NUDGE_S = 1e-3
+"""Rows that repeat a timestamp are scored this far apart (seconds), in input order."""
 KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto")
 
 
@@ -92,7 +100,6 @@ def read_rows(stream: TextIO, name: str) -> Iterator[Row]:
         raise BadInput(f"{name}:1: header has no {' or '.join(missing)} column (found: {', '.join(cols)})")
     i_ts, i_val = cols.index("timestamp"), cols.index("value")
     i_cnt = cols.index("count") if "count" in cols else None
-    last = -math.inf
     for fields in reader:
         line = reader.line_num
         if not fields or all(not f.strip() for f in fields):
@@ -105,15 +112,10 @@ def read_rows(stream: TextIO, name: str) -> Iterator[Row]:
             count = None if i_cnt is None else _number(fields[i_cnt], "count")
         except ValueError as exc:
             raise BadInput(f"{name}:{line}: {exc}") from None
-        if ts <= last:
-            raise BadInput(
-                f"{name}:{line}: timestamp {fields[i_ts].strip()!r} is not after the previous row's"
-            )
         if count is not None and count < 0:
             raise BadInput(f"{name}:{line}: count {fields[i_cnt or 0]!r} is negative")
         if count is not None and math.isnan(count):
             count = None
-        last = ts
         yield Row(line, fields[i_ts].strip(), ts, value, count)
 
 
@@ -149,18 +151,76 @@ def _fmt(x: float) -> str:
     return "" if math.isnan(x) else format(x, ".10g")
 
 
-def score_stream(stream: TextIO, name: str, spec: Any, out: TextIO) -> int:
-    """Score every row of ``stream`` with a fresh detector for ``spec``; return how many were flagged."""
+@dataclass(frozen=True)
+class Ordering:
+    """How far the input was from one point per timestamp, in order."""
+
+    out_of_order: int
+    """Rows whose timestamp is before the previous row's."""
+    repeated: int
+    """Rows whose timestamp equals an earlier row's."""
+
+    def describe(self, name: str) -> str:
+        """Return the stderr note for ``name``, or "" when the input was clean."""
+        parts = []
+        if self.out_of_order:
+            parts.append(f"{self.out_of_order} row(s) out of timestamp order")
+        if self.repeated:
+            parts.append(f"{self.repeated} row(s) repeating an earlier timestamp")
+        if not parts:
+            return ""
+        return (
+            f"watcher score: {name}: {' and '.join(parts)}; scored in timestamp order "
+            "(repeats one after the other, in input order), written in input order"
+        )
+
+
+def schedule(rows: Sequence[Row]) -> tuple[list[int], list[float], Ordering]:
+    """Return the scoring order (indexes into ``rows``), the time each is scored at, and the counts.
+
+    A stable sort by timestamp; a row repeating the previous scored timestamp is scored
+    ``REPEAT_NUDGE_S`` after it, so every row is a point of its own (detectors ignore a point that is
+    not newer than the last one).
+    """
+    order = sorted(range(len(rows)), key=lambda i: rows[i].ts)
+    out_of_order = sum(1 for a, b in itertools.pairwise(rows) if b.ts < a.ts)
+    times: list[float] = []
+    repeated = 0
+    last = -math.inf
+    for i in order:
+        t = rows[i].ts
+        if t <= last:
+            repeated += rows[i].ts == rows[order[len(times) - 1]].ts
+            t = last + REPEAT_NUDGE_S
+        times.append(t)
+        last = t
+    return order, times, Ordering(out_of_order, repeated)
+
+
+def score_rows(rows: Sequence[Row], spec: Any) -> tuple[list[Any], Ordering]:
+    """Return one verdict per row (in input order) from a fresh detector, and the ordering counts."""
     from .detectors import make_detector
 
     det = make_detector(spec)
+    order, times, ordering = schedule(rows)
+    verdicts: list[Any] = [None] * len(rows)
+    for i, t in zip(order, times, strict=True):
+        verdicts[i] = det.update(t, rows[i].value, rows[i].count)
+    return verdicts, ordering
+
+
+def score_stream(stream: TextIO, name: str, spec: Any, out: TextIO, err: TextIO | None = None) -> int:
+    """Score every row of ``stream`` with a fresh detector for ``spec``; return how many were flagged."""
     rows = list(read_rows(stream, name))  # validate everything before writing anything
+    verdicts, ordering = score_rows(rows, spec)
+    note = ordering.describe(name)
+    if note and err is not None:
+        print(note, file=err)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(OUTPUT_COLUMNS)
     flagged = 0
-    for row in rows:
-        v = det.update(row.ts, row.value, row.count)
-        assert v is not None  # timestamps were checked to increase
+    for row, v in zip(rows, verdicts, strict=True):
+        assert v is not None  # every row is scored at a time newer than the previous one
         flagged += v.anomalous
         writer.writerow(
             (
@@ -171,6 +231,7 @@ def score_stream(stream: TextIO, name: str, spec: Any, out: TextIO) -> int:
                 _fmt(v.upper),
                 f"{v.score:.6f}",
                 int(v.anomalous),
+                f"{v.surprise:.4f}",
             )
         )
     return flagged
@@ -186,7 +247,7 @@ def run_score(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"{name}: cannot read: {exc}") from None
         buf = io.StringIO()
-        score_stream(io.StringIO(text, newline=""), name, spec, buf)
+        score_stream(io.StringIO(text, newline=""), name, spec, buf, sys.stderr)
     except (BadInput, DetectorError) as exc:
         print(f"watcher score: {exc}", file=sys.stderr)
         return 2

@@ -56,8 +56,11 @@ def test_noise_is_quiet_and_calibrated(seed: int) -> None:
     verdicts = run(spec(), noisy(3000, seed))
     ready = [v for v in verdicts if v.ready]
     assert sum(v.anomalous for v in ready) <= 3
-    z = np.array([(v.value - v.expected) / ((v.upper - v.expected) / 4.0) for v in ready[200:]])
-    assert 0.8 < float(np.std(z)) < 1.2  # the band is in real standard deviations
+    # The band is calibrated on the series' own residuals: for N(0, 1) noise the promise of
+    # sensitivity 4 (p < 3.2e-5 per side) is a half-width of about 4 real standard deviations; the
+    # tail extrapolation is never thinner than an exponential, so it errs wide, by at most ~40 %.
+    half = np.array([v.upper - v.expected for v in ready[200:]])
+    assert 3.8 < float(np.median(half)) < 5.6
 
 
 def test_confirmed_level_shift_stops_alerting_and_reverts_quietly() -> None:

@@ -32,7 +32,8 @@ from typing import Any
 from ..core import Verdict
 from ..errors import DetectorError
 from .base import Detector, register
-from .stats import MAD_TO_SIGMA, Direction, band_verdict, median_sorted, spread_floor
+from .calibration import ResolutionFloor, TailCalibrator
+from .stats import MAD_TO_SIGMA, Direction, median_sorted, spread_floor
 
 MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2.0)
 """Factor turning a normal mean absolute deviation into a standard deviation (1.2533)."""
@@ -162,7 +163,8 @@ class AdaptiveLevel:
         if abs(resid) <= self.k * sigma:  # only in-band points speed up a young spread estimate
             self.seen[group] += 1
             b = max(b, 1.0 / self.seen[group])
-        self.spread[group] += b * (abs(r) - self.spread[group])
+        if abs(resid) <= clip:  # the spread is the core's; the tail beyond is the calibrator's
+            self.spread[group] += b * (abs(r) - self.spread[group])
         self.last_ts = ts
         return expected, sigma
 
@@ -235,6 +237,9 @@ class EwmaBaseline(Detector):
             float(min_spread),
             None if shift_after is None else shift_after.total_seconds(),
         )
+        self._min_spread = float(min_spread)
+        self.floor = ResolutionFloor()
+        self.cal = TailCalibrator(self.sensitivity, direction)
         self._warm: list[float] = []
         self._warm_ts = math.nan
 
@@ -244,13 +249,18 @@ class EwmaBaseline(Detector):
             if n < self.min_points:
                 self._warm.append(value)
                 self._warm_ts = ts
+                self.floor.update(value)
                 return Verdict(
                     ts=ts, value=value, ready=False, reason=f"warming up: {n}/{self.min_points} points"
                 )
             self.core.start(self._warm_ts, self._warm)
             self._warm = []
+        self.core.min_spread = max(self._min_spread, self.floor.value())
         expected, sigma = self.core.step(ts, value)
-        return band_verdict(ts, value, expected, sigma, self.sensitivity, self.direction)
+        verdict = self.cal.verdict(ts, value, expected, sigma)
+        if not verdict.anomalous:  # the resolution is learnt from normal points, never from a jump
+            self.floor.update(value)
+        return verdict
 
 
 def build_ewma(spec: Any) -> Detector:

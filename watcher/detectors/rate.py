@@ -39,7 +39,7 @@ import numpy as np
 from ..core import Verdict
 from ..errors import DetectorError
 from .base import Detector, register
-from .stats import Direction, normal_sf
+from .stats import Direction, log_normal_sf, normal_sf
 
 EXACT_MAX_TRIALS = 400
 RHO_MIN = 1e-4
@@ -189,19 +189,29 @@ class RateBaseline(Detector):
             lower = min((k_low + 0.5) / n, p0 - self.min_delta)
         k_obs = math.floor(p_hat * n + 0.5)
         p_up = p_down = 0.5
+        sd = math.sqrt(n * p0 * (1.0 - p0) * (1.0 + (n - 1) * self.rho))
+        z_up, z_down = (k_obs - 0.5 - n * p0) / sd, (n * p0 - k_obs - 0.5) / sd
         if tails is not None:
             p_up, p_down = float(tails[1][k_obs]), float(tails[0][k_obs])
         else:
-            sd = math.sqrt(n * p0 * (1.0 - p0) * (1.0 + (n - 1) * self.rho))
-            p_up = normal_sf((k_obs - 0.5 - n * p0) / sd)
-            p_down = normal_sf((n * p0 - k_obs - 0.5) / sd)
-        tail = min(p_up, p_down) if self.direction == "both" else (p_up if self.direction == "up" else p_down)
+            p_up, p_down = normal_sf(z_up), normal_sf(z_down)
+        watch_up = self.direction == "up" or (self.direction == "both" and p_up <= p_down)
+        tail, z = (p_up, z_up) if watch_up else (p_down, z_down)
         score = min(1.0, max(0.0, 1.0 - 2.0 * tail))
+        # -log10 p; past float range the normal tail's logarithm carries on, so it never saturates.
+        surprise = -math.log10(tail) if tail > 1e-300 else -log_normal_sf(z) / math.log(10.0)
         anomalous = value > upper or value < lower
         if anomalous and score <= 0.0:
             score = 1.0
         return Verdict(
-            ts=ts, value=value, expected=p0, lower=lower, upper=upper, score=score, anomalous=anomalous
+            ts=ts,
+            value=value,
+            expected=p0,
+            lower=lower,
+            upper=upper,
+            score=score,
+            anomalous=anomalous,
+            surprise=max(0.0, surprise),
         )
 
     def _learn(self, p: float, trials: float, p_hat: float | None) -> None:

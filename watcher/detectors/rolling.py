@@ -46,7 +46,8 @@ from ..core import Verdict
 from ..errors import DetectorError
 from ..rules.schema import format_duration
 from .base import Detector, register
-from .stats import Direction, robust_location_scale, tail_score
+from .calibration import ResolutionFloor, TailCalibrator
+from .stats import Direction, robust_location_scale
 
 DEFAULT_MAX_MIN_HISTORY = timedelta(days=1)
 
@@ -89,6 +90,8 @@ class RollingBaseline(Detector):
         self._head = 0  # index of the oldest point still in the window
         self._sorted = array("d")  # the window's values, ascending
         self._first_ts: float | None = None
+        self.floor = ResolutionFloor()
+        self.cal = TailCalibrator(self.sensitivity, direction)
         self._history_label = _short(self.min_history_s)
 
     @property
@@ -101,6 +104,8 @@ class RollingBaseline(Detector):
             self._first_ts = ts
         self._evict(ts - self.window_s)
         verdict = self._score(ts, value)
+        if not verdict.anomalous:  # the resolution is learnt from normal points, never from a jump
+            self.floor.update(value)
         self._ts.append(ts)
         self._vals.append(value)
         bisect.insort(self._sorted, value)
@@ -127,19 +132,8 @@ class RollingBaseline(Detector):
         if n < self.min_points or span < self.min_history_s:
             reason = f"warming up: {n}/{self.min_points} points, {_short(span)}/{self._history_label} history"
             return Verdict(ts=ts, value=value, ready=False, reason=reason)
-        med, sigma = robust_location_scale(self._sorted, self.min_spread)
-        half = self.sensitivity * sigma
-        upper = med + half if self.direction != "down" else math.nan
-        lower = med - half if self.direction != "up" else math.nan
-        anomalous = value > upper or value < lower  # comparisons with NaN are False
-        z = (value - med) / sigma
-        score = tail_score(z, self.direction)
-        if anomalous and score <= 0.0:
-            # Only float rounding at the extremes of the range can get here; keep the contract.
-            score = 1.0
-        return Verdict(
-            ts=ts, value=value, expected=med, lower=lower, upper=upper, score=score, anomalous=anomalous
-        )
+        med, sigma = robust_location_scale(self._sorted, max(self.min_spread, self.floor.value()))
+        return self.cal.verdict(ts, value, med, sigma)
 
 
 def _short(seconds: float) -> str:

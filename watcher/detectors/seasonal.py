@@ -51,8 +51,9 @@ from ..core import FloatArray, Verdict
 from ..errors import DetectorError
 from ..rules.schema import format_duration
 from .base import Detector, register
+from .calibration import ResolutionFloor, TailCalibrator
 from .ewma import AdaptiveLevel, check_common
-from .stats import MAD_TO_SIGMA, Direction, band_verdict
+from .stats import MAD_TO_SIGMA, Direction
 
 DAY = 86_400.0
 WEEK = 7 * DAY
@@ -282,6 +283,9 @@ class SeasonalBaseline(Detector):
             None if shift_after is None else shift_after.total_seconds(),
             groups=-(-self.periods[0] // self.per_hour),
         )
+        self._min_spread = float(min_spread)
+        self.floor = ResolutionFloor()
+        self.cal = TailCalibrator(self.sensitivity, direction)
         self.profile: Profile | None = None
         self.log: bool | None = None  # decided on the first fit (``_choose_scale``)
         self._floor = self._log_floor = 0.0
@@ -315,14 +319,18 @@ class SeasonalBaseline(Detector):
         prof = self.profile
         if prof is None:
             self._add(value)
+            self.floor.update(value)
             span = format_duration(timedelta(seconds=int(ts - self._first_ts)))
             reason = f"warming up: {span}/{self._label} history for the seasonal profile"
             return Verdict(ts=ts, value=value, ready=False, reason=reason)
         u = ts / self.res - 0.5
         group = (math.floor(u) % self.periods[0]) // self.per_hour
         y = self._to_log(value) if self.log else value
+        self.core.min_spread = max(self._min_spread, 1e-3 if self.log else 0.0, self.floor.value())
         expected, sigma = self.core.step(ts, y, prof.at(u), group)
-        verdict = band_verdict(ts, y, expected, sigma, self.sensitivity, self.direction)
+        verdict = self.cal.verdict(ts, y, expected, sigma)
+        if not verdict.anomalous:  # the resolution is learnt from normal points, never from a jump
+            self.floor.update(y)
         if self.log:  # report in the series' unit; exp is monotonic so the band still decides
             back = self._from_log
             verdict = Verdict(
@@ -333,6 +341,7 @@ class SeasonalBaseline(Detector):
                 upper=back(verdict.upper),
                 score=verdict.score,
                 anomalous=verdict.anomalous,
+                surprise=verdict.surprise,
             )
         self._add(y)
         return verdict
@@ -398,6 +407,7 @@ class SeasonalBaseline(Detector):
             )
             self._sum = self._to_log(self._sum / self._n) * self._n if self._n else 0.0
             self.core.min_spread = max(self.core.min_spread, 1e-3)
+            self.floor = ResolutionFloor()  # the floor is kept on the scale the model works on
 
     def _fit(self, ts: float) -> None:
         """Refit the profile on the closed buckets and (re)start the level on the first fit."""

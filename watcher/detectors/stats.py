@@ -46,6 +46,13 @@ def normal_sf(x: float) -> float:
     return 0.5 * math.erfc(x / _SQRT2)
 
 
+def log_normal_sf(x: float) -> float:
+    """Return ``log(1 - Φ(x))``, finite far beyond where ``normal_sf`` underflows (asymptotic for x > 30)."""
+    if x < 30.0:
+        return math.log(max(normal_sf(x), 1e-320))
+    return -0.5 * x * x - math.log(x * math.sqrt(2.0 * math.pi)) + math.log1p(-1.0 / (x * x))
+
+
 def tail_score(z: float, direction: Direction = "both") -> float:
     """Map a deviation ``z`` (in robust sigmas) to a score in [0, 1] that counts only the watched side.
 

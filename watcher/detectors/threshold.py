@@ -44,10 +44,12 @@ class StaticThreshold(Detector):
         self._lower = math.nan if below is None else float(below)
 
     def _update(self, ts: float, value: float, count: float | None) -> Verdict:
-        score = 0.0
+        score = ratio = 0.0
         if self.above is not None and value > self.above:
+            ratio = (value - self.above) / (abs(self.above) or 1.0)
             score = excess_score(value - self.above, abs(self.above) or 1.0)
         elif self.below is not None and value < self.below:
+            ratio = (self.below - value) / (abs(self.below) or 1.0)
             score = excess_score(self.below - value, abs(self.below) or 1.0)
         anomalous = (self.above is not None and value > self.above) or (
             self.below is not None and value < self.below
@@ -60,6 +62,7 @@ class StaticThreshold(Detector):
             upper=self._upper,
             score=score,
             anomalous=anomalous,
+            surprise=ratio / math.log(10.0),  # -log10(1 - score): the excess in bound units, unbounded
         )
 
 

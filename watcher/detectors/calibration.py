@@ -1,0 +1,328 @@
+"""Calibrated verdicts: a spread floor from the data's own resolution, and empirical tail p-values.
+
+This module owns the two pieces every statistical kind (``rolling``, ``ewma``, ``seasonal``) puts
+between its baseline and its verdict, so that one sensitivity means the same false-flag rate on any
+series, whatever its distribution:
+
+* ``ResolutionFloor`` — a lower bound on the spread that cannot collapse. A robust spread (MAD) is
+  exactly 0 on a series that is mostly one value (zeros with bursts, a flat gauge, small integer
+  counts), and the z of the next burst is then 1e20. The floor is the larger of half the
+  quantisation step (the smallest change the series makes: 1 for counts, 0.01 for cents) and a
+  quarter of the series' typical absolute change between consecutive points (an exponentially
+  weighted mean of ``|Δx|``, which is positive as soon as the series moves at all). For
+  Gaussian noise the second term is 0.28 σ, below any honest spread; for zeros-with-bursts it
+  is a few percent of a typical burst.
+* ``TailCalibrator`` — turns a standardised residual z = (value − expected) / sigma into the
+  probability of a deviation at least that large *on this series*, without a Gaussian
+  assumption. It keeps the last ``RING`` residuals (float32, sorted copy beside them): below the
+  top 2 % the p-value is the empirical rank; beyond it the tail is extrapolated as an exponential
+  (peaks over threshold with the mean excess of the top 2 %, floored at ``MIN_EXCESS``), which
+  is exact for Laplace-like tails and conservative for lighter ones. A point is anomalous when
+  p < Φ(−sensitivity) on a watched side (sensitivity 4 → p < 3.2e-5): "sensitivity 4" promises
+  that stationary data of any shape is flagged at most a few times per 100,000 points (measured
+  in docs/detectors.md). The band reported is the z where p crosses that level, so "not
+  anomalous" is still "inside the band". ``surprise`` = −log10 p, computed in log space, so it is
+  unbounded and never saturates (``score`` = 1 − 2p stays in [0, 1]).
+
+Residuals join the ring after their verdict (causal). Points of an anomalous episode are held back
+until the episode ends: an episode of at most ``BURST_POINTS`` points is then admitted as it was
+(a series that bursts now and then learns that its bursts are normal), a longer one is left out
+(an incident cannot widen its own band and resolve itself). Until the ring holds ``MIN_RING``
+residuals the tail is a conservative Laplace one (p = ½·e^(−|z|·√2)... with unit scale), so a young
+series rarely pages.
+
+Cost per point: one ``bisect.insort`` and one delete in a 1,024-float array plus a few float
+operations; memory 8 kB per series.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from array import array
+from collections import deque
+
+from ..core import Verdict
+from .stats import Direction, normal_sf
+
+RING = 1024
+"""Residuals kept per series (about 17 h of 1-minute points, 3.5 days of 5-minute points)."""
+
+MIN_RING = 64
+"""Residuals needed before the empirical tail replaces the conservative default one."""
+
+TAIL_FRACTION = 0.047
+"""k / n of the Pickands tail estimate: with 1,024 residuals, the 25th, 50th and 100th most extreme."""
+
+SHAPE_SMOOTHING = 1 / 32
+"""Weight of each new shape estimate in the kept one (Pickands' estimate is noisy; the shape of a
+series' noise changes slowly)."""
+
+MIN_TAIL = 12
+
+TRIM = 3
+"""Most extreme residuals on each side left out of the tail's shape and scale."""
+
+MAX_SHAPE = 0.75
+"""Largest generalised-Pareto shape of a tail (0.75: a Student t with 1.3 degrees of freedom)."""
+
+MIN_SHAPE = 0.0
+"""Smallest shape used: a light tail (a Gaussian's fits about -0.1) is extrapolated as an
+exponential, never thinner: an underestimated tail is what makes a detector cry wolf, and a
+negative shape estimated from a thousand points is mostly noise."""
+
+MIN_EXCESS = 0.35
+"""Smallest mean excess of the tail, in z units (a Gaussian's is 0.42 at its 98th percentile)."""
+
+BURST_POINTS = 3
+"""Anomalous episodes of at most this many points are admitted to the ring; longer ones never."""
+
+DELAY = 64
+"""Points a residual waits before it joins the ring; it is dropped if an incident starts meanwhile."""
+
+REFRESH = 16
+"""Residuals between two recomputations of the tails (the tails move slowly; this keeps a point cheap)."""
+
+FLOOR_HALFLIFE = 500
+"""Points over which the typical absolute change of ``ResolutionFloor`` is averaged."""
+
+CHANGE_FRACTION = 0.25
+"""Share of the typical absolute change between points that the spread never goes below."""
+
+RUN = 3
+"""Points in the short run whose median is calibrated beside each point: a lasting shift of a few
+sigma puts two of three points beyond a band far narrower than the one-point band, while a single
+spike cannot move a median of three."""
+
+_LN10 = math.log(10.0)
+_LN2 = math.log(2.0)
+_DEFAULT_RATE = math.sqrt(2.0)
+"""Decay rate of the default (Laplace) tail: unit variance, heavier than any Gaussian."""
+
+Fit = tuple[float, float, float, float, float, float, float]
+"""A fitted tail: u, log P(X > u), GPD scale and shape, x_c, log P(X > x_c), scale beyond x_c."""
+
+
+class ResolutionFloor:
+    """The smallest spread a series' own resolution and movement allow (see the module docstring)."""
+
+    __slots__ = ("change", "n", "prev", "step")
+
+    def __init__(self) -> None:
+        self.prev = math.nan
+        self.change = 0.0  # EW mean of |Δx|
+        self.step = math.inf  # smallest meaningful positive |Δx| seen
+        self.n = 0
+
+    def update(self, x: float) -> None:
+        """Fold a new finite value in (after it was scored)."""
+        prev = self.prev
+        self.prev = x
+        if prev != prev:  # NaN: the first value
+            return
+        d = x - prev if x > prev else prev - x
+        n = self.n = self.n + 1
+        self.change += (d - self.change) / (n if n < FLOOR_HALFLIFE else FLOOR_HALFLIFE)
+        # A difference below 1e-9 of the values is float noise, not the series' resolution.
+        if d < self.step and d > 1e-9 * (abs(x) + abs(prev)):
+            self.step = d
+
+    def value(self) -> float:
+        """Return the floor on sigma (0 until the series has moved)."""
+        step = 0.5 * self.step if self.step < math.inf else 0.0
+        return max(step, CHANGE_FRACTION * self.change)
+
+
+class EmpiricalTail:
+    """The recent distribution of one statistic: a ring of values and both of its fitted tails."""
+
+    __slots__ = ("_crit", "_fits", "_shape", "_stale", "head", "log_p_thr", "ring", "sorted")
+
+    def __init__(self, log_p_thr: float) -> None:
+        self.log_p_thr = log_p_thr
+        self.ring = array("f")  # values in arrival order (a circular buffer once full)
+        self.head = 0
+        self.sorted = array("f")  # the same values, ascending
+        self._stale = REFRESH  # pushes since the tails were last fitted
+        self._fits: dict[int, Fit] = {}
+        self._crit: dict[int, float] = {}
+        self._shape = {1: math.nan, -1: math.nan}
+
+    def push(self, x: float) -> None:
+        """Add a value, evicting the oldest once the ring is full."""
+        ring, s = self.ring, self.sorted
+        x = max(-3e38, min(3e38, x))  # float32 range
+        self._stale += 1
+        if len(ring) < RING:
+            ring.append(x)
+        else:
+            old = ring[self.head]
+            del s[bisect.bisect_left(s, old)]
+            ring[self.head] = x
+            self.head = (self.head + 1) % RING
+        # Rounding to float32 is monotonic, so the position found for x keeps ``s`` sorted.
+        bisect.insort(s, x)
+
+    def critical(self, side: int) -> float:
+        """Return the value (signed) beyond which the ``side`` tail probability is below the threshold."""
+        if self._stale >= REFRESH:
+            self._refresh()
+        return self._crit[side]
+
+    def log_p(self, x: float, side: int) -> float:
+        """Return the natural log of P(X·side ≥ x·side) under this distribution (≤ 0)."""
+        if self._stale >= REFRESH:
+            self._refresh()
+        y = x * side
+        u, log_pu, beta, xi, xc, log_pc, scale_c = self._fits[side]
+        if y > xc:
+            return log_pc - (y - xc) / scale_c
+        if y > u:
+            if xi == 0.0:
+                return log_pu - (y - u) / beta
+            return log_pu - math.log1p(xi * (y - u) / beta) / xi
+        s = self.sorted
+        n = len(s)
+        if n < MIN_RING:
+            return 0.0 if y <= 0.0 else math.log(0.5)
+        at_least = n - bisect.bisect_left(s, x) if side > 0 else bisect.bisect_right(s, x)
+        return min(0.0, math.log((at_least + 1.0) / (n + 1.0)))
+
+    def _refresh(self) -> None:
+        """Refit both tails and their critical values (every ``REFRESH`` pushes).
+
+        A tail is the generalised Pareto fit from u to the critical value x_c and, beyond x_c, an
+        exponential with the fit's hazard at x_c: the band is the fit's, and p keeps falling however
+        large the deviation, so surprise never saturates.
+        """
+        self._stale = 0
+        for side in (1, -1):
+            u, log_pu, beta, xi = self._fit(side)
+            room = max(0.0, log_pu - self.log_p_thr)  # log of how much rarer than u the threshold is
+            if xi == 0.0:
+                over, scale_c = beta * room, beta
+            else:
+                over, scale_c = beta / xi * math.expm1(xi * room), beta * math.exp(xi * room)
+            self._fits[side] = (u, log_pu, beta, xi, u + over, log_pu - room, scale_c)
+            self._crit[side] = side * (u + over)
+
+    def _fit(self, side: int) -> tuple[float, float, float, float]:
+        """Return ``(u, log_pu, beta, xi)`` of the ``side`` (+1 upper, -1 lower) tail, in x·side units.
+
+        u is the value with ``TAIL_FRACTION`` of the ring beyond it; the excesses over u are a
+        generalised Pareto distribution fitted by probability-weighted moments (Hosking & Wallis)
+        on the excesses with the ``TRIM`` largest winsorised, so a spike or two of the last day do
+        not widen the band for the next one (bursts frequent enough to be more than ``TRIM`` of the
+        ring do). The shape is smoothed over refits (``SHAPE_SMOOTHING``) and clamped to
+        [0, ``MAX_SHAPE``]: a light tail is extrapolated as an exponential, never thinner, because
+        an underestimated tail is what makes a detector cry wolf.
+        """
+        s = self.sorted
+        n = len(s)
+        if n < MIN_RING:
+            return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
+        k = max(MIN_TAIL, int(TAIL_FRACTION * n))
+        above, below = n - bisect.bisect_right(s, 0.0), bisect.bisect_left(s, 0.0)
+        on_side, other = (above, below) if side > 0 else (below, above)
+        if on_side < 2 * k:
+            if other >= 2 * k:  # only the other side was seen (a young ring, a trend): stay cautious
+                return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
+            # A flat series (residuals all but 0): any move is news, at the floors' scale.
+            return 0.0, math.log(k / (n + 1.0)), MIN_EXCESS, 0.0
+        if side > 0:
+            u = float(s[n - k - 1])
+            tail = [x - u for x in s[n - k : n - TRIM]]
+        else:
+            u = -float(s[k])
+            tail = [-x - u for x in reversed(s[TRIM:k])]
+        tail += [tail[-1]] * TRIM
+        a0 = sum(tail) / k
+        a1 = sum(y * (k - i - 0.65) for i, y in enumerate(tail)) / (k * k)
+        d = a0 - 2.0 * a1
+        # d <= 0: no spread among the excesses (quantised, or all equal): no evidence of a heavy tail.
+        xi = 2.0 - a0 / d if d > 1e-12 and a0 > 1e-12 else 0.0
+        xi = min(MAX_SHAPE, max(-0.5, xi))
+        kept = self._shape[side]
+        kept = self._shape[side] = xi if kept != kept else kept + SHAPE_SMOOTHING * (xi - kept)
+        xi = max(MIN_SHAPE, kept)
+        return u, math.log(k / (n + 1.0)), max(a0, MIN_EXCESS) * (1.0 - xi), xi
+
+
+class TailCalibrator:
+    """Maps residuals to calibrated tail probabilities, bands and verdicts (see the module docstring)."""
+
+    __slots__ = ("direction", "log_p_thr", "pending", "point", "recent", "run", "streak")
+
+    def __init__(self, sensitivity: float, direction: Direction) -> None:
+        self.direction: Direction = direction
+        # Two statistics share the promised false-flag rate (Bonferroni).
+        self.log_p_thr = math.log(max(normal_sf(sensitivity), 1e-300) / 2.0)
+        self.point = EmpiricalTail(self.log_p_thr)
+        self.run = EmpiricalTail(self.log_p_thr)
+        self.recent: list[float] = []  # the last RUN - 1 residuals (admitted or not)
+        self.pending: deque[tuple[float, float]] = deque()  # (z, run median) waiting to be admitted
+        self.streak = 0  # anomalous points in a row
+
+    def verdict(self, ts: float, value: float, expected: float, sigma: float) -> Verdict:
+        """Return the calibrated verdict of ``value`` against ``expected`` with spread ``sigma``.
+
+        The point is anomalous when its residual z is in a tail of the recent residuals with a
+        probability below the threshold, or when it and one of the two before it lie beyond the
+        same critical value of the median of three residuals. The band is where that happens for
+        this point given the previous residuals; NaN on an unwatched side.
+        """
+        z = (value - expected) / sigma
+        recent = self.recent
+        full = len(recent) == RUN - 1
+        direction = self.direction
+        point, run = self.point, self.run
+        up = point.critical(1)
+        down = point.critical(-1)
+        if full:  # two of the last three beyond the run's critical value, this point one of them
+            c = run.critical(1)
+            if max(recent) > c:
+                up = min(up, c)
+            c = run.critical(-1)
+            if min(recent) < c:
+                down = max(down, c)
+        upper = expected + up * sigma if direction != "down" else math.nan
+        lower = expected + down * sigma if direction != "up" else math.nan
+        anomalous = value > upper or value < lower  # comparisons with NaN are False
+        lp = 0.0
+        if z > 0.0 and direction != "down":
+            lp = point.log_p(z, 1)
+            if full:
+                lp = min(lp, run.log_p(min(z, max(recent)), 1))
+        elif z < 0.0 and direction != "up":
+            lp = point.log_p(z, -1)
+            if full:
+                lp = min(lp, run.log_p(max(z, min(recent)), -1))
+        lp = min(0.0, lp + _LN2)  # two statistics: Bonferroni
+        surprise = -lp / _LN10
+        score = max(0.0, 1.0 - 2.0 * math.exp(lp))
+        if math.isfinite(z):
+            self._admit(z, sorted((*recent, z))[1] if full else math.nan, anomalous)
+            recent.append(z)
+            if len(recent) >= RUN:
+                del recent[0]
+        return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
+
+    def _admit(self, z: float, median: float, anomalous: bool) -> None:
+        """Queue a scored residual; admit the one that has waited ``DELAY`` points.
+
+        An anomalous episode longer than ``BURST_POINTS`` is an incident: it and the ``DELAY``
+        points before it (its ramp, which did not cross the band yet) never enter, so an incident
+        cannot widen its own band; a short burst and its neighbours enter once they have waited.
+        """
+        self.streak = self.streak + 1 if anomalous else 0
+        if self.streak > BURST_POINTS:
+            self.pending.clear()
+            return
+        self.pending.append((z, median))
+        if len(self.pending) > DELAY:
+            self._push(*self.pending.popleft())
+
+    def _push(self, z: float, mean: float) -> None:
+        self.point.push(z)
+        if mean == mean:
+            self.run.push(mean)
