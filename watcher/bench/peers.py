@@ -1,0 +1,254 @@
+"""Peers for ``watcher bench detection``: anomaly detectors from other libraries a user would pick instead.
+
+This module owns one adapter per peer: it runs the library on one series in a causal mode (online,
+or refitted on the past only) and returns, per point, a flag at the peer's documented or usual
+default threshold and a continuous anomaly score to rank by. It does not own scoring
+(``detection``, ``ranking``) nor any watcher detector. Each peer is optional (the ``bench``
+extra): a missing library makes ``available()`` return the reason, and the bench skips that peer.
+
+Modes (the verdict for a point uses only that point and earlier ones, unless the mode says so):
+
+* ``river-gauss`` — ``river.anomaly.GaussianScorer`` (online; a Gaussian over a trailing window of
+  288 points, grace period 30): ``score_one`` then ``learn_one`` per point, flag when the score
+  (2·|CDF − 0.5|) exceeds 0.99994 — the same 4-sigma two-sided mass as watcher's default — on the
+  watched side of the window's mean.
+* ``river-hst`` — ``MinMaxScaler | HalfSpaceTrees(seed=42)`` (online, river's canonical anomaly
+  model) on the value alone, flagged by ``QuantileFilter(q=0.999)`` (the online 99.9 % quantile of
+  its own scores); unsigned, so it watches both sides.
+* ``adtk-persist`` / ``adtk-levelshift`` — ``adtk``'s ``PersistAD(window=12, c=3, side)`` and
+  ``LevelShiftAD(window=12, c=6, side)`` (their default multipliers). adtk has no streaming mode:
+  its transforms are causal but its IQR thresholds are fitted on a whole series. Here they are
+  **refitted every day on everything before that day** and detect that day only (causal, like a
+  nightly batch job); no verdict for the first 2 days.
+* ``prophet`` — ``prophet.Prophet`` bands (``interval_width=0.99``, daily + weekly seasonality on),
+  **refitted every day on the trailing 14 days of hourly means**, predicting that day's points;
+  flag outside the band on the watched side (causal); no verdict for the first 2 days.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core import FloatArray
+
+DAY = 86_400.0
+PEER_NAMES = ("river-gauss", "river-hst", "adtk-persist", "adtk-levelshift", "prophet")
+
+
+@dataclass
+class PeerOutput:
+    """A peer's per-point output on one series, aligned with the points it was given."""
+
+    flags: np.ndarray[Any, np.dtype[np.bool_]]
+    ready: np.ndarray[Any, np.dtype[np.bool_]]
+    """Points the peer gave a verdict for (past its warm-up, the value finite)."""
+    rank: FloatArray | None
+    """Continuous anomaly score on the watched side (higher = more anomalous), NaN before warm-up;
+    None when the peer only flags (nothing to rank by)."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One peer: its name, the package it needs, its mode in words and the function that runs it."""
+
+    name: str
+    package: str
+    mode: str
+    run: Callable[[FloatArray, FloatArray, str], PeerOutput]
+
+    def available(self) -> str | None:
+        """Return None when the peer's package imports, else why the peer is skipped."""
+        module = self.package.replace("-", "_")
+        if importlib.util.find_spec(module) is None:
+            return f"{self.package} is not installed (pip install -e '.[bench]')"
+        return None
+
+
+def _on_side(dev: float, direction: str) -> bool:
+    """Return whether a signed deviation lies on the watched side."""
+    return (direction != "down" and dev > 0) or (direction != "up" and dev < 0)
+
+
+def run_river_gauss(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutput:
+    """Run ``river.anomaly.GaussianScorer`` online: score each point, then learn it."""
+    from river import anomaly  # type: ignore[import-untyped]
+
+    det = anomaly.GaussianScorer(window_size=288, grace_period=30)
+    n = len(values)
+    flags = np.zeros(n, dtype=bool)
+    rank = np.full(n, math.nan)
+    for i, y in enumerate(values.tolist()):
+        if math.isfinite(y):
+            score = float(det.score_one(None, y))
+            if det.gaussian.n_samples >= 30:
+                side = _on_side(y - float(det.gaussian.mu), direction)
+                rank[i] = -math.log10(max(1.0 - score, 1e-300)) if side else 0.0
+                flags[i] = side and score > 0.99994
+            det.learn_one(None, y)
+    return PeerOutput(flags, np.isfinite(rank), rank)
+
+
+def run_river_hst(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutput:
+    """Run ``MinMaxScaler | HalfSpaceTrees`` online, flagged by its online 99.9 % score quantile."""
+    from river import anomaly, compose, preprocessing
+
+    model = compose.Pipeline(preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=42))
+    filt = anomaly.QuantileFilter(model, q=0.999)
+    n = len(values)
+    flags = np.zeros(n, dtype=bool)
+    rank = np.full(n, math.nan)
+    for i, y in enumerate(values.tolist()):
+        if math.isfinite(y):
+            x = {"value": y}
+            score = float(filt.score_one(x))
+            if i >= 250:  # one HalfSpaceTrees window: before it the trees hold no mass
+                rank[i] = score
+                flags[i] = bool(filt.classify(score))
+            filt.learn_one(x)
+    return PeerOutput(flags, np.isfinite(rank), rank)
+
+
+_ADTK_PATCHED = False
+
+
+def _patch_adtk_for_pandas3() -> None:
+    """Make adtk 0.6.2's threshold detectors work on pandas ≥ 3 (same result, float dtype).
+
+    adtk (last released 2020) writes NaN into a boolean Series (``predicted[s.isna()] = np.nan``),
+    which pandas 3 refuses; so do its And/Or aggregators. The replacements compute the same
+    comparisons as floats (1.0/0.0, NaN where adtk puts NaN), which adtk's callers accept.
+    """
+    global _ADTK_PATCHED
+    if _ADTK_PATCHED:
+        return
+    import pandas as pd
+    from adtk.aggregator import _aggregator as agg  # type: ignore[import-untyped]
+    from adtk.detector import _detector_1d as d1  # type: ignore[import-untyped]
+
+    def threshold_core(self: Any, s: pd.Series) -> pd.Series:
+        hi = self.high if self.high is not None else math.inf
+        lo = self.low if self.low is not None else -math.inf
+        return ((s > hi) | (s < lo)).astype(float).where(s.notna())
+
+    def fitted_core(self: Any, s: pd.Series) -> pd.Series:
+        return ((s > self.abs_high_) | (s < self.abs_low_)).astype(float).where(s.notna())
+
+    def and_core(self: Any, lists: Any, _orig: Any = agg.AndAggregator._predict_core) -> Any:
+        if not isinstance(lists, pd.DataFrame):
+            return _orig(self, lists)
+        predicted = lists.all(axis=1).astype(float)
+        return predicted.mask((predicted > 0) & lists.isna().any(axis=1))
+
+    def or_core(self: Any, lists: Any, _orig: Any = agg.OrAggregator._predict_core) -> Any:
+        if not isinstance(lists, pd.DataFrame):
+            return _orig(self, lists)
+        predicted = lists.any(axis=1).astype(float)
+        return predicted.mask((predicted == 0) & lists.isna().any(axis=1))
+
+    agg.AndAggregator._predict_core = and_core
+    agg.OrAggregator._predict_core = or_core
+    d1.ThresholdAD._predict_core = threshold_core
+    d1.InterQuartileRangeAD._predict_core = fitted_core
+    d1.QuantileAD._predict_core = fitted_core
+    _ADTK_PATCHED = True
+
+
+def _daily_cuts(ts: FloatArray, warmup_days: int = 2) -> list[tuple[int, int]]:
+    """Return ``[start, end)`` index ranges of each day after ``warmup_days`` (days from the first point)."""
+    day = np.floor((ts - ts[0]) / DAY).astype(np.int64)
+    cuts = []
+    for d in range(warmup_days, int(day[-1]) + 1):
+        idx = np.flatnonzero(day == d)
+        if len(idx):
+            cuts.append((int(idx[0]), int(idx[-1]) + 1))
+    return cuts
+
+
+def _adtk_runner(kind: str) -> Callable[[FloatArray, FloatArray, str], PeerOutput]:
+    """Return a runner of adtk's ``PersistAD`` or ``LevelShiftAD`` refitted daily on the past."""
+
+    def run(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutput:
+        import pandas as pd
+        from adtk import detector
+
+        _patch_adtk_for_pandas3()
+        side = {"up": "positive", "down": "negative"}.get(direction, "both")
+        window = 12
+        s = pd.Series(values, index=pd.to_datetime(ts, unit="s"))
+        flags = np.zeros(len(values), dtype=bool)
+        ready = np.zeros(len(values), dtype=bool)
+        for a, b in _daily_cuts(ts):
+            if kind == "persist":
+                det = detector.PersistAD(window=window, c=3.0, side=side)
+            else:
+                det = detector.LevelShiftAD(window=window, c=6.0, side=side)
+            try:
+                det.fit(s.iloc[:a])
+                out = det.detect(s.iloc[max(0, a - 2 * window) : b])
+            except (ValueError, RuntimeError):
+                continue  # too little finite history before this day
+            day = np.asarray(out.iloc[-(b - a) :], dtype=float)
+            flags[a:b] = day > 0.5
+            ready[a:b] = np.isfinite(day)
+        return PeerOutput(flags, ready, None)
+
+    return run
+
+
+def run_prophet(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutput:
+    """Run Prophet bands refitted daily on the trailing 14 days of hourly means (causal)."""
+    import pandas as pd
+
+    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+    from prophet import Prophet  # type: ignore[import-untyped]
+
+    logging.getLogger("cmdstanpy").disabled = True  # it logs every fit at INFO with its own handler
+
+    n = len(values)
+    flags = np.zeros(n, dtype=bool)
+    rank = np.full(n, math.nan)
+    s = pd.Series(values, index=pd.to_datetime(ts, unit="s"))
+    for a, b in _daily_cuts(ts):
+        past = s.iloc[:a]
+        past = past[past.index >= past.index[-1] - pd.Timedelta(days=14)].dropna()
+        hourly = past.resample("1h").mean().dropna()
+        if len(hourly) < 24:
+            continue
+        model = Prophet(
+            interval_width=0.99,
+            uncertainty_samples=300,
+            daily_seasonality=True,
+            weekly_seasonality=True,
+            yearly_seasonality=False,
+        )
+        model.fit(pd.DataFrame({"ds": hourly.index, "y": hourly.to_numpy()}))
+        fc = model.predict(pd.DataFrame({"ds": s.index[a:b]}))
+        y = values[a:b]
+        mid = fc["yhat"].to_numpy()
+        lo, hi = fc["yhat_lower"].to_numpy(), fc["yhat_upper"].to_numpy()
+        half = np.maximum(np.where(y >= mid, hi - mid, mid - lo), 1e-12)
+        dev = (y - mid) / half  # band units: ±1 at the band's edges
+        watched = np.where(direction == "up", dev, np.where(direction == "down", -dev, np.abs(dev)))
+        rank[a:b] = np.where(np.isfinite(y), np.maximum(watched, 0.0), np.nan)
+        flags[a:b] = np.isfinite(y) & (watched > 1.0)
+    return PeerOutput(flags, np.isfinite(rank), rank)
+
+
+PEERS: dict[str, Peer] = {
+    p.name: p
+    for p in (
+        Peer("river-gauss", "river", "online (trailing 288 points)", run_river_gauss),
+        Peer("river-hst", "river", "online", run_river_hst),
+        Peer("adtk-persist", "adtk", "causal: daily refit on the past", _adtk_runner("persist")),
+        Peer("adtk-levelshift", "adtk", "causal: daily refit on the past", _adtk_runner("levelshift")),
+        Peer("prophet", "prophet", "causal: daily refit, trailing 14 d", run_prophet),
+    )
+}
