@@ -2,7 +2,8 @@
 
 This package owns the generated corpus (``corpus``, ``hardened``), window-based detection scoring
 (``detection``, ``ranking``) with other libraries' detectors beside watcher's (``peers``), flag
-rates on real anomaly-free series shipped inside pip packages (``flagrate``) and the per-detector timing of start-up and steady-state ticks (``throughput``).
+rates on real anomaly-free series shipped inside pip packages (``flagrate``) and the per-detector
+timing of start-up and steady-state ticks (``throughput``).
 It does not own any detector. Imports stay lazy: ``watcher --help`` must not pay for numpy.
 """
 
@@ -31,9 +32,9 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|throughput|hooks|ingest`` on the command line's subparsers."""
+    """Register ``watcher bench detection|flagrate|throughput|hooks|ingest`` on the subparsers."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "bench", help="detection, throughput, hooks and ingest benchmarks"
+        "bench", help="detection, flag-rate, throughput, hooks and ingest benchmarks"
     )
     sub = p.add_subparsers(dest="bench", required=True, metavar="detection|flagrate|throughput|hooks|ingest")
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
@@ -59,13 +60,14 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     fr = sub.add_parser(
         "flagrate", help="flags per 10,000 points at default sensitivity on real anomaly-free series"
     )
-    fr.add_argument("--detector", action="append", help="detector kind (repeatable; default: all but threshold)")
+    fr.add_argument("--detector", action="append", help="detector kind (repeatable; default: all)")
     fr.add_argument("--dataset", action="append", help="only datasets whose name contains this (repeatable)")
     fr.add_argument(
         "--spacing",
-        default="5m",
-        help="time step between points: a duration (5m, the default: every dataset at the corpus' "
-        "resolution) or 'native' (each dataset's own period: year, quarter, month, week, 30 min)",
+        default="1h",
+        help="time step between the real datasets' points: a duration (1h, the default, so the default "
+        "windows hold enough points of even a 100-point series) or 'native' (each dataset's own period: "
+        "year, quarter, month, week, 30 min); generated series keep their own timestamps",
     )
     fr.add_argument("--no-generated", action="store_true", help="leave out the generated no-label series")
     fr.add_argument("--json", action="store_true", help="print the results as JSON")
