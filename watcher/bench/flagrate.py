@@ -94,7 +94,7 @@ def pmdarima_datasets() -> list[Dataset]:
         why = "pmdarima is not installed (pip install -e '.[bench]')"
         print(f"skipping pmdarima datasets: {why}", file=sys.stderr)
         return []
-    import pmdarima.datasets as pmd  # type: ignore[import-untyped]
+    import pmdarima.datasets as pmd
 
     out = []
     for name, period in PMDARIMA.items():

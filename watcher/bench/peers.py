@@ -17,9 +17,10 @@ Modes (the verdict for a point uses only that point and earlier ones, unless the
   its own scores); unsigned, so it watches both sides.
 * ``adtk-persist`` / ``adtk-levelshift`` — ``adtk``'s ``PersistAD(window=12, c=3, side)`` and
   ``LevelShiftAD(window=12, c=6, side)`` (their default multipliers). adtk has no streaming mode:
-  its transforms are causal but its IQR thresholds are fitted on a whole series. Here they are
-  **refitted every day on everything before that day** and detect that day only (causal, like a
-  nightly batch job); no verdict for the first 2 days.
+  its IQR thresholds are fitted on a whole series, and ``LevelShiftAD``'s transform compares the
+  12 points before a point with the 12 from it on. Here both are **refitted every day on everything
+  before that day** and detect that day only (like a nightly batch job), and a level shift is
+  reported when its 12th point arrives, not at its first; no verdict for the first 2 days.
 * ``prophet`` — ``prophet.Prophet`` bands (``interval_width=0.99``, daily + weekly seasonality on),
   **refitted every day on the trailing 14 days of hourly means**, predicting that day's points;
   flag outside the band on the watched side (causal); no verdict for the first 2 days.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +73,21 @@ class Peer:
         return None
 
 
+Runner = Callable[[FloatArray, FloatArray, str], PeerOutput]
+
+
+def _quiet(run: Runner) -> Runner:
+    """Return ``run`` with the peer library's deprecation and runtime warnings silenced."""
+
+    def quiet(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutput:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return run(ts, values, direction)
+
+    quiet.__doc__ = run.__doc__
+    return quiet
+
+
 def _on_side(dev: float, direction: str) -> bool:
     """Return whether a signed deviation lies on the watched side."""
     return (direction != "down" and dev > 0) or (direction != "up" and dev < 0)
@@ -78,9 +95,9 @@ def _on_side(dev: float, direction: str) -> bool:
 
 def run_river_gauss(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutput:
     """Run ``river.anomaly.GaussianScorer`` online: score each point, then learn it."""
-    from river import anomaly  # type: ignore[import-untyped]
+    from river import anomaly
 
-    det = anomaly.GaussianScorer(window_size=288, grace_period=30)
+    det: Any = anomaly.GaussianScorer(window_size=288, grace_period=30)  # type: ignore[no-untyped-call]
     n = len(values)
     flags = np.zeros(n, dtype=bool)
     rank = np.full(n, math.nan)
@@ -100,7 +117,7 @@ def run_river_hst(ts: FloatArray, values: FloatArray, direction: str) -> PeerOut
     from river import anomaly, compose, preprocessing
 
     model = compose.Pipeline(preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=42))
-    filt = anomaly.QuantileFilter(model, q=0.999)
+    filt: Any = anomaly.QuantileFilter(model, q=0.999)
     n = len(values)
     flags = np.zeros(n, dtype=bool)
     rank = np.full(n, math.nan)
@@ -129,8 +146,8 @@ def _patch_adtk_for_pandas3() -> None:
     if _ADTK_PATCHED:
         return
     import pandas as pd
-    from adtk.aggregator import _aggregator as agg  # type: ignore[import-untyped]
-    from adtk.detector import _detector_1d as d1  # type: ignore[import-untyped]
+    from adtk.aggregator import _aggregator as agg
+    from adtk.detector import _detector_1d as d1
 
     def threshold_core(self: Any, s: pd.Series) -> pd.Series:
         hi = self.high if self.high is not None else math.inf
@@ -171,8 +188,13 @@ def _daily_cuts(ts: FloatArray, warmup_days: int = 2) -> list[tuple[int, int]]:
     return cuts
 
 
-def _adtk_runner(kind: str) -> Callable[[FloatArray, FloatArray, str], PeerOutput]:
-    """Return a runner of adtk's ``PersistAD`` or ``LevelShiftAD`` refitted daily on the past."""
+def _adtk_runner(kind: str) -> Runner:
+    """Return a runner of adtk's ``PersistAD`` or ``LevelShiftAD`` refitted daily on the past.
+
+    ``LevelShiftAD`` compares the ``window`` points before a point with the ``window`` points from
+    it on, so adtk marks the first point of a new level, which is known only ``window - 1`` points
+    later; the runner reports each flag at the point where it became known (causal).
+    """
 
     def run(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutput:
         import pandas as pd
@@ -181,6 +203,7 @@ def _adtk_runner(kind: str) -> Callable[[FloatArray, FloatArray, str], PeerOutpu
         _patch_adtk_for_pandas3()
         side = {"up": "positive", "down": "negative"}.get(direction, "both")
         window = 12
+        lag = window - 1 if kind == "levelshift" else 0
         s = pd.Series(values, index=pd.to_datetime(ts, unit="s"))
         flags = np.zeros(len(values), dtype=bool)
         ready = np.zeros(len(values), dtype=bool)
@@ -189,29 +212,28 @@ def _adtk_runner(kind: str) -> Callable[[FloatArray, FloatArray, str], PeerOutpu
                 det = detector.PersistAD(window=window, c=3.0, side=side)
             else:
                 det = detector.LevelShiftAD(window=window, c=6.0, side=side)
+            lo = max(0, a - 3 * window)
             try:
                 det.fit(s.iloc[:a])
-                out = det.detect(s.iloc[max(0, a - 2 * window) : b])
+                out = np.asarray(det.detect(s.iloc[lo:b]), dtype=float)
             except (ValueError, RuntimeError):
                 continue  # too little finite history before this day
-            day = np.asarray(out.iloc[-(b - a) :], dtype=float)
-            flags[a:b] = day > 0.5
-            ready[a:b] = np.isfinite(day)
+            known = out[a - lag - lo : b - lag - lo]  # adtk's verdicts for points a-lag … b-lag-1
+            flags[a:b] = known > 0.5
+            ready[a:b] = np.isfinite(known)
         return PeerOutput(flags, ready, None)
 
-    return run
+    return _quiet(run)
 
 
 def run_prophet(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutput:
     """Run Prophet bands refitted daily on the trailing 14 days of hourly means (causal)."""
     import pandas as pd
 
-    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
-    logging.getLogger("prophet").setLevel(logging.WARNING)
-    from prophet import Prophet  # type: ignore[import-untyped]
+    logging.getLogger("prophet.plot").disabled = True  # "Importing plotly failed" (plots unused)
+    from prophet import Prophet
 
     logging.getLogger("cmdstanpy").disabled = True  # it logs every fit at INFO with its own handler
-
     n = len(values)
     flags = np.zeros(n, dtype=bool)
     rank = np.full(n, math.nan)
@@ -230,10 +252,18 @@ def run_prophet(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutpu
             yearly_seasonality=False,
         )
         model.fit(pd.DataFrame({"ds": hourly.index, "y": hourly.to_numpy()}))
-        fc = model.predict(pd.DataFrame({"ds": s.index[a:b]}))
+        # The band is drawn from a fixed 5-minute grid over the day (and interpolated at the points),
+        # so it depends on the past only, not on how many of the day's points exist yet; Prophet
+        # samples it from the global RNG, seeded here so a run repeats.
+        day0 = ts[0] + DAY * math.floor((ts[a] - ts[0]) / DAY)
+        grid = day0 + 300.0 * np.arange(289)
+        np.random.seed(a)
+        fc = model.predict(pd.DataFrame({"ds": pd.to_datetime(grid, unit="s")}))
+        at = ts[a:b]
+        mid = np.interp(at, grid, fc["yhat"].to_numpy())
+        lo = np.interp(at, grid, fc["yhat_lower"].to_numpy())
+        hi = np.interp(at, grid, fc["yhat_upper"].to_numpy())
         y = values[a:b]
-        mid = fc["yhat"].to_numpy()
-        lo, hi = fc["yhat_lower"].to_numpy(), fc["yhat_upper"].to_numpy()
         half = np.maximum(np.where(y >= mid, hi - mid, mid - lo), 1e-12)
         dev = (y - mid) / half  # band units: ±1 at the band's edges
         watched = np.where(direction == "up", dev, np.where(direction == "down", -dev, np.abs(dev)))
@@ -245,10 +275,10 @@ def run_prophet(ts: FloatArray, values: FloatArray, direction: str) -> PeerOutpu
 PEERS: dict[str, Peer] = {
     p.name: p
     for p in (
-        Peer("river-gauss", "river", "online (trailing 288 points)", run_river_gauss),
-        Peer("river-hst", "river", "online", run_river_hst),
+        Peer("river-gauss", "river", "online (trailing 288 points)", _quiet(run_river_gauss)),
+        Peer("river-hst", "river", "online", _quiet(run_river_hst)),
         Peer("adtk-persist", "adtk", "causal: daily refit on the past", _adtk_runner("persist")),
         Peer("adtk-levelshift", "adtk", "causal: daily refit on the past", _adtk_runner("levelshift")),
-        Peer("prophet", "prophet", "causal: daily refit, trailing 14 d", run_prophet),
+        Peer("prophet", "prophet", "causal: daily refit, trailing 14 d", _quiet(run_prophet)),
     )
 }
