@@ -289,7 +289,12 @@ def score_file(kind: str, cf: CorpusFile) -> Scored:
     if kind in PEERS:
         keep = cf.newer_mask()
         ts = cf.ts[keep]
-        out = PEERS[kind].run(ts, cf.values[keep], cf.direction)
+        try:
+            out = PEERS[kind].run(ts, cf.values[keep], cf.direction)
+        except Exception as exc:  # a peer's own failure on one file: no verdicts there, say so
+            print(f"  {kind} failed on {cf.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            none = np.zeros(len(ts), dtype=bool)
+            return Scored(ts, none, none, np.full(len(ts), np.nan))
         return Scored(ts, out.flags, out.ready, out.rank)
     det = make(kind, cf.direction, cf.ts, cf.values)
     verdicts = det.update_many(cf.ts, cf.values, cf.counts)

@@ -103,7 +103,12 @@ def run_river_gauss(ts: FloatArray, values: FloatArray, direction: str) -> PeerO
     rank = np.full(n, math.nan)
     for i, y in enumerate(values.tolist()):
         if math.isfinite(y):
-            score = float(det.score_one(None, y))
+            try:
+                score = float(det.score_one(None, y))
+            except (ZeroDivisionError, TypeError):
+                # A constant window: sigma is 0, or its rolling variance rounds below 0 and river's
+                # sqrt turns complex. Any other value is then infinitely far from the mean.
+                score = 0.0 if abs(y - float(det.gaussian.mu)) < 1e-12 else 1.0
             if det.gaussian.n_samples >= 30:
                 side = _on_side(y - float(det.gaussian.mu), direction)
                 rank[i] = -math.log10(max(1.0 - score, 1e-300)) if side else 0.0
