@@ -67,3 +67,14 @@ def test_peer_flags_the_spike_on_the_watched_side(name: str) -> None:
     ts, values = series()
     assert peer.run(ts, values, "up").flags[-60:-40].any()
     assert not peer.run(ts, values, "down").flags[-60:-40].any()
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_peer_survives_a_flat_series_then_a_move(name: str) -> None:
+    peer = PEERS[name]
+    need(peer)
+    ts = 1_767_571_200.0 + STEP * np.arange(3 * 288)
+    values = np.full(len(ts), 4.0)
+    values[-30:] = 9.0
+    out = peer.run(ts, values, "up")
+    assert len(out.flags) == len(ts)
