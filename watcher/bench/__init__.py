@@ -1,7 +1,9 @@
 """``watcher bench``: the detection benchmark on a labelled corpus and the throughput benchmark.
 
-This package owns the generated corpus (``corpus``), window-based detection scoring
-(``detection``) and the per-detector timing of start-up and steady-state ticks (``throughput``).
+This package owns the generated corpus (``corpus``, ``hardened``), window-based detection scoring
+(``detection``, ``ranking``) with other libraries' detectors beside watcher's (``peers``), flag
+rates on real anomaly-free series shipped inside pip packages (``flagrate``) and the per-detector
+timing of start-up and steady-state ticks (``throughput``).
 It does not own any detector. Imports stay lazy: ``watcher --help`` must not pay for numpy.
 """
 
@@ -17,6 +19,12 @@ def _run_detection(args: argparse.Namespace) -> int:
     return main_detection(args)
 
 
+def _run_flagrate(args: argparse.Namespace) -> int:
+    from .flagrate import main_flagrate
+
+    return main_flagrate(args)
+
+
 def _run_throughput(args: argparse.Namespace) -> int:
     from .throughput import main_throughput
 
@@ -24,11 +32,11 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|throughput|hooks|ingest`` on the command line's subparsers."""
+    """Register ``watcher bench detection|flagrate|throughput|hooks|ingest`` on the subparsers."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "bench", help="detection, throughput, hooks and ingest benchmarks"
+        "bench", help="detection, flag-rate, throughput, hooks and ingest benchmarks"
     )
-    sub = p.add_subparsers(dest="bench", required=True, metavar="detection|throughput|hooks|ingest")
+    sub = p.add_subparsers(dest="bench", required=True, metavar="detection|flagrate|throughput|hooks|ingest")
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
     det.add_argument("--labels", help="labels JSON (default: the corpus' labels/*.json or labels.json)")
@@ -37,7 +45,33 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     det.add_argument("--write-corpus", metavar="DIR", help="write the generated corpus to DIR and exit")
     det.add_argument("--json", action="store_true", help="print the full results as JSON")
     det.add_argument("--per-file", action="store_true", help="print per-file precision/recall/TTD")
+    det.add_argument(
+        "--corpus-set",
+        choices=("standard", "hardened", "both"),
+        default="standard",
+        help="generated corpus section(s): standard (comparable with earlier numbers), hardened "
+        "(heavy tails, zeros, quantisation, bursts, messy timestamps) or both, reported separately",
+    )
+    det.add_argument("--no-peers", action="store_true", help="leave out the other libraries' detectors")
+    det.add_argument(
+        "--only", action="append", metavar="SUBSTR", help="only files whose path contains SUBSTR (repeatable)"
+    )
     det.set_defaults(func=_run_detection)
+    fr = sub.add_parser(
+        "flagrate", help="flags per 10,000 points at default sensitivity on real anomaly-free series"
+    )
+    fr.add_argument("--detector", action="append", help="detector kind (repeatable; default: all)")
+    fr.add_argument("--dataset", action="append", help="only datasets whose name contains this (repeatable)")
+    fr.add_argument(
+        "--spacing",
+        default="1h",
+        help="time step between the real datasets' points: a duration (1h, the default, so the default "
+        "windows hold enough points of even a 100-point series) or 'native' (each dataset's own period: "
+        "year, quarter, month, week, 30 min); generated series keep their own timestamps",
+    )
+    fr.add_argument("--no-generated", action="store_true", help="leave out the generated no-label series")
+    fr.add_argument("--json", action="store_true", help="print the results as JSON")
+    fr.set_defaults(func=_run_flagrate)
     thr = sub.add_parser("throughput", help="time start-up and steady-state ticks per detector")
     thr.add_argument("--series", type=int, default=10_000)
     thr.add_argument("--history", default="7d")

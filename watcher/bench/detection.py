@@ -23,6 +23,17 @@ Scoring, per file then summed over the corpus:
   standard (1, 0.11, 1), reward_low_fp (1, 0.22, 1), reward_low_fn (1, 0.11, 2).
 * **baselines**: ``zscore`` (mean/std of a trailing 1-day window, |z| > 4) and ``static`` (bounds at
   the min and max of the first two weeks, at most the first half of the file).
+* **peers** (``peers``): other libraries' detectors run causally on the same files; a peer whose
+  package is missing is skipped with the reason printed.
+* **flag rate**: flagged points per 10,000 scored (ready) points, over all files and over the
+  files with no labels (where every flag is a false one).
+* **ranked**: every point ranked by a continuous score (``surprise`` for watcher's kinds; the
+  baselines' and peers' own scores), scored at the best single threshold for the whole corpus
+  (``ranking``).
+
+Rows are read as written, repeated and out-of-order timestamps included: watcher's detectors get
+every row (they skip a point at or before the last one they saw); the peers get the rows that
+are strictly newer than every earlier row (the same rule), and flags are compared at those times.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ import numpy as np
 from ..core import FloatArray, Verdict
 from ..detectors.base import Detector
 from ..detectors.stats import Direction, band_verdict
+from .ranking import Ranked, best_cut, pages_at
 
 PROFILES: dict[str, tuple[float, float, float]] = {
     "standard": (1.0, 0.11, 1.0),
@@ -53,6 +65,14 @@ PROFILES: dict[str, tuple[float, float, float]] = {
 PROBATION = 0.15
 DEFAULT_DETECTORS = ("auto", "seasonal", "ewma", "rolling", "zscore", "static")
 BASELINES = ("zscore", "static")
+MODES = {
+    "auto": "causal (watcher)",
+    "seasonal": "causal (watcher)",
+    "ewma": "causal (watcher)",
+    "rolling": "causal (watcher)",
+    "zscore": "causal baseline",
+    "static": "bounds from weeks 1-2",
+}
 
 
 def sigmoid(y: float) -> float:
@@ -118,19 +138,9 @@ def normalised(results: Sequence[FileResult], profile: str) -> float:
 
 def pages_from(verdicts: Iterable[Verdict], for_s: float) -> list[float]:
     """Return the page times: runs of flagged points held for ``for_s``, one page per run."""
-    pages: list[float] = []
-    run_start: float | None = None
-    paged = False
-    for v in verdicts:
-        if not v.anomalous:
-            run_start, paged = None, False
-            continue
-        if run_start is None:
-            run_start = v.ts
-        if not paged and v.ts - run_start >= for_s:
-            pages.append(v.ts)
-            paged = True
-    return pages
+    vs = list(verdicts)
+    ts = np.array([v.ts for v in vs], dtype=np.float64)
+    return pages_at(ts, np.array([v.anomalous for v in vs], dtype=bool), for_s)
 
 
 def evaluate(path: str, ts: FloatArray, windows: list[tuple[float, float]], pages: list[float]) -> FileResult:
@@ -197,7 +207,7 @@ def make(kind: str, direction: Direction, ts: FloatArray, values: FloatArray) ->
 
 @dataclass
 class CorpusFile:
-    """One labelled series of a corpus."""
+    """One labelled series of a corpus, rows in file order (repeats and late rows included)."""
 
     path: str
     ts: FloatArray
@@ -206,10 +216,38 @@ class CorpusFile:
     windows: list[tuple[float, float]]
     direction: Direction
 
+    def newer_mask(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Return which rows are strictly newer than every earlier row (what a detector scores)."""
+        before = np.concatenate(([-np.inf], np.maximum.accumulate(self.ts)[:-1]))
+        return np.asarray(self.ts > before, dtype=bool)
+
+
+def read_series(path: Path, name: str) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """Return a corpus CSV's timestamps, values and counts in file order (no ordering check)."""
+    import csv
+
+    from ..scoring import parse_timestamp
+
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        cols = [c.strip().lower() for c in next(reader)]
+        i_ts, i_val = cols.index("timestamp"), cols.index("value")
+        i_cnt = cols.index("count") if "count" in cols else None
+        ts, vs, cs = [], [], []
+        for fields in reader:
+            if not fields:
+                continue
+            ts.append(parse_timestamp(fields[i_ts]))
+            vs.append(float(fields[i_val]) if fields[i_val].strip() else math.nan)
+            if i_cnt is not None:
+                cs.append(float(fields[i_cnt]) if fields[i_cnt].strip() else math.nan)
+    counts = np.array(cs) if i_cnt is not None else None
+    return np.array(ts, dtype=np.float64), np.array(vs, dtype=np.float64), counts
+
 
 def load_corpus(root: str | Path, labels_path: str | Path | None = None) -> list[CorpusFile]:
     """Read ``data/**/*.csv`` under ``root`` with its labels (and ``meta.json`` directions)."""
-    from ..scoring import parse_timestamp, read_rows
+    from ..scoring import parse_timestamp
 
     root = Path(root)
     if labels_path is None:
@@ -224,43 +262,160 @@ def load_corpus(root: str | Path, labels_path: str | Path | None = None) -> list
     for csv_path in sorted((root / "data").rglob("*.csv")):
         rel = csv_path.relative_to(root).as_posix()
         key = rel if rel in labels else csv_path.relative_to(root / "data").as_posix()
-        with csv_path.open(encoding="utf-8", newline="") as f:
-            rows = list(read_rows(f, rel))
-        ts = np.array([r.ts for r in rows])
-        values = np.array([r.value for r in rows])
-        counts = None if all(r.count is None for r in rows) else np.array([r.count or 0.0 for r in rows])
+        ts, values, counts = read_series(csv_path, rel)
         windows = [(parse_timestamp(str(a)), parse_timestamp(str(b))) for a, b in labels.get(key, [])]
         direction = meta.get(rel, meta.get(key, {})).get("direction", "both")
         out.append(CorpusFile(rel, ts, values, counts, windows, direction))
     return out
 
 
+@dataclass
+class Scored:
+    """One detector's per-point output on one file, at the times it scored."""
+
+    ts: FloatArray
+    flags: np.ndarray[Any, np.dtype[np.bool_]]
+    ready: np.ndarray[Any, np.dtype[np.bool_]]
+    rank: FloatArray | None
+    """``surprise`` for watcher's kinds and the baselines, a peer's own score; None: flags only."""
+    score_rank: FloatArray | None = None
+    """−log10((1 − score)/2): the rank a calibrated ``score`` implies (used while ``surprise`` is 0)."""
+
+
+def score_file(kind: str, cf: CorpusFile) -> Scored:
+    """Run one detector, baseline or peer on one file and return its per-point output."""
+    from .peers import PEERS
+
+    if kind in PEERS:
+        keep = cf.newer_mask()
+        ts = cf.ts[keep]
+        try:
+            out = PEERS[kind].run(ts, cf.values[keep], cf.direction)
+        except Exception as exc:  # a peer's own failure on one file: no verdicts there, say so
+            print(f"  {kind} failed on {cf.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            none = np.zeros(len(ts), dtype=bool)
+            return Scored(ts, none, none, np.full(len(ts), np.nan))
+        return Scored(ts, out.flags, out.ready, out.rank)
+    det = make(kind, cf.direction, cf.ts, cf.values)
+    verdicts = det.update_many(cf.ts, cf.values, cf.counts)
+    ready = np.array([v.ready for v in verdicts], dtype=bool)
+    score = np.array([v.score for v in verdicts], dtype=np.float64)
+    return Scored(
+        ts=np.array([v.ts for v in verdicts], dtype=np.float64),
+        flags=np.array([v.anomalous for v in verdicts], dtype=bool),
+        ready=ready,
+        rank=np.where(ready, [v.surprise for v in verdicts], np.nan),
+        score_rank=np.where(ready, -np.log10(np.maximum((1.0 - score) / 2.0, 1e-300)), np.nan),
+    )
+
+
+@dataclass
+class KindRun:
+    """Everything one detector produced on a corpus: per-file page outcomes and per-point output."""
+
+    kind: str
+    results: list[FileResult]
+    scored: list[Scored]
+    seconds: float
+
+
 def run(files: Sequence[CorpusFile], kinds: Sequence[str], for_s: float) -> dict[str, list[FileResult]]:
     """Return the per-file results of every detector kind on the corpus."""
-    results: dict[str, list[FileResult]] = {}
+    return {k: r.results for k, r in run_all(files, kinds, for_s).items()}
+
+
+def run_all(files: Sequence[CorpusFile], kinds: Sequence[str], for_s: float) -> dict[str, KindRun]:
+    """Run every detector on every file; peers whose package is missing are skipped (printed)."""
+    import time
+
+    from .peers import PEERS
+
+    out: dict[str, KindRun] = {}
     for kind in kinds:
-        results[kind] = []
-        for cf in files:
-            det = make(kind, cf.direction, cf.ts, cf.values)
-            verdicts = det.update_many(cf.ts, cf.values, cf.counts)
-            results[kind].append(evaluate(cf.path, cf.ts, cf.windows, pages_from(verdicts, for_s)))
-    return results
+        if kind in PEERS and (why := PEERS[kind].available()) is not None:
+            print(f"skipping peer {kind}: {why}", file=sys.stderr)
+            continue
+        t0 = time.perf_counter()
+        scored = [score_file(kind, cf) for cf in files]
+        results = [
+            evaluate(cf.path, cf.ts, cf.windows, pages_at(sc.ts, sc.flags, for_s))
+            for cf, sc in zip(files, scored, strict=True)
+        ]
+        out[kind] = KindRun(kind, results, scored, time.perf_counter() - t0)
+        print(f"  {kind}: {out[kind].seconds:.1f} s", file=sys.stderr)
+    return out
 
 
-def summary(results: dict[str, list[FileResult]]) -> dict[str, Any]:
-    """Return the scores per profile, and recall, false pages and quiet non-incidents per detector."""
+def _per_10k(flagged: int, ready: int) -> float | None:
+    """Return flags per 10,000 ready points (None with no ready point)."""
+    return round(1e4 * flagged / ready, 2) if ready else None
+
+
+def ranked_summary(files: Sequence[CorpusFile], kr: KindRun, for_s: float) -> dict[str, Any]:
+    """Return the corpus score at the best single threshold on the detector's rank, and what it ranks by."""
+    from .peers import PEERS
+
+    by = "surprise" if kr.kind not in PEERS else "peer score"
+    ranks = [sc.rank for sc in kr.scored]
+    if kr.kind not in PEERS and not any(r is not None and np.nanmax(r, initial=0.0) > 0 for r in ranks):
+        by, ranks = "score (surprise all 0)", [sc.score_rank for sc in kr.scored]
+    if any(r is None for r in ranks):
+        return {"ranked_by": "- (flags only)", "ranked_standard": None}
+    ranked = [
+        Ranked(cf.path, sc.ts, r, cf.windows, float(cf.ts.min()), float(cf.ts.max()))
+        for cf, sc, r in zip(files, kr.scored, ranks, strict=True)
+        if r is not None
+    ]
+    cut = best_cut(ranked, for_s)
+    if cut is None:
+        return {"ranked_by": by, "ranked_standard": None}
+    top = max(float(np.nanmax(r.rank, initial=-math.inf)) for r in ranked)
+    return {
+        "ranked_by": by,
+        "ranked_standard": round(cut.score, 1),
+        "ranked_threshold": round(cut.threshold, 4),
+        "ranked_windows": f"{cut.windows_detected}/{cut.windows}",
+        "ranked_false_pages": cut.false_pages,
+        "ranked_ties_at_top": int(sum(int(np.sum(r.rank == top)) for r in ranked)),
+    }
+
+
+def summary(
+    results: dict[str, list[FileResult]],
+    runs: dict[str, KindRun] | None = None,
+    files: Sequence[CorpusFile] = (),
+    for_s: float = 600.0,
+) -> dict[str, Any]:
+    """Return the scores per profile, recall, false pages, flag rates and the ranked score per detector."""
+    from .peers import PEERS
+
     out: dict[str, Any] = {}
     for kind, res in results.items():
         detected = [d for r in res for d in r.detected if d is not None]
         windows = sum(len(r.windows) for r in res)
         quiet = [r for r in res if not r.windows]
-        out[kind] = {
+        row: dict[str, Any] = {
+            "mode": PEERS[kind].mode if kind in PEERS else MODES.get(kind, ""),
             **{p: round(normalised(res, p), 1) for p in PROFILES},
             "windows_detected": f"{len(detected)}/{windows}",
             "false_pages": sum(r.false_pages for r in res),
             "non_incident_pages": sum(len(r.pages) for r in quiet),
             "median_ttd_min": round(statistics.median(detected) / 60.0, 1) if detected else None,
         }
+        if runs is not None and kind in runs:
+            kr = runs[kind]
+            quiet_idx = [i for i, r in enumerate(res) if not r.windows]
+            row["flags_per_10k"] = _per_10k(
+                sum(int((s.flags & s.ready).sum()) for s in kr.scored),
+                sum(int(s.ready.sum()) for s in kr.scored),
+            )
+            row["quiet_flags_per_10k"] = _per_10k(
+                sum(int((kr.scored[i].flags & kr.scored[i].ready).sum()) for i in quiet_idx),
+                sum(int(kr.scored[i].ready.sum()) for i in quiet_idx),
+            )
+            row.update(ranked_summary(files, kr, for_s))
+            row["seconds"] = round(kr.seconds, 1)
+        out[kind] = row
     return out
 
 
@@ -283,35 +438,81 @@ def per_file(res: Sequence[FileResult]) -> list[dict[str, Any]]:
     return rows
 
 
+TABLE_COLUMNS = (
+    ("mode", "mode"),
+    ("standard", "std"),
+    ("reward_low_fp", "low_fp"),
+    ("reward_low_fn", "low_fn"),
+    ("windows_detected", "windows"),
+    ("false_pages", "FP episodes"),
+    ("non_incident_pages", "pages on no-label files"),
+    ("flags_per_10k", "flags/10k"),
+    ("quiet_flags_per_10k", "flags/10k no-label"),
+    ("ranked_standard", "ranked std"),
+    ("ranked_windows", "ranked windows"),
+    ("ranked_false_pages", "ranked FP"),
+    ("ranked_by", "ranked by"),
+    ("median_ttd_min", "TTD min"),
+)
+
+
+def markdown_table(title: str, table: dict[str, Any]) -> str:
+    """Return the summary as a Markdown table (what docs/benchmarks.md pastes)."""
+    lines = [f"{title}", "", "| detector | " + " | ".join(h for _, h in TABLE_COLUMNS) + " |"]
+    lines.append("|---" * (len(TABLE_COLUMNS) + 1) + "|")
+    for kind, row in table.items():
+        cells = ["–" if row.get(c) is None else str(row.get(c)) for c, _ in TABLE_COLUMNS]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sections_of(files: Sequence[CorpusFile], section: str) -> list[tuple[str, list[CorpusFile]]]:
+    """Split the files into the corpus sections to report separately (standard, hardened)."""
+    hard = [f for f in files if f.path.startswith("data/hardened/")]
+    std = [f for f in files if not f.path.startswith("data/hardened/")]
+    return [(name, part) for name, part in (("standard", std), ("hardened", hard)) if part]
+
+
 def main_detection(args: argparse.Namespace) -> int:
-    """Run ``watcher bench detection`` and print the table (or JSON)."""
+    """Run ``watcher bench detection`` and print the table (Markdown) or JSON."""
     from ..rules.schema import parse_duration
     from . import corpus
+    from .peers import PEER_NAMES
 
+    section = getattr(args, "corpus_set", "standard")
     if args.write_corpus:
-        root = corpus.write(args.write_corpus)
-        print(f"wrote {len(corpus.build())} series to {root}")
+        root = corpus.write(args.write_corpus, section)
+        print(f"wrote {len(corpus.build_section(section))} series to {root}")
         return 0
-    kinds = args.detector or list(DEFAULT_DETECTORS)
+    kinds = args.detector or [*DEFAULT_DETECTORS, *([] if getattr(args, "no_peers", False) else PEER_NAMES)]
     for_s = parse_duration(args.for_).total_seconds()
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.corpus or corpus.write(tmp)
+        root = args.corpus or corpus.write(tmp, section)
         files = load_corpus(root, args.labels)
-    results = run(files, kinds, for_s)
-    table = summary(results)
+    only = getattr(args, "only", None)
+    if only:
+        files = [f for f in files if any(o in f.path for o in only)]
+    payload: dict[str, Any] = {}
+    for name, part in sections_of(files, section):
+        print(f"section {name}: {len(part)} files", file=sys.stderr)
+        runs = run_all(part, kinds, for_s)
+        results = {k: r.results for k, r in runs.items()}
+        table = summary(results, runs, part, for_s)
+        payload[name] = {"summary": table, "per_file": {k: per_file(v) for k, v in results.items()}}
+        if not args.json:
+            title = (
+                f"**{name}** section: {len(part)} files, "
+                f"{sum(len(f.windows) for f in part)} labelled windows, "
+                f"{sum(1 for f in part if not f.windows)} files with no labels; "
+                f"pages after {args.for_} of flagged points, probation {PROBATION:.0%}"
+            )
+            print(markdown_table(title, table) + "\n")
+            if args.per_file:
+                for kind, res in results.items():
+                    print(f"\n{kind}")
+                    for row in per_file(res):
+                        print("  " + json.dumps(row))
     if args.json:
-        payload = {"summary": table, "per_file": {k: per_file(v) for k, v in results.items()}}
         print(json.dumps(payload, indent=1))
-        return 0
-    cols = [*PROFILES, "windows_detected", "false_pages", "non_incident_pages", "median_ttd_min"]
-    print(f"{len(files)} files, pages after {args.for_} of flagged points, probation {PROBATION:.0%}")
-    print(f"{'detector':<10}" + "".join(f"{c:>20}" for c in cols))
-    for kind, row in table.items():
-        print(f"{kind:<10}" + "".join(f"{row[c]!s:>20}" for c in cols))
-    if args.per_file:
-        for kind, res in results.items():
-            print(f"\n{kind}")
-            for row in per_file(res):
-                print("  " + json.dumps(row))
     sys.stdout.flush()
     return 0

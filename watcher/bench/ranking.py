@@ -1,0 +1,103 @@
+"""Threshold-free scoring for ``watcher bench detection``: rank every point, find the best single cut.
+
+This module owns turning per-point flags into pages with numpy (``pages_at``) and the search for
+the one threshold on a continuous score (watcher's ``surprise``, a baseline's or a peer's own
+anomaly score) that maximises the corpus score — one threshold for every series of the corpus, as
+public benchmarks score a detector's ranking. It does not own the NAB-style score itself
+(``detection``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core import FloatArray
+
+
+def pages_at(ts: FloatArray, flags: np.ndarray[Any, np.dtype[np.bool_]], for_s: float) -> list[float]:
+    """Return page times: runs of consecutive flagged points held for ``for_s``, one page per run.
+
+    The same rule as ``detection.pages_from`` on verdicts (Prometheus ``for:``): a run starts at its
+    first flagged point and pages at its first point at least ``for_s`` later.
+    """
+    f = np.asarray(flags, dtype=bool)
+    if not f.any():
+        return []
+    starts = f & ~np.concatenate(([False], f[:-1]))
+    run_id = np.cumsum(starts) - 1
+    run_start_ts = ts[starts]
+    idx = np.flatnonzero(f)
+    held = ts[idx] - run_start_ts[run_id[idx]] >= for_s
+    cand = idx[held]
+    if not len(cand):
+        return []
+    first = np.concatenate(([True], run_id[cand][1:] != run_id[cand][:-1]))
+    return [float(t) for t in ts[cand[first]]]
+
+
+@dataclass
+class Ranked:
+    """One file's points as scored by one detector: times, rank values (NaN = not ready) and labels."""
+
+    path: str
+    ts: FloatArray
+    rank: FloatArray
+    windows: list[tuple[float, float]]
+    start: float
+    end: float
+
+
+@dataclass
+class BestCut:
+    """The best single threshold on the rank over a corpus and what it scores."""
+
+    threshold: float
+    score: float
+    windows_detected: int
+    windows: int
+    false_pages: int
+    flagged_fraction: float
+
+
+def candidates(files: Sequence[Ranked], n: int = 120) -> list[float]:
+    """Return candidate thresholds: pooled quantiles from the 90th percentile up to the top values."""
+    pooled = np.concatenate([r.rank[np.isfinite(r.rank)] for r in files] or [np.zeros(0)])
+    if not len(pooled):
+        return []
+    levels = 1.0 - np.logspace(-1.0, math.log10(max(1.0 / len(pooled), 1e-7)), n)
+    cuts = np.unique(np.quantile(pooled, np.clip(levels, 0.0, 1.0)))
+    return [float(c) for c in cuts]
+
+
+def best_cut(
+    files: Sequence[Ranked], for_s: float, profile: str = "standard", n: int = 120
+) -> BestCut | None:
+    """Return the single threshold (flag where rank > threshold) with the best corpus score."""
+    from .detection import evaluate, normalised
+
+    best: BestCut | None = None
+    total = sum(int(np.isfinite(r.rank).sum()) for r in files) or 1
+    for cut in candidates(files, n):
+        results = []
+        flagged = 0
+        for r in files:
+            flags = np.nan_to_num(r.rank, nan=-math.inf) > cut
+            flagged += int(flags.sum())
+            res = evaluate(r.path, np.array([r.start, r.end]), r.windows, pages_at(r.ts, flags, for_s))
+            results.append(res)
+        score = normalised(results, profile)
+        if best is None or score > best.score:
+            best = BestCut(
+                threshold=cut,
+                score=score,
+                windows_detected=sum(d is not None for res in results for d in res.detected),
+                windows=sum(len(res.windows) for res in results),
+                false_pages=sum(res.false_pages for res in results),
+                flagged_fraction=flagged / total,
+            )
+    return best
