@@ -100,8 +100,9 @@ def test_slack_trace_search_https_is_a_link(slack: HTTPReceiver) -> None:
     alert = _hostile_alert(traces=(), annotations={"no_exemplars": "none", "trace_search": search})
     _send(SLACK_URL, alert)
     ((_, _, body),) = slack.requests
-    assert "<https://jaeger.test/search?start=1&amp;end=2|search traces in the alert's window>" in (
-        body["attachments"][0]["text"]
+    assert (
+        "<https://jaeger.test/search?start=1&amp;end=2|search traces in the alert's window>"
+        in (body["attachments"][0]["text"])
     )
 
 
@@ -133,7 +134,8 @@ def test_markdown_receivers_get_backslash_escapes(http_receiver: HTTPReceiver) -
 
 def test_custom_body_template_outputs_are_escaped() -> None:
     rs = ReceiverSettings(
-        type="console", body_template="{{ labels.tenant }} · {{ default_body | length > 0 }}\n\n{{ default_body }}"
+        type="console",
+        body_template="{{ labels.tenant }} · {{ default_body | length > 0 }}\n\n{{ default_body }}",
     )
     settings = make_settings(receivers={"r": rs}, route=RouteSettings(receivers=["r"]))
     n = render_notification(
@@ -215,4 +217,3 @@ def test_status_page_never_links_a_javascript_trace_search(tmp_path: Any) -> Non
     html = tpl.render(a=a)
     assert 'href="javascript' not in html and "<img" not in html
     assert "javascript:alert(1)" in html  # shown as text
-

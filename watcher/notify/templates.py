@@ -9,9 +9,9 @@ string placed into the Markdown body (label values, annotations, trace IDs and n
 escaped with ``markup.md_text``/``md_code``, and a custom body template's ``{{ … }}`` outputs are
 escaped the same way (``default_body`` excepted: it is escaped already); only http(s) URLs become
 links (``markup.safe_url``). Annotations are shown as text: Markdown written into a rule's
-annotation is not interpreted. An undefined name renders empty; a syntax or runtime error never escapes into the pipeline: the annotation falls back
-to its raw text plus ``" (template error: …)"``, a custom title/body falls back to the default, and
-the error is logged.
+annotation is not interpreted. An undefined name renders empty; a syntax or runtime error never
+escapes into the pipeline: the annotation falls back to its raw text plus ``" (template error: …)"``,
+a custom title/body falls back to the default, and the error is logged.
 """
 
 from __future__ import annotations
@@ -324,9 +324,7 @@ def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, A
     return "\n\n".join(blocks)
 
 
-def _custom(
-    which: str, template: str | None, context: Mapping[str, Any], default: str, receiver: str
-) -> str:
+def _custom(which: str, template: str | None, context: Mapping[str, Any], default: str, receiver: str) -> str:
     """Render a receiver's custom title/body template, or return ``default`` when absent or broken.
 
     A body template's outputs are Markdown-escaped (``default_body`` is escaped already).
