@@ -12,7 +12,6 @@ It does not own what is shown (``statusdata``) nor the app and its auth (``serve
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .core import AlertState, utc
 from .notify.silences import Matcher, parse_matcher
+from .regex import compile_linear
 from .rules.schema import parse_duration
 from .statusdata import Redactor, active_alerts, rule_groups, silence_dict, silences
 from .store.tables import SilenceRow
@@ -79,11 +79,9 @@ class SilenceIn(BaseModel):
             _no_nul(m.value)
             if m.op in ("=~", "!~"):
                 try:
-                    re.compile(m.value)
-                except re.error as exc:
-                    raise ValueError(
-                        f"matcher {m.name}{m.op}{m.value!r}: invalid regular expression: {exc}"
-                    ) from None
+                    compile_linear(m.value)
+                except ValueError as exc:
+                    raise ValueError(f"matcher {m.name}{m.op}{m.value!r}: {exc}") from None
             out.append(m)
         return out
 
