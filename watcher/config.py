@@ -230,6 +230,9 @@ class NotifySettings(_Section):
     delivery_failure_for: Duration = Field(
         timedelta(minutes=10), description="…or failing for this long (since its first failed attempt)"
     )
+    max_silence: Duration = Field(
+        timedelta(days=30), description="longest silence `watcher silence add` and the API accept"
+    )
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     heartbeat: HeartbeatSettings | None = None
@@ -246,6 +249,11 @@ class ServerSettings(_Section):
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest ingest request body (413 above)")
     max_batch: int = Field(1000, ge=1, le=100_000, description="most items in one ingest request (413 above)")
+    ingest_max_future: Duration = Field(
+        timedelta(minutes=10),
+        description="ingest refuses (422) a `ts` further ahead of the server clock than this; "
+        "older than the table's retention is refused too",
+    )
 
 
 class BasicAuth(_Section):

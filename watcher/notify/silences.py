@@ -132,6 +132,22 @@ def parse_matcher(text: str) -> Matcher:
     return Matcher(name=name, value=value, op=op)
 
 
+_PROBE = "\u2063watcher-probe-value\u2063"
+
+
+def matches_everything(matchers: Iterable[Mapping[str, str]]) -> bool:
+    """Tell whether a silence with these matchers mutes (nearly) every alert.
+
+    It does when it matches an alert that has none of the labels it names, or one that has them
+    all with a value nobody uses: ``tenant=~".*"``, ``alertname!=""``, ``team!="x"``, ``team=""``.
+    A silence that names a value (``tenant="acme"``, ``tenant=~"acme|globex"``) does not. Creating
+    such a silence needs an explicit flag (``--match-all``, ``matchAll: true``).
+    """
+    stored = list(matchers)
+    names = {str(d.get("name", "")) for d in stored}
+    return matches_all(stored, {}) or matches_all(stored, dict.fromkeys(names, _PROBE))
+
+
 def matcher_dicts(texts: Iterable[str]) -> list[dict[str, str]]:
     """Return the stored form of matcher texts (see ``parse_matcher``)."""
     out = []
