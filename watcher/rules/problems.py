@@ -210,6 +210,9 @@ def _reword(
         if isinstance(value, str):
             return loc, f"{prefix}must not be empty", False
         return loc, f"{prefix}needs at least {ctx.get('min_length')} item(s)", False
+    if kind == "string_too_long":
+        most = ctx.get("max_length")
+        return loc, f"{prefix}is {len(str(value)):,} characters long; at most {most} characters", False
     if kind == "finite_number":
         never = "NaN is never crossed: the rule could not fire"
         return loc, f"{prefix}must be a finite number, got {value!r} ({never})", False
