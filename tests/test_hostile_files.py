@@ -16,8 +16,10 @@ from watcher.config import load_settings
 from watcher.errors import ConfigError
 from watcher.rules.loader import inspect_rule_files
 
-
-BOMB = "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+BOMB = (
+    "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+)
 
 
 def _rule(body: str, *, interval: str = "1m") -> str:
