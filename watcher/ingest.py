@@ -261,7 +261,12 @@ def run_ingest_bench(total: int = 50_000, batch: int = 1000, db: str | None = No
             )
         )
         daemon = SimpleNamespace(
-            store=store, settings=settings, metrics=SelfMetrics(), rules=None, last_reload_error=None
+            store=store,
+            settings=settings,
+            metrics=SelfMetrics(),
+            rules=None,
+            last_reload_error=None,
+            clock=lambda: datetime.now(UTC),  # a command: the wall clock is its to read
         )
         headers = {"Authorization": "Bearer bench"}
         bodies = [
