@@ -69,7 +69,8 @@ def test_bad_templates_are_config_errors(template: str, error: str, tmp_path: Pa
     config.write_text(f"trace_search_url: '{template}'\n")
     with pytest.raises(ConfigError) as cfg:
         load_settings(config)
-    assert str(cfg.value).startswith(f"{config}: trace_search_url: ") and error in str(cfg.value)
+    # config errors carry file:line:col like rule errors (issue 18)
+    assert str(cfg.value).startswith(f"{config}:1:19: trace_search_url: ") and error in str(cfg.value)
 
 
 def test_setting_is_optional_and_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,15 +66,25 @@ def _default_severity_map() -> dict[str, PagerDutySeverity]:
 
 def _every_day() -> list[Weekday]:
     return ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-_MATCHER_RE = r"^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)"
+
+
+_MATCHER_RE = r"^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*(.*?)\s*$"
 
 
 def _check_matchers(matchers: list[str]) -> list[str]:
     import re
 
+    from .regex import compile_linear
+
     for m in matchers:
-        if re.match(_MATCHER_RE, m) is None:
+        found = re.match(_MATCHER_RE, m, re.DOTALL)
+        if found is None:
             raise ValueError(f"bad matcher {m!r}: write name=value, name!=value, name=~regex or name!~regex")
+        op, value = found.groups()
+        if op in ("=~", "!~"):
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            compile_linear(value)  # ValueError: a regex RE2 does not accept
     return matchers
 
 
@@ -178,6 +188,15 @@ class RouteRule(_Section):
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
 
+    @field_validator("match_re")
+    @classmethod
+    def _linear(cls, value: dict[str, str]) -> dict[str, str]:
+        from .regex import compile_linear
+
+        for pattern in value.values():
+            compile_linear(pattern)  # ValueError → a config error naming the pattern
+        return value
+
 
 class RouteSettings(_Section):
     """Label-based routing for rules that name no receivers."""
@@ -211,6 +230,9 @@ class NotifySettings(_Section):
     delivery_failure_for: Duration = Field(
         timedelta(minutes=10), description="…or failing for this long (since its first failed attempt)"
     )
+    max_silence: Duration = Field(
+        timedelta(days=30), description="longest silence `watcher silence add` and the API accept"
+    )
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     heartbeat: HeartbeatSettings | None = None
@@ -227,6 +249,11 @@ class ServerSettings(_Section):
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest ingest request body (413 above)")
     max_batch: int = Field(1000, ge=1, le=100_000, description="most items in one ingest request (413 above)")
+    ingest_max_future: Duration = Field(
+        timedelta(minutes=10),
+        description="ingest refuses (422) a `ts` further ahead of the server clock than this; "
+        "older than the table's retention is refused too",
+    )
 
 
 class BasicAuth(_Section):
@@ -413,7 +440,8 @@ class Settings(BaseSettings):
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load settings from ``path`` (or ``./watcher.yaml`` if present) and the environment.
 
-    Raises ConfigError with a one-line-per-problem message; secrets are never echoed.
+    Raises ConfigError with one problem per line, each at ``file:line:col`` when it comes from the
+    file, worded like rule-file problems ("did you mean", what to write); secrets are never echoed.
     """
     yaml_path: Path | None = None
     if path is not None:
@@ -422,25 +450,61 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"{yaml_path}: config file not found")
     elif Path(DEFAULT_CONFIG_FILE).is_file():
         yaml_path = Path(DEFAULT_CONFIG_FILE)
+    located: Any = None
     if yaml_path is not None:
-        try:
-            data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{yaml_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(yaml_path)
-            raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError(f"{yaml_path}: the config must be a mapping of settings")
+        located = _read_config_yaml(yaml_path)
     bound: type[Settings] = type("Settings", (Settings,), {"yaml_path": yaml_path, "__module__": __name__})
     try:
         return bound(**overrides)
     except ValidationError as exc:
-        where = str(yaml_path) if yaml_path else "settings"
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{where}: {loc}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(_config_problems(exc, yaml_path, located)) from None
+
+
+def _read_config_yaml(yaml_path: Path) -> Any:
+    """Parse the config file with positions; raise ConfigError at file:line:col for bad YAML."""
+    from .rules.loader import TOO_DEEP, parse_yaml, yaml_problem
+    from .rules.problems import Locator
+
+    name = str(yaml_path)
+    try:
+        text = yaml_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}:1:1: the file is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read the file: {exc.strerror or exc}") from None
+    try:
+        root, data, duplicates = parse_yaml(text)
+    except yaml.YAMLError as exc:
+        problem = str(yaml_problem(name, text, exc))
+        raise ConfigError(problem.replace("malformed YAML", "invalid YAML")) from None
+    except RecursionError:
+        raise ConfigError(f"{name}:1:1: {TOO_DEEP.replace('malformed', 'invalid')}") from None
+    if root is None:
+        return None
+    if not isinstance(data, dict):
+        line, col = root.start_mark.line + 1, root.start_mark.column + 1
+        raise ConfigError(f"{name}:{line}:{col}: the config must be a mapping of settings (key: value)")
+    if duplicates:
+        lines = [f"{name}:{k.start_mark.line + 1}:{k.start_mark.column + 1}: {m}" for _, k, m in duplicates]
+        raise ConfigError("\n".join(lines))
+    return Locator(name, root, data, Settings)
+
+
+def _config_problems(exc: ValidationError, yaml_path: Path | None, locator: Any) -> str:
+    """Return one line per problem: at file:line:col for the file's values, by name for the rest."""
+    from .rules.problems import translate_errors
+
+    errors = exc.errors(include_url=False)
+    in_file = [e for e in errors if locator is not None and locator.found(tuple(e["loc"]))]
+    elsewhere = [e for e in errors if not (locator is not None and locator.found(tuple(e["loc"])))]
+    problems = sorted(translate_errors(in_file, locator), key=lambda p: (p.line, p.col)) if in_file else []
+    lines = [str(p) for p in problems]
+    source = "settings (environment or defaults)" if yaml_path is not None else "settings"
+    for err in elsewhere:
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
 
 
 def shipped_rules_dir() -> Path:

@@ -31,6 +31,11 @@ class ConfigError(WatcherError):
     """The settings file or environment is invalid."""
 
 
+def _clip(name: str, most: int = 60) -> str:
+    """Return ``name`` cut to ``most`` characters (a 100,000-character name is not echoed whole)."""
+    return name if len(name) <= most else name[:most] + f"…({len(name):,} characters)"
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One problem in a rule file, with where it is and what to do."""
@@ -46,11 +51,11 @@ class Problem:
     def __str__(self) -> str:
         where = []
         if self.group is not None:
-            where.append(f'group "{self.group}"')
+            where.append(f'group "{_clip(self.group)}"')
         if self.rule_index is not None:
             where.append(f"rule {self.rule_index + 1}")
         if self.rule:
-            where.append(f'"{self.rule}"')
+            where.append(f'"{_clip(self.rule)}"')
         context = ", ".join(where)
         prefix = f"{self.file}:{self.line}:{self.col}: "
         return prefix + (f"{context}: " if context else "") + self.message

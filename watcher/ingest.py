@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, cast
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .store.tables import Call, Score
 
@@ -32,7 +32,17 @@ def _no_nul(value: str) -> str:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        raise ValueError("timestamp out of range once converted to UTC") from None
+
+
+def _iso_text(value: Any) -> Any:
+    # The schema says an ISO-8601 string; pydantic's lax mode would also take a number (Unix time).
+    if not isinstance(value, str | datetime):
+        raise ValueError("expected an ISO-8601 timestamp string")
+    return value
 
 
 # Strings bounded like their columns and free of NUL characters (PostgreSQL rejects them).
@@ -42,9 +52,12 @@ Str128 = Annotated[str, Field(max_length=128), AfterValidator(_no_nul)]
 Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_nul)]
 Comment = Annotated[str, Field(max_length=4000), AfterValidator(_no_nul)]
 TraceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_.:-]+$")]
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-Seconds = Annotated[float, Field(ge=0, le=86_400 * 7, allow_inf_nan=False)]
+# Numbers and booleans are strict: the OpenAPI schema says number/integer/boolean, so `false`,
+# "3" or 2.0 for a count are refused as the schema refuses them (lax mode took them).
+Timestamp = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+Seconds = Annotated[float, Field(ge=0, le=86_400 * 7, allow_inf_nan=False, strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
 
 
 class _In(BaseModel):
@@ -68,12 +81,13 @@ class CallIn(_In):
     output_tokens: Count = 0
     cached_tokens: Count = 0
     reasoning_tokens: Count = 0
-    tokens_estimated: bool = False
+    tokens_estimated: Flag = False
     cost_usd: float | None = Field(
         None,
         ge=0,
         le=1e6,
         allow_inf_nan=False,
+        strict=True,
         description="default: from the pricing table (0 and cost_known=false if unknown)",
     )
     ttft_s: Seconds | None = None
@@ -88,7 +102,7 @@ class ScoreIn(_In):
 
     trace_id: TraceId
     name: Name
-    value: float = Field(ge=-1e12, le=1e12, allow_inf_nan=False)
+    value: float = Field(ge=-1e12, le=1e12, allow_inf_nan=False, strict=True)
     ts: Timestamp | None = None
     label: Str128 | None = None
     source: Literal["judge", "heuristic", "human", "feedback"] = "judge"
@@ -104,7 +118,7 @@ class FeedbackIn(_In):
     """A user's thumbs up/down about a trace (stored as score "feedback" 1/0)."""
 
     trace_id: TraceId
-    positive: bool
+    positive: Flag
     ts: Timestamp | None = None
     comment: Comment | None = None
     tenant: Str128 = ""
@@ -116,6 +130,56 @@ class Accepted(BaseModel):
     """The answer to a successful ingest: how many rows were committed."""
 
     accepted: int
+
+
+def time_problems(
+    items: Sequence[CallIn | ScoreIn | FeedbackIn],
+    now: datetime,
+    *,
+    max_future: timedelta,
+    max_age: timedelta | None,
+    retention_setting: str,
+) -> list[dict[str, Any]]:
+    """Return a 422 problem for each item whose ``ts`` is too far ahead of ``now`` or too old.
+
+    Too far ahead: more than ``max_future`` (``server.ingest_max_future``, clock skew allowed); a row
+    dated in the future would sit beyond every window and never be deleted by retention. Too old:
+    beyond ``max_age`` (the table's retention; None keeps rows forever), retention would delete it at
+    once. ``loc`` follows the validation errors: ``["body", i, "ts"]`` (no index for one object).
+    """
+    out: list[dict[str, Any]] = []
+    single = len(items) == 1
+    for i, item in enumerate(items):
+        ts = item.ts
+        if ts is None:
+            continue
+        loc: list[str | int] = ["body", "ts"] if single else ["body", i, "ts"]
+        if ts > now + max_future:
+            ahead = ts - now
+            out.append(
+                {
+                    "loc": loc,
+                    "msg": f"timestamp is {_human(ahead)} in the future (server clock {now.isoformat()}); "
+                    f"at most {_human(max_future)} ahead is accepted (server.ingest_max_future)",
+                    "type": "timestamp_in_future",
+                }
+            )
+        elif max_age is not None and ts < now - max_age:
+            out.append(
+                {
+                    "loc": loc,
+                    "msg": f"timestamp is older than the retention of this table ({_human(max_age)}, "
+                    f"{retention_setting}): it would be deleted at once",
+                    "type": "timestamp_too_old",
+                }
+            )
+    return out
+
+
+def _human(d: timedelta) -> str:
+    from .rules.schema import format_duration
+
+    return format_duration(timedelta(seconds=int(d.total_seconds())))
 
 
 def call_row(item: CallIn, now: datetime) -> dict[str, Any]:
@@ -191,11 +255,18 @@ def run_ingest_bench(total: int = 50_000, batch: int = 1000, db: str | None = No
         settings = SimpleNamespace(
             server=ServerSettings(
                 port=0,  # not listened on: the TestClient calls the app in-process
-                ingest_token=SecretStr("bench"), max_batch=max(batch, 1), max_body_bytes=64 * 1024 * 1024
+                ingest_token=SecretStr("bench"),
+                max_batch=max(batch, 1),
+                max_body_bytes=64 * 1024 * 1024,
             )
         )
         daemon = SimpleNamespace(
-            store=store, settings=settings, metrics=SelfMetrics(), rules=None, last_reload_error=None
+            store=store,
+            settings=settings,
+            metrics=SelfMetrics(),
+            rules=None,
+            last_reload_error=None,
+            clock=lambda: datetime.now(UTC),  # a command: the wall clock is its to read
         )
         headers = {"Authorization": "Bearer bench"}
         bodies = [

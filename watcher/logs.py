@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
+from .redact import url_secrets
+
 LogFormat = Literal["auto", "json", "text"]
 
 CONTEXT_KEYS = ("group", "rule", "fingerprint", "trace_id")
@@ -178,7 +180,7 @@ def _secret_parts(secret: str) -> list[str]:
         return [secret]
     if url.scheme.startswith(("sqlite", "file")) and not password:
         return []  # a file path is not a secret, and masking it would hide where the store is
-    parts = [secret]
+    parts = [secret, *url_secrets(secret)]  # the password and secret query values (``?password=``)
     if password:
         parts += [password, unquote(password)]
     pieces = [url.username or "", *url.path.split("/"), *url.query.split("&")]

@@ -26,8 +26,9 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Final
 
 import sqlalchemy as sa
@@ -51,6 +52,7 @@ from .ingest import (
     feedback_row,
     insert_rows,
     score_row,
+    time_problems,
 )
 from .status import add_status_routes
 from .statusapi import add_api_routes
@@ -214,6 +216,21 @@ def build_app(daemon: Any) -> FastAPI:
         return Accepted(accepted=n)
 
     now = daemon.clock  # the daemon's clock, as the engine uses: a simulated or test clock reaches the API
+    retention = getattr(daemon.settings, "retention", None)
+
+    def in_bounds(items: Sequence[CallIn | ScoreIn | FeedbackIn], t: datetime, table: str) -> None:
+        """Refuse (422, saying why) timestamps too far in the future or older than ``table``'s retention."""
+        keep = getattr(retention, table, None)
+        problems = time_problems(
+            items,
+            t,
+            max_future=server.ingest_max_future,
+            max_age=keep if keep else None,  # 0 keeps rows forever
+            retention_setting=f"retention.{table}",
+        )
+        if problems:
+            counters.rejected.labels("out_of_range").inc()
+            raise HTTPException(422, problems[:50])
 
     auth = [Depends(authorize)]
     redact = Redactor(daemon.settings)
@@ -225,12 +242,13 @@ def build_app(daemon: Any) -> FastAPI:
         dependencies=auth,
         response_model=Accepted,
         tags=["ingest"],
-        responses={401: {}, 403: {}, 413: {}, 503: {}},
+        responses={401: {}, 403: {}, 413: {}, 422: {}, 503: {}},
     )
     def ingest_calls(body: CallIn | list[CallIn]) -> Accepted:
         """Store model calls made by an application without the Python hooks."""
         items = body if isinstance(body, list) else [body]
         t = now()
+        in_bounds(items, t, "calls")
         return write("calls", CALLS, [call_row(i, t) for i in items])
 
     @app.post(
@@ -238,12 +256,13 @@ def build_app(daemon: Any) -> FastAPI:
         dependencies=auth,
         response_model=Accepted,
         tags=["ingest"],
-        responses={401: {}, 403: {}, 413: {}, 503: {}},
+        responses={401: {}, 403: {}, 413: {}, 422: {}, 503: {}},
     )
     def ingest_scores(body: ScoreIn | list[ScoreIn]) -> Accepted:
         """Store quality scores (judge, heuristic, human) about traces."""
         items = body if isinstance(body, list) else [body]
         t = now()
+        in_bounds(items, t, "scores")
         return write("scores", SCORES, [score_row(i, t) for i in items])
 
     @app.post(
@@ -251,12 +270,13 @@ def build_app(daemon: Any) -> FastAPI:
         dependencies=auth,
         response_model=Accepted,
         tags=["ingest"],
-        responses={401: {}, 403: {}, 413: {}, 503: {}},
+        responses={401: {}, 403: {}, 413: {}, 422: {}, 503: {}},
     )
     def ingest_feedback(body: FeedbackIn | list[FeedbackIn]) -> Accepted:
         """Store users' thumbs up/down about traces (score "feedback" 1/0)."""
         items = body if isinstance(body, list) else [body]
         t = now()
+        in_bounds(items, t, "scores")
         return write("feedback", SCORES, [feedback_row(i, t) for i in items])
 
     @app.get("/healthz", tags=["health"])

@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from . import __version__
 from .core import AlertState
 from .errors import WatcherError
+from .notify.markup import safe_url
 from .rules.schema import format_duration
 from .statuscharts import AlertChartCache, RuleChartCache, find_rule
 from .statusdata import (
@@ -67,6 +68,7 @@ def make_env() -> Environment:
         loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined, trim_blocks=True
     )
     env.filters["fmt"] = _fmt
+    env.filters["safe_url"] = safe_url  # only http(s) becomes an href (a `javascript:` annotation stays text)
     env.filters["when"] = _when
     return env
 

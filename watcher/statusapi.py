@@ -12,7 +12,6 @@ It does not own what is shown (``statusdata``) nor the app and its auth (``serve
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,14 +23,16 @@ from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .core import AlertState, utc
-from .notify.silences import Matcher, parse_matcher
-from .rules.schema import parse_duration
+from .notify.silences import Matcher, matches_everything, parse_matcher
+from .regex import compile_linear
+from .rules.schema import format_duration, parse_duration
 from .statusdata import Redactor, active_alerts, rule_groups, silence_dict, silences
 from .store.tables import SilenceRow
 
 log = logging.getLogger(__name__)
 
-MAX_SILENCE = timedelta(days=366)
+MAX_SILENCE = timedelta(days=30)
+"""The default of ``notify.max_silence``."""
 
 
 def _no_nul(text: str) -> str:
@@ -61,6 +62,9 @@ class SilenceIn(BaseModel):
     duration: str | None = Field(None, max_length=32, description="e.g. 30m, 2h, 1d (default 1h)")
     createdBy: str = Field("", max_length=128)
     comment: str = Field("", max_length=4096)
+    matchAll: bool = Field(
+        False, description='required for a silence that mutes (nearly) every alert, e.g. alertname=~".*"'
+    )
 
     @field_validator("createdBy", "comment")
     @classmethod
@@ -79,11 +83,9 @@ class SilenceIn(BaseModel):
             _no_nul(m.value)
             if m.op in ("=~", "!~"):
                 try:
-                    re.compile(m.value)
-                except re.error as exc:
-                    raise ValueError(
-                        f"matcher {m.name}{m.op}{m.value!r}: invalid regular expression: {exc}"
-                    ) from None
+                    compile_linear(m.value)
+                except ValueError as exc:
+                    raise ValueError(f"matcher {m.name}{m.op}{m.value!r}: {exc}") from None
             out.append(m)
         return out
 
@@ -95,7 +97,7 @@ class SilenceIn(BaseModel):
             raise ValueError("duration must be positive")
         return self
 
-    def window(self, now: datetime) -> tuple[datetime, datetime]:
+    def window(self, now: datetime, longest: timedelta = MAX_SILENCE) -> tuple[datetime, datetime]:
         """Return (start, end), UTC; raise ValueError when the end is not after the start or too far."""
         try:
             start = utc(self.startsAt) if self.startsAt is not None else now
@@ -109,8 +111,8 @@ class SilenceIn(BaseModel):
             raise ValueError("the silence would already be over (endsAt is in the past)")
         if end <= start:
             raise ValueError("endsAt must be after startsAt")
-        if end - start > MAX_SILENCE:
-            raise ValueError(f"a silence may last at most {MAX_SILENCE.days} days")
+        if end - start > longest:
+            raise ValueError(f"a silence may last at most {format_duration(longest)} (notify.max_silence)")
         return start, end
 
     def matcher_dicts(self) -> list[dict[str, str]]:
@@ -173,10 +175,17 @@ def add_api_routes(app: FastAPI, daemon: Any, authorize: Callable[..., None], re
     def create_silence(body: SilenceIn) -> dict[str, Any]:
         """Mute the alerts matching every matcher between startsAt and endsAt."""
         t = now()
+        notify = getattr(daemon.settings, "notify", None)
         try:
-            start, end = body.window(t)
+            start, end = body.window(t, getattr(notify, "max_silence", MAX_SILENCE))
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        if not body.matchAll and matches_everything(body.matcher_dicts()):
+            raise HTTPException(
+                422,
+                "these matchers mute (nearly) every alert; name a value (tenant=acme) "
+                "or confirm with matchAll: true",
+            )
         row = SilenceRow(
             id=str(uuid.uuid4()),
             matchers=body.matcher_dicts(),

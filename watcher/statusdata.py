@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
 from sqlalchemy import func
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
@@ -25,25 +24,11 @@ from sqlmodel import col, select
 from .core import Alert, AlertState, utc
 from .notify.silences import Matcher
 from .notify.templates import trace_link
+from .redact import secret_values
 from .store.tables import OutboxRow, SilenceRow
 
 DEFAULT_TRACE_URL = "http://localhost:16686/trace/{trace_id}"
 MASK = "[redacted]"
-
-
-def _secret_values(obj: Any) -> Iterator[str]:
-    """Yield every SecretStr value inside ``obj`` (pydantic models, dicts, lists)."""
-    if isinstance(obj, SecretStr):
-        yield obj.get_secret_value()
-    elif isinstance(obj, BaseModel):
-        for name in type(obj).model_fields:
-            yield from _secret_values(getattr(obj, name, None))
-    elif isinstance(obj, Mapping):
-        for v in obj.values():
-            yield from _secret_values(v)
-    elif isinstance(obj, list | tuple | set):
-        for v in obj:
-            yield from _secret_values(v)
 
 
 class Redactor:
@@ -51,7 +36,7 @@ class Redactor:
 
     def __init__(self, settings: Any) -> None:
         found: set[str] = set()
-        for value in _secret_values(settings):
+        for value in secret_values(settings):  # SecretStr values and the secret parts of URLs
             found.add(value)
             try:
                 url = make_url(value)

@@ -20,7 +20,7 @@ from ..core import AlertState, Labels, NotificationKind, TraceRef
 from ..errors import ConfigError, NotifyError
 from ..rules.schema import format_duration, parse_duration
 from ..store.tables import SilenceRow
-from .silences import Matcher, matcher_dicts
+from .silences import Matcher, matcher_dicts, matches_everything
 
 
 def _open(config: str | None) -> Any:
@@ -44,6 +44,8 @@ def _describe(s: SilenceRow, now: datetime) -> str:
 
 
 def _cmd_silence_add(args: argparse.Namespace) -> int:
+    from ..config import load_settings
+
     try:
         matchers = matcher_dicts(args.matcher)
         duration = parse_duration(args.duration)
@@ -52,6 +54,20 @@ def _cmd_silence_add(args: argparse.Namespace) -> int:
         return 2
     if duration <= timedelta(0):
         print("watcher: --duration must be positive", file=sys.stderr)
+        return 2
+    longest = load_settings(args.config).notify.max_silence
+    if duration > longest:
+        print(
+            f"watcher: a silence may last at most {format_duration(longest)} (notify.max_silence)",
+            file=sys.stderr,
+        )
+        return 2
+    if matches_everything(matchers) and not args.match_all:
+        print(
+            "watcher: these matchers mute (nearly) every alert; name a value (tenant=acme) "
+            "or confirm with --match-all",
+            file=sys.stderr,
+        )
         return 2
     now = datetime.now(UTC)
     row = SilenceRow(
@@ -126,6 +142,9 @@ def add_silence_parser(sub: Any) -> None:
     add.add_argument("--duration", "-d", default="1h", help="e.g. 30m, 2h, 1d (default 1h)")
     add.add_argument("--author", "-a", default="", help="who is silencing")
     add.add_argument("--comment", default="", help="why")
+    add.add_argument(
+        "--match-all", action="store_true", help="confirm a silence that mutes (nearly) every alert"
+    )
     add.set_defaults(func=_cmd_silence_add)
     ls = ssub.add_parser("list", help="list active and pending silences")
     ls.add_argument("--all", action="store_true", help="include expired silences")

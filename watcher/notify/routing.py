@@ -1,6 +1,6 @@
 """Routing: which receivers hear about an alert whose rule names none.
 
-This module owns the walk over ``route.routes`` (label equality and anchored-regex matches, first
+This module owns the walk over ``route.routes`` (label equality and anchored RE2 regex matches, first
 match wins unless ``continue: true``) and the default receivers. It does not own muting, grouping
 nor delivery. A route may carry its own grouping settings (``group_by``, ``group_wait``,
 ``group_interval``, ``repeat_interval``); ``route_targets`` hands the route that chose each
@@ -10,10 +10,10 @@ receiver to ``grouping``, which lets them override the receiver's and ``notify``
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 
 from ..config import RouteRule, RouteSettings
+from ..regex import full_match
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +22,8 @@ def _route_matches(match: Mapping[str, str], match_re: Mapping[str, str], labels
     if any(labels.get(k, "") != v for k, v in match.items()):
         return False
     try:
-        return all(re.fullmatch(v, labels.get(k, "")) is not None for k, v in match_re.items())
-    except re.error as exc:
+        return all(full_match(v, labels.get(k, "")) for k, v in match_re.items())
+    except ValueError as exc:
         logger.warning("route match_re is not a valid regex: %s", exc)
         return False
 

@@ -7,12 +7,12 @@ Matchers follow Alertmanager: ``=`` and ``!=`` compare strings, ``=~`` and ``!~`
 anchored at both ends, and a label the alert does not have counts as the empty string (so
 ``team=""`` matches alerts without a ``team``). A silence mutes an alert when every one of its
 matchers matches; a silence with no matchers, or with an invalid regex, mutes nothing (a broken
-silence must never swallow every page).
+silence must never swallow every page). Regexes run on RE2 (``watcher.regex``): linear time, the
+syntax of Alertmanager; ``(a+)+$`` cannot stall a tick.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from ..core import utc
+from ..regex import LinearPattern, compile_linear
 from ..store.tables import SilenceRow
 
 logger = logging.getLogger(__name__)
@@ -29,13 +30,12 @@ logger = logging.getLogger(__name__)
 OPS = ("=", "!=", "=~", "!~")
 
 
-@functools.lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str] | None:
-    """Compile an anchored regex once; None when the pattern is invalid."""
+def _regex(pattern: str) -> LinearPattern | None:
+    """Compile a regex once with RE2 (linear time, as Alertmanager); None when the pattern is invalid."""
     try:
-        return re.compile(f"(?:{pattern})", re.DOTALL)
-    except re.error as exc:
-        logger.warning("silence matcher: invalid regex %r: %s", pattern, exc)
+        return compile_linear(pattern)
+    except ValueError as exc:
+        logger.warning("silence matcher: %s", exc)
         return None
 
 
@@ -124,9 +124,28 @@ def parse_matcher(text: str) -> Matcher:
     name, op, value = m.groups()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         value = value[1:-1]
-    if op in ("=~", "!~") and _regex(value) is None:
-        raise ValueError(f"bad matcher {text!r}: invalid regular expression")
+    if op in ("=~", "!~"):
+        try:
+            compile_linear(value)
+        except ValueError as exc:
+            raise ValueError(f"bad matcher {text!r}: {exc}") from None
     return Matcher(name=name, value=value, op=op)
+
+
+_PROBE = "\u2063watcher-probe-value\u2063"
+
+
+def matches_everything(matchers: Iterable[Mapping[str, str]]) -> bool:
+    """Tell whether a silence with these matchers mutes (nearly) every alert.
+
+    It does when it matches an alert that has none of the labels it names, or one that has them
+    all with a value nobody uses: ``tenant=~".*"``, ``alertname!=""``, ``team!="x"``, ``team=""``.
+    A silence that names a value (``tenant="acme"``, ``tenant=~"acme|globex"``) does not. Creating
+    such a silence needs an explicit flag (``--match-all``, ``matchAll: true``).
+    """
+    stored = list(matchers)
+    names = {str(d.get("name", "")) for d in stored}
+    return matches_all(stored, {}) or matches_all(stored, dict.fromkeys(names, _PROBE))
 
 
 def matcher_dicts(texts: Iterable[str]) -> list[dict[str, str]]:

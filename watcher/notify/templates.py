@@ -4,10 +4,14 @@ This module owns the sandboxed Jinja2 environment and the default wording of eve
 not own deciding what to send (``pipeline``), queueing (``outbox``) nor delivery (``receivers``).
 
 Templates come from rule files and settings, so they are untrusted: they run in a
-``SandboxedEnvironment`` with autoescape off (messages are Markdown, not HTML). An undefined name
-renders empty; a syntax or runtime error never escapes into the pipeline: the annotation falls back
-to its raw text plus ``" (template error: …)"``, a custom title/body falls back to the default, and
-the error is logged.
+``SandboxedEnvironment`` with autoescape off (messages are Markdown, not HTML). Every data-derived
+string placed into the Markdown body (label values, annotations, trace IDs and notes, rule names) is
+escaped with ``markup.md_text``/``md_code``, and a custom body template's ``{{ … }}`` outputs are
+escaped the same way (``default_body`` excepted: it is escaped already); only http(s) URLs become
+links (``markup.safe_url``). Annotations are shown as text: Markdown written into a rule's
+annotation is not interpreted. An undefined name renders empty; a syntax or runtime error never
+escapes into the pipeline: the annotation falls back to its raw text plus ``" (template error: …)"``,
+a custom title/body falls back to the default, and the error is logged.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from ..config import Settings
 from ..core import Alert, Notification, NotificationKind, TraceRef, utc
 from ..tracesearch import NO_EXEMPLARS, TRACE_SEARCH
+from .markup import md_code, md_link, md_text, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +119,27 @@ def _make_env() -> SandboxedEnvironment:
 _ENV = _make_env()
 
 
+class _Escaped(str):
+    """Text already escaped for Markdown (the default body), left alone by the body template."""
+
+    __slots__ = ()
+
+
+def _finalize_markdown(value: Any) -> Any:
+    if isinstance(value, _Escaped) or not isinstance(value, str):
+        return value
+    return md_text(value, multiline=True)
+
+
+def _make_body_env() -> SandboxedEnvironment:
+    env = _make_env()
+    env.finalize = _finalize_markdown
+    return env
+
+
+_BODY_ENV = _make_body_env()
+
+
 @functools.lru_cache(maxsize=1024)
 def _compile(text: str) -> jinja2.Template:
     """Compile a template once; compiled templates are safe to render from many threads."""
@@ -123,6 +149,16 @@ def _compile(text: str) -> jinja2.Template:
 def _render(text: str, context: Mapping[str, Any]) -> str:
     """Render ``text`` with ``context``; raise whatever Jinja2 raises."""
     return _compile(text).render(**context)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_body(text: str) -> jinja2.Template:
+    return _BODY_ENV.from_string(text)
+
+
+def sandbox_filters() -> frozenset[str]:
+    """Return the names of the filters a rule's or receiver's template may use."""
+    return frozenset(_ENV.filters)
 
 
 def render_annotations(
@@ -250,11 +286,11 @@ def since_line(alert: Alert, kind: NotificationKind) -> str | None:
 def _trace_line(t: Mapping[str, Any]) -> str:
     tid = str(t["trace_id"])
     shown = tid[:_TRACE_ID_SHOWN] + "…" if len(tid) > _TRACE_ID_SHOWN else tid
-    line = f"- [trace {shown}]({t['url']})"
+    line = f"- {md_link(f'trace {shown}', t['url'])}"
     if t["value"] is not None:
         line += f" value {format_number(t['value'])}"
     if t["note"]:
-        line += f" · {t['note']}"
+        line += f" · {md_text(t['note'])}"
     return line
 
 
@@ -267,34 +303,37 @@ def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, A
     notes = dict(alert.annotations)
     for key in ("summary", "description"):
         if notes.get(key):
-            blocks.append(notes.pop(key))
+            blocks.append(md_text(notes.pop(key), multiline=True))
     notes.pop(UNIT_ANNOTATION, None)  # shown with the numbers
     gap, search = notes.pop(NO_EXEMPLARS, None), notes.pop(TRACE_SEARCH, None)  # shown with the traces
-    blocks.append(value_line(alert, kind))
+    blocks.append(md_text(value_line(alert, kind)))
     since = since_line(alert, kind)
     if since:
         blocks.append(since)
     if alert.labels:
-        blocks.append("Labels: " + ", ".join(f"`{k}={v}`" for k, v in alert.labels.items()))
+        blocks.append("Labels: " + ", ".join(md_code(f"{k}={v}") for k, v in alert.labels.items()))
     if notes:
-        blocks.append("\n".join(f"- {k}: {v}" for k, v in sorted(notes.items())))
+        blocks.append("\n".join(f"- {md_text(k)}: {md_text(v)}" for k, v in sorted(notes.items())))
     if traces:
         blocks.append("Top traces:\n" + "\n".join(_trace_line(t) for t in traces))
     elif gap or search:
-        line = "Traces: " + (gap or "none")
-        blocks.append(line + (f" · [{TRACE_SEARCH_TEXT}]({search})" if search else ""))
+        line = "Traces: " + md_text(gap or "none")
+        blocks.append(line + (f" · {md_link(TRACE_SEARCH_TEXT, search)}" if safe_url(search) else ""))
     if rule_url:
-        blocks.append(f"Rule: [{alert.group} / {alert.rule}]({rule_url})")
+        blocks.append(f"Rule: {md_link(f'{alert.group} / {alert.rule}', rule_url)}")
     return "\n\n".join(blocks)
 
 
-def _custom(
-    which: str, template: str | None, context: Mapping[str, Any], default: str, receiver: str
-) -> str:
-    """Render a receiver's custom title/body template, or return ``default`` when absent or broken."""
+def _custom(which: str, template: str | None, context: Mapping[str, Any], default: str, receiver: str) -> str:
+    """Render a receiver's custom title/body template, or return ``default`` when absent or broken.
+
+    A body template's outputs are Markdown-escaped (``default_body`` is escaped already).
+    """
     if not template:
         return default
     try:
+        if which == "body":
+            return _compile_body(template).render(**{**context, "default_body": _Escaped(default)})
         return _render(template, context)
     except Exception as exc:  # a broken custom template must not stop the notification
         logger.warning("receiver %s: %s template error, using the default: %s", receiver, which, exc)
@@ -331,11 +370,11 @@ def render_notification(
         }
         title = _custom("title", title_template, context, title, receiver)
         body = _custom("body", body_template, context, body, receiver)
-    links = [(f"trace {t['trace_id']}", str(t["url"])) for t in traces]
+    links = [(f"trace {t['trace_id']}", str(t["url"])) for t in traces if safe_url(str(t["url"]))]
     search = alert.annotations.get(TRACE_SEARCH)
-    if search and not traces:
+    if search and not traces and safe_url(search):
         links.append((TRACE_SEARCH_TEXT, search))
-    if rule_url:
+    if rule_url and safe_url(rule_url):
         links.append((f"rule {alert.rule}", rule_url))
     return Notification(
         receiver=receiver,

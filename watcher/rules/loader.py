@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,18 @@ from .schema import Group, RuleFile
 
 RULE_SUFFIXES = (".yml", ".yaml")
 _TEMPLATE_FIELDS = ("annotations", "labels")
-_JINJA = SandboxedEnvironment()
+WATCHER_FILTERS = frozenset({"sig", "unit", "duration"})
+"""The filters ``notify.templates`` adds to Jinja's own (a test checks the two agree)."""
+
+
+def _checking_env() -> SandboxedEnvironment:
+    env = SandboxedEnvironment()
+    for name in WATCHER_FILTERS:
+        env.filters[name] = lambda value, *args, **kwargs: value
+    return env
+
+
+_JINJA = _checking_env()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +188,12 @@ def _check_file(
         found.problems.append(Problem(name, line, col, "the file is not UTF-8 text; save it as UTF-8"))
         return
     try:
-        root, data, duplicates = _parse_yaml(text)
+        root, data, duplicates = parse_yaml(text)
     except yaml.YAMLError as exc:
-        found.problems.append(_yaml_problem(name, text, exc))
+        found.problems.append(yaml_problem(name, text, exc))
+        return
+    except RecursionError:
+        found.problems.append(Problem(name, 1, 1, TOO_DEEP))
         return
     if root is None:
         return  # an empty file (or only comments) holds no groups, which is fine
@@ -209,16 +224,65 @@ def _check_file(
         found.groups.extend(LoadedGroup(path, g) for g in parsed.groups)
 
 
-def _parse_yaml(text: str) -> tuple[Node | None, Any, list[tuple[Loc, Node, str]]]:
+TOO_DEEP = "malformed YAML: nested too deeply (more than a few hundred levels); flatten the document"
+MAX_NODES = 200_000
+"""Most values one document may expand to, aliases counted at each use ("billion laughs" files)."""
+
+
+def parse_yaml(text: str) -> tuple[Node | None, Any, list[tuple[Loc, Node, str]]]:
+    """Parse one YAML document into (its node tree, its data, its duplicate keys).
+
+    Raise ``yaml.YAMLError`` (with a position) for malformed YAML or too many aliases, and
+    ``RecursionError`` for a document nested too deeply.
+    """
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             return None, None, []
+        _check_expansion(root)
         duplicates = _duplicate_keys(root)  # before constructing: merge keys rewrite the nodes
         return root, loader.construct_document(root), duplicates
     finally:
         loader.dispose()
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: Node) -> None:
+    """Raise a positioned ``YAMLError`` when the document expands to more than ``MAX_NODES`` values."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order, each node sized once however often it is aliased
+        node, expanded = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if not expanded:
+            if id(node) in open_:
+                raise yaml.MarkedYAMLError(
+                    problem="a value contains itself through an alias (*name)", problem_mark=node.start_mark
+                )
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        open_.discard(id(node))
+        total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        sizes[id(node)] = total
+        if total > MAX_NODES:
+            raise yaml.MarkedYAMLError(
+                problem=f"the document expands to more than {MAX_NODES:,} values through its aliases "
+                "(*name); write the values out",
+                problem_mark=node.start_mark,
+            )
 
 
 def _duplicate_keys(root: Node) -> list[tuple[Loc, Node, str]]:
@@ -247,7 +311,8 @@ def _duplicate_keys(root: Node) -> list[tuple[Loc, Node, str]]:
     return out
 
 
-def _yaml_problem(name: str, text: str, exc: yaml.YAMLError) -> Problem:
+def yaml_problem(name: str, text: str, exc: yaml.YAMLError) -> Problem:
+    """Return the problem a YAML parse error describes, at its position, with what to do."""
     if isinstance(exc, yaml.reader.ReaderError):
         line, col = _line_col(text[: exc.position])
         return Problem(name, line, col, "malformed YAML: the file contains a control character; remove it")
@@ -259,6 +324,8 @@ def _yaml_problem(name: str, text: str, exc: yaml.YAMLError) -> Problem:
         msg = 'a rule file holds one YAML document, found a second; put all groups in one "groups:" list'
     elif "\\t" in problem or "\t" in problem:
         msg = "a tab character; YAML is indented with spaces, not tabs"
+    elif "alias" in problem:
+        msg = problem
     elif "mapping values are not allowed" in problem:
         msg = f'{problem}; quote a value that contains ": " or fix the indentation'
     else:
@@ -301,6 +368,7 @@ def _cross_checks(
             if isinstance(rule, dict):
                 base = ("groups", gi, "rules", ri)
                 out += _check_templates(loc, base, rule)
+                out += _check_expr(loc, base, rule)
                 if known_receivers is not None:
                     out += _check_receivers(loc, base, rule, known_receivers)
     return out
@@ -316,7 +384,9 @@ def _check_templates(loc: Locator, base: tuple[str | int, ...], rule: dict[str, 
             if not isinstance(value, str):
                 continue
             try:
-                _JINJA.parse(value)
+                _JINJA.from_string(value)
+            except jinja2.TemplateAssertionError as exc:
+                out.append(loc.problem((*base, section, key), f"{section}.{key}: {_filter_hint(exc)}"))
             except jinja2.TemplateSyntaxError as exc:
                 line = f" (line {exc.lineno} of the template)" if "\n" in value.strip() else ""
                 msg = (
@@ -325,6 +395,37 @@ def _check_templates(loc: Locator, base: tuple[str | int, ...], rule: dict[str, 
                 )
                 out.append(loc.problem((*base, section, key), msg))
     return out
+
+
+def _filter_hint(exc: jinja2.TemplateAssertionError) -> str:
+    """Reword "No filter named 'roundd'." with the filters there are and the closest one."""
+    m = re.search(r"No (filter|test) named '([^']*)'", exc.message or "")
+    if m is None:
+        return f"template does not compile: {exc.message}"
+    kind, name = m.groups()
+    known = sorted(_JINJA.filters if kind == "filter" else _JINJA.tests)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f'did you mean "{close[0]}"?' if close else f"known: {', '.join(known)}"
+    return f'unknown template {kind} "{name}"; {hint}'
+
+
+def _check_expr(loc: Locator, base: tuple[str | int, ...], rule: dict[str, Any]) -> list[Problem]:
+    """Parse a Prometheus rule's ``expr`` with a real PromQL parser (``promql-parser``)."""
+    expr = rule.get("expr")
+    if not isinstance(expr, str) or not expr.strip() or rule.get("source", "prometheus") != "prometheus":
+        return []
+    if "\x00" in expr or len(expr) > 65_536:
+        return []  # the schema reports these
+    try:
+        import promql_parser
+    except ImportError:  # pragma: no cover - a declared dependency; without it the check is skipped
+        return []
+    try:
+        promql_parser.parse(expr)
+    except Exception as exc:  # the parser raises ValueError; any failure means "does not parse"
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return [loc.problem((*base, "expr"), f"expr: PromQL does not parse: {reason}")]
+    return []
 
 
 def _check_receivers(

@@ -44,10 +44,18 @@ _NAME_RULE = "use letters, digits and _ only, not starting with a digit"
 class Locator:
     """Find the YAML node, the group and the rule behind a validation ``loc`` in one file."""
 
-    def __init__(self, file: str, root: Node, data: dict[str, Any]) -> None:
+    def __init__(
+        self, file: str, root: Node, data: dict[str, Any], schema: type[BaseModel] = RuleFile
+    ) -> None:
         self.file = file
         self.root = root
         self.data = data
+        self.schema = schema
+        """The model the data is validated against (the rule file; the settings for the config)."""
+
+    def found(self, loc: Loc) -> bool:
+        """Tell whether the section ``loc`` starts in is in this file (an environment value is not)."""
+        return not loc or self.walk(loc)[2] > 0
 
     def walk(self, loc: Loc) -> tuple[Node, Node | None, int, set[int]]:
         """Follow ``loc`` down the node tree as far as the YAML goes.
@@ -113,9 +121,14 @@ class Locator:
 
 def translate(exc: ValidationError, locator: Locator) -> list[Problem]:
     """Turn every error of ``exc`` into a problem; union branches of one value become one problem."""
+    return translate_errors(exc.errors(include_url=False), locator)
+
+
+def translate_errors(errors: list[ErrorDetails], locator: Locator) -> list[Problem]:
+    """Turn validation ``errors`` into problems (see ``translate``)."""
     out: list[Problem] = []
     merged: dict[tuple[int, int, str], tuple[Loc, list[str], Any, str, str]] = {}
-    for err in exc.errors(include_url=False):
+    for err in errors:
         loc: Loc = tuple(err["loc"])
         node, _, consumed, skipped = locator.walk(loc)
         *_, covered = locator.context(loc)
@@ -130,7 +143,7 @@ def translate(exc: ValidationError, locator: Locator) -> list[Problem]:
                 entry[1].append(word)
             continue
         parent = _path([s for i, s in enumerate(loc[: len(loc) - 1]) if i not in skipped and i >= covered])
-        target, message, prefer_key = _reword(err, loc, path, parent)
+        target, message, prefer_key = _reword(err, loc, path, parent, locator.schema)
         out.append(locator.problem(target, message, prefer_key=prefer_key))
     for loc, words, value, text, path in merged.values():
         message = f"expected {' or '.join(words)}, got {_describe(value)}{_type_hint(words, value, text)}"
@@ -138,7 +151,9 @@ def translate(exc: ValidationError, locator: Locator) -> list[Problem]:
     return out
 
 
-def _reword(err: ErrorDetails, loc: Loc, path: str, parent: str) -> tuple[Loc, str, bool]:
+def _reword(
+    err: ErrorDetails, loc: Loc, path: str, parent: str, schema: type[BaseModel] = RuleFile
+) -> tuple[Loc, str, bool]:
     """Return where to report ``err``, its friendly message, and whether to point at the key.
 
     ``path`` names the value within its rule (or group), ``parent`` the mapping that holds it.
@@ -153,18 +168,18 @@ def _reword(err: ErrorDetails, loc: Loc, path: str, parent: str) -> tuple[Loc, s
         where = f" in {parent}" if parent else ""
         if name == "record" and "rules" in loc:
             return loc, "recording rules are not supported: watcher runs alerting rules only", True
-        allowed = _fields_at(loc[:-1])
+        allowed = _fields_at(loc[:-1], schema)
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
         hint = f'did you mean "{close[0]}"?' if close else f"valid here: {', '.join(allowed)}"
         return loc, f'unknown field "{name}"{where}' + (f"; {hint}" if allowed else ""), True
     if kind == "missing":
         where = f" in {parent}" if parent else ""
-        choices = _choices_at(loc)
+        choices = _choices_at(loc, schema)
         also = f" (one of: {', '.join(choices)})" if choices else ""
         return loc, f'missing required field "{loc[-1]}"{where}; add it{also}', False
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         disc = str(ctx.get("discriminator", "kind")).strip("'")
-        tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", ""))) or _tags_at(loc, disc)
+        tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", ""))) or _tags_at(loc, disc, schema)
         what = path.rsplit(".", 1)[-1] or "value"
         known = ", ".join(sorted(tags))
         if kind == "union_tag_not_found":
@@ -195,6 +210,12 @@ def _reword(err: ErrorDetails, loc: Loc, path: str, parent: str) -> tuple[Loc, s
         if isinstance(value, str):
             return loc, f"{prefix}must not be empty", False
         return loc, f"{prefix}needs at least {ctx.get('min_length')} item(s)", False
+    if kind == "string_too_long":
+        most = ctx.get("max_length")
+        return loc, f"{prefix}is {len(str(value)):,} characters long; at most {most} characters", False
+    if kind == "finite_number":
+        never = "NaN is never crossed: the rule could not fire"
+        return loc, f"{prefix}must be a finite number, got {value!r} ({never})", False
     if kind in _BOUNDS:
         return loc, f"{prefix}must be {msg.removeprefix('Input should be ')}, got {_describe(value)}", False
     return loc, f"{prefix}{msg}", False
@@ -241,8 +262,8 @@ def _step(tp: Any, seg: str | int) -> Any:
     return None
 
 
-def _type_at(loc: Loc) -> Any:
-    tp: Any = RuleFile
+def _type_at(loc: Loc, schema: type[BaseModel] = RuleFile) -> Any:
+    tp: Any = schema
     for seg in loc:
         if seg == "[key]":
             return None
@@ -252,22 +273,22 @@ def _type_at(loc: Loc) -> Any:
     return _unwrap(tp)
 
 
-def _fields_at(loc: Loc) -> list[str]:
-    tp = _type_at(loc)
+def _fields_at(loc: Loc, schema: type[BaseModel] = RuleFile) -> list[str]:
+    tp = _type_at(loc, schema)
     if not _is_model(tp):
         return []
     return [info.alias or name for name, info in tp.model_fields.items()]
 
 
-def _choices_at(loc: Loc) -> list[str]:
-    tp = _type_at(loc)
+def _choices_at(loc: Loc, schema: type[BaseModel] = RuleFile) -> list[str]:
+    tp = _type_at(loc, schema)
     if get_origin(tp) is Literal:
         return [str(a) for a in get_args(tp)]
     return []
 
 
-def _tags_at(loc: Loc, disc: str) -> list[str]:
-    tp = _type_at(loc)
+def _tags_at(loc: Loc, disc: str, schema: type[BaseModel] = RuleFile) -> list[str]:
+    tp = _type_at(loc, schema)
     members = get_args(tp) if _is_union(tp) else ()
     return [str(get_args(m.model_fields[disc].annotation)[0]) for m in members if _is_model(m)]
 

@@ -17,12 +17,14 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     TypeAdapter,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
@@ -36,6 +38,8 @@ _UNITS = (
     timedelta(seconds=1),
     timedelta(milliseconds=1),
 )
+MAX_DURATION = timedelta(weeks=520)
+"""The longest duration anywhere (rules, config, silences): 10 years, far from ``datetime``'s limits."""
 DURATION_PATTERN = r"^(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$"
 
 
@@ -43,9 +47,12 @@ def parse_duration(text: Any) -> timedelta:
     """Parse a Prometheus-style duration (``30s``, ``5m``, ``1h30m``, ``7d``, ``1w``) into a timedelta.
 
     ``0`` is accepted for "no duration". Numbers are rejected so that ``for: 10`` (seconds? minutes?)
-    is an error with a hint rather than a guess.
+    is an error with a hint rather than a guess. Anything longer than ``MAX_DURATION`` is a
+    ``ValueError`` (never an ``OverflowError`` later, when the daemon adds it to a date).
     """
     if isinstance(text, timedelta):
+        if abs(text) > MAX_DURATION:
+            raise ValueError(f"duration is too long: at most {format_duration(MAX_DURATION)} (10 years)")
         return text
     if isinstance(text, bool) or not isinstance(text, str | int):
         raise ValueError(f"expected a duration such as 30s, 5m, 1h or 7d, got {text!r}")
@@ -54,14 +61,22 @@ def parse_duration(text: Any) -> timedelta:
             return timedelta(0)
         raise ValueError(f"a duration needs a unit: write {text}s, {text}m or {text}h (units: ms s m h d w)")
     s = text.strip()
+    if len(s) > 40:
+        raise ValueError(f"bad duration {s[:40]!r}…: write e.g. 30s, 5m, 1h30m, 7d (at most 520w)")
     match = _DURATION_RE.match(s)
     if not s or match is None or not any(match.groups()):
         raise ValueError(f"bad duration {text!r}: write e.g. 30s, 5m, 1h30m, 7d (units: ms s m h d w)")
-    total = timedelta(0)
-    for amount, unit in zip(match.groups(), _UNITS, strict=True):
-        if amount:
-            total += int(amount) * unit
-    return total
+    ms = sum(
+        int(amount) * (unit // timedelta(milliseconds=1))
+        for amount, unit in zip(match.groups(), _UNITS, strict=True)
+        if amount
+    )
+    if ms > MAX_DURATION // timedelta(milliseconds=1):
+        raise ValueError(
+            f"duration {s} is too long: at most {format_duration(MAX_DURATION)} (10 years); "
+            "a longer one cannot be added to a date"
+        )
+    return timedelta(milliseconds=ms)
 
 
 def format_duration(td: timedelta) -> str:
@@ -91,11 +106,42 @@ Duration = Annotated[
     ),
 ]
 Direction = Literal["up", "down", "both"]
-LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+MAX_NAME = 200
+"""Longest alert, group, label and receiver name."""
+MAX_LABEL_VALUE = 1024
+MAX_TEMPLATE = 16_384
+MAX_EXPR = 65_536
+LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=MAX_NAME)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (\\0); remove it (PostgreSQL cannot store it)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string without NUL characters."""
+LabelValue = Annotated[str, Field(max_length=MAX_LABEL_VALUE), AfterValidator(_no_nul)]
+
+
+def _clean_filters(value: dict[str, str | list[str]], info: ValidationInfo) -> dict[str, str | list[str]]:
+    for name, v in value.items():
+        key = f"query.{info.field_name}.{name}"
+        for item in [v] if isinstance(v, str) else v:
+            if "\x00" in item:
+                raise ValueError(f"{key}: a value contains a NUL character (\\0); remove it")
+            if len(item) > MAX_LABEL_VALUE:
+                raise ValueError(f"{key}: a value is longer than {MAX_LABEL_VALUE} characters")
+    return value
+
+
+Filters = Annotated[dict[str, str | list[str]], AfterValidator(_clean_filters)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # NaN and infinities are refused everywhere: `above: .nan` could never fire.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 # --- detectors -------------------------------------------------------------------------------
@@ -127,7 +173,9 @@ class RollingDetector(_Frozen):
     min_history: Duration | None = Field(
         None, description="history needed before the first verdict; default: the window, at most 1d"
     )
-    min_points: int = Field(30, ge=3, description="points needed in the window before the first verdict")
+    min_points: int = Field(
+        30, ge=3, le=1_000_000, description="points needed in the window before the first verdict"
+    )
     min_spread: float = Field(
         0.0, ge=0, description="smallest band half-width in the series' unit, so a flat series is not brittle"
     )
@@ -151,7 +199,7 @@ class EwmaDetector(_Frozen):
     scale_halflife: Duration = Field(timedelta(days=1), description="half-life of the spread")
     sensitivity: float = Field(4.0, gt=0, le=100, description=_SENSITIVITY)
     direction: Direction = "both"
-    min_points: int = Field(30, ge=3, description="points needed before the first verdict")
+    min_points: int = Field(30, ge=3, le=1_000_000, description="points needed before the first verdict")
     min_spread: float = Field(0.0, ge=0, description=_MIN_SPREAD)
     shift_after: Duration | None = Field(
         timedelta(hours=1), description="adopt a new level after this long outside the band; null: never"
@@ -212,9 +260,13 @@ class RateDetector(_Frozen):
     halflife: Duration = Field(timedelta(days=1), description="half-life of the baseline rate")
     sensitivity: float = Field(4.0, gt=0, le=100, description="one-sided tail probability as a normal z")
     direction: Direction = "up"
-    min_count: float = Field(10.0, ge=1, description="trials a point needs before it can be anomalous")
+    min_count: float = Field(
+        10.0, ge=1, le=1e12, description="trials a point needs before it can be anomalous"
+    )
     min_delta: float = Field(0.01, ge=0, le=1, description="smallest absolute change of the rate that pages")
-    min_trials: float = Field(200.0, ge=1, description="baseline trials needed before the first verdict")
+    min_trials: float = Field(
+        200.0, ge=1, le=1e12, description="baseline trials needed before the first verdict"
+    )
 
 
 class AutoDetector(_Frozen):
@@ -280,16 +332,16 @@ class SqlQuery(_Frozen):
     field: CallField | None = None
     score: str | None = Field(None, min_length=1, description="score name (scores source only)")
     quantile: float | None = Field(None, gt=0, lt=1)
-    where: dict[str, str | list[str]] = Field(
-        default_factory=dict, description="row filters, label → value(s)"
-    )
-    match: dict[str, str | list[str]] = Field(default_factory=dict, description="numerator filter for ratio")
+    where: Filters = Field(default_factory=dict, description="row filters, label → value(s)")
+    match: Filters = Field(default_factory=dict, description="numerator filter for ratio")
     below: float | None = Field(None, description="ratio of scores: count values below this as matches")
     by: list[str] = Field(default_factory=list)
     window: Duration = timedelta(minutes=5)
     step: Duration | None = Field(None, description="spacing of points; default: the group interval")
     per: Duration | None = None
-    min_count: int = Field(0, ge=0, description="points backed by fewer rows have no value (no verdict)")
+    min_count: int = Field(
+        0, ge=0, le=2**31 - 1, description="points backed by fewer rows have no value (no verdict)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SqlQuery:
@@ -328,10 +380,10 @@ class TracesSpec(_Frozen):
 class Rule(_Frozen):
     """One alerting rule. See the module docstring for what watcher adds to Prometheus's format."""
 
-    alert: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description="alert name")
+    alert: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=MAX_NAME, description="alert name")
     source: Literal["prometheus", "calls", "scores"] = "prometheus"
     endpoint: str | None = Field(None, description="named Prometheus endpoint from the config")
-    expr: str | None = Field(None, min_length=1)
+    expr: Text | None = Field(None, min_length=1, max_length=MAX_EXPR)
     query: SqlQuery | None = None
     detector: DetectorSpec | None = None
     min_value: float | None = Field(None, description="never alert on a value below this")
@@ -340,10 +392,12 @@ class Rule(_Frozen):
     keep_firing_for: Duration = timedelta(0)
     lookback: Duration | None = Field(None, description="history fetched at start-up; default from detector")
     no_data: Literal["ok", "keep_state", "alert"] = "keep_state"
-    labels: dict[LabelName, str] = Field(default_factory=dict)
-    annotations: dict[LabelName, str] = Field(default_factory=dict)
+    labels: dict[LabelName, LabelValue] = Field(default_factory=dict)
+    annotations: dict[LabelName, Annotated[Text, Field(max_length=MAX_TEMPLATE)]] = Field(
+        default_factory=dict
+    )
     traces: TracesSpec | None = None
-    receivers: list[str] = Field(default_factory=list)
+    receivers: list[Annotated[str, Field(max_length=MAX_NAME)]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _source_fits(self) -> Rule:
@@ -392,7 +446,7 @@ class Rule(_Frozen):
 class Group(_Frozen):
     """A named set of rules evaluated together every ``interval``."""
 
-    name: str = Field(min_length=1)
+    name: Text = Field(min_length=1, max_length=MAX_NAME)
     interval: Duration = timedelta(minutes=1)
     rules: list[Rule] = Field(min_length=1)
 

@@ -27,6 +27,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel
 
 from ..errors import StoreError
+from ..redact import Masker, display_url, url_secrets
 from .tables import SCHEMA_VERSION, SchemaVersionRow
 
 PG_CONNECT_TIMEOUT_S = 10
@@ -68,7 +69,12 @@ class Store:
     """The URL with the password masked, safe for logs, errors and the status page."""
     dialect: str
     """``"sqlite"`` or ``"postgresql"``."""
-    _password: str | None = None
+    _secrets: Masker | str | None = None
+    """What to mask in messages: the password, or a ``Masker`` of every secret part of the URL."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self._secrets, Masker):
+            self._secrets = Masker([self._secrets] if self._secrets else [])
 
     def session(self) -> Session:
         """Return a new session; objects stay usable after commit (``expire_on_commit=False``)."""
@@ -83,10 +89,9 @@ class Store:
             raise self.error("ping", exc) from None
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with the database password replaced by ``***``."""
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text
+        """Return ``text`` with the database password (and secret query values) replaced by ``***``."""
+        assert isinstance(self._secrets, Masker)
+        return self._secrets(text)
 
     def error(self, action: str, exc: BaseException) -> StoreError:
         """Return a one-line ``StoreError`` for ``exc`` raised while doing ``action``."""
@@ -110,7 +115,8 @@ def open_store(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> 
         raise StoreError("store: not a database URL (expected sqlite:///path or postgresql://…)") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    display = parsed.render_as_string(hide_password=True)
+    display = display_url(parsed.render_as_string(hide_password=False))
+    secrets = url_secrets(url) | url_secrets(parsed.render_as_string(hide_password=False))
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = _sqlite_engine(parsed, display, busy_timeout_ms, echo)
@@ -121,10 +127,11 @@ def open_store(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> 
         try:
             engine = sa.create_engine(parsed, echo=echo, pool_pre_ping=True, connect_args=connect_args)
         except (sa.exc.SQLAlchemyError, ImportError) as exc:
-            raise StoreError(f"store {display}: cannot create engine: {describe_error(exc)}") from None
+            why = Masker(secrets)(describe_error(exc))
+            raise StoreError(f"store {display}: cannot create engine: {why}") from None
     else:
         raise StoreError(f"store {display}: unsupported database {backend!r} (use sqlite or postgresql)")
-    store = Store(engine, display, backend, parsed.password)
+    store = Store(engine, display, backend, Masker(secrets))
     try:
         migrate(store)
     except StoreError:
