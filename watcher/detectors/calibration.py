@@ -89,10 +89,16 @@ FLOOR_HALFLIFE = 500
 CHANGE_FRACTION = 0.25
 """Share of the typical absolute change between points that the spread never goes below."""
 
-RUN = 3
-"""Points in the short run whose median is calibrated beside each point: a lasting shift of a few
-sigma puts two of three points beyond a band far narrower than the one-point band, while a single
-spike cannot move a median of three."""
+RUN = 8
+"""Points in the short run whose mean residual is calibrated beside each point: a lasting shift of
+two sigma moves the mean of eight points as far as a five-sigma spike moves one point."""
+
+RUN_MIN_RING = 256
+"""Run means needed before the run statistic can flag: a lasting small deviation in a young series is
+far more often the model still learning (a daily cycle half seen) than an incident."""
+
+CLIP = 3.0
+"""Residuals are clipped at ±CLIP before they enter the run's mean, so one spike cannot carry it."""
 
 _LN10 = math.log(10.0)
 _LN2 = math.log(2.0)
@@ -136,10 +142,11 @@ class ResolutionFloor:
 class EmpiricalTail:
     """The recent distribution of one statistic: a ring of values and both of its fitted tails."""
 
-    __slots__ = ("_crit", "_fits", "_shape", "_stale", "head", "log_p_thr", "ring", "sorted")
+    __slots__ = ("_crit", "_fits", "_shape", "_stale", "head", "log_p_thr", "min_excess", "ring", "sorted")
 
-    def __init__(self, log_p_thr: float) -> None:
+    def __init__(self, log_p_thr: float, min_excess: float = MIN_EXCESS) -> None:
         self.log_p_thr = log_p_thr
+        self.min_excess = min_excess
         self.ring = array("f")  # values in arrival order (a circular buffer once full)
         self.head = 0
         self.sorted = array("f")  # the same values, ascending
@@ -228,7 +235,7 @@ class EmpiricalTail:
             if other >= 2 * k:  # only the other side was seen (a young ring, a trend): stay cautious
                 return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
             # A flat series (residuals all but 0): any move is news, at the floors' scale.
-            return 0.0, math.log(k / (n + 1.0)), MIN_EXCESS, 0.0
+            return 0.0, math.log(k / (n + 1.0)), self.min_excess, 0.0
         if side > 0:
             u = float(s[n - k - 1])
             tail = [x - u for x in s[n - k : n - TRIM]]
@@ -245,7 +252,7 @@ class EmpiricalTail:
         kept = self._shape[side]
         kept = self._shape[side] = xi if kept != kept else kept + SHAPE_SMOOTHING * (xi - kept)
         xi = max(MIN_SHAPE, kept)
-        return u, math.log(k / (n + 1.0)), max(a0, MIN_EXCESS) * (1.0 - xi), xi
+        return u, math.log(k / (n + 1.0)), max(a0, self.min_excess) * (1.0 - xi), xi
 
 
 class TailCalibrator:
@@ -258,8 +265,8 @@ class TailCalibrator:
         # Two statistics share the promised false-flag rate (Bonferroni).
         self.log_p_thr = math.log(max(normal_sf(sensitivity), 1e-300) / 2.0)
         self.point = EmpiricalTail(self.log_p_thr)
-        self.run = EmpiricalTail(self.log_p_thr)
-        self.recent: list[float] = []  # the last RUN - 1 residuals (admitted or not)
+        self.run = EmpiricalTail(self.log_p_thr, MIN_EXCESS / 2.0)  # a mean of RUN: its scale is smaller
+        self.recent: list[float] = []  # the last RUN - 1 clipped residuals (admitted or not)
         self.pending: deque[tuple[float, float]] = deque()  # (z, run median) waiting to be admitted
         self.streak = 0  # anomalous points in a row
 
@@ -267,42 +274,48 @@ class TailCalibrator:
         """Return the calibrated verdict of ``value`` against ``expected`` with spread ``sigma``.
 
         The point is anomalous when its residual z is in a tail of the recent residuals with a
-        probability below the threshold, or when it and one of the two before it lie beyond the
-        same critical value of the median of three residuals. The band is where that happens for
-        this point given the previous residuals; NaN on an unwatched side.
+        probability below the threshold, or when the mean of the last ``RUN`` clipped residuals
+        is, and this point lies beyond that same critical value too. The band is where that
+        happens for this point given the previous residuals; NaN on an unwatched side.
         """
         z = (value - expected) / sigma
         recent = self.recent
-        full = len(recent) == RUN - 1
+        have_run = len(recent) == RUN - 1
+        full = have_run and len(self.run.ring) >= RUN_MIN_RING
         direction = self.direction
         point, run = self.point, self.run
         up = point.critical(1)
         down = point.critical(-1)
-        if full:  # two of the last three beyond the run's critical value, this point one of them
+        prev = sum(recent)
+        if full:  # the run's mean beyond its critical value, and this point beyond it too
             c = run.critical(1)
-            if max(recent) > c:
-                up = min(up, c)
+            need = RUN * c - prev
+            if need < CLIP:
+                up = min(up, max(c, need))
             c = run.critical(-1)
-            if min(recent) < c:
-                down = max(down, c)
+            need = RUN * c - prev
+            if need > -CLIP:
+                down = max(down, min(c, need))
         upper = expected + up * sigma if direction != "down" else math.nan
         lower = expected + down * sigma if direction != "up" else math.nan
         anomalous = value > upper or value < lower  # comparisons with NaN are False
+        clipped = CLIP if z > CLIP else (-CLIP if z < -CLIP else z)
+        mean = (prev + clipped) / RUN if have_run else math.nan
         lp = 0.0
         if z > 0.0 and direction != "down":
             lp = point.log_p(z, 1)
-            if full:
-                lp = min(lp, run.log_p(min(z, max(recent)), 1))
+            if full and mean > 0.0:
+                lp = min(lp, run.log_p(min(mean, z), 1))
         elif z < 0.0 and direction != "up":
             lp = point.log_p(z, -1)
-            if full:
-                lp = min(lp, run.log_p(max(z, min(recent)), -1))
+            if full and mean < 0.0:
+                lp = min(lp, run.log_p(max(mean, z), -1))
         lp = min(0.0, lp + _LN2)  # two statistics: Bonferroni
         surprise = -lp / _LN10
         score = max(0.0, 1.0 - 2.0 * math.exp(lp))
         if math.isfinite(z):
-            self._admit(z, sorted((*recent, z))[1] if full else math.nan, anomalous)
-            recent.append(z)
+            self._admit(z, mean, anomalous)
+            recent.append(clipped)
             if len(recent) >= RUN:
                 del recent[0]
         return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
