@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 import schedule
+from sqlmodel import Session
 
 from .. import sdnotify
 from ..config import Settings
@@ -45,7 +46,7 @@ from ..sources.sql import SqlSource
 from ..store.db import Store, open_store
 from .group import EvalResult, GroupEvaluator
 from .sourcedown import SourceDownMonitor
-from .state import AlertStore
+from .state import AlertStore, write_alerts
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,9 @@ class Daemon:
 
     def rule_url(self, group: str, rule: str) -> str:
         """Return the status-page link of one rule."""
-        return f"{self.settings.external_url.rstrip('/')}/rules/{quote(group, safe='')}/{quote(rule, safe='')}"
+        return (
+            f"{self.settings.external_url.rstrip('/')}/rules/{quote(group, safe='')}/{quote(rule, safe='')}"
+        )
 
     # --- work ----------------------------------------------------------------------------------
 
@@ -188,7 +191,7 @@ class Daemon:
         """Evaluate one group at ``now`` (default: the clock) and enqueue its notifications."""
         ev = self.evaluators[name]
         at = now or self.clock()
-        result = ev.evaluate(at)
+        result = ev.evaluate(at, persist=False)
         self.metrics.signals.set(name, ev.verdicts())
         self.metrics.last_evaluation.labels(name).set(at.timestamp())
         # one alert per unavailable endpoint that some rule still queries
@@ -197,7 +200,15 @@ class Daemon:
             # replicas: every one tracks the endpoints, but only the holder of the first group's
             # lease speaks for them, so an outage seen by all replicas pages once
             down = []
-        n = self.notifier.submit([*result.notify, *down], at, fence=fence)
+
+        def state(session: Session) -> None:
+            write_alerts(session, result.changed, result.deleted)
+
+        # alert state, notification log and outbox rows: one transaction (a crash between a
+        # transition and its message would lose the message, e.g. a resolve, for ever)
+        n = self.notifier.submit([*result.notify, *down], at, fence=fence, state=state)
+        ev.saved(result)
+        self.alert_store.record_health(result.health)
         if n:
             logger.info("group %s: %d notification(s) enqueued", name, n)
         return result

@@ -116,17 +116,22 @@ class Notifier:
         now: datetime,
         *,
         fence: Callable[[Session], None] | None = None,
+        state: Callable[[Session], None] | None = None,
     ) -> int:
         """Route, mute, group, dedup, render and enqueue; return how many notifications were queued.
 
         ``fence`` runs first inside the transaction (a cluster replica checks it still holds the
         group's lease there, ``cluster.leases.check_fence``); when it raises, nothing is enqueued.
+        ``state`` then writes the engine's alert state in the same transaction, so a transition
+        and its notification (log entry and outbox row) are committed together or not at all.
         """
-        if not items:
+        if not items and state is None:
             return 0
         with self._lock, _store_errors(self.store, "notify submit"), self.store.session() as session:
             if fence is not None:
                 fence(session)
+            if state is not None:
+                state(session)
             self._remember_firing(items, now)
             muter = Muter.load(session, self.settings, now, [lbl for lbl, _ in self._firing.values()])
             for alert, rule_receivers in items:
