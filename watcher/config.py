@@ -214,6 +214,12 @@ class NotifySettings(_Section):
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     heartbeat: HeartbeatSettings | None = None
+    delivery_workers: int = Field(
+        8, ge=1, le=64, description="outbox sends at once (other alerts or receivers; one alert's in order)"
+    )
+    delivery_per_receiver: int = Field(
+        4, ge=1, le=64, description="outbox sends at once to one receiver (a slow one leaves the rest free)"
+    )
 
 
 class ServerSettings(_Section):

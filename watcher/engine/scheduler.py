@@ -398,7 +398,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def close(self) -> None:
-        """Release the sources' connections and the store."""
+        """Stop the outbox's sending threads; release the sources' connections and the store."""
+        self.notifier.close()
         for source in {id(s): s for s in self.sources.values()}.values():
             close = getattr(source, "close", None)
             if callable(close):

@@ -104,6 +104,8 @@ class Notifier:
             failing_after=settings.notify.delivery_failure_after,
             failing_for=settings.notify.delivery_failure_for,
             metrics=metrics,
+            workers=settings.notify.delivery_workers,
+            per_receiver=settings.notify.delivery_per_receiver,
         )
 
     def _default_rule_url(self, group: str, rule: str) -> str:
@@ -301,6 +303,10 @@ class Notifier:
                     group.seen.pop(fp, None)
                 if not group.alerts:
                     del self.groups.groups[key]
+
+    def close(self) -> None:
+        """Stop the outbox's sending threads (after the sends in flight)."""
+        self.outbox.close()
 
     def pending_count(self) -> int:
         """Return how many notifications wait in the outbox."""
