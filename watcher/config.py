@@ -66,6 +66,8 @@ def _default_severity_map() -> dict[str, PagerDutySeverity]:
 
 def _every_day() -> list[Weekday]:
     return ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
 _MATCHER_RE = r"^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)"
 
 
@@ -363,6 +365,11 @@ class Settings(BaseSettings):
         None, description="endpoint for rules that name none; default: the only one, if exactly one"
     )
     max_workers: int = Field(4, ge=1, le=64)
+    stop_timeout: Duration = Field(
+        timedelta(seconds=20),
+        description="SIGTERM: in-flight work and the outbox drain end within this; keep it below systemd's "
+        "TimeoutStopSec (30s in the shipped unit); what is not sent stays queued for the next start",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="auto: readable on a terminal, JSON lines otherwise (journald, containers)"

@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -119,6 +119,7 @@ class Daemon:
         self.http: Any = None
         """The running HTTP server (``server.ServerThread``; its ``port`` is the bound one), if any."""
         self._locks: dict[str, threading.Lock] = {}
+        self._running: set[Future[None]] = set()
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._scheduler = schedule.Scheduler()
@@ -294,9 +295,12 @@ class Daemon:
 
         try:
             assert self._executor is not None
-            self._executor.submit(run)
+            fut = self._executor.submit(run)
         except RuntimeError:  # the pool is shutting down
             lock.release()
+            return
+        self._running.add(fut)
+        fut.add_done_callback(self._running.discard)
 
     def _schedule_jobs(self) -> None:
         self._scheduler.clear()
@@ -361,17 +365,34 @@ class Daemon:
                     logger.exception("scheduler tick failed")
                 self._stop.wait(0.2)
         finally:
-            logger.info("stopping: finishing in-flight evaluations")
-            if http is not None:
-                http.stop()
-            self._executor.shutdown(wait=True)
-            left = self.drain(deadline_s=5.0) if self._active() else 0
-            if left:
-                logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
-            self._executor = None
-            if self.cluster is not None:
-                self.cluster.stop()
-                self.cluster = None
+            self._shutdown(http)
+
+    def _shutdown(self, http: Any) -> None:
+        """Stop within ``stop_timeout``: finish in-flight jobs, drain the outbox, hand leases back.
+
+        No send is started that could not finish within the budget (``Outbox.stop_by``); what is
+        not sent stays queued for the next start.
+        """
+        budget = self.settings.stop_timeout.total_seconds()
+        end = time.monotonic() + budget
+        logger.info("stopping (within %.0fs): finishing in-flight evaluations and sends", budget)
+        self.notifier.outbox.stop_by(end - 1.0)  # a second for the leases and the exit
+        if http is not None:
+            http.stop(timeout=min(5.0, budget / 4))
+        assert self._executor is not None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        _, late = wait(list(self._running), timeout=max(0.0, end - 1.0 - time.monotonic()))
+        left = 0
+        if late:
+            logger.warning("stop budget spent with %d job(s) still running", len(late))
+        elif self._active():  # a replica whose leases ran out leaves the outbox to the others
+            left = self.drain(deadline_s=max(0.0, end - 1.0 - time.monotonic()))
+        if left:
+            logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
+        self._executor = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
 
     def _start_server(self) -> Any:
         """Start the HTTP server when enabled; a port in use is logged, alerting goes on without it."""
