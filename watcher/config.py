@@ -337,6 +337,11 @@ class Settings(BaseSettings):
 
     store: StoreSettings = StoreSettings()
     rules: list[Path] = Field(default_factory=lambda: [Path("rules")], description="rule files or folders")
+    rules_allow_empty: bool = Field(
+        False,
+        description="let a reload drop a rule file or leave one without rules (every alert of its groups "
+        "then vanishes without a resolve); by default such a reload fails and the running rules stay",
+    )
     trace_url: str = Field(
         "http://localhost:16686/trace/{trace_id}",
         description="deep link to one trace; {trace_id} is replaced (Jaeger default, see docs)",

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 from urllib.parse import quote
@@ -35,7 +35,7 @@ from sqlmodel import Session
 from .. import sdnotify
 from ..config import Settings
 from ..core import Alert, Verdict
-from ..errors import RuleFileError
+from ..errors import Problem, RuleFileError
 from ..notify.pipeline import Notifier
 from ..notify.receivers import build_receivers
 from ..notify.receivers.base import Receiver
@@ -67,6 +67,39 @@ def build_sources(settings: Settings, store: Store) -> dict[str, Source]:
     if settings.prometheus:
         sources["prometheus"] = PrometheusSource(settings.prometheus, settings.default_prometheus)
     return sources
+
+
+def refuse_emptied(old: LoadedRules, new: LoadedRules) -> None:
+    """Raise ``RuleFileError`` when a rule file with rules in ``old`` is gone or has none in ``new``.
+
+    A rule file that vanishes or comes back empty (a half-finished git checkout, a ConfigMap being
+    rewritten) would drop every alert of its groups without a resolve, and page again under new
+    dedup keys when it returns: a reload refuses it unless ``rules_allow_empty`` is set.
+    """
+
+    def with_rules(rules: LoadedRules) -> set[str]:
+        return {str(g.file) for g in rules.groups if g.group.rules}
+
+    had, have = with_rules(old), with_rules(new)
+    files = {str(f) for f in new.files}
+    groups = {g.name for g in new.groups}
+    problems = [
+        Problem(f, 1, 1, EMPTY if f in files else VANISHED)
+        for f in sorted(had - have)
+        if any(str(g.file) == f and g.name not in groups for g in old.groups)  # not merely moved
+    ]
+    if problems:
+        raise RuleFileError(problems)
+
+
+VANISHED = (
+    "the rule file is gone: its groups' alerts would vanish without a resolve; restore it, or set "
+    "rules_allow_empty: true to allow dropping files"
+)
+EMPTY = (
+    "the rule file has no rules: its groups' alerts would vanish without a resolve; fix it, or set "
+    "rules_allow_empty: true to allow empty files"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +153,8 @@ class Daemon:
         """The running HTTP server (``server.ServerThread``; its ``port`` is the bound one), if any."""
         self._locks: dict[str, threading.Lock] = {}
         self._running: set[Future[None]] = set()
+        self._group_jobs: dict[str, tuple[GroupEvaluator, schedule.Job]] = {}
+        self._scheduled = False
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._scheduler = schedule.Scheduler()
@@ -167,6 +202,8 @@ class Daemon:
         """Re-read the rule files; on any problem keep the running rules and say why."""
         try:
             rules = self._load_rules()
+            if not self.settings.rules_allow_empty:
+                refuse_emptied(self.rules, rules)
         except RuleFileError as exc:
             self.last_reload_error = str(exc)
             self.metrics.reloads.labels("error").inc()
@@ -176,8 +213,10 @@ class Daemon:
         self.last_reload_error = None
         self.metrics.reloads.labels("ok").inc()
         logger.info("rules reloaded: %d groups, %d rules", len(rules.groups), rules.rule_count)
-        if self._executor is not None:
-            self._schedule_jobs()
+        if self._scheduled:
+            for name in self._sync_group_jobs():  # a new group is evaluated at once, as at start
+                if self._executor is not None:
+                    self._dispatch(f"group:{name}", functools.partial(self.evaluate_group, name))
         return ReloadResult(True, len(self.evaluators))
 
     def rule_url(self, group: str, rule: str) -> str:
@@ -303,14 +342,11 @@ class Daemon:
         fut.add_done_callback(self._running.discard)
 
     def _schedule_jobs(self) -> None:
+        """Create the schedule: one job per group, the outbox, heartbeat and retention jobs."""
         self._scheduler.clear()
-        for name, ev in self.evaluators.items():
-            if self.cluster is not None and self.cluster.schedules_groups:
-                break  # replicas tick their leased groups on a shared grid (cluster.member)
-            secs = max(1, int(ev.group.interval.total_seconds()))
-            self._scheduler.every(secs).seconds.do(
-                self._dispatch, f"group:{name}", functools.partial(self.evaluate_group, name)
-            )
+        self._group_jobs.clear()
+        self._scheduled = True
+        self._sync_group_jobs()
         flush_s = max(1, int(self.settings.notify.flush_interval.total_seconds()))
         self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self._flush_if_active)
         if self.settings.notify.heartbeat is not None:  # dead-man's switch, see notify.heartbeat
@@ -321,6 +357,43 @@ class Daemon:
             self._scheduler.every(beat_s).seconds.do(self._dispatch, "heartbeat", beat.ping)
         keep_s = max(60, int(self.settings.retention.interval.total_seconds()))
         self._scheduler.every(keep_s).seconds.do(self._dispatch, "retention", self.enforce_retention)
+
+    def _sync_group_jobs(self) -> list[str]:
+        """Bring the group jobs in line with the evaluators; return the groups that are new.
+
+        An unchanged group (the same evaluator) keeps its job, so its phase and state: a reload,
+        however often, never delays an evaluation. A changed group gets a job on its new interval
+        in the same phase: its next run comes one (new) interval after its last one (at once if
+        that is past). A group gone loses its job.
+        """
+        if self.cluster is not None and self.cluster.schedules_groups:
+            return []  # replicas tick their leased groups on a shared grid (cluster.member)
+        fresh: list[str] = []
+        now = datetime.now()
+        for name, ev in self.evaluators.items():
+            old = self._group_jobs.get(name)
+            if old is not None and old[0] is ev:
+                continue
+            secs = max(1, int(ev.group.interval.total_seconds()))
+            job = self._scheduler.every(secs).seconds.do(
+                self._dispatch, f"group:{name}", functools.partial(self.evaluate_group, name)
+            )
+            if old is None:
+                fresh.append(name)
+            else:
+                old_job = old[1]
+                self._scheduler.cancel_job(old_job)
+                assert old_job.next_run is not None
+                last = old_job.last_run or old_job.next_run - timedelta(seconds=old_job.interval)
+                job.next_run = max(now, last + timedelta(seconds=secs))
+            self._group_jobs[name] = (ev, job)
+        for name in [n for n in self._group_jobs if n not in self.evaluators]:
+            self._scheduler.cancel_job(self._group_jobs.pop(name)[1])
+        return fresh
+
+    def next_evaluations(self) -> dict[str, datetime]:
+        """Return each scheduled group's next run (naive local time, as ``schedule`` keeps it)."""
+        return {name: job.next_run for name, (_, job) in self._group_jobs.items() if job.next_run is not None}
 
     def request_reload(self, *_: Any) -> None:
         """Ask the loop to reload the rules (safe to call from a signal handler)."""
