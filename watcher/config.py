@@ -53,6 +53,11 @@ class StoreSettings(_Section):
     )
     busy_timeout_ms: int = Field(5000, ge=0)
     echo: bool = False
+    down_after: Duration = Field(
+        timedelta(minutes=2),
+        description="unreachable this long → WatcherStoreDown, sent straight to the receivers (not queued)",
+    )
+    down_severity: str = Field("page", description="`severity` label of the WatcherStoreDown alert")
 
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"

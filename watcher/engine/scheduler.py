@@ -35,7 +35,7 @@ from sqlmodel import Session
 from .. import sdnotify
 from ..config import Settings
 from ..core import Alert, Verdict
-from ..errors import Problem, RuleFileError
+from ..errors import Problem, RuleFileError, StoreError
 from ..notify.pipeline import Notifier
 from ..notify.receivers import build_receivers
 from ..notify.receivers.base import Receiver
@@ -47,6 +47,7 @@ from ..store.db import Store, open_store
 from .group import EvalResult, GroupEvaluator
 from .sourcedown import SourceDownMonitor
 from .state import AlertStore, write_alerts
+from .storedown import StoreDownMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ class Daemon:
         )
         self.source_down = SourceDownMonitor(
             settings.prometheus, resolved_retention=settings.notify.resolved_retention
+        )
+        self.store_down = StoreDownMonitor(
+            settings, self.notifier.receivers, rule_url=self.rule_url, store_name=self.store.url_display
         )
         self.rules = rules if rules is not None else self._load_rules()
         self.evaluators: dict[str, GroupEvaluator] = {}
@@ -285,6 +289,35 @@ class Daemon:
         ev = self.evaluators.get(alert.group)
         return ev.history(alert.rule, alert.labels) if ev is not None else []
 
+    def check_store(self, now: datetime | None = None) -> bool:
+        """Ping the store; after ``store.down_after`` unreachable, tell the receivers directly.
+
+        Returns whether the store answered. See ``storedown``: ``WatcherStoreDown`` and its resolve
+        bypass the outbox, which lives in the store.
+        """
+        try:
+            self.store.ping()
+        except StoreError as exc:
+            self.store_down.update(False, now or self.clock(), str(exc))
+            return False
+        self.store_down.update(True, now or self.clock())
+        return True
+
+    def evaluating(self) -> bool:
+        """Tell whether evaluation runs: the store answers and (replicas) this one's leases are valid."""
+        return self.store_down.up and self._active()
+
+    def beat(self, heartbeat: Any, now: datetime | None = None) -> bool:
+        """Ping the heartbeat only while evaluation runs (checking the store first); return whether sent.
+
+        A daemon that cannot evaluate must fall silent, so the outside dead-man's switch fires.
+        """
+        self.check_store(now)
+        if not self.evaluating():
+            logger.warning("heartbeat withheld: evaluation is stopped (store unreachable or leases lost)")
+            return False
+        return bool(heartbeat.ping())
+
     def _active(self) -> bool:
         """Tell whether this replica may touch the outbox (False once its cluster leases ran out)."""
         return self.cluster is None or self.cluster.active()
@@ -349,12 +382,17 @@ class Daemon:
         self._sync_group_jobs()
         flush_s = max(1, int(self.settings.notify.flush_interval.total_seconds()))
         self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self._flush_if_active)
+        down_s = self.settings.store.down_after.total_seconds()
+        check_s = max(1, int(min(15.0, down_s / 4)))
+        self._scheduler.every(check_s).seconds.do(self._dispatch, "store", self.check_store)
         if self.settings.notify.heartbeat is not None:  # dead-man's switch, see notify.heartbeat
             from ..notify.heartbeat import Heartbeat
 
             beat = Heartbeat(self.settings.notify.heartbeat)
             beat_s = max(1, int(self.settings.notify.heartbeat.interval.total_seconds()))
-            self._scheduler.every(beat_s).seconds.do(self._dispatch, "heartbeat", beat.ping)
+            self._scheduler.every(beat_s).seconds.do(
+                self._dispatch, "heartbeat", functools.partial(self.beat, beat)
+            )
         keep_s = max(60, int(self.settings.retention.interval.total_seconds()))
         self._scheduler.every(keep_s).seconds.do(self._dispatch, "retention", self.enforce_retention)
 
