@@ -158,3 +158,31 @@ def test_many_alerts_each_in_order(tmp_path: Path, workers: int) -> None:
             seen.setdefault(body["labels"]["tenant"], []).append(body["status"])
         assert all(v == ["firing", "resolved", "firing"] for v in seen.values()) and len(seen) == 40
     store.engine.dispose()
+
+
+def test_a_transition_is_decided_in_its_own_submit_even_after_a_later_flush(store: SqliteStore) -> None:
+    """The outbox job may flush the groups with a later clock than an evaluation that started
+    before it: the evaluation's resolve must still be queued with the transition, not a tick later."""
+    notifier = Notifier(store, make_settings())
+    alert = firing()
+    assert notifier.submit([(alert, [])], T0) == 1
+    notifier.flush(T0 + 2 * S)  # the outbox job, clock read later
+    assert notifier.submit([(resolved(alert, T0 + S), [])], T0 + S) == 1
+
+
+def test_a_resolve_overtaken_by_the_next_episode_is_sent_first(
+    store: SqliteStore, http_receiver: HTTPReceiver
+) -> None:
+    """With a group_interval, an alert can resolve and fire again before its resolve is due: the
+    first episode is closed (its own dedup key) before the second one's firing."""
+    notifier = Notifier(store, _settings(("hook", http_receiver), group_interval=timedelta(minutes=1)))
+    alert = firing()
+    assert notifier.submit([(alert, [])], T0) == 1
+    assert notifier.submit([(resolved(alert, T0 + 10 * S), [])], T0 + 10 * S) == 0  # not due yet
+    again = firing(active_at=T0 + 20 * S)
+    assert notifier.submit([(again, [])], T0 + 20 * S) == 0
+    assert notifier.flush(T0 + 70 * S).sent == 3
+    sent = [(b["status"], b["dedup_key"], b["starts_at"]) for _, _, b in http_receiver.requests]
+    assert [s for s, _, _ in sent] == ["firing", "resolved", "firing"]
+    assert sent[0][1] == sent[1][1] != sent[2][1]
+    assert sent[1][2] == sent[0][2]
