@@ -103,11 +103,14 @@ def test_a_hanging_receiver_does_not_hold_the_others(store: SqliteStore) -> None
         try:
             fast.wait_for(8, timeout=30)  # all of them while the slow receiver answers none
             assert len(slow.wait_for(3, timeout=30)) == 3  # it holds at most its share of the workers
+            # a page queued meanwhile does not wait for the slow receiver's backlog either
+            notifier.submit([(firing(labels={"tenant": "late"}), [])], T0)
+            assert fast.wait_for(9, timeout=30)[-1][2]["labels"] == {"tenant": "late"}
         finally:
             slow.release()
         flush.join(30)
-        assert result == [FlushResult(16, 0, 0, 0)]
-        assert len(slow.requests) == 8
+        assert result == [FlushResult(18, 0, 0, 0)]
+        assert len(slow.requests) == 9
 
 
 def test_replicas_keep_one_alerts_order(pg_url: str) -> None:

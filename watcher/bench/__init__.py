@@ -1,7 +1,8 @@
 """``watcher bench``: the detection benchmark on a labelled corpus and the throughput benchmark.
 
 This package owns the generated corpus (``corpus``), window-based detection scoring
-(``detection``) and the per-detector timing of start-up and steady-state ticks (``throughput``).
+(``detection``), the per-detector timing of start-up and steady-state ticks (``throughput``) and
+an alert storm through the outbox (``storm``).
 It does not own any detector. Imports stay lazy: ``watcher --help`` must not pay for numpy.
 """
 
@@ -24,11 +25,11 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|throughput|hooks|ingest`` on the command line's subparsers."""
+    """Register ``watcher bench detection|throughput|hooks|ingest|notify`` on the subparsers."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "bench", help="detection, throughput, hooks and ingest benchmarks"
+        "bench", help="detection, throughput, hooks, ingest and notification-storm benchmarks"
     )
-    sub = p.add_subparsers(dest="bench", required=True, metavar="detection|throughput|hooks|ingest")
+    sub = p.add_subparsers(dest="bench", required=True, metavar="detection|throughput|hooks|ingest|notify")
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
     det.add_argument("--labels", help="labels JSON (default: the corpus' labels/*.json or labels.json)")
@@ -51,7 +52,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     # These pull in sqlalchemy/pydantic (which the CLI loads anyway for `watcher db`), not numpy.
     from ..ingest import add_ingest_bench_parser
     from ..instrument.bench import add_hooks_bench_parser
+    from .storm import add_storm_parser
 
     add_hooks_bench_parser(sub)
     add_ingest_bench_parser(sub)
+    add_storm_parser(sub)
     return p

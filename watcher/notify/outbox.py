@@ -36,7 +36,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -240,6 +240,7 @@ class Outbox:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._stop_by: float | None = None
+        self._notices: list[OutboxRow] = []
 
     def pending_count(self) -> int:
         """Return how many rows wait for delivery (due or not)."""
@@ -268,7 +269,7 @@ class Outbox:
     def _shared(self) -> bool:
         return self._owner is not None and getattr(self._store, "dialect", "postgresql") == "postgresql"
 
-    def _claim(self, now: datetime, limit: int, up_to: int | None = None) -> list[OutboxRow]:
+    def _claim(self, now: datetime, limit: int, exclude: Collection[str] = ()) -> list[OutboxRow]:
         """Claim up to ``limit`` due rows no other live sender holds; return them, oldest first."""
         table = OutboxRow.__table__  # type: ignore[attr-defined]
         c = table.c
@@ -279,7 +280,7 @@ class Outbox:
                 c.next_attempt_at <= now,
                 sa.or_(c.claimed_until.is_(None), c.claimed_until < func.clock_timestamp()),
                 _head_of_key(table),
-                sa.true() if up_to is None else c.id <= up_to,
+                sa.true() if not exclude else c.receiver.not_in(list(exclude)),
             )
             .order_by(c.id)
             .limit(limit)
@@ -333,18 +334,24 @@ class Outbox:
         timeout = float(getattr(self._receivers.get(row.receiver), "timeout_s", 10.0) or 10.0)
         return time.monotonic() + timeout + STOP_SLACK_S <= self._stop_by
 
-    def due(self, now: datetime, limit: int | None = None, *, up_to: int | None = None) -> list[OutboxRow]:
+    def due(
+        self,
+        now: datetime,
+        limit: int | None = None,
+        *,
+        exclude: Collection[str] = (),
+    ) -> list[OutboxRow]:
         """Return up to ``limit`` (default: one batch) rows due at ``now``, oldest first.
 
         A row is due when its time has come and no older row of its key (receiver × fingerprint)
-        is still pending; ``up_to`` leaves out rows queued after that id. When shared, the rows
-        are claimed for this sender.
+        is still pending; ``exclude`` leaves out the rows of those receivers. When shared, the
+        rows are claimed for this sender.
         """
         n = self._batch if limit is None else limit
         if self._shared():
             if self._may_send is not None and not self._may_send():
                 return []
-            return self._claim(now, n, up_to)
+            return self._claim(now, n, exclude)
         table = OutboxRow.__table__  # type: ignore[attr-defined]
         c = table.c
         stmt = (
@@ -353,14 +360,10 @@ class Outbox:
             .order_by(c.id)
             .limit(n)
         )
-        if up_to is not None:
-            stmt = stmt.where(c.id <= up_to)
+        if exclude:
+            stmt = stmt.where(c.receiver.not_in(list(exclude)))
         with self._store.session() as s:
             return [OutboxRow(**dict(r._mapping)) for r in s.connection().execute(stmt)]
-
-    def _last_id(self) -> int:
-        with self._store.session() as s:
-            return int(s.exec(select(func.max(col(OutboxRow.id)))).one() or 0)
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -380,10 +383,13 @@ class Outbox:
 
         Sends run on the pool, one at a time per key and at most ``per_receiver`` per receiver;
         when a row of a key is done, the next row of that key is picked up in the same flush.
-        Rows queued during the flush (delivery-failure notices) wait for the next one.
+        Rows queued meanwhile are picked up too (a new page does not wait behind a slow
+        receiver's backlog), except the delivery-failure notices this flush queued: they wait
+        for the next one.
         """
         started = time.monotonic()
-        up_to = self._last_id()
+        with self._pool_lock:
+            self._notices = []
         counts = {SENT: 0, "failed": 0, DEAD: 0}
         running: dict[Future[str], OutboxRow] = {}
         per_receiver: dict[str, int] = {}
@@ -398,11 +404,16 @@ class Outbox:
             return deadline_s is None or time.monotonic() - started < deadline_s
 
         while True:
-            if may_start() and len(waiting) < self._workers:
+            full = {name for name, n in per_receiver.items() if n >= self._per_receiver}
+            startable = sum(1 for r in waiting if r.receiver not in full)
+            if may_start() and startable < self._workers - len(running):
                 # a pending row of a key in flight is skipped by id; rows tried in this flush too
-                # (their next attempt lies ahead, unless retries are immediate)
+                # (their next attempt lies ahead, unless retries are immediate); receivers at
+                # their limit are left out, so their backlog never crowds out the others
                 skip = {r.id for r in running.values()} | {r.id for r in waiting} | done
-                picked = self.due(now, self._batch + len(skip), up_to=up_to)
+                with self._pool_lock:
+                    skip |= {r.id for r in self._notices if r.id is not None}
+                picked = self.due(now, self._batch + len(skip), exclude=full)
                 fresh = [r for r in picked if r.id not in skip]
                 touched += [r.id for r in fresh]
                 waiting += fresh
@@ -530,7 +541,7 @@ class Outbox:
                     to=to,
                     now=now,
                 )
-                enqueue(s, notice, now)
+                self._note_notice(enqueue(s, notice, now))
             s.commit()
         if self.metrics is not None:
             self.metrics.notifications_dead.labels(row.receiver, reason).inc()
@@ -541,9 +552,14 @@ class Outbox:
         logger.error("notification to %s dead-lettered (%s): %s", row.receiver, reason, error, extra=ctx)
         return DEAD
 
+    def _note_notice(self, row: OutboxRow) -> None:
+        """Remember a notice queued while sending: it waits for the next flush (no notice storms)."""
+        with self._pool_lock:
+            self._notices.append(row)
+
     def _enqueue_notice(self, session: Session, n: Notification, now: datetime) -> None:
         """Queue a receiver-failing notice (``failing``) in ``session`` and count it."""
-        enqueue(session, n, now)
+        self._note_notice(enqueue(session, n, now))
         if self.metrics is not None:
             self.metrics.notifications_enqueued.labels(n.receiver).inc()
 
