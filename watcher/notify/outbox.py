@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 PENDING, SENT, DEAD = "pending", "sent", "dead"
 JITTER = 0.2
 _MAX_ERROR_LEN = 500
+POLL_S = 0.5
+"""How often a flush waiting on slow sends looks for rows queued since (other processes write too)."""
 STOP_SLACK_S = 0.5
 """Margin kept, besides the receiver's own timeout, before a stop deadline when starting a send."""
 
@@ -433,7 +435,8 @@ class Outbox:
                 running[self._executor().submit(self._deliver, row, now)] = row
             if not running:
                 break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            # look for new rows now and then while sends hang (pages queued since, a receiver freed)
+            finished, _ = wait(list(running), timeout=POLL_S, return_when=FIRST_COMPLETED)
             for fut in finished:
                 row = running.pop(fut)
                 per_receiver[row.receiver] -= 1
