@@ -3,7 +3,9 @@
 ``HTTPReceiver`` runs a ``ThreadingHTTPServer`` on 127.0.0.1 and a free port in a daemon thread.
 Each request is recorded as ``(path, headers, body)`` where body is the parsed JSON or the raw text;
 replies follow a programmable status sequence (``statuses=[500, 200]``: first 500, then 200 for
-ever, the last status repeating).
+ever, the last status repeating). Status ``CLOSE`` (0) drops the connection without an answer,
+as a crashing proxy does; ``hold()`` keeps every request waiting for its answer until ``release()``
+(a receiver that hangs), without any sleep.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+CLOSE = 0
+"""A status that closes the connection without answering."""
 
 
 class HTTPReceiver:
@@ -26,6 +31,8 @@ class HTTPReceiver:
         self._cond = threading.Condition(self._lock)
         self._requests: list[tuple[str, dict[str, str], Any]] = []
         self._served: list[int] = []
+        self._open = threading.Event()
+        self._open.set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -58,6 +65,14 @@ class HTTPReceiver:
         """Replace the status sequence for the requests still to come."""
         with self._lock:
             self._statuses = list(statuses)
+
+    def hold(self) -> None:
+        """Keep the requests from now on waiting for their answer (they are recorded on arrival)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        """Answer the held requests, and the next ones at once."""
+        self._open.set()
 
     def wait_for(self, n: int, timeout: float = 5.0) -> list[tuple[str, dict[str, str], Any]]:
         """Wait until at least ``n`` requests arrived; return them or raise ``TimeoutError``."""
@@ -93,6 +108,10 @@ class HTTPReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status = owner._record(self.path, dict(self.headers.items()), raw)
+                owner._open.wait()
+                if status == CLOSE:
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(owner._reply)))
@@ -117,6 +136,7 @@ class HTTPReceiver:
 
     def close(self) -> None:
         """Stop the server and release its socket."""
+        self._open.set()
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join(timeout=5)

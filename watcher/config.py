@@ -53,6 +53,11 @@ class StoreSettings(_Section):
     )
     busy_timeout_ms: int = Field(5000, ge=0)
     echo: bool = False
+    down_after: Duration = Field(
+        timedelta(minutes=2),
+        description="unreachable this long → WatcherStoreDown, sent straight to the receivers (not queued)",
+    )
+    down_severity: str = Field("page", description="`severity` label of the WatcherStoreDown alert")
 
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -236,6 +241,12 @@ class NotifySettings(_Section):
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     heartbeat: HeartbeatSettings | None = None
+    delivery_workers: int = Field(
+        8, ge=1, le=64, description="outbox sends at once (other alerts or receivers; one alert's in order)"
+    )
+    delivery_per_receiver: int = Field(
+        4, ge=1, le=64, description="outbox sends at once to one receiver (a slow one leaves the rest free)"
+    )
 
 
 class ServerSettings(_Section):
@@ -356,6 +367,11 @@ class Settings(BaseSettings):
 
     store: StoreSettings = StoreSettings()
     rules: list[Path] = Field(default_factory=lambda: [Path("rules")], description="rule files or folders")
+    rules_allow_empty: bool = Field(
+        False,
+        description="let a reload drop a rule file or leave one without rules (every alert of its groups "
+        "then vanishes without a resolve); by default such a reload fails and the running rules stay",
+    )
     trace_url: str = Field(
         "http://localhost:16686/trace/{trace_id}",
         description="deep link to one trace; {trace_id} is replaced (Jaeger default, see docs)",
@@ -384,6 +400,11 @@ class Settings(BaseSettings):
         None, description="endpoint for rules that name none; default: the only one, if exactly one"
     )
     max_workers: int = Field(4, ge=1, le=64)
+    stop_timeout: Duration = Field(
+        timedelta(seconds=20),
+        description="SIGTERM: in-flight work and the outbox drain end within this; keep it below systemd's "
+        "TimeoutStopSec (30s in the shipped unit); what is not sent stays queued for the next start",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="auto: readable on a terminal, JSON lines otherwise (journald, containers)"

@@ -61,6 +61,9 @@ def _setup(tmp_path: Path, receiver: HTTPReceiver, order: str = "hook, pd") -> P
         f"  hook: {{type: webhook, url: '{receiver.url}/hook', secret: s3cr3t}}\n"
         f"  pd: {{type: pagerduty, routing_key: rk0123456789, url: '{receiver.url}/pd'}}\n"
         f"route: {{receivers: [{order}]}}\n"
+        # one send at a time, so "the receiver accepted one message and the process died" is exact
+        # (by default the two receivers are sent to concurrently)
+        "notify: {delivery_workers: 1}\n"
     )
     return config
 

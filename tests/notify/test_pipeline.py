@@ -70,10 +70,12 @@ def test_dedup_table_on_a_virtual_clock(store: SqliteStore) -> None:
 def test_new_episode_while_still_logged_as_firing(store: SqliteStore) -> None:
     notifier, _ = _notifier(store)
     assert notifier.submit([(firing(), [])], T0) == 1
-    # the resolve was never seen (e.g. the process was down) and a new episode started
-    assert notifier.submit([(firing(active_at=T0 + H), [])], T0 + H) == 1
+    # the resolve was never seen (e.g. the process was down) and a new episode started: the first
+    # episode is closed under its own key before the new one fires (issue 16: none left open)
+    assert notifier.submit([(firing(active_at=T0 + H), [])], T0 + H) == 2
     rows = _outbox(store)
-    assert rows[0].dedup_key != rows[1].dedup_key
+    assert [r.kind for r in rows] == ["firing", "resolved", "firing"]
+    assert rows[0].dedup_key == rows[1].dedup_key != rows[2].dedup_key
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import itertools
-import math
 import json
+import math
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta

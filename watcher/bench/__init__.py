@@ -2,8 +2,9 @@
 
 This package owns the generated corpus (``corpus``, ``hardened``), window-based detection scoring
 (``detection``, ``ranking``) with other libraries' detectors beside watcher's (``peers``), flag
-rates on real anomaly-free series shipped inside pip packages (``flagrate``) and the per-detector
-timing of start-up and steady-state ticks (``throughput``).
+rates on real anomaly-free series shipped inside pip packages (``flagrate``), the per-detector
+timing of start-up and steady-state ticks (``throughput``) and an alert storm through the outbox
+(``storm``).
 It does not own any detector. Imports stay lazy: ``watcher --help`` must not pay for numpy.
 """
 
@@ -32,11 +33,13 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|throughput|hooks|ingest`` on the subparsers."""
+    """Register ``watcher bench detection|flagrate|throughput|hooks|ingest|notify`` on the subparsers."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "bench", help="detection, flag-rate, throughput, hooks and ingest benchmarks"
+        "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )
-    sub = p.add_subparsers(dest="bench", required=True, metavar="detection|flagrate|throughput|hooks|ingest")
+    sub = p.add_subparsers(
+        dest="bench", required=True, metavar="detection|flagrate|throughput|hooks|ingest|notify"
+    )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
     det.add_argument("--labels", help="labels JSON (default: the corpus' labels/*.json or labels.json)")
@@ -85,7 +88,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     # These pull in sqlalchemy/pydantic (which the CLI loads anyway for `watcher db`), not numpy.
     from ..ingest import add_ingest_bench_parser
     from ..instrument.bench import add_hooks_bench_parser
+    from .storm import add_storm_parser
 
     add_hooks_bench_parser(sub)
     add_ingest_bench_parser(sub)
+    add_storm_parser(sub)
     return p

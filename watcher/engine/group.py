@@ -202,6 +202,10 @@ class EvalResult:
     notify: list[tuple[Alert, Sequence[str]]]
     health: list[RuleHealth]
     alerts: list[Alert]
+    changed: list[Alert] = field(default_factory=list)
+    """Alerts whose state is not yet in the store (this evaluation's changes, and any left unsaved)."""
+    deleted: list[str] = field(default_factory=list)
+    """Fingerprints to delete from the store."""
 
 
 class GroupEvaluator:
@@ -238,6 +242,8 @@ class GroupEvaluator:
         self._metrics = metrics
         self._render = render
         self._runners = [_RuleRunner(rule=r, group=group) for r in group.rules]
+        self._unsaved: dict[str, Alert | None] = {}
+        """Changes not yet committed (fingerprint → alert, None: delete): retried until saved."""
 
     @property
     def name(self) -> str:
@@ -281,8 +287,13 @@ class GroupEvaluator:
             return hist.verdicts() if hist is not None else []
         return []
 
-    def evaluate(self, now: datetime) -> EvalResult:
-        """Evaluate every rule at ``now``; persist the changes; return what to notify."""
+    def evaluate(self, now: datetime, *, persist: bool = True) -> EvalResult:
+        """Evaluate every rule at ``now``; persist the changes; return what to notify.
+
+        With ``persist=False`` nothing is written: the caller writes ``changed``/``deleted`` in
+        its own transaction (the daemon's, together with the notifications) and then calls
+        :meth:`saved`. Changes whose commit failed are carried into the next result.
+        """
         healths: list[RuleHealth] = []
         changed: list[Alert] = []
         deleted: list[str] = []
@@ -306,11 +317,20 @@ class GroupEvaluator:
                 continue
             changed.extend(ch)
             deleted.extend(de)
-            healths.append(RuleHealth(self.name, runner.rule.alert, True, now, time.perf_counter() - t0, None, n_series))
+            healths.append(
+                RuleHealth(self.name, runner.rule.alert, True, now, time.perf_counter() - t0, None, n_series)
+            )
             if self._metrics:
                 self._metrics.rule_evaluations.labels(self.name, runner.rule.alert).inc()
-        if self._alert_store is not None:
-            self._alert_store.save(changed, deleted)
+        for alert in changed:
+            self._unsaved[alert.fingerprint] = alert
+        for fp in deleted:
+            self._unsaved[fp] = None
+        to_save = [a for a in self._unsaved.values() if a is not None]
+        to_delete = [fp for fp, a in self._unsaved.items() if a is None]
+        if persist and self._alert_store is not None:
+            self._alert_store.save(to_save, to_delete)
+            self._forget_saved(to_save, to_delete)
             self._alert_store.record_health(healths)
         if self._metrics:
             self._metrics.group_duration.labels(self.name).observe(time.perf_counter() - started)
@@ -323,7 +343,19 @@ class GroupEvaluator:
             for alert in runner.alerts.values():
                 if alert.state is AlertState.FIRING or alert.resolved:
                     notify.append((alert, runner.rule.receivers))
-        return EvalResult(self.name, now, notify, healths, self.alerts())
+        return EvalResult(self.name, now, notify, healths, self.alerts(), to_save, to_delete)
+
+    def saved(self, result: EvalResult) -> None:
+        """Note that ``result``'s changes were committed (they are not carried into the next one)."""
+        self._forget_saved(result.changed, result.deleted)
+
+    def _forget_saved(self, changed: Sequence[Alert], deleted: Sequence[str]) -> None:
+        for alert in changed:
+            if self._unsaved.get(alert.fingerprint) is alert:
+                del self._unsaved[alert.fingerprint]
+        for fp in deleted:
+            if fp in self._unsaved and self._unsaved[fp] is None:
+                del self._unsaved[fp]
 
     # --- one rule ----------------------------------------------------------------------------
 
@@ -335,7 +367,9 @@ class GroupEvaluator:
         stp = rule_step(rule, self.group)
         step_s = stp.total_seconds()
         grid_last = math.floor(to_epoch(now) / step_s) * step_s
-        start = from_epoch(runner.cursor) if runner.cursor is not None else now - rule_lookback(rule, self.group)
+        start = (
+            from_epoch(runner.cursor) if runner.cursor is not None else now - rule_lookback(rule, self.group)
+        )
         # a SourceError leaves all state untouched
         series_list = self._fetch(source, rule, start, now, stp)
         runner.cursor = max(grid_last, runner.cursor or -math.inf)
@@ -468,15 +502,30 @@ class GroupEvaluator:
         traces: tuple[TraceRef, ...],
         notes: Mapping[str, str] | None = None,
     ) -> Observation:
-        annotations = self._render(
-            rule.annotations, labels=labels, value=v.value, expected=v.expected, lower=v.lower, upper=v.upper,
-            score=v.score,
-        ) if rule.annotations else {}
+        annotations = (
+            self._render(
+                rule.annotations,
+                labels=labels,
+                value=v.value,
+                expected=v.expected,
+                lower=v.lower,
+                upper=v.upper,
+                score=v.score,
+            )
+            if rule.annotations
+            else {}
+        )
         if notes:
             annotations = {**notes, **annotations}  # the rule's own annotation of the same name wins
         return Observation(
-            active=active, value=v.value, expected=v.expected, lower=v.lower, upper=v.upper, score=v.score,
-            annotations=annotations, traces=traces,
+            active=active,
+            value=v.value,
+            expected=v.expected,
+            lower=v.lower,
+            upper=v.upper,
+            score=v.score,
+            annotations=annotations,
+            traces=traces,
         )
 
     def _missing(self, runner: _RuleRunner, alert: Alert) -> Observation | None:

@@ -22,19 +22,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 from urllib.parse import quote
 
 import schedule
+from sqlmodel import Session
 
 from .. import sdnotify
 from ..config import Settings
 from ..core import Alert, Verdict
-from ..errors import RuleFileError
+from ..errors import Problem, RuleFileError, StoreError
 from ..notify.pipeline import Notifier
 from ..notify.receivers import build_receivers
 from ..notify.receivers.base import Receiver
@@ -45,7 +46,8 @@ from ..sources.sql import SqlSource
 from ..store.db import Store, open_store
 from .group import EvalResult, GroupEvaluator
 from .sourcedown import SourceDownMonitor
-from .state import AlertStore
+from .state import AlertStore, write_alerts
+from .storedown import StoreDownMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,39 @@ def build_sources(settings: Settings, store: Store) -> dict[str, Source]:
     if settings.prometheus:
         sources["prometheus"] = PrometheusSource(settings.prometheus, settings.default_prometheus)
     return sources
+
+
+def refuse_emptied(old: LoadedRules, new: LoadedRules) -> None:
+    """Raise ``RuleFileError`` when a rule file with rules in ``old`` is gone or has none in ``new``.
+
+    A rule file that vanishes or comes back empty (a half-finished git checkout, a ConfigMap being
+    rewritten) would drop every alert of its groups without a resolve, and page again under new
+    dedup keys when it returns: a reload refuses it unless ``rules_allow_empty`` is set.
+    """
+
+    def with_rules(rules: LoadedRules) -> set[str]:
+        return {str(g.file) for g in rules.groups if g.group.rules}
+
+    had, have = with_rules(old), with_rules(new)
+    files = {str(f) for f in new.files}
+    groups = {g.name for g in new.groups}
+    problems = [
+        Problem(f, 1, 1, EMPTY if f in files else VANISHED)
+        for f in sorted(had - have)
+        if any(str(g.file) == f and g.name not in groups for g in old.groups)  # not merely moved
+    ]
+    if problems:
+        raise RuleFileError(problems)
+
+
+VANISHED = (
+    "the rule file is gone: its groups' alerts would vanish without a resolve; restore it, or set "
+    "rules_allow_empty: true to allow dropping files"
+)
+EMPTY = (
+    "the rule file has no rules: its groups' alerts would vanish without a resolve; fix it, or set "
+    "rules_allow_empty: true to allow empty files"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +145,9 @@ class Daemon:
         self.source_down = SourceDownMonitor(
             settings.prometheus, resolved_retention=settings.notify.resolved_retention
         )
+        self.store_down = StoreDownMonitor(
+            settings, self.notifier.receivers, rule_url=self.rule_url, store_name=self.store.url_display
+        )
         self.rules = rules if rules is not None else self._load_rules()
         self.evaluators: dict[str, GroupEvaluator] = {}
         self._install(self.rules)
@@ -118,6 +156,9 @@ class Daemon:
         self.http: Any = None
         """The running HTTP server (``server.ServerThread``; its ``port`` is the bound one), if any."""
         self._locks: dict[str, threading.Lock] = {}
+        self._running: set[Future[None]] = set()
+        self._group_jobs: dict[str, tuple[GroupEvaluator, schedule.Job]] = {}
+        self._scheduled = False
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._scheduler = schedule.Scheduler()
@@ -165,6 +206,8 @@ class Daemon:
         """Re-read the rule files; on any problem keep the running rules and say why."""
         try:
             rules = self._load_rules()
+            if not self.settings.rules_allow_empty:
+                refuse_emptied(self.rules, rules)
         except RuleFileError as exc:
             self.last_reload_error = str(exc)
             self.metrics.reloads.labels("error").inc()
@@ -174,13 +217,17 @@ class Daemon:
         self.last_reload_error = None
         self.metrics.reloads.labels("ok").inc()
         logger.info("rules reloaded: %d groups, %d rules", len(rules.groups), rules.rule_count)
-        if self._executor is not None:
-            self._schedule_jobs()
+        if self._scheduled:
+            for name in self._sync_group_jobs():  # a new group is evaluated at once, as at start
+                if self._executor is not None:
+                    self._dispatch(f"group:{name}", functools.partial(self.evaluate_group, name))
         return ReloadResult(True, len(self.evaluators))
 
     def rule_url(self, group: str, rule: str) -> str:
         """Return the status-page link of one rule."""
-        return f"{self.settings.external_url.rstrip('/')}/rules/{quote(group, safe='')}/{quote(rule, safe='')}"
+        return (
+            f"{self.settings.external_url.rstrip('/')}/rules/{quote(group, safe='')}/{quote(rule, safe='')}"
+        )
 
     # --- work ----------------------------------------------------------------------------------
 
@@ -188,7 +235,7 @@ class Daemon:
         """Evaluate one group at ``now`` (default: the clock) and enqueue its notifications."""
         ev = self.evaluators[name]
         at = now or self.clock()
-        result = ev.evaluate(at)
+        result = ev.evaluate(at, persist=False)
         self.metrics.signals.set(name, ev.verdicts())
         self.metrics.last_evaluation.labels(name).set(at.timestamp())
         # one alert per unavailable endpoint that some rule still queries
@@ -197,7 +244,15 @@ class Daemon:
             # replicas: every one tracks the endpoints, but only the holder of the first group's
             # lease speaks for them, so an outage seen by all replicas pages once
             down = []
-        n = self.notifier.submit([*result.notify, *down], at, fence=fence)
+
+        def state(session: Session) -> None:
+            write_alerts(session, result.changed, result.deleted)
+
+        # alert state, notification log and outbox rows: one transaction (a crash between a
+        # transition and its message would lose the message, e.g. a resolve, for ever)
+        n = self.notifier.submit([*result.notify, *down], at, fence=fence, state=state)
+        ev.saved(result)
+        self.alert_store.record_health(result.health)
         if n:
             logger.info("group %s: %d notification(s) enqueued", name, n)
         return result
@@ -233,6 +288,35 @@ class Daemon:
         """Return the recent verdicts of ``alert``'s series (empty if its group or rule is gone)."""
         ev = self.evaluators.get(alert.group)
         return ev.history(alert.rule, alert.labels) if ev is not None else []
+
+    def check_store(self, now: datetime | None = None) -> bool:
+        """Ping the store; after ``store.down_after`` unreachable, tell the receivers directly.
+
+        Returns whether the store answered. See ``storedown``: ``WatcherStoreDown`` and its resolve
+        bypass the outbox, which lives in the store.
+        """
+        try:
+            self.store.ping()
+        except StoreError as exc:
+            self.store_down.update(False, now or self.clock(), str(exc))
+            return False
+        self.store_down.update(True, now or self.clock())
+        return True
+
+    def evaluating(self) -> bool:
+        """Tell whether evaluation runs: the store answers and (replicas) this one's leases are valid."""
+        return self.store_down.up and self._active()
+
+    def beat(self, heartbeat: Any, now: datetime | None = None) -> bool:
+        """Ping the heartbeat only while evaluation runs (checking the store first); return whether sent.
+
+        A daemon that cannot evaluate must fall silent, so the outside dead-man's switch fires.
+        """
+        self.check_store(now)
+        if not self.evaluating():
+            logger.warning("heartbeat withheld: evaluation is stopped (store unreachable or leases lost)")
+            return False
+        return bool(heartbeat.ping())
 
     def _active(self) -> bool:
         """Tell whether this replica may touch the outbox (False once its cluster leases ran out)."""
@@ -283,29 +367,71 @@ class Daemon:
 
         try:
             assert self._executor is not None
-            self._executor.submit(run)
+            fut = self._executor.submit(run)
         except RuntimeError:  # the pool is shutting down
             lock.release()
+            return
+        self._running.add(fut)
+        fut.add_done_callback(self._running.discard)
 
     def _schedule_jobs(self) -> None:
+        """Create the schedule: one job per group, the outbox, heartbeat and retention jobs."""
         self._scheduler.clear()
-        for name, ev in self.evaluators.items():
-            if self.cluster is not None and self.cluster.schedules_groups:
-                break  # replicas tick their leased groups on a shared grid (cluster.member)
-            secs = max(1, int(ev.group.interval.total_seconds()))
-            self._scheduler.every(secs).seconds.do(
-                self._dispatch, f"group:{name}", functools.partial(self.evaluate_group, name)
-            )
+        self._group_jobs.clear()
+        self._scheduled = True
+        self._sync_group_jobs()
         flush_s = max(1, int(self.settings.notify.flush_interval.total_seconds()))
         self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self._flush_if_active)
+        down_s = self.settings.store.down_after.total_seconds()
+        check_s = max(1, int(min(15.0, down_s / 4)))
+        self._scheduler.every(check_s).seconds.do(self._dispatch, "store", self.check_store)
         if self.settings.notify.heartbeat is not None:  # dead-man's switch, see notify.heartbeat
             from ..notify.heartbeat import Heartbeat
 
             beat = Heartbeat(self.settings.notify.heartbeat)
             beat_s = max(1, int(self.settings.notify.heartbeat.interval.total_seconds()))
-            self._scheduler.every(beat_s).seconds.do(self._dispatch, "heartbeat", beat.ping)
+            self._scheduler.every(beat_s).seconds.do(
+                self._dispatch, "heartbeat", functools.partial(self.beat, beat)
+            )
         keep_s = max(60, int(self.settings.retention.interval.total_seconds()))
         self._scheduler.every(keep_s).seconds.do(self._dispatch, "retention", self.enforce_retention)
+
+    def _sync_group_jobs(self) -> list[str]:
+        """Bring the group jobs in line with the evaluators; return the groups that are new.
+
+        An unchanged group (the same evaluator) keeps its job, so its phase and state: a reload,
+        however often, never delays an evaluation. A changed group gets a job on its new interval
+        in the same phase: its next run comes one (new) interval after its last one (at once if
+        that is past). A group gone loses its job.
+        """
+        if self.cluster is not None and self.cluster.schedules_groups:
+            return []  # replicas tick their leased groups on a shared grid (cluster.member)
+        fresh: list[str] = []
+        now = datetime.now()
+        for name, ev in self.evaluators.items():
+            old = self._group_jobs.get(name)
+            if old is not None and old[0] is ev:
+                continue
+            secs = max(1, int(ev.group.interval.total_seconds()))
+            job = self._scheduler.every(secs).seconds.do(
+                self._dispatch, f"group:{name}", functools.partial(self.evaluate_group, name)
+            )
+            if old is None:
+                fresh.append(name)
+            else:
+                old_job = old[1]
+                self._scheduler.cancel_job(old_job)
+                assert old_job.next_run is not None
+                last = old_job.last_run or old_job.next_run - timedelta(seconds=old_job.interval)
+                job.next_run = max(now, last + timedelta(seconds=secs))
+            self._group_jobs[name] = (ev, job)
+        for name in [n for n in self._group_jobs if n not in self.evaluators]:
+            self._scheduler.cancel_job(self._group_jobs.pop(name)[1])
+        return fresh
+
+    def next_evaluations(self) -> dict[str, datetime]:
+        """Return each scheduled group's next run (naive local time, as ``schedule`` keeps it)."""
+        return {name: job.next_run for name, (_, job) in self._group_jobs.items() if job.next_run is not None}
 
     def request_reload(self, *_: Any) -> None:
         """Ask the loop to reload the rules (safe to call from a signal handler)."""
@@ -350,17 +476,34 @@ class Daemon:
                     logger.exception("scheduler tick failed")
                 self._stop.wait(0.2)
         finally:
-            logger.info("stopping: finishing in-flight evaluations")
-            if http is not None:
-                http.stop()
-            self._executor.shutdown(wait=True)
-            left = self.drain(deadline_s=5.0) if self._active() else 0
-            if left:
-                logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
-            self._executor = None
-            if self.cluster is not None:
-                self.cluster.stop()
-                self.cluster = None
+            self._shutdown(http)
+
+    def _shutdown(self, http: Any) -> None:
+        """Stop within ``stop_timeout``: finish in-flight jobs, drain the outbox, hand leases back.
+
+        No send is started that could not finish within the budget (``Outbox.stop_by``); what is
+        not sent stays queued for the next start.
+        """
+        budget = self.settings.stop_timeout.total_seconds()
+        end = time.monotonic() + budget
+        logger.info("stopping (within %.0fs): finishing in-flight evaluations and sends", budget)
+        self.notifier.outbox.stop_by(end - 1.0)  # a second for the leases and the exit
+        if http is not None:
+            http.stop(timeout=min(5.0, budget / 4))
+        assert self._executor is not None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        _, late = wait(list(self._running), timeout=max(0.0, end - 1.0 - time.monotonic()))
+        left = 0
+        if late:
+            logger.warning("stop budget spent with %d job(s) still running", len(late))
+        elif self._active():  # a replica whose leases ran out leaves the outbox to the others
+            left = self.drain(deadline_s=max(0.0, end - 1.0 - time.monotonic()))
+        if left:
+            logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
+        self._executor = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
 
     def _start_server(self) -> Any:
         """Start the HTTP server when enabled; a port in use is logged, alerting goes on without it."""
@@ -387,7 +530,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def close(self) -> None:
-        """Release the sources' connections and the store."""
+        """Stop the outbox's sending threads; release the sources' connections and the store."""
+        self.notifier.close()
         for source in {id(s): s for s in self.sources.values()}.values():
             close = getattr(source, "close", None)
             if callable(close):

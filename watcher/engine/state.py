@@ -115,6 +115,19 @@ def row_to_alert(row: AlertRow) -> Alert:
     )
 
 
+def write_alerts(session: Session, changed: Iterable[Alert], deleted: Iterable[str]) -> None:
+    """Upsert ``changed`` and delete ``deleted`` inside the caller's transaction (no commit here).
+
+    The daemon calls it in the transaction that also writes the notification log and the outbox,
+    so a state transition and the message about it are committed together or not at all.
+    """
+    for alert in changed:
+        session.merge(alert_to_row(alert))
+    gone = list(deleted)
+    if gone:
+        session.exec(delete(AlertRow).where(col(AlertRow.fingerprint).in_(gone)))
+
+
 @dataclass(frozen=True, slots=True)
 class RuleHealth:
     """The outcome of one rule evaluation, as the status page and ``eval_runs`` show it."""
@@ -149,10 +162,7 @@ class AlertStore:
         if not changed and not deleted:
             return
         with _translated(self._store, "saving alert state"), self._store.session() as s:
-            for alert in changed:
-                s.merge(alert_to_row(alert))
-            if deleted:
-                s.exec(delete(AlertRow).where(col(AlertRow.fingerprint).in_(deleted)))
+            write_alerts(s, changed, deleted)
             s.commit()
 
     def record_health(self, results: Iterable[RuleHealth]) -> None:

@@ -182,6 +182,7 @@ class Aggregator:
         self.settings = settings
         self.stale_after = stale_after
         self.groups: dict[tuple[str, str], AggGroup] = {}
+        self._latest: datetime | None = None
 
     def add(
         self,
@@ -216,8 +217,14 @@ class Aggregator:
         return group_identity(alert, timing_for(self.settings, receiver, route))[0]
 
     def due(self, now: datetime) -> list[AggGroup]:
-        """Return the groups whose timer has come at ``now``, oldest timer first."""
-        due = [g for g in self.groups.values() if utc(g.next_flush) <= utc(now)]
+        """Return the groups whose timer has come at ``now``, oldest timer first.
+
+        The timers never run backwards: an evaluation that read the clock before the outbox job
+        flushed the groups still finds them due (with ``group_interval: 0``, a transition's
+        message must be decided in the transaction that commits the transition).
+        """
+        self._latest = max(self._latest, utc(now)) if self._latest is not None else utc(now)
+        due = [g for g in self.groups.values() if utc(g.next_flush) <= self._latest]
         return sorted(due, key=lambda g: utc(g.next_flush))  # stable: arrival order on ties
 
     def after_flush(self, group: AggGroup, decision: Decision | None, now: datetime) -> None:

@@ -6,7 +6,20 @@ memory, picking what is due, calling the receiver, and recording the outcome. It
 deciding what to send (``pipeline``), rendering (``templates``) nor any transport (``receivers``).
 
 Delivery is at-least-once: a row is marked ``sent`` only after the receiver accepted it, and each
-outcome is committed on its own, so a crash repeats at most the one send in flight. A retryable
+outcome is committed on its own, so a crash repeats at most the sends in flight.
+
+**Order per alert.** Rows about the same thing for the same receiver (``receiver`` ×
+``fingerprint``: an alert, or a group key for grouped receivers) are sent strictly in the order
+they were queued: a row is due only when no older row of its key is still pending, across
+retries, restarts and replicas (the rule is in the query that picks rows, so it holds for any
+sender). A firing overtaken by its own resolve before delivery is therefore sent first, then the
+resolve (both, in order: a receiver such as PagerDuty drops a resolve for an unknown dedup key).
+A dead-lettered row no longer holds its successors back.
+
+**Concurrency.** Rows of different keys are sent concurrently by a bounded pool
+(``delivery_workers``), at most ``delivery_per_receiver`` at a time to one receiver, so one slow
+or failing receiver does not hold the others back. A stop budget (``stop_by``) keeps the sender
+from starting a send it could not finish in time; what is not sent stays queued. A retryable
 failure waits ``min(retry_max, retry_initial · 2^(attempts-1))`` with ±20 % jitter; a
 non-retryable failure, a message older than ``max_age`` or a receiver no longer configured makes
 the row ``dead`` and, in the same transaction, queues a notice to each
@@ -21,8 +34,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -46,6 +61,10 @@ logger = logging.getLogger(__name__)
 PENDING, SENT, DEAD = "pending", "sent", "dead"
 JITTER = 0.2
 _MAX_ERROR_LEN = 500
+POLL_S = 0.5
+"""How often a flush waiting on slow sends looks for rows queued since (other processes write too)."""
+STOP_SLACK_S = 0.5
+"""Margin kept, besides the receiver's own timeout, before a stop deadline when starting a send."""
 
 
 class SessionFactory(Protocol):
@@ -168,6 +187,17 @@ def enqueue(
     return row
 
 
+def _head_of_key(table: sa.Table) -> sa.ColumnElement[bool]:
+    """Return the condition "no older row of the same receiver × fingerprint is still pending"."""
+    older = table.alias("older")
+    return ~sa.exists().where(
+        older.c.receiver == table.c.receiver,
+        older.c.fingerprint == table.c.fingerprint,
+        older.c.status == PENDING,
+        older.c.id < table.c.id,
+    )
+
+
 def backoff(attempts: int, initial: timedelta, maximum: timedelta, rng: random.Random) -> timedelta:
     """Return the wait before retry number ``attempts`` (≥ 1): capped exponential, ±20 % jitter."""
     base = min(maximum.total_seconds(), initial.total_seconds() * 2 ** max(0, attempts - 1))
@@ -191,7 +221,10 @@ class Outbox:
         failing_after: int = 3,
         failing_for: timedelta = timedelta(minutes=10),
         metrics: SelfMetrics | None = None,
+        workers: int = 8,
+        per_receiver: int = 4,
     ) -> None:
+        """``workers`` sends run at once at most, ``per_receiver`` of them to the same receiver."""
         self._store = store
         self._failure_receivers = list(failure_receivers)
         self.metrics = metrics
@@ -204,6 +237,12 @@ class Outbox:
         self._max_age = max_age
         self._rng = rng or random.Random()
         self._batch = batch
+        self._workers = max(1, workers)
+        self._per_receiver = max(1, min(per_receiver, self._workers))
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._stop_by: float | None = None
+        self._notices: list[OutboxRow] = []
 
     def pending_count(self) -> int:
         """Return how many rows wait for delivery (due or not)."""
@@ -214,7 +253,6 @@ class Outbox:
     _owner: str | None = None
     _claim_for: timedelta = timedelta(0)
     _may_send: Callable[[], bool] | None = None
-    _claim_deadline: float = 0.0
 
     def share(self, owner: str, claim_for: timedelta, may_send: Callable[[], bool]) -> None:
         """Deliver alongside other replicas (PostgreSQL): claim due rows ``FOR UPDATE SKIP LOCKED``.
@@ -228,12 +266,13 @@ class Outbox:
         self._owner = owner
         self._claim_for = claim_for
         self._may_send = may_send
+        self._claimed: dict[int, float] = {}
 
     def _shared(self) -> bool:
         return self._owner is not None and getattr(self._store, "dialect", "postgresql") == "postgresql"
 
-    def _claim(self, now: datetime) -> list[OutboxRow]:
-        """Claim up to one batch of due rows no other live sender holds; return them, oldest first."""
+    def _claim(self, now: datetime, limit: int, exclude: Collection[str] = ()) -> list[OutboxRow]:
+        """Claim up to ``limit`` due rows no other live sender holds; return them, oldest first."""
         table = OutboxRow.__table__  # type: ignore[attr-defined]
         c = table.c
         pick = (
@@ -242,9 +281,11 @@ class Outbox:
                 c.status == PENDING,
                 c.next_attempt_at <= now,
                 sa.or_(c.claimed_until.is_(None), c.claimed_until < func.clock_timestamp()),
+                _head_of_key(table),
+                sa.true() if not exclude else c.receiver.not_in(list(exclude)),
             )
             .order_by(c.id)
-            .limit(self._batch)
+            .limit(limit)
             .with_for_update(skip_locked=True)
         )
         stmt = (
@@ -257,7 +298,9 @@ class Outbox:
         with self._store.session() as s:
             rows = [OutboxRow(**dict(r._mapping)) for r in s.connection().execute(stmt)]
             s.commit()
-        self._claim_deadline = started + 0.8 * self._claim_for.total_seconds()
+        until = started + 0.8 * self._claim_for.total_seconds()
+        for r in rows:
+            self._claimed[r.id or 0] = until
         return sorted(rows, key=lambda r: r.id or 0)
 
     def _unclaim(self, ids: Sequence[int | None]) -> None:
@@ -272,42 +315,143 @@ class Outbox:
             s.connection().execute(stmt)
             s.commit()
 
-    def _may_deliver(self) -> bool:
+    def _may_deliver(self, row: OutboxRow) -> bool:
         if not self._shared():
             return True
-        if time.monotonic() >= self._claim_deadline:
+        if time.monotonic() >= self._claimed.get(row.id or 0, 0.0):
             return False
         return self._may_send is None or self._may_send()
 
-    def due(self, now: datetime) -> list[OutboxRow]:
-        """Return up to one batch of pending rows due at ``now``, oldest first (claimed, when shared)."""
+    def stop_by(self, deadline: float | None) -> None:
+        """Start no send that could not finish before ``deadline`` (monotonic seconds; None: no limit).
+
+        A send may take up to its receiver's ``timeout_s``: it is started only while that much time
+        (and ``STOP_SLACK_S``) is left. What is not started stays queued for the next start.
+        """
+        self._stop_by = deadline
+
+    def _in_budget(self, row: OutboxRow) -> bool:
+        if self._stop_by is None:
+            return True
+        timeout = float(getattr(self._receivers.get(row.receiver), "timeout_s", 10.0) or 10.0)
+        return time.monotonic() + timeout + STOP_SLACK_S <= self._stop_by
+
+    def due(
+        self,
+        now: datetime,
+        limit: int | None = None,
+        *,
+        exclude: Collection[str] = (),
+    ) -> list[OutboxRow]:
+        """Return up to ``limit`` (default: one batch) rows due at ``now``, oldest first.
+
+        A row is due when its time has come and no older row of its key (receiver × fingerprint)
+        is still pending; ``exclude`` leaves out the rows of those receivers. When shared, the
+        rows are claimed for this sender.
+        """
+        n = self._batch if limit is None else limit
         if self._shared():
             if self._may_send is not None and not self._may_send():
                 return []
-            return self._claim(now)
+            return self._claim(now, n, exclude)
+        table = OutboxRow.__table__  # type: ignore[attr-defined]
+        c = table.c
+        stmt = (
+            sa.select(table)
+            .where(c.status == PENDING, c.next_attempt_at <= now, _head_of_key(table))
+            .order_by(c.id)
+            .limit(n)
+        )
+        if exclude:
+            stmt = stmt.where(c.receiver.not_in(list(exclude)))
         with self._store.session() as s:
-            stmt = (
-                select(OutboxRow)
-                .where(col(OutboxRow.status) == PENDING, col(OutboxRow.next_attempt_at) <= now)
-                .order_by(col(OutboxRow.id))
-                .limit(self._batch)
-            )
-            return list(s.exec(stmt).all())
+            return [OutboxRow(**dict(r._mapping)) for r in s.connection().execute(stmt)]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="watcher-send")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the sending threads (after the sends in flight)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def flush(self, now: datetime, *, deadline_s: float | None = None) -> FlushResult:
-        """Deliver the due rows (until ``deadline_s`` of wall time has passed) and count outcomes."""
+        """Deliver what is due at ``now`` until nothing is, or ``deadline_s`` of wall time has passed.
+
+        Sends run on the pool, one at a time per key and at most ``per_receiver`` per receiver;
+        when a row of a key is done, the next row of that key is picked up in the same flush.
+        Rows queued meanwhile are picked up too (a new page does not wait behind a slow
+        receiver's backlog), except the delivery-failure notices this flush queued: they wait
+        for the next one.
+        """
         started = time.monotonic()
+        with self._pool_lock:
+            self._notices = []
         counts = {SENT: 0, "failed": 0, DEAD: 0}
-        rows = self.due(now)
-        for row in rows:
-            if deadline_s is not None and time.monotonic() - started >= deadline_s:
+        running: dict[Future[str], OutboxRow] = {}
+        per_receiver: dict[str, int] = {}
+        waiting: list[OutboxRow] = []  # picked (claimed, when shared) but not started yet
+        touched: list[int | None] = []
+        done: set[int | None] = set()
+        lost_claim = False
+
+        def may_start() -> bool:
+            if lost_claim or len(running) >= self._workers:
+                return False
+            return deadline_s is None or time.monotonic() - started < deadline_s
+
+        while True:
+            full = {name for name, n in per_receiver.items() if n >= self._per_receiver}
+            startable = sum(1 for r in waiting if r.receiver not in full)
+            if may_start() and startable < self._workers - len(running):
+                # a pending row of a key in flight is skipped by id; rows tried in this flush too
+                # (their next attempt lies ahead, unless retries are immediate); receivers at
+                # their limit are left out, so their backlog never crowds out the others
+                skip = {r.id for r in running.values()} | {r.id for r in waiting} | done
+                with self._pool_lock:
+                    skip |= {r.id for r in self._notices if r.id is not None}
+                picked = self.due(now, self._batch + len(skip), exclude=full)
+                fresh = [r for r in picked if r.id not in skip]
+                touched += [r.id for r in fresh]
+                waiting += fresh
+            for row in list(waiting):
+                if not may_start():
+                    break
+                if per_receiver.get(row.receiver, 0) >= self._per_receiver:
+                    continue
+                waiting.remove(row)
+                if not self._in_budget(row):
+                    done.add(row.id)  # stays queued: the stop budget cannot hold its send
+                    continue
+                if not self._may_deliver(row):
+                    lost_claim = True
+                    break
+                per_receiver[row.receiver] = per_receiver.get(row.receiver, 0) + 1
+                running[self._executor().submit(self._deliver, row, now)] = row
+            if not running:
                 break
-            if not self._may_deliver():
-                logger.warning("outbox: claim or lease ran out; message(s) left to other senders")
-                return FlushResult(counts[SENT], counts["failed"], counts[DEAD], self.pending_count())
-            counts[self._deliver(row, now)] += 1
-        if rows and self._shared():
-            self._unclaim([r.id for r in rows])
+            # look for new rows now and then while sends hang (pages queued since, a receiver freed)
+            finished, _ = wait(list(running), timeout=POLL_S, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                row = running.pop(fut)
+                per_receiver[row.receiver] -= 1
+                done.add(row.id)
+                try:
+                    counts[fut.result()] += 1
+                except Exception:  # _deliver records every receiver outcome: this is the store failing
+                    logger.exception("outbox: recording the outcome of a send failed")
+                    counts["failed"] += 1
+        if lost_claim:
+            logger.warning("outbox: claim or lease ran out; message(s) left to other senders")
+        if touched and self._shared():
+            self._unclaim(touched)
+            for i in touched:
+                self._claimed.pop(i or 0, None)
         return FlushResult(counts[SENT], counts["failed"], counts[DEAD], self.pending_count())
 
     def _deliver(self, row: OutboxRow, now: datetime) -> str:
@@ -400,7 +544,7 @@ class Outbox:
                     to=to,
                     now=now,
                 )
-                enqueue(s, notice, now)
+                self._note_notice(enqueue(s, notice, now))
             s.commit()
         if self.metrics is not None:
             self.metrics.notifications_dead.labels(row.receiver, reason).inc()
@@ -411,9 +555,14 @@ class Outbox:
         logger.error("notification to %s dead-lettered (%s): %s", row.receiver, reason, error, extra=ctx)
         return DEAD
 
+    def _note_notice(self, row: OutboxRow) -> None:
+        """Remember a notice queued while sending: it waits for the next flush (no notice storms)."""
+        with self._pool_lock:
+            self._notices.append(row)
+
     def _enqueue_notice(self, session: Session, n: Notification, now: datetime) -> None:
         """Queue a receiver-failing notice (``failing``) in ``session`` and count it."""
-        enqueue(session, n, now)
+        self._note_notice(enqueue(session, n, now))
         if self.metrics is not None:
             self.metrics.notifications_enqueued.labels(n.receiver).inc()
 

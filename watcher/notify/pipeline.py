@@ -104,6 +104,8 @@ class Notifier:
             failing_after=settings.notify.delivery_failure_after,
             failing_for=settings.notify.delivery_failure_for,
             metrics=metrics,
+            workers=settings.notify.delivery_workers,
+            per_receiver=settings.notify.delivery_per_receiver,
         )
 
     def _default_rule_url(self, group: str, rule: str) -> str:
@@ -116,17 +118,22 @@ class Notifier:
         now: datetime,
         *,
         fence: Callable[[Session], None] | None = None,
+        state: Callable[[Session], None] | None = None,
     ) -> int:
         """Route, mute, group, dedup, render and enqueue; return how many notifications were queued.
 
         ``fence`` runs first inside the transaction (a cluster replica checks it still holds the
         group's lease there, ``cluster.leases.check_fence``); when it raises, nothing is enqueued.
+        ``state`` then writes the engine's alert state in the same transaction, so a transition
+        and its notification (log entry and outbox row) are committed together or not at all.
         """
-        if not items:
+        if not items and state is None:
             return 0
         with self._lock, _store_errors(self.store, "notify submit"), self.store.session() as session:
             if fence is not None:
                 fence(session)
+            if state is not None:
+                state(session)
             self._remember_firing(items, now)
             muter = Muter.load(session, self.settings, now, [lbl for lbl, _ in self._firing.values()])
             for alert, rule_receivers in items:
@@ -218,6 +225,16 @@ class Notifier:
                 episode = group.created_at
                 if group_row is not None and group_row.kind == NotificationKind.FIRING:
                     episode = group_row.episode_start or group.created_at
+                prev = rows.get(group.key) if not group.grouped else None
+                superseded = (
+                    decision.reason == "new_episode" and prev is not None and group.timing.send_resolved
+                )
+                if (
+                    superseded
+                    and prev is not None
+                    and self._close_superseded(session, group, decision, prev, now)
+                ):
+                    enqueued.append(group.receiver)
                 n = render_group(
                     group, decision, settings=self.settings, rule_url=self._rule_url, episode=episode
                 )
@@ -245,6 +262,39 @@ class Notifier:
             self.groups.after_flush(group, decision, now)
         session.flush()
         return enqueued
+
+    def _close_superseded(
+        self, session: Session, group: AggGroup, decision: Decision, prev: NotificationLogRow, now: datetime
+    ) -> bool:
+        """Queue the resolve of an episode the receiver was told fires, before its successor's firing.
+
+        An alert that resolved and fired again before the resolve was decided (a ``group_interval``
+        in between, or a restart) would otherwise leave the first episode's incident open for
+        ever: its resolve goes first, under its own dedup key (the outbox keeps the order).
+        """
+        if prev.kind != NotificationKind.FIRING or not decision.firing:
+            return False
+        alert = decision.firing[0]
+        old = replace(
+            alert,
+            state=AlertState.INACTIVE,
+            active_at=prev.episode_start,
+            fired_at=prev.episode_start,
+            resolved_at=episode_start(alert) or now,
+        )
+        closing = Decision(NotificationKind.RESOLVED, "superseded", (), (old,))
+        n = render_group(
+            group, closing, settings=self.settings, rule_url=self._rule_url, episode=prev.episode_start
+        )
+        n = replace(n, dedup_key=prev.dedup_key, payload={**n.payload, "dedup_key": prev.dedup_key})
+        enqueue(session, n, now, fingerprint=group.key)
+        logger.info(
+            "resolved %s → %s: superseded by a new episode",
+            alert.rule,
+            group.receiver,
+            extra={"fingerprint": group.key, "receiver": group.receiver, "rule": alert.rule},
+        )
+        return True
 
     def _unmuted_repeat(self, decision: Decision, muter: Muter, key: str) -> Decision | None:
         """Return ``decision`` listing only its firing alerts not muted now, or None if all are."""
@@ -296,6 +346,10 @@ class Notifier:
                     group.seen.pop(fp, None)
                 if not group.alerts:
                     del self.groups.groups[key]
+
+    def close(self) -> None:
+        """Stop the outbox's sending threads (after the sends in flight)."""
+        self.outbox.close()
 
     def pending_count(self) -> int:
         """Return how many notifications wait in the outbox."""

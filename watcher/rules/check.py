@@ -1,8 +1,9 @@
 """``watcher check``: validate rule files and print the result the way ``promtool check rules`` does.
 
 This module owns the report (one block per file, ``SUCCESS: N rules found`` or ``FAILED:`` and
-every problem) and the exit code, and prints the rule-file JSON schema. It does not own finding,
-parsing or validating files (``loader``), nor reading the settings (``cli``).
+every problem; a file without rules gets a ``WARNING:`` line, the exit code unchanged) and the
+exit code, and prints the rule-file JSON schema. It does not own finding, parsing or validating
+files (``loader``), nor reading the settings (``cli``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from typing import TextIO
 
 from .loader import inspect_rule_files
 from .schema import json_schema
+
+EMPTY_WARNING = (
+    "the file has no rules; a running daemon refuses to reload a rule file that had rules and comes "
+    "back empty (set rules_allow_empty: true to allow it)"
+)
 
 
 def check_paths(
@@ -36,6 +42,8 @@ def check_paths(
         else:
             n = found.rules_in(name)
             lines.append(f"  SUCCESS: {n} rules found")
+            if n == 0:
+                lines.append(f"  WARNING: {EMPTY_WARNING}")
         blocks.append("\n".join(lines) + "\n")
     if not blocks:
         blocks.append("no rule files found\n")

@@ -53,9 +53,17 @@ def _v2_cluster(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE outbox ADD COLUMN claimed_until {stamp}")
 
 
+def _v3_outbox_key_index(conn: Connection) -> None:
+    """Index the outbox by receiver × fingerprint: delivery keeps one alert's messages in order (#16)."""
+    have = {ix["name"] for ix in sa.inspect(conn).get_indexes("outbox")}
+    if "ix_outbox_key" not in have:
+        conn.exec_driver_sql("CREATE INDEX ix_outbox_key ON outbox (receiver, fingerprint, status, id)")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
+    3: _v3_outbox_key_index,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

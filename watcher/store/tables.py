@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -164,6 +164,8 @@ class OutboxRow(SQLModel, table=True):
     """A rendered notification waiting for (or done with) delivery."""
 
     __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_key", "receiver", "fingerprint", "status", "id"),)
+    """Per-key order: "is an older row of this receiver × fingerprint still pending?" (``outbox``)."""
 
     id: int | None = Field(default=None, primary_key=True)
     receiver: str = Field(index=True, max_length=128)
