@@ -53,9 +53,17 @@ def _v2_cluster(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE outbox ADD COLUMN claimed_until {stamp}")
 
 
+def _v3_payload_access(conn: Connection) -> None:
+    """Add the audit log of payload reads (``payload_access``, issue #18)."""
+    from .tables import PayloadAccessRow
+
+    SQLModel.metadata.create_all(conn, tables=[getattr(PayloadAccessRow, "__table__")])  # noqa: B009
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
+    3: _v3_payload_access,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 
