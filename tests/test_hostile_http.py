@@ -15,14 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests import test_status
-from tests.test_status import AUTH, DB_PASSWORD, NOW, TOKEN, make_daemon
+from tests.test_status import ADMIN_AUTH, ADMIN_TOKEN, AUTH, DB_PASSWORD, NOW, TOKEN, make_daemon
 from watcher.server import build_app
 
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALL = {"trace_id": T, "model": "gpt-4o", "tenant": "acme"}
 SCORE = {"trace_id": T, "name": "groundedness", "value": 0.5}
 FEEDBACK = {"trace_id": T, "positive": True}
-SECRETS = [TOKEN, DB_PASSWORD, "T0PSECRET-webhook-path"]
+SECRETS = [TOKEN, ADMIN_TOKEN, DB_PASSWORD, "T0PSECRET-webhook-path"]
 
 
 def _with(base: dict[str, Any], **kw: Any) -> dict[str, Any]:
@@ -159,7 +159,8 @@ def test_bad_request_is_a_4xx_with_a_reason(
     headers: dict[str, str] | None,
     status: int,
 ) -> None:
-    hdrs = dict(AUTH if headers is None else headers)
+    token = ADMIN_AUTH if path.startswith("/api/v1/silences") else AUTH  # silence writes: scope admin
+    hdrs = dict(token if headers is None else headers)
     if isinstance(body, bytes):
         r = client.request(method, path, content=body, headers={**hdrs, "Content-Type": "application/json"})
     elif body is None and method == "POST":

@@ -30,10 +30,12 @@ from watcher.store.tables import OutboxRow
 
 TOKEN = "api-t0ken-for-status-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_TOKEN = "admin-t0ken-for-silence-writes"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DB_PASSWORD = "db-pa55word-never-shown"
 HOOK_URL = "http://127.0.0.1:9/hooks/T0PSECRET-webhook-path"
 HMAC_SECRET = "hmac-signing-secret-xyz"
-SECRETS = (TOKEN, DB_PASSWORD, HOOK_URL, "T0PSECRET-webhook-path", HMAC_SECRET)
+SECRETS = (TOKEN, ADMIN_TOKEN, DB_PASSWORD, HOOK_URL, "T0PSECRET-webhook-path", HMAC_SECRET)
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 RULES = """\
@@ -62,7 +64,7 @@ def scenario(tmp_path: Path, end: datetime) -> tuple[Settings, MemorySource]:
         rules=[rules],
         receivers={"hook": {"type": "webhook", "url": HOOK_URL, "secret": HMAC_SECRET}},
         route={"receivers": ["hook"]},
-        server={"port": 0, "ingest_token": TOKEN},
+        server={"port": 0, "ingest_token": TOKEN, "admin_token": ADMIN_TOKEN},
         trace_url="https://tempo.example/trace/{trace_id}",
         external_url="http://watcher.example",
     )
@@ -290,7 +292,7 @@ def test_silence_api_create_list_mute_and_expire(client: TestClient, daemon: Dae
         client.post("/api/v1/silences", json=body, headers={"Authorization": "Bearer nope"}).status_code
         == 401
     )
-    r = client.post("/api/v1/silences", json=body, headers=AUTH)
+    r = client.post("/api/v1/silences", json=body, headers=ADMIN_AUTH)
     assert r.status_code == 200, r.text
     made = r.json()["data"]["silence"]
     assert made["matchers"] == [
@@ -310,10 +312,10 @@ def test_silence_api_create_list_mute_and_expire(client: TestClient, daemon: Dae
     assert "deploying a fix" in client.get("/").text
     # expire over HTTP
     assert client.delete(f"/api/v1/silences/{made['id']}").status_code == 401
-    gone = client.delete(f"/api/v1/silences/{made['id']}", headers=AUTH)
+    gone = client.delete(f"/api/v1/silences/{made['id']}", headers=ADMIN_AUTH)
     assert gone.status_code == 200 and gone.json()["data"]["silence"]["state"] == "expired"
     assert _ids(client) == set() and _ids(client, include_expired="true") == {made["id"]}
-    assert client.delete("/api/v1/silences/no-such-id", headers=AUTH).status_code == 404
+    assert client.delete("/api/v1/silences/no-such-id", headers=ADMIN_AUTH).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -339,7 +341,7 @@ def test_silence_api_create_list_mute_and_expire(client: TestClient, daemon: Dae
 def test_silence_api_rejects_bad_bodies(
     client: TestClient, daemon: Daemon, body: dict[str, Any], reason: str
 ) -> None:
-    r = client.post("/api/v1/silences", json=body, headers=AUTH)
+    r = client.post("/api/v1/silences", json=body, headers=ADMIN_AUTH)
     assert r.status_code == 422, r.text
     assert reason.lower() in r.text.lower(), r.text
     with daemon.store.session() as s:
@@ -407,7 +409,7 @@ def test_status_and_silences_on_postgresql(tmp_path: Path, pg_url: str) -> None:
             s.commit()
         with TestClient(build_app(daemon)) as c:
             made = c.post(
-                "/api/v1/silences", json={"matchers": ["tenant=~a.*"], "duration": "1h"}, headers=AUTH
+                "/api/v1/silences", json={"matchers": ["tenant=~a.*"], "duration": "1h"}, headers=ADMIN_AUTH
             )
             assert made.status_code == 200, made.text
             sid = made.json()["data"]["silence"]["id"]
@@ -420,7 +422,7 @@ def test_status_and_silences_on_postgresql(tmp_path: Path, pg_url: str) -> None:
             ]
             assert 300 <= float(age[0].split()[1]) < 3600
             assert (
-                c.delete(f"/api/v1/silences/{sid}", headers=AUTH).json()["data"]["silence"]["state"]
+                c.delete(f"/api/v1/silences/{sid}", headers=ADMIN_AUTH).json()["data"]["silence"]["state"]
                 == "expired"
             )
     finally:

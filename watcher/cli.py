@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cluster.status import add_cluster_parser
 
     add_cluster_parser(sub)
+    from .payloads import add_payloads_parser
+
+    add_payloads_parser(sub)
     return p
 
 

@@ -256,7 +256,24 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
     ingest_token: SecretStr | None = Field(
-        None, description="bearer token for POST /api/v1/*; unset: the ingest API answers 403 (secret)"
+        None,
+        description="bearer token for POST /api/v1/calls|scores|feedback (scope ingest); "
+        "unset: the ingest API answers 403 (secret)",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token for writes: POST/DELETE /api/v1/silences (scope admin, also reads); "
+        "unset: those writes answer 403 (secret)",
+    )
+    read_token: SecretStr | None = Field(
+        None,
+        description="when set, required (bearer, or basic auth with the token as password) for the status "
+        "page, its charts and GET /api/v1/alerts|rules|silences (scope read); unset: reads are open (secret)",
+    )
+    payload_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="name → bearer token allowed to read captured prompts/responses (scope payload_read); "
+        "every read is audited under the name; none: payloads are never served (secret)",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest ingest request body (413 above)")
     max_batch: int = Field(1000, ge=1, le=100_000, description="most items in one ingest request (413 above)")
@@ -265,6 +282,21 @@ class ServerSettings(_Section):
         description="ingest refuses (422) a `ts` further ahead of the server clock than this; "
         "older than the table's retention is refused too",
     )
+
+    @field_validator("payload_tokens")
+    @classmethod
+    def _token_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        import re
+
+        for name, token in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", name):
+                raise ValueError(
+                    f"payload token name {name[:70]!r}: use 1-64 letters, digits, _ . @ - "
+                    "(the name is the audit log's who)"
+                )
+            if len(token.get_secret_value()) < 16:
+                raise ValueError(f"payload token {name!r} is shorter than 16 characters")
+        return value
 
 
 class BasicAuth(_Section):
@@ -315,7 +347,12 @@ class PrometheusEndpoint(_Section):
 class RetentionSettings(_Section):
     """How long rows are kept (``0`` keeps them forever); enforced in batches by the daemon."""
 
-    payloads: Duration = Field(timedelta(days=7), description="redacted prompts/responses (short)")
+    payloads: Duration = Field(
+        timedelta(days=7), description="redacted prompts/responses (short; apart from calls and scores)"
+    )
+    payload_access: Duration = Field(
+        timedelta(days=400), description="the audit log of payload reads (who, when, which trace)"
+    )
     calls: Duration = timedelta(days=90)
     scores: Duration = timedelta(days=180)
     notification_log: Duration = Field(timedelta(days=90), description="dedup entries not touched since")

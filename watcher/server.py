@@ -8,12 +8,17 @@ This module owns the FastAPI app (``build_app``) and running it on a background 
   reload error is shown (the previous rules keep running, so it does not make the daemon unready).
 - ``GET /metrics``: the daemon's self-metrics, in OpenMetrics when the Accept header asks for it.
 - ``POST /api/v1/calls|scores|feedback``: one object or a list of them, with a bearer token
-  (``server.ingest_token``; unset: 403), a body limit (``server.max_body_bytes``: 413) and a batch
-  limit (``server.max_batch``: 413). Every rejection is a 4xx with a reason; a store failure is
-  503. The OpenAPI document is at ``/openapi.json``.
+  (scope ``ingest``: ``server.ingest_token``; unset: 403), a body limit
+  (``server.max_body_bytes``: 413) and a batch limit (``server.max_batch``: 413). Every rejection
+  is a 4xx with a reason; a store failure is 503. The OpenAPI document is at ``/openapi.json``.
 - ``GET /api/v1/alerts|rules|silences``, ``POST /api/v1/silences``, ``DELETE /api/v1/silences/{id}``
-  (``statusapi``; writes need the ingest bearer token).
+  (``statusapi``; writes need scope ``admin``: ``server.admin_token``, unset: 403).
 - ``GET /``, ``/rules/{group}/{rule}`` and their chart PNGs: the status page (``status``).
+- ``GET /api/v1/payloads/{trace_id}``: captured prompts/responses, scope ``payload_read`` only,
+  every read audited (``payloads``).
+
+Reads (the page, its charts, the read API) need scope ``read`` once ``server.read_token`` is set;
+``/healthz``, ``/readyz`` and ``/metrics`` stay open. Scopes and tokens: ``tokens``.
 
 It does not own the request models and the insert (``ingest``), nor the daemon (``engine``).
 Binds to 127.0.0.1 by default; no secret appears in an answer.
@@ -21,7 +26,6 @@ Binds to 127.0.0.1 by default; no secret appears in an answer.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
@@ -54,9 +58,12 @@ from .ingest import (
     score_row,
     time_problems,
 )
+from .payloads import add_payload_routes
 from .status import add_status_routes
 from .statusapi import add_api_routes
 from .statusdata import Redactor, outbox_stats
+from .tokens import AuthProblem, Grant, TokenTable
+from .tokens import Scope as TokenScope
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,13 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_PREFIX: Final = "/api/v1/"
-_bearer = HTTPBearer(auto_error=False, description="server.ingest_token")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="server.ingest_token (ingest), server.admin_token (silence writes), server.read_token "
+    "(reads, when set), server.payload_tokens (payloads); see watcher.tokens",
+)
+Require = Callable[..., Callable[..., Grant]]
+"""``require(scope, challenge=...)``: the FastAPI dependency that admits requests with ``scope``."""
 
 
 class IngestMetrics:
@@ -84,6 +97,12 @@ class IngestMetrics:
         )
         self.rejected = Counter(
             "watcher_ingest_rejected", "Ingest requests refused, by reason.", ["reason"], registry=registry
+        )
+        self.denied = Counter(
+            "watcher_http_denied",
+            "Requests refused for their credentials, by scope and reason.",
+            ["scope", "reason"],
+            registry=registry,
         )
 
     @classmethod
@@ -184,21 +203,24 @@ def build_app(daemon: Any) -> FastAPI:
         ]
         return JSONResponse({"detail": problems}, status_code=422)
 
-    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-        token = server.ingest_token
-        if token is None:
-            counters.rejected.labels("disabled").inc()
-            raise HTTPException(
-                403, "ingest is disabled: set server.ingest_token (WATCHER_SERVER__INGEST_TOKEN)"
-            )
-        if credentials is None:
-            counters.rejected.labels("unauthenticated").inc()
-            raise HTTPException(
-                401, "missing `Authorization: Bearer <token>`", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if not hmac.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode()):
-            counters.rejected.labels("bad_token").inc()
-            raise HTTPException(401, "bad bearer token", headers={"WWW-Authenticate": "Bearer"})
+    tokens = TokenTable(server)
+
+    def require(scope: TokenScope, challenge: str = "Bearer") -> Callable[..., Grant]:
+        """Return the dependency that admits a request carrying a token with ``scope``."""
+
+        def dependency(
+            request: Request, _doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+        ) -> Grant:
+            try:
+                return tokens.check(scope, request.headers.get("authorization"), challenge=challenge)
+            except AuthProblem as problem:
+                counters.denied.labels(scope.value, problem.reason).inc()
+                if scope is TokenScope.INGEST:
+                    counters.rejected.labels(problem.reason).inc()
+                headers = {"WWW-Authenticate": problem.challenge} if problem.challenge else None
+                raise HTTPException(problem.status, problem.detail, headers=headers) from None
+
+        return dependency
 
     def write(kind: str, table: sa.Table, rows: list[dict[str, Any]]) -> Accepted:
         if len(rows) > server.max_batch:
@@ -232,10 +254,11 @@ def build_app(daemon: Any) -> FastAPI:
             counters.rejected.labels("out_of_range").inc()
             raise HTTPException(422, problems[:50])
 
-    auth = [Depends(authorize)]
+    auth = [Depends(require(TokenScope.INGEST))]
     redact = Redactor(daemon.settings)
-    add_api_routes(app, daemon, authorize, redact)
-    add_status_routes(app, daemon, redact)
+    add_api_routes(app, daemon, require, redact)
+    add_status_routes(app, daemon, redact, require)
+    add_payload_routes(app, daemon, require, redact)
 
     @app.post(
         "/api/v1/calls",

@@ -6,8 +6,10 @@ charts and trace links, silences, recent notifications, dead letters, the last r
 notification carries), ``/chart/alert/{fingerprint}.png`` and
 ``/chart/rule/{group}/{rule}/{index}.png``. Templates are package data in ``status_templates/``.
 
-Every page goes through ``Redactor`` before it is sent, so no configured secret (receiver URL,
-token, database password) can reach it even through an error message. It does not own gathering
+Every route needs scope ``read`` once ``server.read_token`` is set (a browser is asked for basic
+auth; any user name, the token as the password). Every page goes through ``Redactor`` before it
+is sent, so no configured secret (receiver URL, token, database password) can reach it even
+through an error message. It does not own gathering
 the data (``statusdata``), the charts' data (``statuscharts``) nor the app (``server``).
 """
 
@@ -18,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -41,6 +43,7 @@ from .statusdata import (
     silences,
     trace_url_of,
 )
+from .tokens import Scope
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +85,17 @@ def _safe(action: str, fn: Any, *args: Any, **kw: Any) -> tuple[Any, str | None]
         return [], f"{action} failed: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
 
 
-def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
-    """Add the status page, the per-rule pages and their chart PNGs to ``app``."""
+BROWSER_CHALLENGE = 'Basic realm="watcher", charset="UTF-8"'
+"""Asked of a browser without the read token: it prompts, and sends the token as the password."""
+
+
+def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor, require: Any = None) -> None:
+    """Add the status page, the per-rule pages and their chart PNGs to ``app``.
+
+    ``require(scope, challenge)`` returns the dependency that admits a request with that scope
+    (``server``); None leaves the pages open.
+    """
+    read = [Depends(require(Scope.READ, BROWSER_CHALLENGE))] if require is not None else []
     env = make_env()
     charts = RuleChartCache()
     alert_charts = AlertChartCache()
@@ -92,7 +104,7 @@ def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
         html = env.get_template(template).render(version=__version__, **context)
         return HTMLResponse(redact(html))
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=read)
     def index() -> HTMLResponse:
         now = daemon.clock()
         problems: list[str] = []
@@ -130,7 +142,9 @@ def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
             problems=problems,
         )
 
-    @app.get("/rules/{group:path}/{rule}", include_in_schema=False)  # group names may hold "/"
+    @app.get(
+        "/rules/{group:path}/{rule}", include_in_schema=False, dependencies=read
+    )  # group names may hold "/"
     def rule_page(group: str, rule: str) -> HTMLResponse:
         found = find_rule(daemon, group, rule)
         if found is None:
@@ -175,14 +189,14 @@ def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor) -> None:
             chart_error=chart_error,
         )
 
-    @app.get("/chart/alert/{fingerprint}.png", include_in_schema=False)
+    @app.get("/chart/alert/{fingerprint}.png", include_in_schema=False, dependencies=read)
     def alert_png(fingerprint: str) -> Response:
         png = alert_charts.get(daemon, fingerprint)
         if png is None:
             raise HTTPException(404, "no chart for this alert (unknown, or no history since the start)")
         return Response(png, media_type="image/png", headers=PNG_HEADERS)
 
-    @app.get("/chart/rule/{group:path}/{rule}/{index}.png", include_in_schema=False)
+    @app.get("/chart/rule/{group:path}/{rule}/{index}.png", include_in_schema=False, dependencies=read)
     def rule_png(group: str, rule: str, index: int) -> Response:
         found = find_rule(daemon, group, rule)
         if found is None:

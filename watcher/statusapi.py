@@ -1,12 +1,13 @@
 """The read/write HTTP API about alerting state: ``/api/v1/alerts``, ``/api/v1/rules``, silences.
 
-This module owns these routes and the silence request model. Reads are open (the server binds to
-localhost by default, like Prometheus' and Alertmanager's APIs); writes (``POST`` and ``DELETE`` on
-silences) need the same bearer token as the ingest API. Silences are written exactly as
-``watcher silence add|expire`` writes them (``SilenceRow``, matchers validated by
-``notify.silences.parse_matcher``), so the CLI, the API and the muting stage agree.
+This module owns these routes and the silence request model. Reads need scope ``read`` when
+``server.read_token`` is set and are open otherwise (the server binds to localhost by default, like
+Prometheus' and Alertmanager's APIs); writes (``POST`` and ``DELETE`` on silences) need scope
+``admin`` (``server.admin_token``; unset: 403 naming it; the ingest token does not write).
+Silences are written exactly as ``watcher silence add|expire`` writes them (``SilenceRow``,
+matchers validated by ``notify.silences.parse_matcher``), so the CLI, the API and the muting stage agree.
 
-It does not own what is shown (``statusdata``) nor the app and its auth (``server``).
+It does not own what is shown (``statusdata``), the app (``server``) nor the scopes (``tokens``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .regex import compile_linear
 from .rules.schema import format_duration, parse_duration
 from .statusdata import Redactor, active_alerts, rule_groups, silence_dict, silences
 from .store.tables import SilenceRow
+from .tokens import Scope
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +131,13 @@ def _envelope(**data: Any) -> dict[str, Any]:
     return {"status": "success", "data": data}
 
 
-def add_api_routes(app: FastAPI, daemon: Any, authorize: Callable[..., None], redact: Redactor) -> None:
-    """Add ``/api/v1/alerts``, ``/api/v1/rules`` and ``/api/v1/silences`` to ``app``."""
-    auth = [Depends(authorize)]
+def add_api_routes(app: FastAPI, daemon: Any, require: Callable[..., Any], redact: Redactor) -> None:
+    """Add ``/api/v1/alerts``, ``/api/v1/rules`` and ``/api/v1/silences`` to ``app``.
+
+    ``require(scope)`` returns the dependency that admits a request with that scope (``server``).
+    """
+    auth = [Depends(require(Scope.ADMIN))]
+    read = [Depends(require(Scope.READ))]
 
     @contextmanager
     def store_errors(action: str) -> Iterator[None]:
@@ -143,7 +149,7 @@ def add_api_routes(app: FastAPI, daemon: Any, authorize: Callable[..., None], re
 
     now = daemon.clock
 
-    @app.get("/api/v1/alerts", tags=["alerts"])
+    @app.get("/api/v1/alerts", tags=["alerts"], dependencies=read, responses={401: {}, 403: {}})
     def list_alerts(state: Literal["firing", "pending", "all"] = "all") -> dict[str, Any]:
         """List the current alerts: labels, state, value, expected band, since when, trace links."""
         wanted = {"firing": [AlertState.FIRING], "pending": [AlertState.PENDING]}.get(
@@ -151,7 +157,7 @@ def add_api_routes(app: FastAPI, daemon: Any, authorize: Callable[..., None], re
         )
         return redact.deep(_envelope(alerts=active_alerts(daemon, wanted)))  # type: ignore[no-any-return]
 
-    @app.get("/api/v1/rules", tags=["alerts"], responses={503: {}})
+    @app.get("/api/v1/rules", tags=["alerts"], dependencies=read, responses={401: {}, 403: {}, 503: {}})
     def list_rules() -> dict[str, Any]:
         """List the rule groups and rules with their health, last evaluation and last error."""
         body = _envelope(
@@ -159,7 +165,7 @@ def add_api_routes(app: FastAPI, daemon: Any, authorize: Callable[..., None], re
         )
         return redact.deep(body)  # type: ignore[no-any-return]
 
-    @app.get("/api/v1/silences", tags=["silences"], responses={503: {}})
+    @app.get("/api/v1/silences", tags=["silences"], dependencies=read, responses={401: {}, 403: {}, 503: {}})
     def list_silences(include_expired: bool = False) -> dict[str, Any]:
         """List active and pending silences (``include_expired=true``: all)."""
         with store_errors("listing silences"):

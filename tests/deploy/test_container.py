@@ -96,4 +96,14 @@ def test_dockerfile_runtime_stage() -> None:
     for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in final, f"build tools in the runtime stage: {tool}"
     ignore = (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text().split()
-    assert ignore[ignore.index("*") + 1:] and "!watcher/" in ignore
+    assert ignore[ignore.index("*") + 1 :] and "!watcher/" in ignore
+
+
+def test_compose_publishes_on_loopback_only() -> None:
+    """Issue 18: compose published 9464 (and the rest) on every interface of the host."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    published = {name: s.get("ports", []) for name, s in services.items() if s.get("ports")}
+    assert published["watcher"] == ["127.0.0.1:9464:9464"]
+    for name, ports in published.items():
+        assert all(str(p).startswith("127.0.0.1:") for p in ports), (name, ports)
+    assert "Exposure" in COMPOSE.read_text() and "Exposure" in DOCKERFILE.read_text()

@@ -20,6 +20,7 @@ REQUIRED_SPEC = {
     "PodDisruptionBudget": ("policy/v1", ["selector"]),
     "ConfigMap": ("v1", []),
     "Secret": ("v1", []),
+    "NetworkPolicy": ("networking.k8s.io/v1", ["podSelector", "policyTypes", "ingress"]),
 }
 
 
@@ -102,3 +103,23 @@ def test_replica_id_is_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     monkeypatch.setenv(entry["name"], "watcher-7d9c-abcde")  # what the kubelet would inject
     assert Settings().cluster.replica_id == "watcher-7d9c-abcde"
+
+
+def test_network_policy_admits_only_prometheus_and_ingest_clients() -> None:
+    docs = _docs()
+    policy = docs["NetworkPolicy"]["spec"]
+    pod_labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    (container,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert {p["port"] for p in rule["ports"]} <= {p["name"] for p in container["ports"]}
+    peers = [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
+    assert peers == [{"app.kubernetes.io/name": "prometheus"}, {"watcher.example/ingest-client": "true"}]
+    assert all("ipBlock" not in peer for peer in rule["from"])  # no CIDR opens it to everyone
+
+
+def test_secret_example_sets_every_token_scope() -> None:
+    data = _docs()["Secret"]["stringData"]
+    for scope in ("INGEST", "ADMIN", "READ"):
+        assert data[f"WATCHER_SERVER__{scope}_TOKEN"].startswith("CHANGE-ME")

@@ -73,6 +73,11 @@ POSITIVES: list[tuple[str, str, str]] = [
     ("hf_abcdefghijklmnopqrstuvwxyzABCDEF12", "secret", "hf_abcdefghijklmnopqrstuvwxyzABCDEF12"),
     ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc", "secret", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
     ("glpat-xxxxxxxxxxxxxxxxxxxx1", "secret", "glpat-xxxxxxxxxxxxxxxxxxxx1"),
+    (
+        "anthropic sk-ant-admin01-AAAAbbbbCCCCddddEEEEffff",
+        "secret",
+        "sk-ant-admin01-AAAAbbbbCCCCddddEEEEffff",
+    ),
 ]
 
 NEGATIVES: list[str] = [
@@ -177,3 +182,80 @@ def test_checksums() -> None:
 def test_several_findings_in_one_text() -> None:
     text = "Jane (jane@x.org, +1 415 555 2671) paid with 4111-1111-1111-1111 from 10.1.2.3"
     assert redact(text) == "Jane ([EMAIL], [PHONE]) paid with [CARD] from [IP]"
+
+
+# Issue 18, finding 7: each row was missed (or mangled) by the redactor before; the exact output.
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+GAPS: list[tuple[str, str]] = [
+    # Authorization headers, whatever the scheme and however short the credential
+    ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic [SECRET]"),
+    ("authorization: bearer abc.def", "authorization: bearer [SECRET]"),
+    (
+        'curl -H "Authorization: token gh12" https://api',
+        'curl -H "Authorization: token [SECRET]" https://api',
+    ),
+    ('{"Authorization": "Bearer t0k"}', '{"Authorization": "Bearer [SECRET]"}'),
+    ("Proxy-Authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l", "Proxy-Authorization: Basic [SECRET]"),
+    ("send Basic dXNlcjpwYXNzd29yZA== as the header", "send Basic [SECRET] as the header"),
+    # AWS secret access keys (40 base64 characters next to aws/secret/access)
+    (f"aws_secret_access_key = {AWS_SECRET}", "aws_secret_access_key = [SECRET]"),
+    (f"AWS_SECRET_ACCESS_KEY={AWS_SECRET}", "AWS_SECRET_ACCESS_KEY=[SECRET]"),
+    (f"the AWS secret is {AWS_SECRET}.", "the AWS secret is [SECRET]."),
+    # provider API keys in the forms the old patterns cut short or missed
+    ("google AIzaSyA1234567890abcdefghijklmnopqrstu- ok", "google [SECRET] ok"),
+    ("slack xapp-1-A0123456789-0123456789012-abcdef", "slack [SECRET]"),
+    ("xoxe-1-My0xLTY2ODI3NDk2MDQtMTIz rotated", "[SECRET] rotated"),
+    (
+        "hook https://hooks.slack.com/services/T0000AAAA/B0000BBBB/XXXXXXXXXXXXXXXXXXXXXXXX end",
+        "hook https://[SECRET] end",
+    ),
+    # ten-digit phone numbers without separators (North American plan, optional leading 1)
+    ("call 4155552671 now", "call [PHONE] now"),
+    ("sms to 14155552671.", "sms to [PHONE]."),
+    # card numbers printed with dots (Luhn-checked)
+    ("card 4111.1111.1111.1111 exp 12/29", "card [CARD] exp 12/29"),
+    ("amex 3782.822463.10005", "amex [CARD]"),
+    # e-mail addresses with letters beyond ASCII
+    ("mail jürgen.müller@example.de today", "mail [EMAIL] today"),
+    ("josé@exämple.com wrote", "[EMAIL] wrote"),
+    ("用户@例子.广告", "[EMAIL]"),
+    # passwords in prose and in key: value form, however short
+    ("password is hunter2", "password is [SECRET]"),
+    ("password: hunter2", "password: [SECRET]"),
+    ("my password was 'swordfish' until today", "my password was '[SECRET]' until today"),
+    ("DB_PASSWORD=s3cr3t!", "DB_PASSWORD=[SECRET]"),
+    ("The passphrase is c0rrect-horse.", "The passphrase is [SECRET]."),
+    # lowercase IBANs, bank code included
+    ("iban de89 3704 0044 0532 0130 00 thanks", "iban [IBAN] thanks"),
+    ("to gb82west12345698765432", "to [IBAN]"),
+]
+
+# The first four were redacted before (finding 7); the rest guard the new patterns against over-reach.
+NO_FALSE_POSITIVES: list[str] = [
+    "see report@2x.png for the chart",
+    "icon@3x.webp and logo@1.5x.jpg",
+    "Section 1.2.3.4 explains it",
+    "See clause 2.1.4.3 and §1.1.1.1",
+    "a basic understanding of Python",
+    "Authorization is required for this endpoint",
+    "max_tokens: 4096",
+    "the password is correct",
+    "password reset link expired",
+    f"sha1 {AWS_SECRET} of the file",
+    "ZZ12 ABCD EFGH IJKL is not a country",
+    "Order 1234567890 shipped",
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), GAPS)
+def test_gaps_are_redacted_exactly(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize("text", NO_FALSE_POSITIVES)
+def test_no_false_positives(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_real_ips_still_redacted_beside_numbering() -> None:
+    assert redact("DNS 1.1.1.1, see section 4.2") == "DNS [IP], see section 4.2"

@@ -27,6 +27,7 @@ from watcher.store.tables import (
     NotificationLogRow,
     OutboxRow,
     Payload,
+    PayloadAccessRow,
     Score,
     SilenceRow,
 )
@@ -51,6 +52,7 @@ def _fill(store: Store) -> None:
             s.add(Call(trace_id=f"c{age}", ts=ts))
             s.add(Score(trace_id=f"s{age}", ts=ts, name="groundedness", value=0.9))
             s.add(Payload(trace_id=f"p{age}", ts=ts, prompt="[redacted]"))
+            s.add(PayloadAccessRow(ts=ts, who="cli:ops", via="cli", trace_id=f"p{age}"))
             s.add(NotificationLogRow(receiver="r", fingerprint=f"f{age}", kind="firing", dedup_key="k",
                                      notified_at=ts))
             s.add(EvalRunRow(group_name="g", rule=f"R{age}", last_eval=ts))
@@ -60,6 +62,8 @@ def _fill(store: Store) -> None:
                                 created_at=ts, status=status, next_attempt_at=ts, message={}))
             s.add(AlertRow(fingerprint=f"a{age}", rule="R", group_name="g", labels={}, annotations={},
                            traces=[], last_eval=ts))
+        # The audit log of payload reads is kept far longer (400 days) than the payloads (7).
+        s.add(PayloadAccessRow(ts=NOW - 500 * D, who="payload:ops", via="api", trace_id="p500"))
         s.commit()
 
 
@@ -74,13 +78,13 @@ def test_purge_deletes_only_expired_rows_in_batches(store: Store) -> None:
     settings = RetentionSettings(batch_size=100)
     expected = {  # ages 1, 10, 100, 200 days against the default TTLs
         "payloads": 3, "calls": 2, "scores": 1, "notification_log": 2, "outbox_sent": 2,
-        "outbox_dead": 2, "eval_runs": 2, "silences": 2,
+        "outbox_dead": 2, "eval_runs": 2, "silences": 2, "payload_access": 1,
     }
     assert count_expired(store, settings, NOW) == expected
     batches: list[tuple[str, int]] = []
     deleted = purge(store, settings, NOW, batch_size=1, on_deleted=lambda t, n: batches.append((t, n)))
     assert deleted == expected
-    assert all(n == 1 for _, n in batches) and len(batches) == 16  # one row per transaction
+    assert all(n == 1 for _, n in batches) and len(batches) == 17  # one row per transaction
     assert _count(store, Payload) == 1 and _count(store, Call) == 2 and _count(store, Score) == 3
     outbox = OutboxRow.__table__.c  # type: ignore[attr-defined]
     assert _count(store, OutboxRow, outbox.status == "pending") == 4  # never purged

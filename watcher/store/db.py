@@ -60,10 +60,18 @@ def _v3_outbox_key_index(conn: Connection) -> None:
         conn.exec_driver_sql("CREATE INDEX ix_outbox_key ON outbox (receiver, fingerprint, status, id)")
 
 
+def _v4_payload_access(conn: Connection) -> None:
+    """Add the audit log of payload reads (``payload_access``, issue #18)."""
+    from .tables import PayloadAccessRow
+
+    SQLModel.metadata.create_all(conn, tables=[getattr(PayloadAccessRow, "__table__")])  # noqa: B009
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
     3: _v3_outbox_key_index,
+    4: _v4_payload_access,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

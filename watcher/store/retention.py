@@ -30,6 +30,7 @@ from .tables import (
     NotificationLogRow,
     OutboxRow,
     Payload,
+    PayloadAccessRow,
     Score,
     SilenceRow,
 )
@@ -65,6 +66,7 @@ def policies(settings: RetentionSettings) -> list[Policy]:
     outbox = _table(OutboxRow)
     candidates = [
         Policy("payloads", _table(Payload), "ts", settings.payloads),
+        Policy("payload_access", _table(PayloadAccessRow), "ts", settings.payload_access),
         Policy("calls", _table(Call), "ts", settings.calls),
         Policy("scores", _table(Score), "ts", settings.scores),
         Policy("notification_log", _table(NotificationLogRow), "notified_at", settings.notification_log),
@@ -123,7 +125,9 @@ def purge(
         if total:
             logger.info(
                 "retention: deleted %d row(s) older than %s",
-                total, now - policy.ttl, extra={"table": policy.table.name, "policy": policy.name},
+                total,
+                now - policy.ttl,
+                extra={"table": policy.table.name, "policy": policy.name},
             )
     return deleted
 
@@ -144,6 +148,7 @@ TIME_COLUMNS: dict[str, str] = {
     "calls": "ts",
     "scores": "ts",
     "payloads": "ts",
+    "payload_access": "ts",
     "alerts": "last_eval",
     "notification_log": "notified_at",
     "outbox": "created_at",
@@ -165,8 +170,9 @@ class TableStats:
 
 def table_stats(store: Store, tables: Sequence[str] | None = None) -> list[TableStats]:
     """Return rows, oldest and newest per table (tables absent from the database are skipped)."""
-    models = {t.name: t for t in (_table(m) for m in (Call, Score, Payload, AlertRow, NotificationLogRow,
-                                                        OutboxRow, SilenceRow, EvalRunRow))}
+    kept: list[Any] = [Call, Score, Payload, PayloadAccessRow, AlertRow, NotificationLogRow, OutboxRow]
+    kept += [SilenceRow, EvalRunRow]
+    models = {t.name: t for t in (_table(m) for m in kept)}
     names = list(tables) if tables is not None else list(TIME_COLUMNS)
     out: list[TableStats] = []
     try:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -119,6 +119,25 @@ class Payload(SQLModel, table=True):
     ts: datetime = _ts(index=True)
     prompt: str | None = None
     response: str | None = None
+
+
+class PayloadAccessRow(SQLModel, table=True):
+    """One read of captured payloads: who, when, which trace. The audit log of scope ``payload_read``."""
+
+    __tablename__ = "payload_access"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ts: datetime = _ts(index=True)
+    """the reader's clock: the daemon's for the API, the command's for ``watcher payloads show``"""
+    who: str = Field(max_length=128)
+    """``payload:<token name>`` (API) or ``cli:<OS user>``"""
+    via: str = Field(max_length=16)
+    """api | cli"""
+    trace_id: str = Field(index=True, max_length=64)
+    rows: int = 0
+    """payload rows returned (0: nothing captured, or already expired)"""
+    client: str | None = Field(default=None, max_length=64)
+    """the API client's address"""
 
 
 class AlertRow(SQLModel, table=True):
