@@ -94,13 +94,13 @@ def test_a_version_2_store_gets_the_audit_table(tmp_path: Path) -> None:
     store = open_store(url)
     try:
         with store.engine.connect() as conn:
-            assert schema_version(conn) == SCHEMA_VERSION == 3
+            assert schema_version(conn) == SCHEMA_VERSION == 5
             assert sa.inspect(conn).has_table("payload_access")
         read_payloads(store, TRACE, who="cli:test", via="cli", now=NOW)
         assert len(audit_log(store)) == 1
     finally:
         store.close()
-    assert db.MIGRATIONS[3].__name__ == "_v3_payload_access"
+    assert db.MIGRATIONS[4].__name__ == "_v4_payload_access"
 
 
 def test_payload_retention_is_short_and_separate() -> None:

@@ -559,3 +559,25 @@ def test_a_group_name_with_a_slash_and_a_space_has_its_rule_page_and_charts(tmp_
             assert c.get("/rules/team%2Fllm%20cost/Nope").status_code == 404
     finally:
         d.close()
+
+
+def test_alerts_are_listed_firing_first_then_most_surprising_first() -> None:
+    from types import SimpleNamespace
+
+    from watcher.core import Alert, AlertState, Labels
+    from watcher.statusdata import active_alerts
+
+    def alert(tenant: str, state: AlertState, surprise: float) -> Alert:
+        return Alert("SpendSpike", "llm-cost", Labels({"tenant": tenant}), state, surprise=surprise)
+
+    held = [
+        alert("a", AlertState.PENDING, 40.0),
+        alert("b", AlertState.FIRING, 5.2),
+        alert("c", AlertState.FIRING, 812.0),  # far beyond where score saturates at 1.0
+        alert("d", AlertState.FIRING, math.nan),  # no data since it fired
+        alert("e", AlertState.FIRING, 9.7),
+    ]
+    daemon = SimpleNamespace(evaluators={"llm-cost": SimpleNamespace(alerts=lambda: held)}, settings=None)
+    listed = active_alerts(daemon)
+    assert [a["labels"]["tenant"] for a in listed] == ["c", "e", "b", "d", "a"]
+    assert listed[0]["surprise"] == 812.0

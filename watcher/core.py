@@ -246,6 +246,8 @@ class Alert:
     score: float = 0.0
     annotations: Mapping[str, str] = field(default_factory=dict)
     traces: tuple[TraceRef, ...] = ()
+    surprise: float = 0.0
+    """-log10 of the tail probability of the latest value with data (``Verdict.surprise``)."""
 
     @property
     def fingerprint(self) -> str:

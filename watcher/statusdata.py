@@ -160,6 +160,7 @@ def alert_dict(alert: Alert, trace_url: str) -> dict[str, Any]:
         "lower": num(alert.lower),
         "upper": num(alert.upper),
         "score": num(alert.score),
+        "surprise": num(alert.surprise),
         "activeAt": iso(alert.active_at),
         "firingAt": iso(alert.fired_at),
         "resolvedAt": iso(alert.resolved_at),
@@ -178,15 +179,20 @@ def alert_dict(alert: Alert, trace_url: str) -> dict[str, Any]:
     }
 
 
+def _rank(surprise: float) -> float:
+    """Return a sort key for ``surprise`` (NaN, from an alert without data, ranks last)."""
+    return surprise if surprise == surprise else -1.0
+
+
 def active_alerts(
     daemon: Any, states: Iterable[AlertState] = (AlertState.FIRING, AlertState.PENDING)
 ) -> list[dict[str, Any]]:
-    """Return the alerts in ``states``, firing first, then by rule and labels."""
+    """Return the alerts in ``states``, firing first, the most surprising first, then by rule and labels."""
     wanted = set(states)
     monitor = getattr(daemon, "source_down", None)  # WatcherSourceDown belongs to no rule group
     down = list(monitor.alerts()) if monitor is not None else []
     alerts = [a for a in [*current_alerts(daemon), *down] if a.state in wanted]
-    alerts.sort(key=lambda a: (-int(a.state), a.group, a.rule, repr(a.labels)))
+    alerts.sort(key=lambda a: (-int(a.state), -_rank(a.surprise), a.group, a.rule, repr(a.labels)))
     url = trace_url_of(daemon)
     synthetic = {id(a) for a in down}  # no rule page and no series to chart
     return [{**alert_dict(a, url), "has_rule": id(a) not in synthetic} for a in alerts]

@@ -254,3 +254,19 @@ def test_unsupported_url_is_a_store_error() -> None:
         open_store("mysql://u:s3cret@h/db")
     with pytest.raises(StoreError):
         open_store("not a url")
+
+
+def test_a_version_4_store_gets_the_alerts_surprise_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    store = open_store(url)
+    with store.engine.begin() as conn:  # as the previous release wrote it
+        conn.exec_driver_sql("ALTER TABLE alerts DROP COLUMN surprise")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 4")
+    store.close()
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert schema_version(conn) == SCHEMA_VERSION == 5
+            assert "surprise" in {c["name"] for c in sa.inspect(conn).get_columns("alerts")}
+    finally:
+        store.close()

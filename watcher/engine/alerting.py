@@ -48,6 +48,7 @@ class Observation:
     score: float = 0.0
     annotations: Mapping[str, str] = field(default_factory=dict)
     traces: tuple[TraceRef, ...] = ()
+    surprise: float = 0.0
 
 
 def step(
@@ -123,6 +124,7 @@ def _with_obs(alert: Alert, obs: Observation, now: datetime, *, keep_traces: boo
         lower=obs.lower if value_known else alert.lower,
         upper=obs.upper if value_known else alert.upper,
         score=obs.score if value_known else alert.score,
+        surprise=obs.surprise if value_known else alert.surprise,
         # an active observation says everything that holds now (stale notes go); an inactive one
         # without annotations keeps what the alert said
         annotations=dict(obs.annotations) if obs.annotations or obs.active else dict(alert.annotations),

@@ -526,6 +526,7 @@ class GroupEvaluator:
             score=v.score,
             annotations=annotations,
             traces=traces,
+            surprise=v.surprise,
         )
 
     def _missing(self, runner: _RuleRunner, alert: Alert) -> Observation | None:

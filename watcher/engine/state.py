@@ -69,6 +69,7 @@ def alert_to_row(alert: Alert) -> AlertRow:
         lower=_num(alert.lower),
         upper=_num(alert.upper),
         score=_num(alert.score),
+        surprise=_num(alert.surprise),
         annotations=dict(alert.annotations),
         traces=[
             {
@@ -110,6 +111,7 @@ def row_to_alert(row: AlertRow) -> Alert:
         lower=_unnum(row.lower),
         upper=_unnum(row.upper),
         score=_unnum(row.score) if row.score is not None else 0.0,
+        surprise=_unnum(row.surprise) if row.surprise is not None else 0.0,
         annotations=dict(row.annotations or {}),
         traces=traces,
     )

@@ -130,6 +130,7 @@ def from_message(m: Mapping[str, Any]) -> Notification:
         lower=_num(p.get("lower")),
         upper=_num(p.get("upper")),
         score=_num(p.get("score")) if p.get("score") is not None else 0.0,
+        surprise=_num(p.get("surprise")) if p.get("surprise") is not None else 0.0,
         annotations=dict(p.get("annotations") or {}),
         traces=tuple(
             TraceRef(t["trace_id"], t.get("span_id"), t.get("value"), _parse(t.get("ts")), t.get("note"))

@@ -237,6 +237,7 @@ def _payload(
         "lower": _json_num(alert.lower),
         "upper": _json_num(alert.upper),
         "score": _json_num(alert.score),
+        "surprise": _json_num(alert.surprise),
         "starts_at": _iso(alert.active_at or alert.fired_at),
         "ends_at": _iso(alert.resolved_at) if kind is NotificationKind.RESOLVED else None,
         "fingerprint": alert.fingerprint,

@@ -67,11 +67,19 @@ def _v4_payload_access(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[getattr(PayloadAccessRow, "__table__")])  # noqa: B009
 
 
+def _v5_alert_surprise(conn: Connection) -> None:
+    """Add ``alerts.surprise`` (-log10 tail probability; alerts are ordered by it, issue #15)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("alerts")}
+    if "surprise" not in have:
+        conn.exec_driver_sql("ALTER TABLE alerts ADD COLUMN surprise FLOAT")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
     3: _v3_outbox_key_index,
     4: _v4_payload_access,
+    5: _v5_alert_surprise,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

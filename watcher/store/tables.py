@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -162,6 +162,7 @@ class AlertRow(SQLModel, table=True):
     score: float | None = None
     annotations: dict[str, str] = _json()
     traces: list[dict[str, Any]] = _json()
+    surprise: float | None = None
 
 
 class NotificationLogRow(SQLModel, table=True):
