@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from array import array
 from collections import deque
 
@@ -55,8 +56,8 @@ TAIL_FRACTION = 0.047
 """k / n of the Pickands tail estimate: with 1,024 residuals, the 25th, 50th and 100th most extreme."""
 
 SHAPE_SMOOTHING = 1 / 32
-"""Weight of each new shape estimate in the kept one (Pickands' estimate is noisy; the shape of a
-series' noise changes slowly)."""
+"""Weight of each new shape estimate in the kept one (an estimate from a thousand residuals is noisy;
+the shape of a series' noise changes slowly): a time constant of ~500 residuals."""
 
 MIN_TAIL = 12
 
@@ -137,6 +138,17 @@ class ResolutionFloor:
         """Return the floor on sigma (0 until the series has moved)."""
         step = 0.5 * self.step if self.step < math.inf else 0.0
         return max(step, CHANGE_FRACTION * self.change)
+
+
+_WEIGHTS: dict[int, list[float]] = {}
+
+
+def _pwm_weights(k: int) -> list[float]:
+    """Return the plotting-position weights ``k - i - 0.65`` of the first probability-weighted moment."""
+    w = _WEIGHTS.get(k)
+    if w is None:
+        w = _WEIGHTS[k] = [k - i - 0.65 for i in range(k)]
+    return w
 
 
 class EmpiricalTail:
@@ -244,7 +256,7 @@ class EmpiricalTail:
             tail = [-x - u for x in reversed(s[TRIM:k])]
         tail += [tail[-1]] * TRIM
         a0 = sum(tail) / k
-        a1 = sum(y * (k - i - 0.65) for i, y in enumerate(tail)) / (k * k)
+        a1 = sum(map(operator.mul, tail, _pwm_weights(k))) / (k * k)
         d = a0 - 2.0 * a1
         # d <= 0: no spread among the excesses (quantised, or all equal): no evidence of a heavy tail.
         xi = 2.0 - a0 / d if d > 1e-12 and a0 > 1e-12 else 0.0
@@ -284,15 +296,18 @@ class TailCalibrator:
         full = have_run and len(self.run.ring) >= RUN_MIN_RING
         direction = self.direction
         point, run = self.point, self.run
-        up = point.critical(1)
-        down = point.critical(-1)
+        if point._stale >= REFRESH:
+            point._refresh()
+        up, down = point._crit[1], point._crit[-1]
         prev = sum(recent)
         if full:  # the run's mean beyond its critical value, and this point beyond it too
-            c = run.critical(1)
+            if run._stale >= REFRESH:
+                run._refresh()
+            c = run._crit[1]
             need = RUN * c - prev
             if need < CLIP:
                 up = min(up, max(c, need))
-            c = run.critical(-1)
+            c = run._crit[-1]
             need = RUN * c - prev
             if need > -CLIP:
                 down = max(down, min(c, need))
