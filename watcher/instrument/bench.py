@@ -149,7 +149,9 @@ def run_hooks_bench(
 
     peer: Any = None
     with contextlib.suppress(ImportError):
-        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as peer
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+        peer = OpenAIInstrumentor
 
     per_round = max(1, calls // rounds)
     arms = {"baseline": _Arm(), "watcher": _Arm()}
