@@ -122,8 +122,14 @@ def _prometheus_factory(root: Path) -> Iterator[PrometheusFactory]:
         openmetrics: str | None = None,
         start: bool = True,
         exemplars: bool = True,
+        scrape_interval: str = "1s",
     ) -> PrometheusServer:
-        server = PrometheusServer(root / f"prom{len(servers)}", targets=targets, exemplars=exemplars)
+        server = PrometheusServer(
+            root / f"prom{len(servers)}",
+            targets=targets,
+            exemplars=exemplars,
+            scrape_interval=scrape_interval,
+        )
         servers.append(server)
         if openmetrics is not None:
             server.backfill(openmetrics)
@@ -140,11 +146,12 @@ def _prometheus_factory(root: Path) -> Iterator[PrometheusFactory]:
 
 @pytest.fixture
 def prometheus_factory(tmp_path: Path) -> Iterator[PrometheusFactory]:
-    """Return ``make(targets=…, openmetrics=…, start=True, exemplars=True)`` building real Prometheus servers.
+    """Return ``make(targets=…, openmetrics=…, start=True, exemplars=True, scrape_interval="1s")``.
 
-    Each server gets its own data dir and free loopback port; ``openmetrics`` history is
-    backfilled before start; ``exemplars=False`` runs it without exemplar storage. All are
-    stopped by PID at teardown.
+    It builds real Prometheus servers. Each gets its own data dir and free loopback port;
+    ``openmetrics`` history is backfilled before start; ``exemplars=False`` runs it without
+    exemplar storage; ``scrape_interval`` scrapes the targets faster. All are stopped by PID at
+    teardown.
     """
     yield from _prometheus_factory(tmp_path)
 
