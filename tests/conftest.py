@@ -72,6 +72,19 @@ def drop_test_database(psycopg: Any, name: str, timeout_ms: int = PG_ADMIN_TIMEO
     return True
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Hand this xdist worker's undropped databases to the controller, which prints the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["undropped_databases"] = list(UNDROPPED_DATABASES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Collect an xdist worker's undropped databases (``pytest -n``), for ``pytest_terminal_summary``."""
+    UNDROPPED_DATABASES.extend(getattr(node, "workeroutput", {}).get("undropped_databases", []))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Name the test databases that could not be dropped within the admin statement timeout."""
     if UNDROPPED_DATABASES:

@@ -146,6 +146,7 @@ def test_exemplar_trace_ids_of_the_offending_calls_reach_the_receiver(
         incident_call()
         if i % 4 == 0:
             call(client, "beta", "agent-base")
+    scraped_by = time.time()  # the 16th call's sample is in Prometheus, stamped no later than this
     offending = spans_of(exporter, "acme", "agent-xl")
     innocent = spans_of(exporter, "beta", "agent-base") | spans_of(exporter, "acme", "agent-base")
     assert len(offending) == 16 and innocent and not offending & innocent
@@ -172,7 +173,9 @@ def test_exemplar_trace_ids_of_the_offending_calls_reach_the_receiver(
         )
     )
     # The incident goes on while watcher starts and evaluates: the alert links the traces of the
-    # rule's last two 5s points, whenever the subprocess gets to evaluate.
+    # rule's last two 5s points, whenever the subprocess gets to evaluate. The rule is evaluated on
+    # a 5s grid: watcher starts once a grid point has passed the 16th call's scrape, so the
+    # evaluated point sees the whole incident so far (the 1h burn rate passes 14.4 only after ~12 calls).
     stop, failed = threading.Event(), []
 
     def go_on() -> None:
@@ -185,6 +188,7 @@ def test_exemplar_trace_ids_of_the_offending_calls_reach_the_receiver(
     caller = threading.Thread(target=go_on)
     caller.start()
     try:
+        poll(lambda: time.time() // 5 * 5 >= scraped_by, timeout=6, interval=0.05, what="a 5s grid point")
         proc = subprocess.run(
             [sys.executable, "-m", "watcher", "run", "--once", "--config", str(config)],
             capture_output=True, text=True, timeout=120, cwd=tmp_path,
