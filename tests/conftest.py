@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,6 +71,13 @@ def drop_test_database(psycopg: Any, name: str, timeout_ms: int = PG_ADMIN_TIMEO
         UNDROPPED_DATABASES.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         return False
     return True
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse two tests with one node ID: pytest-xdist (``-n 2``) would run one and drop the others."""
+    counts = Counter(item.nodeid for item in items)
+    if shared := sorted(nodeid for nodeid, n in counts.items() if n > 1):
+        raise pytest.UsageError(f"several tests share a node ID (give them distinct names or ids): {shared}")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
