@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +73,26 @@ def drop_test_database(psycopg: Any, name: str, timeout_ms: int = PG_ADMIN_TIMEO
     return True
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse two tests with one node ID: pytest-xdist (``-n 2``) would run one and drop the others."""
+    counts = Counter(item.nodeid for item in items)
+    if shared := sorted(nodeid for nodeid, n in counts.items() if n > 1):
+        raise pytest.UsageError(f"several tests share a node ID (give them distinct names or ids): {shared}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Hand this xdist worker's undropped databases to the controller, which prints the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["undropped_databases"] = list(UNDROPPED_DATABASES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Collect an xdist worker's undropped databases (``pytest -n``), for ``pytest_terminal_summary``."""
+    UNDROPPED_DATABASES.extend(getattr(node, "workeroutput", {}).get("undropped_databases", []))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Name the test databases that could not be dropped within the admin statement timeout."""
     if UNDROPPED_DATABASES:
@@ -122,8 +143,14 @@ def _prometheus_factory(root: Path) -> Iterator[PrometheusFactory]:
         openmetrics: str | None = None,
         start: bool = True,
         exemplars: bool = True,
+        scrape_interval: str = "1s",
     ) -> PrometheusServer:
-        server = PrometheusServer(root / f"prom{len(servers)}", targets=targets, exemplars=exemplars)
+        server = PrometheusServer(
+            root / f"prom{len(servers)}",
+            targets=targets,
+            exemplars=exemplars,
+            scrape_interval=scrape_interval,
+        )
         servers.append(server)
         if openmetrics is not None:
             server.backfill(openmetrics)
@@ -140,11 +167,12 @@ def _prometheus_factory(root: Path) -> Iterator[PrometheusFactory]:
 
 @pytest.fixture
 def prometheus_factory(tmp_path: Path) -> Iterator[PrometheusFactory]:
-    """Return ``make(targets=…, openmetrics=…, start=True, exemplars=True)`` building real Prometheus servers.
+    """Return ``make(targets=…, openmetrics=…, start=True, exemplars=True, scrape_interval="1s")``.
 
-    Each server gets its own data dir and free loopback port; ``openmetrics`` history is
-    backfilled before start; ``exemplars=False`` runs it without exemplar storage. All are
-    stopped by PID at teardown.
+    It builds real Prometheus servers. Each gets its own data dir and free loopback port;
+    ``openmetrics`` history is backfilled before start; ``exemplars=False`` runs it without
+    exemplar storage; ``scrape_interval`` scrapes the targets faster. All are stopped by PID at
+    teardown.
     """
     yield from _prometheus_factory(tmp_path)
 

@@ -134,7 +134,10 @@ class PrometheusServer(_Process):
     """A real Prometheus scraping ``targets`` every second, with exemplar storage unless told not to.
 
     ``exemplars=False`` starts it without ``--enable-feature=exemplar-storage``, as most installs
-    run: ``/api/v1/query_exemplars`` then answers success with no data.
+    run: ``/api/v1/query_exemplars`` then answers success with no data. ``scrape_interval``
+    (a Prometheus duration such as ``"250ms"``) scrapes the targets faster, for tests that wait
+    for one scrape after another; the first scrape still comes only after the ~5 s
+    service-discovery tick of a fresh server.
     """
 
     def __init__(
@@ -146,10 +149,12 @@ class PrometheusServer(_Process):
         binary: Path = PROMETHEUS_BIN,
         promtool: Path = PROMTOOL_BIN,
         exemplars: bool = True,
+        scrape_interval: str = "1s",
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__("prometheus", workdir, port or free_port())
         self.exemplars = exemplars
+        self.scrape_interval = scrape_interval
         self.binary = binary
         self.promtool = promtool
         self.data_dir = workdir / "data"
@@ -165,7 +170,12 @@ class PrometheusServer(_Process):
         }
         if self.targets:
             config["scrape_configs"].append(
-                {"job_name": "app", "scrape_interval": "1s", "static_configs": [{"targets": self.targets}]}
+                {
+                    "job_name": "app",
+                    "scrape_interval": self.scrape_interval,
+                    "scrape_timeout": self.scrape_interval,
+                    "static_configs": [{"targets": self.targets}],
+                }
             )
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
 

@@ -129,6 +129,16 @@ def _ticks(engine: sa.Engine) -> dict[str, list[tuple[float, str]]]:
     return out
 
 
+def _let_ticks_pass(engine: sa.Engine, groups: list[str], n: int) -> None:
+    """Wait until every group was evaluated on ``n`` more ticks: room for a duplicate page to show up."""
+    after = datetime.now(UTC).timestamp() + (n - 1) * INTERVAL_S
+    _wait(
+        lambda: all(any(t > after for t, _ in _ticks(engine).get(g, [])) for g in groups),
+        10 * n * INTERVAL_S,
+        f"{n} more ticks of every group",
+    )
+
+
 def test_three_replicas_share_groups_and_page_once_through_a_kill(
     pg_url: str, tmp_path: Path, http_receiver: HTTPReceiver
 ) -> None:
@@ -149,7 +159,7 @@ def test_three_replicas_share_groups_and_page_once_through_a_kill(
         victim.kill()  # mid-incident: the incident lasts until start + 10 s, firing until + 16 s
         killed_at = datetime.now(UTC).timestamp()
         _wait(lambda: len(http_receiver.requests) >= 6, 45, "three resolves")
-        time.sleep(1.5)  # room for a duplicate to show up, if there were one
+        _let_ticks_pass(engine, groups, 2)  # room for a duplicate to show up, if there were one
         for p in procs[1:]:
             assert p.stop() == 0
     finally:
@@ -220,7 +230,7 @@ def test_a_replica_cut_off_from_postgresql_stops_evaluating_and_sending(
         start = datetime.now(UTC) + timedelta(seconds=0.5)
         _incident(pg_url, start, seconds=4)  # fires at once; resolves WINDOW_S after the last call
         _wait(lambda: len(http_receiver.requests) >= 4, 30, "two pages and two resolves")
-        time.sleep(1.0)  # room for a duplicate to show up, if there were one
+        _let_ticks_pass(engine, groups, 2)  # room for a duplicate to show up, if there were one
         assert cut_off.p.poll() is None  # it keeps running, waiting for the database to come back
         for p in (cut_off, healthy):
             assert p.stop() == 0, p.output()[-3000:]

@@ -2,7 +2,7 @@
 
 An application in this process drives the real ``openai`` client against the local stub server
 through watcher's hooks and serves its metrics (OpenMetrics, with trace-ID exemplars). A real
-Prometheus scrapes it every second with exemplar storage on. Then tenant acme's agent switches to
+Prometheus scrapes it four times a second with exemplar storage on. Then tenant acme's agent switches to
 a model ten times as expensive (the incident), ``watcher run --once`` runs as a real subprocess
 with the shipped budget-burn rule (``SpendBudgetBurn`` from rules-prometheus/, evaluated every 5s
 instead of every 5m so the test is quick) and the alert reaches a loopback webhook receiver. The
@@ -43,6 +43,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PACK = ROOT / "rules-prometheus" / "llm-prometheus.yaml"
 # USD per 1M tokens; the stub answers 12 input (4 cached) + 6 output tokens: $0.18 and $1.80 a call
+SCRAPE = "250ms"  # Prometheus scrapes the app four times a second: the incident's calls wait for it
 PRICES = {
     "models": {
         "agent-base": {"input": 10_000, "output": 10_000, "cached_input": 10_000},
@@ -88,8 +89,10 @@ def app(tmp_path: Path) -> Iterator[tuple[Any, InMemorySpanExporter, str]]:
 
 
 def call(client: Any, tenant: str, model: str) -> None:
+    """Make one call; return once the hooks finished it (span ended, metrics and exemplar set)."""
     with attribution(tenant=tenant, feature="agent"):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "next step?"}])
+    assert instrument.flush(), "the hooks did not finish the call"
 
 
 def shipped_rule(alert: str, interval: str) -> dict[str, Any]:
@@ -108,39 +111,46 @@ def test_exemplar_trace_ids_of_the_offending_calls_reach_the_receiver(
     http_receiver: HTTPReceiver,
     alertmanager: Any,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     client, exporter, target = app
-    prom: PrometheusServer = prometheus_factory(targets=[target])
+    prom: PrometheusServer = prometheus_factory(targets=[target], scrape_interval=SCRAPE)
     for tenant in ("acme", "beta"):  # normal traffic: both tenants on the base model
         call(client, tenant, "agent-base")
     prom.wait_for('llm_cost_usd_total{tenant="beta"}')
 
-    # The incident: acme's agent loops on the ten-times-dearer model, one call every ~1.2 s so
-    # that each call's exemplar is scraped (a series exposes only its latest exemplar).
-    for i in range(16):
+    http = httpx.Client(timeout=5)  # one connection: the incident's calls poll it many times each
+    request.addfinalizer(http.close)
+
+    def exemplars_in() -> set[str]:
+        now = time.time()
+        doc = http.get(
+            f"{prom.url}/api/v1/query_exemplars",
+            params={"query": 'llm_cost_usd_total{model="agent-xl"}', "start": now - 120, "end": now},
+        ).json()
+        return {e["labels"]["trace_id"] for g in doc["data"] for e in g["exemplars"]}
+
+    def incident_call() -> None:
+        """Make one of acme's expensive calls and wait until Prometheus has stored its exemplar.
+
+        A series exposes only its latest exemplar: waiting for the scrape before the next call
+        gets every call's exemplar stored, however slow the machine.
+        """
+        before = spans_of(exporter, "acme", "agent-xl")
         call(client, "acme", "agent-xl")
+        (trace_id,) = spans_of(exporter, "acme", "agent-xl") - before
+        poll(lambda: trace_id in exemplars_in(), timeout=20, interval=0.05, what="the call's exemplar")
+
+    # The incident: acme's agent loops on the ten-times-dearer model.
+    for i in range(16):
+        incident_call()
         if i % 4 == 0:
             call(client, "beta", "agent-base")
-        time.sleep(1.2)
+    scraped_by = time.time()  # the 16th call's sample is in Prometheus, stamped no later than this
     offending = spans_of(exporter, "acme", "agent-xl")
     innocent = spans_of(exporter, "beta", "agent-base") | spans_of(exporter, "acme", "agent-base")
     assert len(offending) == 16 and innocent and not offending & innocent
-
-    def exemplars_in() -> set[str]:
-        with httpx.Client(timeout=5) as http:
-            now = time.time()
-            doc = http.get(
-                f"{prom.url}/api/v1/query_exemplars",
-                params={"query": 'llm_cost_usd_total{model="agent-xl"}', "start": now - 120, "end": now},
-            ).json()
-        return {e["labels"]["trace_id"] for g in doc["data"] for e in g["exemplars"]}
-
-    def enough() -> set[str] | None:
-        ids = exemplars_in()
-        return ids if len(ids) >= 12 else None
-
-    stored: set[str] = poll(enough, timeout=20, what="Prometheus to store the incident's exemplars")
-    assert stored <= offending  # exemplars are exactly the hooks' trace IDs
+    assert exemplars_in() == offending  # exemplars are exactly the hooks' trace IDs, every one of them
 
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(shipped_rule("SpendBudgetBurn", "5s"), sort_keys=False))
@@ -162,13 +172,34 @@ def test_exemplar_trace_ids_of_the_offending_calls_reach_the_receiver(
             }
         )
     )
-    time.sleep(5.5)  # let the 5s grid pass the last scrape, so the evaluated point sees it all
-    proc = subprocess.run(
-        [sys.executable, "-m", "watcher", "run", "--once", "--config", str(config)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    # The incident goes on while watcher starts and evaluates: the alert links the traces of the
+    # rule's last two 5s points, whenever the subprocess gets to evaluate. The rule is evaluated on
+    # a 5s grid: watcher starts once a grid point has passed the 16th call's scrape, so the
+    # evaluated point sees the whole incident so far (the 1h burn rate passes 14.4 only after ~12 calls).
+    stop, failed = threading.Event(), []
+
+    def go_on() -> None:
+        try:
+            while not stop.is_set():
+                incident_call()
+        except BaseException as exc:  # re-raised on the test's thread
+            failed.append(exc)
+
+    caller = threading.Thread(target=go_on)
+    caller.start()
+    try:
+        poll(lambda: time.time() // 5 * 5 >= scraped_by, timeout=6, interval=0.05, what="a 5s grid point")
+        proc = subprocess.run(
+            [sys.executable, "-m", "watcher", "run", "--once", "--config", str(config)],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    finally:
+        stop.set()
+        caller.join(30)
+    assert not failed, failed
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    offending = spans_of(exporter, "acme", "agent-xl")
 
     (path, _headers, body), *more = http_receiver.wait_for(1)
     assert path == "/alerts" and not more
@@ -239,7 +270,7 @@ def test_alert_reaches_a_real_alertmanager_with_trace_links_and_resolves(
     tmp_path: Path,
 ) -> None:
     client, exporter, target = app
-    prom: PrometheusServer = prometheus_factory(targets=[target])
+    prom: PrometheusServer = prometheus_factory(targets=[target], scrape_interval=SCRAPE)
     call(client, "acme", "agent-base")
     prom.wait_for('llm_cost_usd_total{tenant="acme"}')
 
