@@ -26,7 +26,11 @@ groups:
 def watcher(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "watcher", *args], capture_output=True, text=True, cwd=cwd, env=full_env,
+        [sys.executable, "-m", "watcher", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
         timeout=120,
     )
 
@@ -47,7 +51,11 @@ def test_check_schema_is_json() -> None:
 # (file content, config content or None, expected fragment of the single error line)
 BAD_RULES = {
     "malformed yaml": ("groups:\n  - name: g\n    rules: [\n", None, "r.yaml:4:1"),
-    "unknown field": (GOOD_RULE.replace("alert: A", "alert: A\n        severity: page"), None, "r.yaml:5:9: group \"g\", rule 1, \"A\": unknown field \"severity\""),
+    "unknown field": (
+        GOOD_RULE.replace("alert: A", "alert: A\n        severity: page"),
+        None,
+        'r.yaml:5:9: group "g", rule 1, "A": unknown field "severity"',
+    ),
     "bad duration": (GOOD_RULE.replace("window: 5m", "window: 5 minutes"), None, "r.yaml:6:37"),
     "unknown detector": (GOOD_RULE.replace("threshold, above: 100", "sesonal"), None, "sesonal"),
     "unknown receiver": (
@@ -141,8 +149,12 @@ def test_score_does_not_import_the_daemons_dependencies(tmp_path: Path) -> None:
         "print('HEAVY', heavy, code, file=sys.stderr)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
     )
     assert "HEAVY [] 0" in proc.stderr, proc.stderr
     assert proc.stdout.startswith("timestamp,value,expected,lower,upper,score,anomaly")

@@ -57,7 +57,11 @@ def test_run_once_on_demo_db_delivers_to_json_receiver(demo: tuple[Path, str], t
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         proc = subprocess.run(
             [sys.executable, "-m", "watcher", "run", "--once", "--config", str(cfg)],
-            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stderr
         rx.wait_for(1, timeout=10)

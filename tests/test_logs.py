@@ -39,8 +39,12 @@ def _log(stream: io.StringIO, **kwargs: object) -> str:
 
 @pytest.mark.parametrize(
     ("stream", "fmt", "expected"),
-    [(io.StringIO(), "auto", "json"), (_Tty(), "auto", "text"), (_Tty(), "json", "json"),
-     (io.StringIO(), "text", "text")],
+    [
+        (io.StringIO(), "auto", "json"),
+        (_Tty(), "auto", "text"),
+        (_Tty(), "json", "json"),
+        (io.StringIO(), "text", "text"),
+    ],
 )
 def test_format_follows_the_terminal(stream: io.StringIO, fmt: str, expected: str) -> None:
     assert choose_format(fmt, stream) == expected  # type: ignore[arg-type]

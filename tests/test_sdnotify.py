@@ -68,8 +68,12 @@ def test_daemon_sends_ready_and_logs_json(tmp_path: Path, notify_socket: tuple[s
     )
     env = {**os.environ, "NOTIFY_SOCKET": path, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "watcher", "run"], cwd=tmp_path, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "watcher", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         fields = dict(f.split("=", 1) for f in sock.recv(4096).decode().split("\n"))
@@ -122,8 +126,12 @@ def test_daemon_pings_the_watchdog(tmp_path: Path, notify_socket: tuple[socket.s
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "watcher", "run"], cwd=tmp_path, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "watcher", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         messages = []

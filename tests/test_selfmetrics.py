@@ -18,11 +18,13 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 GROUP = {
     "name": "g",
     "interval": "1m",
-    "rules": [{
-        "alert": "CostHigh",
-        "expr": "sum by (tenant) (rate(llm_cost_usd_total[5m]))",
-        "detector": {"kind": "threshold", "above": 10},
-    }],
+    "rules": [
+        {
+            "alert": "CostHigh",
+            "expr": "sum by (tenant) (rate(llm_cost_usd_total[5m]))",
+            "detector": {"kind": "threshold", "above": 10},
+        }
+    ],
 }
 
 
@@ -68,5 +70,3 @@ class _Null:
 
     def send(self, n: object) -> None:
         pass
-
-

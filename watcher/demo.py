@@ -105,8 +105,13 @@ class Traffic:
         model, provider, ttft_median, tin, tout = FEATURES[feature]
         self.now = ts
         with llm_call(
-            provider=provider, model=model, operation="chat", tenant=tenant, feature=feature,
-            user_id=f"user-{rng.randrange(5000)}", temperature=0.2,
+            provider=provider,
+            model=model,
+            operation="chat",
+            tenant=tenant,
+            feature=feature,
+            user_id=f"user-{rng.randrange(5000)}",
+            temperature=0.2,
         ) as rec:
             rec.input_tokens = int(tin * rng.lognormvariate(0, 0.35) * (4 if runaway else 1))
             rec.output_tokens = int(tout * rng.lognormvariate(0, 0.4))
@@ -126,8 +131,15 @@ class Traffic:
             else:
                 value = rng.betavariate(17.2, 2.8)
             record_score(
-                trace_id, "groundedness", round(value, 4), source="judge", evaluator="demo-judge",
-                tenant=tenant, feature=feature, model=model, ts=ts + timedelta(seconds=2),
+                trace_id,
+                "groundedness",
+                round(value, 4),
+                source="judge",
+                evaluator="demo-judge",
+                tenant=tenant,
+                feature=feature,
+                model=model,
+                ts=ts + timedelta(seconds=2),
             )
             self.scores += 1
 
@@ -161,11 +173,20 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
     end = end.replace(second=0, microsecond=0) - timedelta(minutes=end.minute % 5)
     begin = end - timedelta(days=days)
     incidents = [
-        Incident("groundedness drop on feature support-rag (the retriever serves stale documents)",
-                 end - timedelta(hours=10), end - timedelta(hours=8, minutes=30), "GroundednessDrop",
-                 {"feature": "support-rag"}),
-        Incident("runaway agent loop: tenant globex's spend ×8, still going", end - timedelta(minutes=50), None,
-                 "SpendAnomaly", {"tenant": "globex"}),
+        Incident(
+            "groundedness drop on feature support-rag (the retriever serves stale documents)",
+            end - timedelta(hours=10),
+            end - timedelta(hours=8, minutes=30),
+            "GroundednessDrop",
+            {"feature": "support-rag"},
+        ),
+        Incident(
+            "runaway agent loop: tenant globex's spend ×8, still going",
+            end - timedelta(minutes=50),
+            None,
+            "SpendAnomaly",
+            {"tenant": "globex"},
+        ),
     ]
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -184,14 +205,20 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
         writer.close()
     gen_s = time.perf_counter() - t_start
 
-    print(f"watcher demo: simulated {days} days of LLM traffic ({traffic.calls:,} calls, "
-          f"{traffic.scores:,} groundedness scores) into {db} in {gen_s:.1f}s", file=out)
+    print(
+        f"watcher demo: simulated {days} days of LLM traffic ({traffic.calls:,} calls, "
+        f"{traffic.scores:,} groundedness scores) into {db} in {gen_s:.1f}s",
+        file=out,
+    )
     print("incidents injected:", file=out)
     for inc in incidents:
         until = f"{inc.end:%H:%M}Z" if inc.end else "now"
         print(f"  • {inc.start:%Y-%m-%d %H:%M}Z – {until}  {inc.name}", file=out)
-    print(f"replaying the last {int(REPLAY.total_seconds() // 3600)}h through the shipped rules "
-          f"({shipped_rules_dir()}), one evaluation every {int(STEP.total_seconds() // 60)}m …\n", file=out)
+    print(
+        f"replaying the last {int(REPLAY.total_seconds() // 3600)}h through the shipped rules "
+        f"({shipped_rules_dir()}), one evaluation every {int(STEP.total_seconds() // 60)}m …\n",
+        file=out,
+    )
 
     settings = Settings(
         store=StoreSettings(url=f"sqlite:///{db}"),
@@ -225,8 +252,13 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
     for (rule, fp), at in sorted(fired.items(), key=lambda kv: kv[1]):
         labels = fired_labels[(rule, fp)]
         match = next(
-            (i for i in incidents if i.rule == rule and all(labels.get(k) == v for k, v in i.labels.items())
-             and i.covers(at, timedelta(hours=1))),
+            (
+                i
+                for i in incidents
+                if i.rule == rule
+                and all(labels.get(k) == v for k, v in i.labels.items())
+                and i.covers(at, timedelta(hours=1))
+            ),
             None,
         )
         if match is None:

@@ -92,7 +92,9 @@ def compare_unpaired(
     rng = np.random.default_rng(seed)
     boot = _bootstrap_means(candidate, rng, resamples) - _bootstrap_means(baseline, rng, resamples)
     p = float(mannwhitneyu(candidate, baseline, alternative="less").pvalue)
-    return _result(score, "unpaired Mann-Whitney", baseline, candidate, boot, p, alpha=alpha, max_drop=max_drop)
+    return _result(
+        score, "unpaired Mann-Whitney", baseline, candidate, boot, p, alpha=alpha, max_drop=max_drop
+    )
 
 
 def _result(
@@ -110,9 +112,19 @@ def _result(
     lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     diff = float(candidate.mean() - baseline.mean())
     return GateResult(
-        score, method, len(baseline), len(candidate), float(baseline.mean()), float(candidate.mean()),
-        diff, float(lo), float(hi), p, p < alpha and diff < -max_drop,
+        score,
+        method,
+        len(baseline),
+        len(candidate),
+        float(baseline.mean()),
+        float(candidate.mean()),
+        diff,
+        float(lo),
+        float(hi),
+        p,
+        p < alpha and diff < -max_drop,
     )
+
 
 def compare_runs(
     baseline: dict[str, float], candidate: dict[str, float], *, alpha: float, max_drop: float, score: str = ""

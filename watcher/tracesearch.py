@@ -35,13 +35,15 @@ NO_EXEMPLARS = "no_exemplars"
 TRACE_SEARCH = "trace_search"
 """The annotation holding the trace UI's search link for the alert's window (with ``trace_search_url``)."""
 NOTE_KEYS = (NO_EXEMPLARS, TRACE_SEARCH)
-HOOK_SPAN_ATTRIBUTES: Mapping[str, str] = MappingProxyType({
-    "tenant": "watcher.tenant",
-    "feature": "watcher.feature",
-    "model": "gen_ai.request.model",
-    "provider": "gen_ai.provider.name",
-    "operation": "gen_ai.operation.name",
-})
+HOOK_SPAN_ATTRIBUTES: Mapping[str, str] = MappingProxyType(
+    {
+        "tenant": "watcher.tenant",
+        "feature": "watcher.feature",
+        "model": "gen_ai.request.model",
+        "provider": "gen_ai.provider.name",
+        "operation": "gen_ai.operation.name",
+    }
+)
 """The span attributes watcher's hooks record for the labels of the metrics they emit."""
 
 PLACEHOLDERS = (

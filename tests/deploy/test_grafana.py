@@ -25,8 +25,22 @@ from watcher.selfmetrics import SelfMetrics
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana").glob("*.json"))
 _GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-             "offset", "inf", "nan", "atan2"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
+}
 
 
 def expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
@@ -65,8 +79,12 @@ def metric_names(expr: str) -> set[str]:
 
 def exported_names() -> set[str]:
     """Return every sample name the hooks' metrics and the self-metrics can expose."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",),
-                "summary": ("_count", "_sum", "")}
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_count", "_sum"),
+        "gauge": ("",),
+        "summary": ("_count", "_sum", ""),
+    }
     registry = CollectorRegistry()
     LLMMetrics(registry)
     names = set()
@@ -77,8 +95,10 @@ def exported_names() -> set[str]:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('histogram_quantile(0.95, sum by (le, model) (rate(llm_request_duration_seconds_bucket'
-            '{tenant=~"$tenant",x="a{b}"}[5m] offset 1h))) / on(model) group_left() time() - up')
+    expr = (
+        "histogram_quantile(0.95, sum by (le, model) (rate(llm_request_duration_seconds_bucket"
+        '{tenant=~"$tenant",x="a{b}"}[5m] offset 1h))) / on(model) group_left() time() - up'
+    )
     assert metric_names(expr) == {"llm_request_duration_seconds_bucket", "up"}
 
 
@@ -101,11 +121,25 @@ def demo_prometheus(prometheus_module_factory: PrometheusFactory) -> Iterator[Pr
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("WATCHER_STORE__URL", None)
     app = subprocess.Popen(
-        [sys.executable, str(ROOT / "deploy" / "demo" / "app.py"), "--addr", "127.0.0.1", "--port", str(port),
-         "--rate", "200", "--spike-every", "4"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(ROOT / "deploy" / "demo" / "app.py"),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--rate",
+            "200",
+            "--spike-every",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
+
         def up() -> bool:
             if app.poll() is not None:
                 raise RuntimeError(f"demo app exited: {app.stderr.read() if app.stderr else ''}")
@@ -151,7 +185,8 @@ def test_llm_panels_show_the_demo_traffic(demo_prometheus: PrometheusServer) -> 
         result = _query(demo_prometheus, concrete(expr))["data"]["result"]
         assert result, f"{where}: no data for {expr}"
     exemplars = httpx.get(
-        f"{demo_prometheus.url}/api/v1/query_exemplars", params={"query": "llm_cost_usd_total", "start": "0",
-                                                                 "end": "9999999999"}, timeout=10
+        f"{demo_prometheus.url}/api/v1/query_exemplars",
+        params={"query": "llm_cost_usd_total", "start": "0", "end": "9999999999"},
+        timeout=10,
     ).json()["data"]
     assert any(len(e["labels"]["trace_id"]) == 32 for s in exemplars for e in s["exemplars"])

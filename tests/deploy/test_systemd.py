@@ -59,8 +59,13 @@ def test_unit_is_hardened_and_reloadable() -> None:
     assert one["Service.ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert one["Service.Restart"] == "on-failure"
     for key, value in {
-        "DynamicUser": "yes", "StateDirectory": "watcher", "ProtectSystem": "strict",
-        "NoNewPrivileges": "yes", "PrivateTmp": "yes", "ProtectHome": "yes", "CapabilityBoundingSet": "",
+        "DynamicUser": "yes",
+        "StateDirectory": "watcher",
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "CapabilityBoundingSet": "",
     }.items():
         assert one[f"Service.{key}"] == value, key
     assert "@system-service" in d["Service.SystemCallFilter"]

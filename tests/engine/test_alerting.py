@@ -31,8 +31,15 @@ CASES = {
     ),
     "keep_firing_for holds through a short dip": (
         Timing(keep_firing_for=5 * M),
-        [(0, True, "F"), (1, False, "F"), (3, False, "F"), (4, True, "F"), (5, False, "F"), (9, False, "F"),
-         (10, False, "R")],
+        [
+            (0, True, "F"),
+            (1, False, "F"),
+            (3, False, "F"),
+            (4, True, "F"),
+            (5, False, "F"),
+            (9, False, "F"),
+            (10, False, "R"),
+        ],
     ),
     "flapping with for 2m never fires": (
         Timing(for_=2 * M),
@@ -83,10 +90,23 @@ def test_state_machine_table(name: str) -> None:
 def test_episode_timestamps_and_final_value() -> None:
     timing = Timing(for_=2 * M, keep_firing_for=2 * M)
     a = None
-    for minute, active, value in [(0, True, 5.0), (1, True, 6.0), (2, True, 7.0), (3, False, 1.0),
-                                  (4, False, 0.7), (5, False, 0.5)]:
-        a = step(a, Observation(active=active, value=value, expected=1.0), T0 + minute * M, timing,
-                 rule="R", group="g", labels=LABELS)
+    for minute, active, value in [
+        (0, True, 5.0),
+        (1, True, 6.0),
+        (2, True, 7.0),
+        (3, False, 1.0),
+        (4, False, 0.7),
+        (5, False, 0.5),
+    ]:
+        a = step(
+            a,
+            Observation(active=active, value=value, expected=1.0),
+            T0 + minute * M,
+            timing,
+            rule="R",
+            group="g",
+            labels=LABELS,
+        )
     assert a is not None and a.resolved
     assert a.active_at == T0
     assert a.fired_at == T0 + 2 * M

@@ -51,7 +51,7 @@ def test_sighup_reload_and_sigterm(tmp_path: Path) -> None:
         proc.p.send_signal(signal.SIGHUP)
         line = proc.wait_for("rule reload failed")
         assert "keeping the previous rules" in line
-        proc.wait_for("cost.yaml:3:15: group \"cost\": interval: bad duration")
+        proc.wait_for('cost.yaml:3:15: group "cost": interval: bad duration')
         # a good change is picked up
         (rules / "cost.yaml").write_text(RULE.format(above=7))
         proc.p.send_signal(signal.SIGHUP)

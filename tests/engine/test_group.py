@@ -24,12 +24,14 @@ from watcher.store.db import Store, open_store
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
 
-GROUP = cost_group(**{
-    "for": "2m",
-    "labels": {"severity": "page"},
-    "annotations": {"summary": "{{ labels.tenant }} at {{ value }}"},
-    "traces": {"from": "exemplars", "top": 2},
-})
+GROUP = cost_group(
+    **{
+        "for": "2m",
+        "labels": {"severity": "page"},
+        "annotations": {"summary": "{{ labels.tenant }} at {{ value }}"},
+        "traces": {"from": "exemplars", "top": 2},
+    }
+)
 
 
 class Recorder:
@@ -95,7 +97,12 @@ def test_state_is_persisted_and_restored(store: Store) -> None:
 
 
 def test_rank_traces_orders_and_dedups() -> None:
-    refs = [TraceRef("a", value=1.0), TraceRef("b", value=3.0), TraceRef("a", value=5.0), TraceRef("c", value=None)]
+    refs = [
+        TraceRef("a", value=1.0),
+        TraceRef("b", value=3.0),
+        TraceRef("a", value=5.0),
+        TraceRef("c", value=None),
+    ]
     assert [r.trace_id for r in rank_traces(refs, None, 2)] == ["a", "b"]
     asc = rank_traces(refs, TracesSpec.model_validate({"order": "value_asc"}), 3)
     assert [r.trace_id for r in asc] == ["a", "b", "c"] and asc[0].value == 1.0
@@ -146,7 +153,9 @@ def test_bad_reload_keeps_the_running_rules(tmp_path: Path, store: Store) -> Non
     _write_rules(path, 10)
     d = _daemon(tmp_path, store, MemorySource(), Recorder())
     before = d.evaluators["g"]
-    path.write_text("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: up\n        for: soon\n")
+    path.write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: up\n        for: soon\n"
+    )
     result = d.reload()
     assert not result.ok and "r.yaml:6:" in (result.error or "")
     assert d.evaluators["g"] is before and d.last_reload_error
@@ -161,8 +170,13 @@ def test_bad_reload_keeps_the_running_rules(tmp_path: Path, store: Store) -> Non
     [("keep_state", AlertState.FIRING), ("ok", None), ("alert", AlertState.FIRING)],
 )
 def test_no_data_policy_for_a_vanished_series(store: Store, policy: str, expected: AlertState | None) -> None:
-    rule = dict(GROUP["rules"][0], source="calls", query={"agg": "sum", "field": "cost_usd", "by": ["tenant"]},
-                no_data=policy, **{"for": "0s"})
+    rule = dict(
+        GROUP["rules"][0],
+        source="calls",
+        query={"agg": "sum", "field": "cost_usd", "by": ["tenant"]},
+        no_data=policy,
+        **{"for": "0s"},
+    )
     del rule["expr"]
     rule["traces"] = {"from": "rows"}
     group = Group.model_validate(dict(GROUP, rules=[rule]))
@@ -208,6 +222,7 @@ def test_history_keeps_recent_verdicts_per_series_bounded(store: Store) -> None:
     assert (hist[-1].ts, hist[-1].value, hist[-1].anomalous) == (latest.ts, latest.value, latest.anomalous)
     # The alert's labels (rule labels laid over, with or without alertname) find the same series.
     (alert,) = [a for a in ev.alerts() if a.labels["tenant"] == "acme"]
+
     def key(vs: list[Verdict]) -> list[tuple[float, str, bool, bool]]:
         return [(v.ts, repr(v.value), v.anomalous, v.ready) for v in vs]  # repr: nan == nan
 

@@ -26,9 +26,17 @@ def test_round_trip(url: str) -> None:
     try:
         alerts = AlertStore(store)
         a = Alert(
-            rule="R", group="g", labels=Labels(tenant="acme"), state=AlertState.FIRING, active_at=T0,
-            fired_at=T0 + timedelta(minutes=2), last_eval=T0 + timedelta(minutes=3), value=3.5, expected=1.0,
-            annotations={"summary": "s"}, traces=(TraceRef("abc", "def", 0.4, T0, "note"),),
+            rule="R",
+            group="g",
+            labels=Labels(tenant="acme"),
+            state=AlertState.FIRING,
+            active_at=T0,
+            fired_at=T0 + timedelta(minutes=2),
+            last_eval=T0 + timedelta(minutes=3),
+            value=3.5,
+            expected=1.0,
+            annotations={"summary": "s"},
+            traces=(TraceRef("abc", "def", 0.4, T0, "note"),),
         )
         alerts.save([a], [])
         (back,) = alerts.load("g")

@@ -128,4 +128,3 @@ def scores(engine: sa.Engine, writer: StoreWriter) -> Callable[[], list[Score]]:
             return list(s.exec(select(Score).order_by(Score.id)))  # type: ignore[arg-type]
 
     return read
-

@@ -36,7 +36,6 @@ PARAMS: dict[str, Any] = {
 COST = (8 * 3.0 + 4 * 0.30 + 6 * 15.0) / 1e6  # 8 fresh input, 4 cache reads, 6 output
 
 
-
 @pytest.fixture
 def client(stub: StubServer) -> Iterator[Any]:
     with anthropic.Anthropic(base_url=stub.root_url, api_key="sk-ant-test", max_retries=0) as c:
@@ -108,8 +107,9 @@ def test_stream_helper_final_message_only(
     check(only(exporter), calls()[0], streamed=True)
 
 
-def test_stream_helper_left_early_ends_the_call_once(client: Any, exporter: InMemorySpanExporter,
-                                                    calls: ReadCalls) -> None:
+def test_stream_helper_left_early_ends_the_call_once(
+    client: Any, exporter: InMemorySpanExporter, calls: ReadCalls
+) -> None:
     with client.messages.stream(**PARAMS) as stream:
         next(iter(stream))  # message_start only
     (row,) = calls()
@@ -117,8 +117,9 @@ def test_stream_helper_left_early_ends_the_call_once(client: Any, exporter: InMe
     assert row.outcome == "ok" and row.input_tokens == 12 and row.ttft_s is None
 
 
-def test_async_stream_helper_and_create(stub: StubServer, exporter: InMemorySpanExporter,
-                                        calls: ReadCalls) -> None:
+def test_async_stream_helper_and_create(
+    stub: StubServer, exporter: InMemorySpanExporter, calls: ReadCalls
+) -> None:
     async def main() -> float:
         async with anthropic.AsyncAnthropic(base_url=stub.root_url, api_key="k", max_retries=0) as c:
             await c.messages.create(**{**PARAMS, "model": "warm-up"})

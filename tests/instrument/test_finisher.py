@@ -86,7 +86,10 @@ def test_flush_from_the_finishing_thread_returns_instead_of_deadlocking(make: Ma
 
 
 def test_spans_metrics_and_rows_are_made_off_the_callers_thread(
-    hooks: None, exporter: InMemorySpanExporter, registry: CollectorRegistry, calls: ReadCalls,
+    hooks: None,
+    exporter: InMemorySpanExporter,
+    registry: CollectorRegistry,
+    calls: ReadCalls,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     threads: dict[str, threading.Thread] = {}
@@ -141,12 +144,34 @@ def test_reconfiguring_finishes_the_calls_in_flight_with_their_own_configuration
         with llm_call(provider="p", model="m"):
             pass
         instrument.configure(writer=writer, registry=second)  # flushes the call above first
-        assert first.get_sample_value("llm_requests_total", {
-            "provider": "p", "model": "m", "operation": "chat", "tenant": "", "feature": "", "outcome": "ok",
-        }) == 1
-        assert second.get_sample_value("llm_requests_total", {
-            "provider": "p", "model": "m", "operation": "chat", "tenant": "", "feature": "", "outcome": "ok",
-        }) is None
+        assert (
+            first.get_sample_value(
+                "llm_requests_total",
+                {
+                    "provider": "p",
+                    "model": "m",
+                    "operation": "chat",
+                    "tenant": "",
+                    "feature": "",
+                    "outcome": "ok",
+                },
+            )
+            == 1
+        )
+        assert (
+            second.get_sample_value(
+                "llm_requests_total",
+                {
+                    "provider": "p",
+                    "model": "m",
+                    "operation": "chat",
+                    "tenant": "",
+                    "feature": "",
+                    "outcome": "ok",
+                },
+            )
+            is None
+        )
         assert len(calls()) == 1
     finally:
         instrument.reset()

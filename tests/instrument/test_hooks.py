@@ -39,8 +39,17 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 
 def test_span_carries_the_gen_ai_attributes(exporter: InMemorySpanExporter) -> None:
-    with llm_call(provider="openai", model="gpt-4o", tenant="acme", feature="chat",
-                  temperature=0.2, max_tokens=256, top_p=0.9, stop=["\n\n"], tools=[{"x": 1}]) as rec:
+    with llm_call(
+        provider="openai",
+        model="gpt-4o",
+        tenant="acme",
+        feature="chat",
+        temperature=0.2,
+        max_tokens=256,
+        top_p=0.9,
+        stop=["\n\n"],
+        tools=[{"x": 1}],
+    ) as rec:
         rec.response_model = "gpt-4o-2024-08-06"
         rec.input_tokens, rec.output_tokens, rec.cached_tokens = 120, 30, 100
         rec.finish_reason = "stop"
@@ -69,8 +78,15 @@ def test_span_carries_the_gen_ai_attributes(exporter: InMemorySpanExporter) -> N
 
 
 def test_row_has_the_span_ids_and_the_call(exporter: InMemorySpanExporter, calls: ReadCalls) -> None:
-    with llm_call(provider="anthropic", model="claude-sonnet-4", operation="chat", tenant="acme",
-                  feature="support", user_id="u-7", prompt_version="v3") as rec:
+    with llm_call(
+        provider="anthropic",
+        model="claude-sonnet-4",
+        operation="chat",
+        tenant="acme",
+        feature="support",
+        user_id="u-7",
+        prompt_version="v3",
+    ) as rec:
         rec.input_tokens, rec.output_tokens, rec.reasoning_tokens = 1_000_000, 100_000, 10
         rec.ttft_s = 0.25
         rec.finish_reason = "end_turn"
@@ -101,14 +117,20 @@ def test_metrics_carry_the_trace_as_exemplar(registry: CollectorRegistry) -> Non
     assert sample(registry, "llm_request_duration_seconds_count", **labels, operation="chat") == 1
     text = generate_latest(registry).decode()
     exemplar = f'# {{span_id="{rec.span_id}",trace_id="{rec.trace_id}"}}'
-    for metric in ("llm_requests_total", "llm_tokens_total", "llm_cost_usd_total",
-                   "llm_time_to_first_token_seconds_bucket", "llm_request_duration_seconds_bucket"):
+    for metric in (
+        "llm_requests_total",
+        "llm_tokens_total",
+        "llm_cost_usd_total",
+        "llm_time_to_first_token_seconds_bucket",
+        "llm_request_duration_seconds_bucket",
+    ):
         lines = [ln for ln in text.splitlines() if ln.startswith(metric) and exemplar in ln]
         assert lines, f"no exemplar on {metric}"
 
 
-def test_application_exception_is_reraised_unchanged(exporter: InMemorySpanExporter, calls: ReadCalls,
-                                                     registry: CollectorRegistry) -> None:
+def test_application_exception_is_reraised_unchanged(
+    exporter: InMemorySpanExporter, calls: ReadCalls, registry: CollectorRegistry
+) -> None:
     err = AppError("upstream said no")
     with pytest.raises(AppError) as caught, llm_call(provider="openai", model="gpt-4o") as rec:
         rec.input_tokens = 5
@@ -120,21 +142,46 @@ def test_application_exception_is_reraised_unchanged(exporter: InMemorySpanExpor
     assert [e.name for e in span.events] == ["exception"]
     (row,) = calls()
     assert (row.outcome, row.error_type, row.input_tokens) == ("error", "AppError", 5)
-    assert sample(registry, "llm_requests_total", provider="openai", model="gpt-4o", operation="chat",
-                  tenant="", feature="", outcome="error") == 1
+    assert (
+        sample(
+            registry,
+            "llm_requests_total",
+            provider="openai",
+            model="gpt-4o",
+            operation="chat",
+            tenant="",
+            feature="",
+            outcome="error",
+        )
+        == 1
+    )
 
 
-@pytest.mark.parametrize(("refused", "finish_reason", "reason"), [
-    (True, "stop", "refusal"),
-    (False, "content_filter", "content_filter"),
-])
-def test_refusals(refused: bool, finish_reason: str, reason: str, calls: ReadCalls,
-                  registry: CollectorRegistry) -> None:
+@pytest.mark.parametrize(
+    ("refused", "finish_reason", "reason"),
+    [
+        (True, "stop", "refusal"),
+        (False, "content_filter", "content_filter"),
+    ],
+)
+def test_refusals(
+    refused: bool, finish_reason: str, reason: str, calls: ReadCalls, registry: CollectorRegistry
+) -> None:
     with llm_call(provider="openai", model="gpt-4o", tenant="t", feature="f") as rec:
         rec.refused, rec.finish_reason = refused, finish_reason
     assert calls()[0].outcome == "refused"
-    assert sample(registry, "llm_refusals_total", provider="openai", model="gpt-4o", tenant="t", feature="f",
-                  reason=reason) == 1
+    assert (
+        sample(
+            registry,
+            "llm_refusals_total",
+            provider="openai",
+            model="gpt-4o",
+            tenant="t",
+            feature="f",
+            reason=reason,
+        )
+        == 1
+    )
 
 
 def test_cost_set_by_the_caller_wins_and_unknown_models_cost_nothing(calls: ReadCalls) -> None:
@@ -149,8 +196,9 @@ def test_cost_set_by_the_caller_wins_and_unknown_models_cost_nothing(calls: Read
     assert (second.cost_usd, second.cost_known) == (0.0, False)
 
 
-def test_simulated_clock_gives_ts_duration_and_ttft(writer: StoreWriter, calls: ReadCalls,
-                                                    provider: TracerProvider) -> None:
+def test_simulated_clock_gives_ts_duration_and_ttft(
+    writer: StoreWriter, calls: ReadCalls, provider: TracerProvider
+) -> None:
     t0 = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
     now = [t0]
     instrument.configure(writer=writer, tracer_provider=provider, clock=lambda: now[0], metrics=False)
@@ -165,11 +213,14 @@ def test_simulated_clock_gives_ts_duration_and_ttft(writer: StoreWriter, calls: 
     assert second.ts == t0 + timedelta(seconds=4) and second.duration_s == 9.0
 
 
-def test_without_a_tracer_the_row_still_has_a_trace(writer: StoreWriter, calls: ReadCalls,
-                                                    registry: CollectorRegistry) -> None:
+def test_without_a_tracer_the_row_still_has_a_trace(
+    writer: StoreWriter, calls: ReadCalls, registry: CollectorRegistry
+) -> None:
     instrument.configure(writer=writer, tracer_provider=trace.NoOpTracerProvider(), registry=registry)
-    with (llm_call(provider="openai", model="gpt-4o") as a,
-          llm_call(provider="openai", model="gpt-4o", operation="embeddings") as inner):
+    with (
+        llm_call(provider="openai", model="gpt-4o") as a,
+        llm_call(provider="openai", model="gpt-4o", operation="embeddings") as inner,
+    ):
         pass
     with llm_call(provider="openai", model="gpt-4o") as b:
         pass
@@ -184,8 +235,10 @@ def test_without_a_tracer_the_row_still_has_a_trace(writer: StoreWriter, calls: 
 
 
 def test_nested_calls_share_one_trace(exporter: InMemorySpanExporter, provider: TracerProvider) -> None:
-    with (provider.get_tracer("app").start_as_current_span("request") as parent,
-          llm_call(provider="openai", model="gpt-4o", operation="embeddings") as rec):
+    with (
+        provider.get_tracer("app").start_as_current_span("request") as parent,
+        llm_call(provider="openai", model="gpt-4o", operation="embeddings") as rec,
+    ):
         pass
     assert rec.trace_id == f"{parent.get_span_context().trace_id:032x}"
     child = next(s for s in exporter.get_finished_spans() if s.name == "embeddings gpt-4o")
@@ -267,37 +320,77 @@ def test_metrics_are_created_once_per_registry(writer: StoreWriter, registry: Co
     instrument.configure(writer=writer, registry=registry)  # no "Duplicated timeseries"
     with llm_call(provider="p", model="m"):
         pass
-    assert sample(registry, "llm_requests_total", provider="p", model="m", operation="chat", tenant="",
-                  feature="", outcome="ok") == 1
+    assert (
+        sample(
+            registry,
+            "llm_requests_total",
+            provider="p",
+            model="m",
+            operation="chat",
+            tenant="",
+            feature="",
+            outcome="ok",
+        )
+        == 1
+    )
 
 
 def test_record_score_and_feedback_rows(scores: ReadScores) -> None:
     ts = datetime(2026, 5, 1, tzinfo=UTC)
-    assert record_score("a" * 32, "groundedness", 0.82, label="grounded", evaluator="judge-v1", tenant="acme",
-                        feature="rag", model="gpt-4o", comment="ok", ts=ts)
+    assert record_score(
+        "a" * 32,
+        "groundedness",
+        0.82,
+        label="grounded",
+        evaluator="judge-v1",
+        tenant="acme",
+        feature="rag",
+        model="gpt-4o",
+        comment="ok",
+        ts=ts,
+    )
     assert record_feedback("a" * 32, False, comment="wrong answer", tenant="acme", feature="rag")
     assert record_feedback("b" * 32, True)
     judge, down, up = scores()
     assert (judge.name, judge.value, judge.label, judge.source, judge.evaluator) == (
-        "groundedness", 0.82, "grounded", "judge", "judge-v1")
+        "groundedness",
+        0.82,
+        "grounded",
+        "judge",
+        "judge-v1",
+    )
     assert (judge.tenant, judge.feature, judge.model, judge.comment, judge.ts) == (
-        "acme", "rag", "gpt-4o", "ok", ts)
+        "acme",
+        "rag",
+        "gpt-4o",
+        "ok",
+        ts,
+    )
     assert (down.name, down.value, down.source, down.label, down.comment) == (
-        "feedback", 0.0, "feedback", "negative", "wrong answer")
+        "feedback",
+        0.0,
+        "feedback",
+        "negative",
+        "wrong answer",
+    )
     assert (up.trace_id, up.value, up.label) == ("b" * 32, 1.0, "positive")
 
 
-@pytest.mark.parametrize(("call", "kwargs"), [
-    (lambda **kw: record_score("", "x", 1.0, **kw), {}),
-    (lambda **kw: record_score("a" * 32, "", 1.0, **kw), {}),
-    (lambda **kw: record_score("a" * 32, "x", float("inf"), **kw), {}),
-    (lambda **kw: record_score("a" * 32, "x", "high", **kw), {}),  # type: ignore[arg-type]
-    (lambda **kw: record_score("a" * 32, "x", 1.0, **kw), {"source": "oracle"}),
-    (lambda **kw: record_feedback("a" * 32, "yes", **kw), {}),  # type: ignore[arg-type]
-    (lambda **kw: record_feedback("a" * 32, True, **kw), {"colour": "blue"}),
-])
-def test_bad_score_input_is_counted_not_raised(call: Callable[..., bool], kwargs: dict[str, Any],
-                                               scores: ReadScores) -> None:
+@pytest.mark.parametrize(
+    ("call", "kwargs"),
+    [
+        (lambda **kw: record_score("", "x", 1.0, **kw), {}),
+        (lambda **kw: record_score("a" * 32, "", 1.0, **kw), {}),
+        (lambda **kw: record_score("a" * 32, "x", float("inf"), **kw), {}),
+        (lambda **kw: record_score("a" * 32, "x", "high", **kw), {}),  # type: ignore[arg-type]
+        (lambda **kw: record_score("a" * 32, "x", 1.0, **kw), {"source": "oracle"}),
+        (lambda **kw: record_feedback("a" * 32, "yes", **kw), {}),  # type: ignore[arg-type]
+        (lambda **kw: record_feedback("a" * 32, True, **kw), {"colour": "blue"}),
+    ],
+)
+def test_bad_score_input_is_counted_not_raised(
+    call: Callable[..., bool], kwargs: dict[str, Any], scores: ReadScores
+) -> None:
     assert call(**kwargs) is False
     assert stats().errors == 1
     assert scores() == []

@@ -54,9 +54,24 @@ def test_vendor_sdks_are_not_imported_at_import_time() -> None:
 def test_public_api_is_sorted_and_complete() -> None:
     assert watcher.instrument.__all__ == sorted(watcher.instrument.__all__)
     assert set(watcher.instrument.__all__) == {
-        "CallRecord", "OnlineEvaluator", "Redactor", "Sampler", "StoreWriter", "attribution", "configure",
-        "flush", "instrument_anthropic", "instrument_openai", "llm_call", "metrics_app", "record_feedback",
-        "record_score", "reset", "span", "start_metrics_server", "uninstrument_anthropic",
+        "CallRecord",
+        "OnlineEvaluator",
+        "Redactor",
+        "Sampler",
+        "StoreWriter",
+        "attribution",
+        "configure",
+        "flush",
+        "instrument_anthropic",
+        "instrument_openai",
+        "llm_call",
+        "metrics_app",
+        "record_feedback",
+        "record_score",
+        "reset",
+        "span",
+        "start_metrics_server",
+        "uninstrument_anthropic",
         "uninstrument_openai",
     }
     for name in watcher.instrument.__all__:

@@ -31,8 +31,14 @@ def test_label_values_beyond_the_limit_collapse_to_other_and_are_counted(
         instrument.reset()
 
     def requests(tenant: str) -> float | None:
-        labels = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "tenant": tenant,
-                  "feature": "chat", "outcome": "ok"}
+        labels = {
+            "provider": "openai",
+            "model": "gpt-4o",
+            "operation": "chat",
+            "tenant": tenant,
+            "feature": "chat",
+            "outcome": "ok",
+        }
         return registry.get_sample_value("llm_requests_total", labels)
 
     assert (requests("a"), requests("b"), requests("other")) == (2, 1, 3)
@@ -57,9 +63,19 @@ def _records() -> list[CallRecord]:
     out = []
     # Durations on, just below and just above bucket bounds, past the last bound, and zero.
     for i, duration in enumerate((0.0, 0.01, 0.0100001, 0.64, 81.92, 100.0, 1e-9)):
-        rec = CallRecord(provider="openai", model="gpt-4o", operation="chat", tenant=f"t{i % 2}",
-                         feature="f", user_id=None, prompt_version=None, trace_id=f"{i + 1:032x}",
-                         span_id=f"{i + 1:016x}", ts=instrument.hooks._utcnow(), timer=time.perf_counter)
+        rec = CallRecord(
+            provider="openai",
+            model="gpt-4o",
+            operation="chat",
+            tenant=f"t{i % 2}",
+            feature="f",
+            user_id=None,
+            prompt_version=None,
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            ts=instrument.hooks._utcnow(),
+            timer=time.perf_counter,
+        )
         rec.input_tokens, rec.output_tokens, rec.cached_tokens, rec.reasoning_tokens = 10 + i, 5, i % 3, i % 2
         rec.duration_s, rec.ttft_s = duration, duration / 2
         rec.finish_reason = "content_filter" if i == 3 else "stop"
@@ -88,8 +104,11 @@ def test_fast_path_matches_the_public_api(monkeypatch: pytest.MonkeyPatch) -> No
     assert not any(is_fast for series in slow._children.values() for _, is_fast in series.values())
     assert _exposition(fast_registry) == _exposition(slow_registry)
     lines = _exposition(fast_registry).splitlines()
-    inf = [ln for ln in lines if ln.startswith("llm_request_duration_seconds_bucket") and 'le="+Inf"' in ln
-           and 'tenant="t1"' in ln]
+    inf = [
+        ln
+        for ln in lines
+        if ln.startswith("llm_request_duration_seconds_bucket") and 'le="+Inf"' in ln and 'tenant="t1"' in ln
+    ]
     assert inf == [
         'llm_request_duration_seconds_bucket{feature="f",le="+Inf",model="gpt-4o",operation="chat",'
         'provider="openai",tenant="t1"} 3.0 # {span_id="0000000000000006",trace_id="'

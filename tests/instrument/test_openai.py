@@ -33,8 +33,6 @@ COST = (8 * 0.15 + 4 * 0.075 + 6 * 0.60) / 1e6  # 12 input of which 4 cached, 6 
 MESSAGES = [{"role": "user", "content": "What is the answer? Mail me at jane@example.com"}]
 
 
-
-
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
     (span,) = exporter.get_finished_spans()
     return span

@@ -35,8 +35,6 @@ USAGE: dict[str, Any] = {"stream_options": {"include_usage": True}}
 TEXT = "The answer is forty-two."
 
 
-
-
 def has_text(chunk: Any) -> bool:
     return bool(chunk.choices and chunk.choices[0].delta.content)
 
@@ -168,8 +166,9 @@ def test_async_raw_and_streaming_response(
 
 
 def test_responses_stream_helper(client: Any, exporter: InMemorySpanExporter, calls: ReadCalls) -> None:
-    with client.responses.stream(model=MODEL, input="What is the answer?", temperature=0.3,
-                                 max_output_tokens=64) as stream:
+    with client.responses.stream(
+        model=MODEL, input="What is the answer?", temperature=0.3, max_output_tokens=64
+    ) as stream:
         final = stream.get_final_response()
     assert final.output_text == TEXT
     (row,) = calls()

@@ -42,9 +42,10 @@ def test_exemplars_reach_prometheus_with_the_spans_ids(
 ) -> None:
     server = start_metrics_server(0, registry=registry)
     try:
-        with StubServer(first_chunk_delay_s=0.05) as stub, openai.OpenAI(
-            base_url=stub.base_url, api_key="sk-test", max_retries=0
-        ) as client:
+        with (
+            StubServer(first_chunk_delay_s=0.05) as stub,
+            openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as client,
+        ):
             instrument_openai(client)
             sent = time.time()
             stream = client.chat.completions.create(

@@ -98,8 +98,9 @@ def test_span_survives_a_broken_tracer(
     assert instrument.hooks.stats().errors == before + 1
 
 
-def test_example_main_prints_the_tree_row_and_scores(rag: ModuleType, capsys: pytest.CaptureFixture[str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_main_prints_the_tree_row_and_scores(
+    rag: ModuleType, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     assert rag.main([]) == 0
     out = capsys.readouterr().out

@@ -21,11 +21,28 @@ CALLS = cast(sa.Table, Call.__table__)  # type: ignore[attr-defined]
 def row(**over: Any) -> dict[str, Any]:
     """Return a complete ``calls`` row with ``over`` laid on top."""
     base: dict[str, Any] = {
-        "trace_id": "a" * 32, "span_id": "b" * 16, "ts": datetime(2026, 1, 1, tzinfo=UTC),
-        "provider": "openai", "model": "gpt-4o", "operation": "chat", "tenant": "acme", "feature": "chat",
-        "user_id": None, "prompt_version": None, "input_tokens": 1, "output_tokens": 2, "cached_tokens": 0,
-        "reasoning_tokens": 0, "tokens_estimated": False, "cost_usd": 0.0, "cost_known": True,
-        "ttft_s": None, "duration_s": None, "finish_reason": "stop", "outcome": "ok", "error_type": None,
+        "trace_id": "a" * 32,
+        "span_id": "b" * 16,
+        "ts": datetime(2026, 1, 1, tzinfo=UTC),
+        "provider": "openai",
+        "model": "gpt-4o",
+        "operation": "chat",
+        "tenant": "acme",
+        "feature": "chat",
+        "user_id": None,
+        "prompt_version": None,
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "tokens_estimated": False,
+        "cost_usd": 0.0,
+        "cost_known": True,
+        "ttft_s": None,
+        "duration_s": None,
+        "finish_reason": "stop",
+        "outcome": "ok",
+        "error_type": None,
     }
     base.update(over)
     return base
@@ -38,8 +55,11 @@ def count(engine: sa.Engine) -> int:
 
 def test_rows_are_written_in_batches(engine: sa.Engine) -> None:
     batches: list[int] = []
-    sa.event.listen(engine, "before_cursor_execute",
-                    lambda conn, cur, stmt, params, ctx, many: batches.append(len(params) if many else 1))
+    sa.event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda conn, cur, stmt, params, ctx, many: batches.append(len(params) if many else 1),
+    )
     w = StoreWriter(engine, batch_size=100, flush_interval_s=0.05)
     try:
         for i in range(1_000):

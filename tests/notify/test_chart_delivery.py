@@ -63,7 +63,7 @@ def test_daemon_attaches_the_series_chart_over_apprise(tmp_path: Path, http_rece
     d = _daemon(tmp_path, src, ReceiverSettings(type="apprise", urls=[_json_url(http_receiver)], timeout_s=3))
     try:
         _run_incident(d, src)
-        ((path, headers, body),) = http_receiver.requests
+        ((path, _headers, body),) = http_receiver.requests
         assert path == "/alerts" and "[FIRING] CostHigh" in body["title"]
         (att,) = body["attachments"]
         assert att["filename"] == "chart.png" and att["mimetype"] == "image/png"
@@ -194,7 +194,12 @@ BOT_URL = "slack://xoxb-1234-1234-4ddbc191d40ee098cbaae6f3523ada2d/#llm-alerts"
 
 HISTORY = [
     Verdict(
-        ts=to_epoch(F0) + 60 * i, value=1.0 if i < 8 else 9.0, expected=1.0, lower=0.5, upper=2.0, anomalous=i >= 8
+        ts=to_epoch(F0) + 60 * i,
+        value=1.0 if i < 8 else 9.0,
+        expected=1.0,
+        lower=0.5,
+        upper=2.0,
+        anomalous=i >= 8,
     )
     for i in range(10)
 ]

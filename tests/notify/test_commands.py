@@ -106,8 +106,14 @@ def test_watcher_check_never_prints_a_receiver_secret(
         assert field in out.out + out.err  # every problem is reported…
     assert_no_secret(  # …and no secret with it
         out.out + out.err,
-        ["Rk5ecretRk5ecretXX", "Wh5ecretPath", "T0kenXyzXyz", "HmacS3cr3tXX", "TIiajkdnlazkcOXrIdevi7FQ"]
-        + ["AmPa55w0rdXX"],
+        [
+            "Rk5ecretRk5ecretXX",
+            "Wh5ecretPath",
+            "T0kenXyzXyz",
+            "HmacS3cr3tXX",
+            "TIiajkdnlazkcOXrIdevi7FQ",
+            "AmPa55w0rdXX",
+        ],
     )
 
 

@@ -136,7 +136,7 @@ def test_a_route_overrides_grouping_for_the_alerts_it_sends(store: SqliteStore) 
         before = len(pager.sent), len(team.sent)
         notifier.submit([(a, []) for a in (*pages, quiet)], T0 + at)
         notifier.flush(T0 + at)
-        return [n.title for n in pager.sent[before[0]:]], [n.title for n in team.sent[before[1]:]]
+        return [n.title for n in pager.sent[before[0] :]], [n.title for n in team.sent[before[1] :]]
 
     # The unrouted alert goes out at once, alone (notify: no grouping, no wait); the paging route
     # holds its alerts for its group_wait and sends them as one message per alertname.

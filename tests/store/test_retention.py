@@ -53,15 +53,37 @@ def _fill(store: Store) -> None:
             s.add(Score(trace_id=f"s{age}", ts=ts, name="groundedness", value=0.9))
             s.add(Payload(trace_id=f"p{age}", ts=ts, prompt="[redacted]"))
             s.add(PayloadAccessRow(ts=ts, who="cli:ops", via="cli", trace_id=f"p{age}"))
-            s.add(NotificationLogRow(receiver="r", fingerprint=f"f{age}", kind="firing", dedup_key="k",
-                                     notified_at=ts))
+            s.add(
+                NotificationLogRow(
+                    receiver="r", fingerprint=f"f{age}", kind="firing", dedup_key="k", notified_at=ts
+                )
+            )
             s.add(EvalRunRow(group_name="g", rule=f"R{age}", last_eval=ts))
             s.add(SilenceRow(id=f"sil{age}", matchers=[], starts_at=ts - D, ends_at=ts, created_at=ts - D))
             for status in ("sent", "dead", "pending"):
-                s.add(OutboxRow(receiver="r", fingerprint=f"f{age}", dedup_key="k", kind="firing",
-                                created_at=ts, status=status, next_attempt_at=ts, message={}))
-            s.add(AlertRow(fingerprint=f"a{age}", rule="R", group_name="g", labels={}, annotations={},
-                           traces=[], last_eval=ts))
+                s.add(
+                    OutboxRow(
+                        receiver="r",
+                        fingerprint=f"f{age}",
+                        dedup_key="k",
+                        kind="firing",
+                        created_at=ts,
+                        status=status,
+                        next_attempt_at=ts,
+                        message={},
+                    )
+                )
+            s.add(
+                AlertRow(
+                    fingerprint=f"a{age}",
+                    rule="R",
+                    group_name="g",
+                    labels={},
+                    annotations={},
+                    traces=[],
+                    last_eval=ts,
+                )
+            )
         # The audit log of payload reads is kept far longer (400 days) than the payloads (7).
         s.add(PayloadAccessRow(ts=NOW - 500 * D, who="payload:ops", via="api", trace_id="p500"))
         s.commit()
@@ -77,8 +99,15 @@ def test_purge_deletes_only_expired_rows_in_batches(store: Store) -> None:
     _fill(store)
     settings = RetentionSettings(batch_size=100)
     expected = {  # ages 1, 10, 100, 200 days against the default TTLs
-        "payloads": 3, "calls": 2, "scores": 1, "notification_log": 2, "outbox_sent": 2,
-        "outbox_dead": 2, "eval_runs": 2, "silences": 2, "payload_access": 1,
+        "payloads": 3,
+        "calls": 2,
+        "scores": 1,
+        "notification_log": 2,
+        "outbox_sent": 2,
+        "outbox_dead": 2,
+        "eval_runs": 2,
+        "silences": 2,
+        "payload_access": 1,
     }
     assert count_expired(store, settings, NOW) == expected
     batches: list[tuple[str, int]] = []

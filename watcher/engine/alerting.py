@@ -107,9 +107,10 @@ def step(
 def _expire(prev: Alert | None, now: datetime, timing: Timing) -> Alert | None:
     if prev is None:
         return None
-    if prev.state is AlertState.INACTIVE:
-        if prev.resolved_at is None or now - prev.resolved_at > timing.resolved_retention:
-            return None
+    if prev.state is AlertState.INACTIVE and (
+        prev.resolved_at is None or now - prev.resolved_at > timing.resolved_retention
+    ):
+        return None
     return prev
 
 

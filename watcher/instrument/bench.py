@@ -260,8 +260,16 @@ def _main(args: argparse.Namespace) -> int:
     header = ("arm", "p50 µs", "p99 µs", "cpu p50", "proc cpu", "+p50", "+p99", "+cpu p50", "+proc cpu")
     print(f"{header[0]:10}" + "".join(f"{h:>10}" for h in header[1:]))
     for arm, r in result["arms"].items():
-        cols = ("p50_us", "p99_us", "cpu_p50_us", "process_cpu_us", "added_p50_us", "added_p99_us",
-                "added_cpu_p50_us", "added_process_cpu_us")
+        cols = (
+            "p50_us",
+            "p99_us",
+            "cpu_p50_us",
+            "process_cpu_us",
+            "added_p50_us",
+            "added_p99_us",
+            "added_cpu_p50_us",
+            "added_process_cpu_us",
+        )
         print(f"{arm:10}" + "".join(f"{r[c]:10.1f}" for c in cols))
     if "otel" not in result["arms"]:
         print("(opentelemetry-instrumentation-openai-v2 not installed: no peer comparison)")

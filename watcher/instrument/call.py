@@ -283,12 +283,14 @@ class _LLMCall(ContextDecorator):
                 values[attr.request_attribute(param)] = value
             elif isinstance(value, list | tuple) and all(isinstance(v, _ATTR_TYPES) for v in value):
                 values[attr.request_attribute(param)] = tuple(value)
-        values.update({
-            attr.GEN_AI_USAGE_INPUT_TOKENS: rec.input_tokens,
-            attr.GEN_AI_USAGE_OUTPUT_TOKENS: rec.output_tokens,
-            attr.WATCHER_OUTCOME: rec.outcome,
-            attr.WATCHER_COST_USD: rec.cost_usd,
-        })
+        values.update(
+            {
+                attr.GEN_AI_USAGE_INPUT_TOKENS: rec.input_tokens,
+                attr.GEN_AI_USAGE_OUTPUT_TOKENS: rec.output_tokens,
+                attr.WATCHER_OUTCOME: rec.outcome,
+                attr.WATCHER_COST_USD: rec.cost_usd,
+            }
+        )
         if not rec.cost_known:  # the flag of an unpriced model; each attribute costs the SDK ~1 µs
             values[attr.WATCHER_COST_KNOWN] = False
         if rec.cached_tokens:

@@ -91,7 +91,8 @@ class Finisher:
         if dropped == 1 or dropped % 10_000 == 0:
             log.warning(
                 "watcher hooks: the finishing queue is full (%d calls); %d calls dropped so far",
-                self.max_queue, dropped,
+                self.max_queue,
+                dropped,
             )
         return False
 
@@ -171,8 +172,9 @@ class Finisher:
                 except Exception as exc:  # the functions count their own failures; this is a last guard
                     self._errors += 1
                     if self._errors <= 3:
-                        log.warning("watcher hooks: finishing a call failed (%s: %s)",
-                                    type(exc).__name__, exc)
+                        log.warning(
+                            "watcher hooks: finishing a call failed (%s: %s)", type(exc).__name__, exc
+                        )
                 self._finished += 1
 
 

@@ -63,6 +63,8 @@ class CallObserver(Protocol):
 
     def offer(self, rec: CallRecord) -> None:
         """Take note of one finished call."""
+
+
 _ATTR_TYPES: Final = (str, bool, int, float)
 _ids = random.Random()
 

@@ -189,8 +189,9 @@ class LLMMetrics:
             fast = type(getattr(child, "_value", None)) is MutexValue
         return child, fast
 
-    def _entry(self, series: dict[Any, tuple[Any, bool]], call: tuple[str, ...], name: str,
-               suffix: str) -> tuple[Any, bool]:
+    def _entry(
+        self, series: dict[Any, tuple[Any, bool]], call: tuple[str, ...], name: str, suffix: str
+    ) -> tuple[Any, bool]:
         """Return the cached child of metric ``name`` for one call series and one label ``suffix``."""
         entry = series.get((name, suffix))
         if entry is None:
@@ -235,8 +236,14 @@ class LLMMetrics:
         g = self.guard.value
         model = g("model", rec.model)
         extra = tuple(
-            g(name, rec.tenant if name == "tenant" else rec.feature if name == "feature" else
-              str(rec.labels.get(name, "")))
+            g(
+                name,
+                rec.tenant
+                if name == "tenant"
+                else rec.feature
+                if name == "feature"
+                else str(rec.labels.get(name, "")),
+            )
             for name in self.labels
         )
         call = (rec.provider, model, rec.operation, *extra)

@@ -54,11 +54,39 @@ class CallRecord:
     """
 
     __slots__ = (
-        "_cost", "_price", "_span_id", "_start_mark", "_timer", "_trace_id", "_ts", "cached_tokens",
-        "confidence", "context", "duration_s", "error_type", "feature", "finish_reason", "flagged",
-        "input_tokens", "labels", "model", "operation", "outcome", "output_tokens", "prompt",
-        "prompt_version", "provider", "reasoning_tokens", "refused", "response", "response_id",
-        "response_model", "tenant", "tokens_estimated", "ttft_s", "user_id",
+        "_cost",
+        "_price",
+        "_span_id",
+        "_start_mark",
+        "_timer",
+        "_trace_id",
+        "_ts",
+        "cached_tokens",
+        "confidence",
+        "context",
+        "duration_s",
+        "error_type",
+        "feature",
+        "finish_reason",
+        "flagged",
+        "input_tokens",
+        "labels",
+        "model",
+        "operation",
+        "outcome",
+        "output_tokens",
+        "prompt",
+        "prompt_version",
+        "provider",
+        "reasoning_tokens",
+        "refused",
+        "response",
+        "response_id",
+        "response_model",
+        "tenant",
+        "tokens_estimated",
+        "ttft_s",
+        "user_id",
     )
 
     def __init__(
@@ -230,13 +258,17 @@ class CallRecord:
         if self._price is not None:
             return self._price
         model = self.response_model or self.model
-        tokens = tuple(v if _is_count(v) else _count(v)
-                       for v in (self.input_tokens, self.output_tokens, self.cached_tokens))
+        tokens = tuple(
+            v if _is_count(v) else _count(v)
+            for v in (self.input_tokens, self.output_tokens, self.cached_tokens)
+        )
         cost, known = priced_cost(model, *tokens)
         if not known and model != self.model:
             cost, known = priced_cost(self.model, *tokens)
         return cost, known
 
     def __repr__(self) -> str:
-        return (f"CallRecord({self.operation} {self.model}, trace_id={self._trace_id}, "
-                f"outcome={self.outcome}, tokens={self.input_tokens}/{self.output_tokens})")
+        return (
+            f"CallRecord({self.operation} {self.model}, trace_id={self._trace_id}, "
+            f"outcome={self.outcome}, tokens={self.input_tokens}/{self.output_tokens})"
+        )

@@ -45,7 +45,10 @@ def span(name: str, *, operation: str | None = None, **attributes: Any) -> Itera
         if operation:
             values[attr.GEN_AI_OPERATION_NAME] = operation
         current = hooks._state.tracer.start_span(
-            str(name), kind=SpanKind.INTERNAL, attributes=values, record_exception=False,
+            str(name),
+            kind=SpanKind.INTERNAL,
+            attributes=values,
+            record_exception=False,
             set_status_on_exception=False,
         )
         token = otel_context.attach(trace.set_span_in_context(current))

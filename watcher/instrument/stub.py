@@ -201,17 +201,30 @@ class _Handler(BaseHTTPRequestHandler):
         item = {"type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": []}
         self._sse(
             json.dumps(
-                {"type": "response.output_item.added", "sequence_number": next(seq), "output_index": 0,
-                 "item": item}
+                {
+                    "type": "response.output_item.added",
+                    "sequence_number": next(seq),
+                    "output_index": 0,
+                    "item": item,
+                }
             ),
             "response.output_item.added",
         )
-        part = {"type": "refusal", "refusal": ""} if refuse else {"type": "output_text", "text": "",
-                                                                   "annotations": []}
+        part = (
+            {"type": "refusal", "refusal": ""}
+            if refuse
+            else {"type": "output_text", "text": "", "annotations": []}
+        )
         self._sse(
             json.dumps(
-                {"type": "response.content_part.added", "sequence_number": next(seq), "item_id": "msg_1",
-                 "output_index": 0, "content_index": 0, "part": part}
+                {
+                    "type": "response.content_part.added",
+                    "sequence_number": next(seq),
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "part": part,
+                }
             ),
             "response.content_part.added",
         )
@@ -251,7 +264,6 @@ class _Handler(BaseHTTPRequestHandler):
         kind = "response.incomplete" if filtered else "response.completed"
         self._sse(json.dumps({"type": kind, "sequence_number": next(seq), "response": final}), kind)
         self._end_sse()
-
 
     def _messages(self, model: str, stream: bool) -> None:
         """Answer as Anthropic's Messages API: 12 input tokens of which 4 cache reads, 6 output."""

@@ -230,7 +230,10 @@ class StoreWriter:
             if errors <= 3 or errors % 100 == 0:
                 log.warning(
                     "store writer: batch of %d rows failed (%s: %s); %d failed batches so far",
-                    n, type(exc).__name__, str(exc).splitlines()[0][:200], errors,
+                    n,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200],
+                    errors,
                 )
         finally:
             with self._cond:

@@ -277,8 +277,13 @@ def _log(
 ) -> None:
     if row is None:
         row = NotificationLogRow(
-            receiver=to, fingerprint=fp, kind=str(kind), dedup_key=dedup_key, notified_at=now,
-            episode_start=since, count=0,
+            receiver=to,
+            fingerprint=fp,
+            kind=str(kind),
+            dedup_key=dedup_key,
+            notified_at=now,
+            episode_start=since,
+            count=0,
         )
     row.kind = str(kind)
     row.dedup_key = dedup_key

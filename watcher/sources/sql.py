@@ -4,8 +4,8 @@ This module owns turning a rule's ``query`` block into labelled series: one SQL 
 selects the rows of ``(first point - window, last point]`` (only the needed columns, filters in
 SQL), and every windowed aggregate is then computed in numpy (``searchsorted`` window bounds,
 cumulative sums; the min/max, quantile and top-row kernels are in ``windows``), together with the
-top trace references behind each point. It does not own the tables (``store.tables``), the connection (``store.db``) nor anything
-Prometheus serves (``sources.prometheus``).
+top trace references behind each point. It does not own the tables (``store.tables``), the
+connection (``store.db``) nor anything Prometheus serves (``sources.prometheus``).
 
 Timestamps are handled as integer microseconds so that a row exactly on a window edge falls on the
 documented side: point ``t`` aggregates rows with ``t - window < ts <= t``.

@@ -112,4 +112,5 @@ def top_by_key(cand: IntArray, key: FloatArray, start: IntArray, n: IntArray, to
         out[part, : got.shape[1]] = got
     return out
 
+
 __all__ = ["IntArray", "factorize", "group_rows", "range_quantile", "range_reduce", "top_by_key"]

@@ -73,8 +73,10 @@ def cmd_stats(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"size {name}: {_human_bytes(size)} ({size} bytes)", file=out)
     due = {k: v for k, v in expired.items() if v}
     if due:
-        print("past retention (deleted by the next purge): "
-              + ", ".join(f"{k} {v}" for k, v in due.items()), file=out)
+        print(
+            "past retention (deleted by the next purge): " + ", ".join(f"{k} {v}" for k, v in due.items()),
+            file=out,
+        )
     return 0
 
 

@@ -206,9 +206,7 @@ class AppriseReceiver:
             plugin = _instantiate(url, asset)
             if plugin is None:
                 scheme = url.split("://", 1)[0] if "://" in url else "?"
-                raise ConfigError(
-                    f"receiver {name}: url #{i} ({scheme}://***) is not a valid Apprise URL"
-                )
+                raise ConfigError(f"receiver {name}: url #{i} ({scheme}://***) is not a valid Apprise URL")
             # The outbox owns retries and the deadline: one attempt, bounded by timeout_s.
             plugin.retry = 0
             plugin.socket_connect_timeout = timeout_s
