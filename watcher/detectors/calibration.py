@@ -12,27 +12,34 @@ series, whatever its distribution:
   weighted mean of ``|Δx|``, which is positive as soon as the series moves at all). For
   Gaussian noise the second term is 0.28 σ, below any honest spread; for zeros-with-bursts it
   is a few percent of a typical burst.
-* ``TailCalibrator`` — turns a standardised residual z = (value − expected) / sigma into the
-  probability of a deviation at least that large *on this series*, without a Gaussian
-  assumption. It keeps the last ``RING`` residuals (float32, sorted copy beside them): below the
-  top 2 % the p-value is the empirical rank; beyond it the tail is extrapolated as an exponential
-  (peaks over threshold with the mean excess of the top 2 %, floored at ``MIN_EXCESS``), which
-  is exact for Laplace-like tails and conservative for lighter ones. A point is anomalous when
-  p < Φ(−sensitivity) on a watched side (sensitivity 4 → p < 3.2e-5): "sensitivity 4" promises
-  that stationary data of any shape is flagged at most a few times per 100,000 points (measured
-  in docs/detectors.md). The band reported is the z where p crosses that level, so "not
-  anomalous" is still "inside the band". ``surprise`` = −log10 p, computed in log space, so it is
-  unbounded and never saturates (``score`` = 1 − 2p stays in [0, 1]).
+* ``EmpiricalTail`` — the recent distribution of one statistic: the last ``RING`` values (float32,
+  a sorted copy beside them). Inside the bulk the tail probability is the empirical rank; beyond
+  the value with ``TAIL_FRACTION`` of the ring past it, a generalised Pareto tail fitted by
+  probability-weighted moments on the excesses (the ``TRIM`` largest winsorised, so a spike or two
+  cannot widen the band for the next one; the shape smoothed over refits and never below 0, so a
+  light tail is extrapolated as an exponential, which errs wide); beyond the critical value, an
+  exponential with the fit's hazard there, so the probability keeps falling and surprise never
+  saturates. Tails are refitted every ``REFRESH`` values.
+* ``TailCalibrator`` — turns a standardised residual z = (value − expected) / sigma into a
+  verdict. Two statistics, each with its own ``EmpiricalTail``: the point's z, and the mean of the
+  last ``RUN`` residuals clipped at ±``CLIP`` (a lasting shift of two sigma stands out there while
+  one spike cannot carry it; it flags only with this point beyond the same critical value, and
+  only once ``RUN_MIN_RING`` run means are held). They share the budget: a point is anomalous when
+  either tail probability on a watched side is below Φ(−sensitivity)/2 (sensitivity 4: 1.6e-5).
+  The band reported is where that happens for this point, so "not anomalous" is still "inside the
+  band". ``surprise`` = −log10 of twice the smaller probability, computed in log space; ``score`` =
+  1 − 2p stays in [0, 1].
 
-Residuals join the ring after their verdict (causal). Points of an anomalous episode are held back
-until the episode ends: an episode of at most ``BURST_POINTS`` points is then admitted as it was
-(a series that bursts now and then learns that its bursts are normal), a longer one is left out
-(an incident cannot widen its own band and resolve itself). Until the ring holds ``MIN_RING``
-residuals the tail is a conservative Laplace one (p = ½·e^(−|z|·√2)... with unit scale), so a young
-series rarely pages.
+Residuals join the rings ``DELAY`` points after their verdict (causal). An anomalous episode longer
+than ``BURST_POINTS`` points is an incident: it and the residuals still waiting (its ramp, which had
+not crossed the band yet) never join, so an incident cannot widen its own band and resolve itself;
+shorter episodes join like any other point, so a series that bursts often learns that its bursts
+are normal. Until a ring holds ``MIN_RING`` values, or when only one side of it has been seen (a
+young series, a trend), that side's tail is a conservative Laplace one with unit variance; when
+neither side has (a flat series), any move is news at the floors' scale.
 
-Cost per point: one ``bisect.insort`` and one delete in a 1,024-float array plus a few float
-operations; memory 8 kB per series.
+Cost per point (measured in docs/benchmarks.md): about 8 µs of CPU and, per series, two rings of
+1,024 float32 values with their sorted copies and up to ``DELAY`` waiting residuals (~30 kB).
 """
 
 from __future__ import annotations
