@@ -443,7 +443,13 @@ class ClusterMember:
         return True
 
     def _unclaim(self, name: str, at: datetime, epoch: int) -> None:
-        """Give back the claim of a tick whose evaluation was discarded, so the new owner can evaluate it."""
+        """Give back the claim of a tick whose evaluation was discarded, so the new owner can evaluate it.
+
+        Only while the local lease clock still runs (the lease was handed over, the store answers);
+        once it ran out the store is likely unreachable, and this replica touches it no more.
+        """
+        if not self.valid():
+            return
         try:
             with self.store.engine.begin() as conn:
                 leases.unclaim_tick(conn, name, at, self.replica_id, epoch)
