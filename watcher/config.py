@@ -370,7 +370,19 @@ class ClusterSettings(_Section):
     enabled: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: on when the store is PostgreSQL; SQLite always runs one replica"
     )
-    replica_id: str | None = Field(None, max_length=128, description="default: hostname-pid")
+    replica_id: str | None = Field(
+        None,
+        max_length=128,
+        description="default: the id kept in state_dir/watcher-replica-id (created once: hostname-random)",
+    )
+    state_dir: Path | None = Field(
+        None, description="where the persisted replica id lives; default the working directory"
+    )
+    catch_up: Duration | None = Field(
+        None,
+        description="a group's new owner evaluates the ticks missed up to this far back; default "
+        "2 × lease_ttl; 0s disables",
+    )
     lease_ttl: Duration = Field(timedelta(seconds=15), description="a dead replica's groups move after this")
     heartbeat_interval: Duration | None = Field(None, description="default: lease_ttl / 3")
     safety_margin: Duration | None = Field(

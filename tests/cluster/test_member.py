@@ -6,6 +6,8 @@ called by the test, and expiry is simulated with SQL, so nothing depends on timi
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +18,10 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from watcher.cluster.assign import assign
-from watcher.cluster.member import ClusterMember
+from watcher.cluster.member import REPLICA_ID_FILE, ClusterMember, persisted_replica_id
 from watcher.config import Settings
 from watcher.engine.scheduler import Daemon
+from watcher.errors import ConfigError, LeaseLostError
 from watcher.notify.receivers.base import RecordingReceiver
 from watcher.selfmetrics import SelfMetrics
 
@@ -49,7 +52,9 @@ def _rules(dir_: Path, above: float = 5.0) -> Path:
 def make_member(pg_url: str, tmp_path: Path) -> Iterator[Any]:
     daemons: list[Daemon] = []
 
-    def make(rid: str, above: float = 5.0, text: str | None = None) -> ClusterMember:
+    def make(
+        rid: str | None, above: float = 5.0, text: str | None = None, cluster: dict[str, Any] | None = None
+    ) -> ClusterMember:
         rules = _rules(tmp_path / f"rules-{rid}-{above}", above)
         if text is not None:
             (rules / "rules.yaml").write_text(text)
@@ -57,7 +62,7 @@ def make_member(pg_url: str, tmp_path: Path) -> Iterator[Any]:
             store={"url": pg_url},
             rules=[rules],
             server={"enabled": False},
-            cluster={"replica_id": rid, "lease_ttl": "30s"},
+            cluster={"replica_id": rid, "lease_ttl": "30s", **(cluster or {})},
         )
         d = Daemon(
             settings,
@@ -66,7 +71,7 @@ def make_member(pg_url: str, tmp_path: Path) -> Iterator[Any]:
         )
         daemons.append(d)
         m = ClusterMember(d)
-        d.notifier.outbox.share(rid, m.claim_for, m.valid)
+        d.notifier.outbox.share(m.replica_id, m.claim_for, m.valid)
         d.cluster = m
         return m
 
@@ -310,3 +315,112 @@ def test_stored_alerts_of_dropped_groups_are_pruned_by_the_majority_not_by_a_sta
     for _ in range(10):  # pruning runs every tenth cycle of the first majority replica
         a.cycle()
     assert [x.group for x in store.load()] == ["alpha"]
+
+
+def _synchronous(m: ClusterMember, at: float) -> list[tuple[str, float, str]]:
+    """Run ``m``'s jobs inline at the virtual time ``at``; return (group, now, replica) evaluated."""
+    seen: list[tuple[str, float, str]] = []
+    d = m.daemon
+    evaluate = d.evaluate_group
+
+    def spy(name: str, now: datetime | None = None, **kw: Any) -> Any:
+        assert now is not None
+        seen.append((name, now.timestamp(), m.replica_id))
+        return evaluate(name, now, **kw)
+
+    d.evaluate_group = spy
+    d._dispatch = lambda job, fn: (fn(), True)[1]
+    m._now = lambda: at
+    return seen
+
+
+def _claims(m: ClusterMember, group: str) -> list[tuple[float, str]]:
+    with m.store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT tick, replica_id FROM cluster_evaluations WHERE group_name = :g ORDER BY tick"),
+            {"g": group},
+        ).all()
+    return [(r.tick.timestamp(), r.replica_id) for r in rows]
+
+
+T0 = datetime(2026, 11, 27, 0, 0, 0, tzinfo=UTC).timestamp()
+
+
+def test_a_new_owner_evaluates_the_missed_ticks_in_order_each_at_its_own_time_and_bounded(
+    make_member: Any,
+) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.4)
+    a.tick()
+    assert _claims(a, "alpha") == [(T0, "a")]
+    _expire_replica(a)  # a dies right after T0
+    b = make_member("b")
+    b.cycle()
+    seen = _synchronous(b, T0 + 5.3)
+    b.tick()
+    # b evaluates T0+1 .. T0+5, in order, each with its own now: no tick missed across the takeover
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + k for k in range(1, 6)]
+    assert _claims(b, "alpha") == [(T0, "a"), *((T0 + k, "b") for k in range(1, 6))]
+    assert b.metrics.catch_up_ticks._value.get() == 4 * len(GROUPS)
+    b.tick()  # the same tick again: nothing more
+    assert len([s for s in seen if s[0] == "alpha"]) == 5
+    # a group left unevaluated for long resumes with at most catch_up (default 2 × lease_ttl = 60 s)
+    _expire_replica(b)
+    c = make_member("c")
+    c.cycle()
+    seen_c = _synchronous(c, T0 + 1005.0)
+    c.tick()
+    ticks = [t for g, t, _ in seen_c if g == "alpha"]
+    assert ticks == [T0 + 1005 - k for k in range(60, -1, -1)]
+
+
+def test_give_back_loses_no_tick(make_member: Any) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    b = make_member("b")
+    b.cycle()  # b joins; a still holds every group
+    _synchronous(a, T0 + 1.2)
+    a.tick()
+    a.cycle()  # a sees b and gives b's groups back
+    moved = sorted(g for g, o in assign(GROUPS, ["a", "b"]).items() if o == "b")
+    assert moved and not set(moved) & set(a.held())
+    _synchronous(a, T0 + 2.2)
+    a.tick()  # a evaluates only its own groups now
+    b.cycle()  # a heartbeat later, b takes its groups
+    assert sorted(b.held()) == moved
+    _synchronous(b, T0 + 3.2)
+    b.tick()
+    for g in moved:  # b starts right after a's last evaluation (T0+1): T0+2 is not lost
+        assert _claims(b, g) == [(T0, "a"), (T0 + 1, "a"), (T0 + 2, "b"), (T0 + 3, "b")], g
+
+
+def test_a_lost_lease_gives_its_tick_claim_back(make_member: Any) -> None:
+    a = make_member("a")
+    a.cycle()
+
+    def lose(session: Any) -> None:
+        raise LeaseLostError("gone")
+
+    a._fence = lambda name, epoch: lose  # type: ignore[method-assign]
+    assert a.evaluate("alpha", 1, T0) is False
+    assert _claims(a, "alpha") == []  # the new owner can evaluate T0
+
+
+def test_the_replica_id_is_persisted_once_and_kept_across_restarts(tmp_path: Path, make_member: Any) -> None:
+    state = tmp_path / "state"
+    first = make_member(None, cluster={"state_dir": str(state)})
+    rid = first.replica_id
+    assert (state / REPLICA_ID_FILE).read_text().strip() == rid
+    assert rid.startswith(socket.gethostname() + "-") and str(os.getpid()) not in rid.split("-")[-1:]
+    with pytest.raises(ConfigError, match="in use by another running replica"):
+        persisted_replica_id(state)  # a second process in the same state_dir would share the id
+    first.stop()  # the restart: the lock goes with the process
+    again = make_member(None, cluster={"state_dir": str(state)})
+    assert again.replica_id == rid
+    again.stop()
+    other, handle = persisted_replica_id(tmp_path / "elsewhere")
+    handle.close()
+    assert other != rid

@@ -176,6 +176,32 @@ def claim_tick(conn: Connection, group: str, tick: datetime, owner: str, epoch: 
     return bool(result.rowcount == 1)
 
 
+def last_ticks(conn: Connection, groups: Iterable[str]) -> dict[str, float]:
+    """Return the last tick claimed for each of ``groups`` (epoch s); groups never evaluated are absent."""
+    names = list(groups)
+    if not names:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT group_name, max(tick) AS tick FROM cluster_evaluations WHERE group_name = ANY(:gs) "
+            "GROUP BY group_name"
+        ),
+        {"gs": names},
+    ).all()
+    return {r.group_name: utc(r.tick).timestamp() for r in rows if r.tick is not None}
+
+
+def unclaim_tick(conn: Connection, group: str, tick: datetime, owner: str, epoch: int) -> None:
+    """Delete ``owner``'s claim of ``(group, tick)`` at ``epoch`` (its evaluation was discarded)."""
+    conn.execute(
+        sa.text(
+            "DELETE FROM cluster_evaluations WHERE group_name = :g AND tick = :t AND replica_id = :o "
+            "AND epoch = :e"
+        ),
+        {"g": group, "t": tick, "o": owner, "e": epoch},
+    )
+
+
 def check_fence(session: Session, group: str, owner: str, epoch: int) -> None:
     """Lock the lease of ``group`` for this transaction; raise ``LeaseLostError`` unless it is still ours."""
     row = (

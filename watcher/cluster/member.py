@@ -27,15 +27,18 @@ from history on the first fetch (``engine.group``: the first fetch reaches back 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -44,7 +47,7 @@ from .. import __version__
 from ..core import Alert
 from ..engine.group import GroupEvaluator
 from ..engine.state import AlertStore, SessionSource, _translated, alert_to_row
-from ..errors import LeaseLostError
+from ..errors import ConfigError, LeaseLostError
 from ..store.tables import AlertRow
 from . import leases
 from .assign import Peer, eligible, majority_hash, owner_of, rules_hash
@@ -55,9 +58,57 @@ logger = logging.getLogger(__name__)
 Fence = Callable[[Session], None]
 
 
+REPLICA_ID_FILE = "watcher-replica-id"
+
+
 def default_replica_id() -> str:
-    """Return ``hostname-pid``: unique per process, readable in ``watcher cluster status``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """Return a new id ``hostname-<8 hex>``: readable in ``watcher cluster status``, unique per replica."""
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def persisted_replica_id(state_dir: Path) -> tuple[str, IO[str]]:
+    """Return the replica id kept in ``state_dir/watcher-replica-id``, created once, and the locked file.
+
+    The id survives restarts, so a restarted replica is the same member of the cluster (the same
+    rendezvous hash, so it takes back the same groups). The file stays locked (``flock``) while the
+    replica runs: a second process using the same directory would share the id, and is refused.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / REPLICA_ID_FILE
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(
+            f"cluster: {path} is in use by another running replica; give each replica its own "
+            "cluster.state_dir or cluster.replica_id"
+        ) from None
+    handle.seek(0)
+    rid = handle.read().strip()
+    if not rid:
+        rid = default_replica_id()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(rid + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+        logger.info("cluster: new replica id %s saved in %s", rid, path)
+    return rid[:128], handle
+
+
+def catch_up_ticks(last: float | None, tick: float, interval: float, window_s: float) -> list[float]:
+    """Return the grid ticks after ``last`` up to ``tick``, in order, at most ``window_s`` back from it.
+
+    ``last`` is the group's last evaluated tick (by any replica), None if it never was: then only
+    ``tick``. Ticks older than the window are skipped: a group down for long resumes at the present
+    instead of replaying hours.
+    """
+    if last is None or last >= tick:
+        return [tick]
+    missed = round((tick - last) / interval) - 1  # grid ticks strictly between last and tick
+    missed = max(0, min(missed, math.floor(window_s / interval + 1e-9)))
+    return [tick - k * interval for k in range(missed, 0, -1)] + [tick]
 
 
 class FencedAlertStore(AlertStore):
@@ -99,8 +150,15 @@ class ClusterMember:
         self.margin_s = float((cfg.safety_margin or cfg.lease_ttl / 5).total_seconds())
         self.claim_for: timedelta = cfg.outbox_claim or max(cfg.lease_ttl * 2, timedelta(seconds=30))
         self.keep_evaluations: timedelta = cfg.evaluation_log_retention
+        self.catch_up_s = float(
+            (cfg.catch_up if cfg.catch_up is not None else cfg.lease_ttl * 2).total_seconds()
+        )
+        self._id_file: IO[str] | None = None
+        rid = cfg.replica_id
+        if not rid:
+            rid, self._id_file = persisted_replica_id(cfg.state_dir or Path.cwd())
         self.me = leases.Me(
-            replica_id=cfg.replica_id or default_replica_id(),
+            replica_id=rid,
             host=socket.gethostname(),
             pid=os.getpid(),
             version=__version__,
@@ -116,6 +174,8 @@ class ClusterMember:
         self._rules_hash = ""
         self._last_error: str | None = None
         self._last_tick: dict[str, float] = {}
+        self._resume: dict[str, float | None] = {}
+        """Groups just gained: the last tick any replica evaluated (None: never), to catch up from."""
         self._built: dict[str, tuple[int, GroupEvaluator]] = {}
         self._cycles = 0
         self._expired_logged = False
@@ -163,6 +223,9 @@ class ClusterMember:
                 logger.warning(
                     "cluster: could not release leases (they expire by themselves): %s", self._describe(exc)
                 )
+        if self._id_file is not None:
+            self._id_file.close()  # releases the lock on the replica id file
+            self._id_file = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -190,6 +253,10 @@ class ClusterMember:
                     epoch = leases.acquire(conn, g, self.replica_id, self.ttl)
                     if epoch is not None:
                         held[g] = epoch
+                with self._lock:
+                    had = dict(self._held)
+                gained = [g for g, e in held.items() if had.get(g) != e]
+                last = leases.last_ticks(conn, gained)  # where the previous owner stopped
                 mine = [
                     lv.group
                     for lv in before
@@ -206,7 +273,7 @@ class ClusterMember:
             left = self._valid_until - time.monotonic()
             # while leases are still valid, retry soon enough to renew them; afterwards, calmly
             return max(0.2, min(self.heartbeat_s, left) / 2 if left > 0 else self.heartbeat_s / 2)
-        self._apply(t0, held, peers, mismatch, rhash, released)
+        self._apply(t0, held, peers, mismatch, rhash, released, {g: last.get(g) for g in gained})
         if pruned:
             logger.info("cluster: deleted %d stored alert(s) of rule groups no longer configured", pruned)
         wait = self.heartbeat_s
@@ -223,6 +290,7 @@ class ClusterMember:
         mismatch: bool,
         rhash: str,
         released: list[str],
+        resume: dict[str, float | None],
     ) -> None:
         with self._lock:
             before = dict(self._held)
@@ -237,6 +305,8 @@ class ClusterMember:
         gained = [g for g, e in held.items() if before.get(g) != e]
         for g in [*lost, *(g for g in gained if g in before)]:  # gone, or back at a new epoch: rebuild
             self._forget(g)
+        for g in gained:
+            self._resume[g] = resume.get(g)
         if gained:
             logger.info("cluster: %s now holds group(s) %s", self.replica_id, ", ".join(sorted(gained)))
         if lost or released:
@@ -271,6 +341,7 @@ class ClusterMember:
         """Drop what this replica knows about ``group`` in memory (its new owner has the store)."""
         self._built.pop(group, None)
         self._last_tick.pop(group, None)
+        self._resume.pop(group, None)
         self.daemon.notifier.forget_group(group)
 
     # --- what the daemon asks --------------------------------------------------------------------
@@ -300,10 +371,29 @@ class ClusterMember:
                 continue
             interval = max(1.0, ev.group.interval.total_seconds())
             tick = math.floor(now / interval) * interval
-            if self._last_tick.get(name, -math.inf) >= tick:
+            if name in self._resume:
+                ticks = catch_up_ticks(self._resume[name], tick, interval, self.catch_up_s)
+            elif self._last_tick.get(name, -math.inf) >= tick:
                 continue
-            self._last_tick[name] = tick
-            self.daemon._dispatch(f"group:{name}", lambda n=name, e=epoch, t=tick: self.evaluate(n, e, t))
+            else:
+                ticks = [tick]
+            if self.daemon._dispatch(f"group:{name}", lambda n=name, e=epoch, ts=ticks: self._run(n, e, ts)):
+                self._resume.pop(name, None)  # a catch-up refused (the job is busy) is retried next tick
+                self._last_tick[name] = tick
+
+    def _run(self, name: str, epoch: int, ticks: list[float]) -> None:
+        """Evaluate ``name`` at ``ticks`` in order, each at its own time (the last one is the current)."""
+        if len(ticks) > 1:
+            self.metrics.catch_up_ticks.inc(len(ticks) - 1)
+            logger.info(
+                "cluster: group %s: catching up %d missed tick(s) from %s",
+                name,
+                len(ticks) - 1,
+                datetime.fromtimestamp(ticks[0], UTC).isoformat(),
+            )
+        for t in ticks:
+            if not self.evaluate(name, epoch, t):
+                return
 
     def _expire(self) -> None:
         with self._lock:
@@ -323,10 +413,13 @@ class ClusterMember:
             len(lost),
         )
 
-    def evaluate(self, name: str, epoch: int, tick: float) -> None:
-        """Claim ``(name, tick)`` and, if this replica won it under a valid lease, evaluate the group."""
+    def evaluate(self, name: str, epoch: int, tick: float) -> bool:
+        """Claim ``(name, tick)`` and, if this replica won it under a valid lease, evaluate the group.
+
+        Return False when the lease is gone (nothing more to evaluate for this epoch).
+        """
         if not self.valid() or self.held().get(name) != epoch:
-            return
+            return False
         at = datetime.fromtimestamp(tick, UTC)
         try:
             with self.store.engine.begin() as conn:
@@ -335,7 +428,7 @@ class ClusterMember:
             raise self.store.error("claiming a tick", exc) from None
         if not won:
             self.metrics.tick_conflicts.inc()
-            return
+            return True
         fence = self._fence(name, epoch)
         self._evaluator(name, epoch, fence)
         try:
@@ -344,8 +437,26 @@ class ClusterMember:
             self.metrics.leases_lost.inc()
             logger.warning("cluster: evaluation of %s at %s discarded: %s", name, at.isoformat(), exc)
             self._built.pop(name, None)
-            return
+            self._unclaim(name, at, epoch)
+            return False
         self.metrics.evaluations.inc()
+        return True
+
+    def _unclaim(self, name: str, at: datetime, epoch: int) -> None:
+        """Give back the claim of a tick whose evaluation was discarded, so the new owner can evaluate it.
+
+        Only while the local lease clock still runs (the lease was handed over, the store answers);
+        once it ran out the store is likely unreachable, and this replica touches it no more.
+        """
+        if not self.valid():
+            return
+        try:
+            with self.store.engine.begin() as conn:
+                leases.unclaim_tick(conn, name, at, self.replica_id, epoch)
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "cluster: could not give back the tick %s of %s: %s", at, name, self._describe(exc)
+            )
 
     def _fence(self, name: str, epoch: int) -> Fence:
         def fence(session: Session) -> None:

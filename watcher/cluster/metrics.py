@@ -45,6 +45,11 @@ class ClusterMetrics:
         self.evaluations = Counter(
             "watcher_cluster_evaluations", "Group evaluations done under a won tick claim.", registry=r
         )
+        self.catch_up_ticks = Counter(
+            "watcher_cluster_catch_up_ticks",
+            "Missed ticks evaluated by a group's new owner (takeover, give-back, restart).",
+            registry=r,
+        )
         self.tick_conflicts = Counter(
             "watcher_cluster_tick_conflicts",
             "Tick claims lost (the tick was taken, or the lease gone).",

@@ -348,13 +348,13 @@ class Daemon:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def _dispatch(self, job: str, fn: Callable[[], object]) -> None:
-        """Run ``fn`` on the pool unless the previous run of ``job`` is still going."""
+    def _dispatch(self, job: str, fn: Callable[[], object]) -> bool:
+        """Run ``fn`` on the pool unless the previous run of ``job`` is still going; return whether it was."""
         lock = self._locks.setdefault(job, threading.Lock())
         if not lock.acquire(blocking=False):
             self.metrics.missed_ticks.labels(job).inc()
             logger.warning("job %s still running: tick skipped", job)
-            return
+            return False
 
         def run() -> None:
             try:
@@ -370,9 +370,10 @@ class Daemon:
             fut = self._executor.submit(run)
         except RuntimeError:  # the pool is shutting down
             lock.release()
-            return
+            return False
         self._running.add(fut)
         fut.add_done_callback(self._running.discard)
+        return True
 
     def _schedule_jobs(self) -> None:
         """Create the schedule: one job per group, the outbox, heartbeat and retention jobs."""
