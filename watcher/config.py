@@ -33,8 +33,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from .core import Duration
 from .errors import ConfigError
-from .rules.schema import Duration
 from .tracesearch import HOOK_SPAN_ATTRIBUTES, check_search_url
 
 DEFAULT_CONFIG_FILE = "watcher.yaml"

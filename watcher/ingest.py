@@ -177,7 +177,7 @@ def time_problems(
 
 
 def _human(d: timedelta) -> str:
-    from .rules.schema import format_duration
+    from .core import format_duration
 
     return format_duration(timedelta(seconds=int(d.total_seconds())))
 

@@ -181,7 +181,7 @@ def cmd_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def cmd_audit(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print who read which trace's payloads, when (newest first)."""
-    from .rules.schema import parse_duration
+    from .core import parse_duration
 
     out = out or sys.stdout
     since = None

@@ -25,10 +25,9 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from . import __version__
-from .core import AlertState
+from .core import AlertState, format_duration
 from .errors import WatcherError
 from .notify.markup import safe_url
-from .rules.schema import format_duration
 from .statuscharts import AlertChartCache, RuleChartCache, find_rule
 from .statusdata import (
     Redactor,

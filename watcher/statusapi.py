@@ -23,10 +23,9 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .core import AlertState, utc
+from .core import AlertState, format_duration, parse_duration, utc
 from .notify.silences import Matcher, matches_everything, parse_matcher
 from .regex import compile_linear
-from .rules.schema import format_duration, parse_duration
 from .statusdata import Redactor, active_alerts, rule_groups, silence_dict, silences
 from .store.tables import SilenceRow
 from .tokens import Scope

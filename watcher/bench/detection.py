@@ -475,7 +475,7 @@ def sections_of(files: Sequence[CorpusFile], section: str) -> list[tuple[str, li
 
 def main_detection(args: argparse.Namespace) -> int:
     """Run ``watcher bench detection`` and print the table (Markdown) or JSON."""
-    from ..rules.schema import parse_duration
+    from ..core import parse_duration
     from . import corpus
     from .peers import PEER_NAMES
 

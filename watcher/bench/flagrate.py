@@ -123,7 +123,7 @@ def timestamps(ds: Dataset, spacing: str) -> FloatArray:
     if spacing == "native":
         step = NATIVE[ds.period]
     else:
-        from ..rules.schema import parse_duration
+        from ..core import parse_duration
 
         step = parse_duration(spacing).total_seconds()
     return START + step * np.arange(len(ds.values), dtype=np.float64)

@@ -115,7 +115,7 @@ def _child(args: tuple[str, int, float, float, int, int]) -> dict[str, Any]:
 
 def main_throughput(args: argparse.Namespace) -> int:
     """Run ``watcher bench throughput`` and print one block per detector kind."""
-    from ..rules.schema import parse_duration
+    from ..core import parse_duration
 
     history_s = parse_duration(args.history).total_seconds()
     step = parse_duration(args.step).total_seconds()

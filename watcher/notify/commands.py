@@ -16,9 +16,8 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from ..core import AlertState, Labels, NotificationKind, TraceRef
+from ..core import AlertState, Labels, NotificationKind, TraceRef, format_duration, parse_duration
 from ..errors import ConfigError, NotifyError
-from ..rules.schema import format_duration, parse_duration
 from ..store.tables import SilenceRow
 from .silences import Matcher, matcher_dicts, matches_everything
 

@@ -26,12 +26,12 @@ from typing import Any, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core import utc
+from ..core import format_duration, parse_duration, utc
 from ..errors import ConfigError
 from ..sources.base import Source
 from .loader import load_rule_files
 from .replay import CachedSource, Episode, ReplayResult, group_ticks, replay
-from .schema import Group, format_duration, parse_duration
+from .schema import Group
 
 _RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\S+)$")
 

@@ -35,10 +35,10 @@ from typing import Any, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core import Alert, AlertState, Labels
+from ..core import Alert, AlertState, Duration, Labels, format_duration
 from ..engine.group import GroupEvaluator
 from ..errors import RuleFileError, WatcherError
-from ..rules.schema import Duration, Group, RateDetector, format_duration
+from ..rules.schema import Group, RateDetector
 from ..sources.base import Source
 from ..sources.memory import MemorySource
 from ..sources.sql import SqlSource
