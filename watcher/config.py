@@ -35,7 +35,7 @@ from pydantic_settings import (
 
 from .core import Duration
 from .errors import ConfigError
-from .tracesearch import HOOK_SPAN_ATTRIBUTES, check_search_url
+from .links import HOOK_SPAN_ATTRIBUTES, check_search_url
 
 DEFAULT_CONFIG_FILE = "watcher.yaml"
 

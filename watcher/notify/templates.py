@@ -30,7 +30,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import Settings
 from ..core import Alert, Notification, NotificationKind, TraceRef, utc
-from ..tracesearch import NO_EXEMPLARS, TRACE_SEARCH
+from ..links import NO_EXEMPLARS, TRACE_SEARCH
 from .markup import md_code, md_link, md_text, safe_url
 
 logger = logging.getLogger(__name__)

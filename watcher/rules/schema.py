@@ -303,6 +303,10 @@ class TracesSpec(_Frozen):
 # --- rules and groups -------------------------------------------------------------------------
 
 
+NO_TRACES = TracesSpec.model_validate({"from": "none"})
+"""Traces off: what a tool that needs only values (a chart, a backtest) asks a source for."""
+
+
 class Rule(_Frozen):
     """One alerting rule. See the module docstring for what watcher adds to Prometheus's format."""
 
