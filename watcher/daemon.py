@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import schedule
@@ -44,10 +44,15 @@ from .notify.pipeline import Notifier
 from .notify.receivers import build_receivers
 from .notify.receivers.base import Receiver
 from .rules.loader import LoadedRules, load_rule_files
+from .rules.schema import Group
 from .selfmetrics import SelfMetrics
 from .sources.base import Source
 from .sources.build import build_sources
 from .store.db import Store, open_store
+
+if TYPE_CHECKING:
+    from .cluster import Membership
+    from .web.app import ServerThread
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +147,7 @@ class Daemon:
         self._install(self.rules)
         self.last_reload_error: str | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self.http: Any = None
+        self.http: ServerThread | None = None
         """The running HTTP server (``web.app.ServerThread``; its ``port`` is the bound one), if any."""
         self._locks: dict[str, threading.Lock] = {}
         self._running: set[Future[None]] = set()
@@ -151,7 +156,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._scheduler = schedule.Scheduler()
-        self.cluster: Any = None
+        self.cluster: Membership | None = None
         """``cluster.Membership`` while running: the SQLite lock, or this replica's leases (PostgreSQL)."""
 
     # --- rules -------------------------------------------------------------------------------
@@ -171,15 +176,7 @@ class Daemon:
             if old is not None and old.group == lg.group:
                 new[lg.group.name] = old
                 continue
-            ev = GroupEvaluator(
-                lg.group,
-                self.sources,
-                alert_store=self.alert_store,
-                resolved_retention=self.settings.notify.resolved_retention,
-                metrics=self.metrics,
-                trace_search_url=self.settings.trace_search_url,
-                trace_search_labels=self.settings.trace_search_labels,
-            )
+            ev = self.make_evaluator(lg.group, self.alert_store)
             orphans += ev.restore(persisted.get(lg.group.name, []))
             new[lg.group.name] = ev
         gone = set(persisted) - set(new)
@@ -190,6 +187,18 @@ class Daemon:
         self.evaluators = new
         self.metrics.signals.retain(new)
         self.rules = rules
+
+    def make_evaluator(self, group: Group, alert_store: AlertStore) -> GroupEvaluator:
+        """Return a new evaluator of ``group`` wired as every evaluator of this daemon is."""
+        return GroupEvaluator(
+            group,
+            self.sources,
+            alert_store=alert_store,
+            resolved_retention=self.settings.notify.resolved_retention,
+            metrics=self.metrics,
+            trace_search_url=self.settings.trace_search_url,
+            trace_search_labels=self.settings.trace_search_labels,
+        )
 
     def reload(self) -> ReloadResult:
         """Re-read the rule files; on any problem keep the running rules and say why."""
@@ -209,7 +218,7 @@ class Daemon:
         if self._scheduled:
             for name in self._sync_group_jobs():  # a new group is evaluated at once, as at start
                 if self._executor is not None:
-                    self._dispatch(f"group:{name}", functools.partial(self.evaluate_group, name))
+                    self.dispatch(f"group:{name}", functools.partial(self.evaluate_group, name))
         return ReloadResult(True, len(self.evaluators))
 
     def rule_url(self, group: str, rule: str) -> str:
@@ -337,7 +346,7 @@ class Daemon:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def _dispatch(self, job: str, fn: Callable[[], object]) -> bool:
+    def dispatch(self, job: str, fn: Callable[[], object]) -> bool:
         """Run ``fn`` on the pool unless the previous run of ``job`` is still going; return whether it was."""
         lock = self._locks.setdefault(job, threading.Lock())
         if not lock.acquire(blocking=False):
@@ -371,20 +380,20 @@ class Daemon:
         self._scheduled = True
         self._sync_group_jobs()
         flush_s = max(1, int(self.settings.notify.flush_interval.total_seconds()))
-        self._scheduler.every(flush_s).seconds.do(self._dispatch, "outbox", self._flush_if_active)
+        self._scheduler.every(flush_s).seconds.do(self.dispatch, "outbox", self._flush_if_active)
         down_s = self.settings.store.down_after.total_seconds()
         check_s = max(1, int(min(15.0, down_s / 4)))
-        self._scheduler.every(check_s).seconds.do(self._dispatch, "store", self.check_store)
+        self._scheduler.every(check_s).seconds.do(self.dispatch, "store", self.check_store)
         if self.settings.notify.heartbeat is not None:  # dead-man's switch, see notify.heartbeat
             from .notify.heartbeat import Heartbeat
 
             beat = Heartbeat(self.settings.notify.heartbeat)
             beat_s = max(1, int(self.settings.notify.heartbeat.interval.total_seconds()))
             self._scheduler.every(beat_s).seconds.do(
-                self._dispatch, "heartbeat", functools.partial(self.beat, beat)
+                self.dispatch, "heartbeat", functools.partial(self.beat, beat)
             )
         keep_s = max(60, int(self.settings.retention.interval.total_seconds()))
-        self._scheduler.every(keep_s).seconds.do(self._dispatch, "retention", self.enforce_retention)
+        self._scheduler.every(keep_s).seconds.do(self.dispatch, "retention", self.enforce_retention)
 
     def _sync_group_jobs(self) -> list[str]:
         """Bring the group jobs in line with the evaluators; return the groups that are new.
@@ -404,7 +413,7 @@ class Daemon:
                 continue
             secs = max(1, int(ev.group.interval.total_seconds()))
             job = self._scheduler.every(secs).seconds.do(
-                self._dispatch, f"group:{name}", functools.partial(self.evaluate_group, name)
+                self.dispatch, f"group:{name}", functools.partial(self.evaluate_group, name)
             )
             if old is None:
                 fresh.append(name)
@@ -447,7 +456,7 @@ class Daemon:
             replicated = self.cluster is not None and self.cluster.schedules_groups
             initial: list[str] = [] if replicated else list(self.evaluators)
             for name in initial:
-                self._dispatch(f"group:{name}", functools.partial(self.evaluate_group, name))
+                self.dispatch(f"group:{name}", functools.partial(self.evaluate_group, name))
             if ready is not None:
                 ready()
             logger.info("watcher running: %d groups", len(self.evaluators))
@@ -462,7 +471,7 @@ class Daemon:
                     if self.cluster is not None:
                         self.cluster.tick()
                     self._scheduler.run_pending()
-                except Exception:  # _dispatch never raises; this is a last guard against a hot loop
+                except Exception:  # dispatch never raises; this is a last guard against a hot loop
                     logger.exception("scheduler tick failed")
                 self._stop.wait(0.2)
         finally:

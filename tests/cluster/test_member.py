@@ -329,7 +329,7 @@ def _synchronous(m: ClusterMember, at: float) -> list[tuple[str, float, str]]:
         return evaluate(name, now, **kw)
 
     d.evaluate_group = spy
-    d._dispatch = lambda job, fn: (fn(), True)[1]
+    d.dispatch = lambda job, fn: (fn(), True)[1]
     m._now = lambda: at
     return seen
 

@@ -29,6 +29,7 @@ from ..regex import compile_linear
 from ..store.tables import SilenceRow
 from .data import Redactor, active_alerts, rule_groups, silence_dict, silences
 from .tokens import Scope
+from .view import DaemonView
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def _envelope(**data: Any) -> dict[str, Any]:
     return {"status": "success", "data": data}
 
 
-def add_api_routes(app: FastAPI, daemon: Any, require: Callable[..., Any], redact: Redactor) -> None:
+def add_api_routes(app: FastAPI, daemon: DaemonView, require: Callable[..., Any], redact: Redactor) -> None:
     """Add ``/api/v1/alerts``, ``/api/v1/rules`` and ``/api/v1/silences`` to ``app``.
 
     ``require(scope)`` returns the dependency that admits a request with that scope (``app``).

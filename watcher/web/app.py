@@ -64,6 +64,7 @@ from .page import add_status_routes
 from .payloads import add_payload_routes
 from .tokens import AuthProblem, Grant, TokenTable
 from .tokens import Scope as TokenScope
+from .view import DaemonView
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class _TooLarge(Exception):
     pass
 
 
-def build_app(daemon: Any) -> FastAPI:
+def build_app(daemon: DaemonView) -> FastAPI:
     """Return the app for ``daemon`` (anything with ``settings.server``, ``store``, ``metrics``, ``rules``).
 
     ``rules`` may be None (not loaded); ``last_reload_error`` is read when present.
@@ -338,7 +339,7 @@ def build_app(daemon: Any) -> FastAPI:
     return app
 
 
-def refresh_outbox_gauges(daemon: Any) -> None:
+def refresh_outbox_gauges(daemon: DaemonView) -> None:
     """Set the outbox depth and oldest-age gauges from the table, at scrape time (best effort)."""
     gauge = getattr(daemon.metrics, "outbox_oldest_age", None)
     if gauge is None:

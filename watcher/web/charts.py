@@ -25,6 +25,7 @@ from ..detectors import make_detector
 from ..engine.group import rule_lookback, rule_step
 from ..notify.charts import render_chart
 from ..rules.schema import NO_TRACES, Group, RollingDetector, Rule
+from .view import DaemonView
 
 RULE_CHART_SPAN = timedelta(days=7)
 RULE_CHART_POINTS = 1008
@@ -58,7 +59,7 @@ def chart_of(verdicts: Sequence[Verdict], title: str) -> bytes | None:
     )
 
 
-def alert_history(daemon: Any, fingerprint: str) -> tuple[Any, list[Verdict]] | None:
+def alert_history(daemon: DaemonView, fingerprint: str) -> tuple[Any, list[Verdict]] | None:
     """Return the alert with ``fingerprint`` and its series' recent verdicts, or None if unknown."""
     for ev in list((getattr(daemon, "evaluators", {}) or {}).values()):
         for alert in ev.alerts():
@@ -75,7 +76,7 @@ class AlertChartCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[tuple[int, float], bytes]] = {}
 
-    def get(self, daemon: Any, fingerprint: str) -> bytes | None:
+    def get(self, daemon: DaemonView, fingerprint: str) -> bytes | None:
         """Return the PNG of one alert's series, or None when the alert or its history is unknown."""
         found = alert_history(daemon, fingerprint)
         if found is None or not found[1]:
@@ -96,7 +97,7 @@ class AlertChartCache:
         return png
 
 
-def find_rule(daemon: Any, group: str, rule: str) -> tuple[Group, Rule] | None:
+def find_rule(daemon: DaemonView, group: str, rule: str) -> tuple[Group, Rule] | None:
     """Return the loaded group and rule with these names, or None."""
     rules = getattr(daemon, "rules", None)
     for lg in rules.groups if rules is not None else ():
@@ -140,7 +141,7 @@ class RuleSeries:
         return sum(1 for v in self.verdicts if v.anomalous)
 
 
-def rule_series(daemon: Any, group: Group, rule: Rule, now: datetime) -> list[RuleSeries]:
+def rule_series(daemon: DaemonView, group: Group, rule: Rule, now: datetime) -> list[RuleSeries]:
     """Fetch the rule's series over the last seven days at a coarse step and run its detector.
 
     Raises what the source raises (``SourceError``); the caller shows it.
@@ -181,7 +182,7 @@ class RuleChartCache:
         self._entries: dict[tuple[str, str, str], tuple[float, list[RuleSeries], dict[int, bytes]]] = {}
 
     def _entry(
-        self, daemon: Any, group: Group, rule: Rule, now: datetime
+        self, daemon: DaemonView, group: Group, rule: Rule, now: datetime
     ) -> tuple[float, list[RuleSeries], dict[int, bytes]]:
         key = (group.name, rule.alert, str(getattr(daemon.rules, "hash", "")))
         with self._lock:
@@ -195,11 +196,11 @@ class RuleChartCache:
             self._entries[key] = entry
         return entry
 
-    def get(self, daemon: Any, group: Group, rule: Rule, now: datetime) -> list[RuleSeries]:
+    def get(self, daemon: DaemonView, group: Group, rule: Rule, now: datetime) -> list[RuleSeries]:
         """Return the rule's seven-day series, from the cache when fresh."""
         return self._entry(daemon, group, rule, now)[1]
 
-    def chart(self, daemon: Any, group: Group, rule: Rule, index: int, now: datetime) -> bytes | None:
+    def chart(self, daemon: DaemonView, group: Group, rule: Rule, index: int, now: datetime) -> bytes | None:
         """Return the PNG of the ``index``-th series of the rule's seven-day chart, or None."""
         _, series, pngs = self._entry(daemon, group, rule, now)
         if not 0 <= index < len(series):

@@ -26,6 +26,7 @@ from ..notify.silences import Matcher
 from ..notify.templates import trace_link
 from ..redact import secret_values
 from ..store.tables import OutboxRow, SilenceRow
+from .view import DaemonView
 
 DEFAULT_TRACE_URL = "http://localhost:16686/trace/{trace_id}"
 MASK = "[redacted]"
@@ -75,12 +76,12 @@ def iso(ts: datetime | None) -> str | None:
     return None if ts is None else utc(ts).isoformat().replace("+00:00", "Z")
 
 
-def trace_url_of(daemon: Any) -> str:
+def trace_url_of(daemon: DaemonView) -> str:
     """Return the daemon's trace link template."""
     return str(getattr(daemon.settings, "trace_url", DEFAULT_TRACE_URL))
 
 
-def health_rows(daemon: Any) -> dict[tuple[str, str], dict[str, Any]]:
+def health_rows(daemon: DaemonView) -> dict[tuple[str, str], dict[str, Any]]:
     """Return the stored health of every rule, keyed by (group, rule); empty when unreadable."""
     store = getattr(daemon, "alert_store", None)
     if store is None:
@@ -92,13 +93,13 @@ def health_rows(daemon: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["group_name"], r["rule"]): r for r in rows}
 
 
-def current_alerts(daemon: Any) -> list[Alert]:
+def current_alerts(daemon: DaemonView) -> list[Alert]:
     """Return every alert the daemon's evaluators hold."""
     evaluators: Mapping[str, Any] = getattr(daemon, "evaluators", {}) or {}
     return [a for ev in list(evaluators.values()) for a in ev.alerts()]
 
 
-def rule_groups(daemon: Any) -> list[dict[str, Any]]:
+def rule_groups(daemon: DaemonView) -> list[dict[str, Any]]:
     """Return the loaded groups, each with its rules' health, last evaluation, error and alerts."""
     rules = getattr(daemon, "rules", None)
     if rules is None:
@@ -185,7 +186,7 @@ def _rank(surprise: float) -> float:
 
 
 def active_alerts(
-    daemon: Any, states: Iterable[AlertState] = (AlertState.FIRING, AlertState.PENDING)
+    daemon: DaemonView, states: Iterable[AlertState] = (AlertState.FIRING, AlertState.PENDING)
 ) -> list[dict[str, Any]]:
     """Return the alerts in ``states``, firing first, the most surprising first, then by rule and labels."""
     wanted = set(states)
@@ -215,7 +216,7 @@ def _outbox_dict(row: OutboxRow) -> dict[str, Any]:
     }
 
 
-def notifications(daemon: Any, *, status: str | None = None, limit: int = 25) -> list[dict[str, Any]]:
+def notifications(daemon: DaemonView, *, status: str | None = None, limit: int = 25) -> list[dict[str, Any]]:
     """Return the newest outbox rows (of one ``status``: pending, sent or dead), newest first."""
     with daemon.store.session() as s:
         stmt = select(OutboxRow).order_by(col(OutboxRow.id).desc()).limit(limit)
@@ -259,7 +260,7 @@ def silence_dict(row: SilenceRow, now: datetime) -> dict[str, Any]:
     }
 
 
-def silences(daemon: Any, now: datetime, *, include_expired: bool = False) -> list[dict[str, Any]]:
+def silences(daemon: DaemonView, now: datetime, *, include_expired: bool = False) -> list[dict[str, Any]]:
     """Return the silences (active and pending; with ``include_expired`` all), oldest start first."""
     with daemon.store.session() as s:
         stmt = select(SilenceRow).order_by(col(SilenceRow.starts_at))
@@ -268,7 +269,7 @@ def silences(daemon: Any, now: datetime, *, include_expired: bool = False) -> li
         return [silence_dict(r, now) for r in s.exec(stmt).all()]
 
 
-def cluster_status(daemon: Any) -> dict[str, Any] | None:
+def cluster_status(daemon: DaemonView) -> dict[str, Any] | None:
     """Return this replica's PostgreSQL cluster view (``/readyz``'s ``cluster``), else None."""
     cluster = getattr(daemon, "cluster", None)
     status = getattr(cluster, "status", None)
@@ -279,7 +280,7 @@ def cluster_status(daemon: Any) -> dict[str, Any] | None:
     return dict(view) if isinstance(view, dict) and view.get("mode") == "postgresql" else None
 
 
-def endpoint_statuses(daemon: Any) -> list[dict[str, Any]]:
+def endpoint_statuses(daemon: DaemonView) -> list[dict[str, Any]]:
     """Return each Prometheus endpoint's status after its latest call, by name (errors unredacted)."""
     sources: Mapping[str, Any] = getattr(daemon, "sources", {}) or {}
     found: dict[str, Any] = {}

@@ -43,6 +43,7 @@ from .data import (
     trace_url_of,
 )
 from .tokens import Scope
+from .view import DaemonView
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ BROWSER_CHALLENGE = 'Basic realm="watcher", charset="UTF-8"'
 """Asked of a browser without the read token: it prompts, and sends the token as the password."""
 
 
-def add_status_routes(app: FastAPI, daemon: Any, redact: Redactor, require: Any = None) -> None:
+def add_status_routes(app: FastAPI, daemon: DaemonView, redact: Redactor, require: Any = None) -> None:
     """Add the status page, the per-rule pages and their chart PNGs to ``app``.
 
     ``require(scope, challenge)`` returns the dependency that admits a request with that scope

@@ -29,6 +29,7 @@ from ..errors import WatcherError
 from ..store.db import Store
 from ..store.tables import Payload, PayloadAccessRow
 from .tokens import Grant, Scope
+from .view import DaemonView
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def iso_utc(ts: datetime | None) -> str | None:
 # --- HTTP ------------------------------------------------------------------------------------
 
 
-def add_payload_routes(app: FastAPI, daemon: Any, require: Callable[..., Any], redact: Any) -> None:
+def add_payload_routes(app: FastAPI, daemon: DaemonView, require: Callable[..., Any], redact: Any) -> None:
     """Add ``GET /api/v1/payloads/{trace_id}`` (scope ``payload_read``, audited) to ``app``."""
     guard = require(Scope.PAYLOAD_READ)
 
