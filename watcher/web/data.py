@@ -11,7 +11,6 @@ Every function takes the daemon duck-typed (``settings``, ``store``, ``rules``, 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -21,7 +20,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
-from ..core import Alert, AlertState, utc
+from ..core import Alert, AlertState, iso, json_num, trace_to_dict, utc
 from ..notify.silences import Matcher
 from ..notify.templates import trace_link
 from ..redact import secret_values
@@ -64,16 +63,6 @@ class Redactor:
         if isinstance(obj, list | tuple):
             return [self.deep(v) for v in obj]
         return obj
-
-
-def num(x: float | None) -> float | None:
-    """Return ``x`` for JSON, None when it is missing or not finite."""
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def iso(ts: datetime | None) -> str | None:
-    """Return an RFC 3339 UTC timestamp, or None."""
-    return None if ts is None else utc(ts).isoformat().replace("+00:00", "Z")
 
 
 def trace_url_of(daemon: DaemonView) -> str:
@@ -156,27 +145,17 @@ def alert_dict(alert: Alert, trace_url: str) -> dict[str, Any]:
         "labels": {"alertname": alert.rule, **dict(alert.labels)},
         "annotations": dict(alert.annotations),
         "state": str(alert.state),
-        "value": num(alert.value),
-        "expected": num(alert.expected),
-        "lower": num(alert.lower),
-        "upper": num(alert.upper),
-        "score": num(alert.score),
-        "surprise": num(alert.surprise),
+        "value": json_num(alert.value),
+        "expected": json_num(alert.expected),
+        "lower": json_num(alert.lower),
+        "upper": json_num(alert.upper),
+        "score": json_num(alert.score),
+        "surprise": json_num(alert.surprise),
         "activeAt": iso(alert.active_at),
         "firingAt": iso(alert.fired_at),
         "resolvedAt": iso(alert.resolved_at),
         "lastEvaluation": iso(alert.last_eval),
-        "traces": [
-            {
-                "trace_id": t.trace_id,
-                "span_id": t.span_id,
-                "value": num(t.value),
-                "ts": iso(t.ts),
-                "note": t.note,
-                "url": trace_link(trace_url, t.trace_id),
-            }
-            for t in alert.traces
-        ],
+        "traces": [{**trace_to_dict(t), "url": trace_link(trace_url, t.trace_id)} for t in alert.traces],
     }
 
 
