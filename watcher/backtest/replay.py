@@ -79,6 +79,22 @@ def _down(rule: Rule) -> bool:
     return getattr(rule.detector, "direction", "up") == "down"
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    """How one replay runs: the options every level of it (all groups, one group) shares."""
+
+    record_verdicts: bool = False
+    """Keep every verdict per series (for ``--plot``)."""
+    progress: Callable[[int], None] | None = None
+    """Called with 1 after each evaluated tick (a progress bar)."""
+    retention: timedelta = timedelta(minutes=15)
+    """How long a resolved alert is kept (``notify.resolved_retention``)."""
+    batch: bool = True
+    """Score each series once over the range and run the evaluator only where something can change."""
+    jobs: int | None = 1
+    """Worker processes that fetch and score a batch replay (None: one per CPU)."""
+
+
 def replay(
     groups: Sequence[Group],
     sources: dict[str, Source],
@@ -101,6 +117,7 @@ def replay(
     ``jobs`` fetches and scores the rules of a batch replay in that many worker processes (None:
     one per CPU, see ``parallel``); the evaluation stays here, so the result is the same.
     """
+    opts = ReplayOptions(record_verdicts, progress, retention, batch, jobs)
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if caches is None or any(c.start != start or c.end != end for c in caches.values()):
@@ -113,9 +130,7 @@ def replay(
             if workers is None or not any(job.cache is cache for job in workers.jobs):
                 cache.prefetch_shared([(r, g) for g in groups for r in g.rules if r.source == name])
         result.cpu["fetch"] += time.process_time() - t0
-        _replay_groups(
-            groups, caches, start, end, result, workers, record_verdicts, progress, retention, batch
-        )
+        _replay_groups(groups, caches, start, end, result, workers, opts)
     finally:
         if workers is not None:
             workers.close()
@@ -132,10 +147,7 @@ def _replay_groups(
     end: datetime,
     result: ReplayResult,
     workers: Workers | None,
-    record_verdicts: bool,
-    progress: Callable[[int], None] | None,
-    retention: timedelta,
-    batch: bool,
+    opts: ReplayOptions,
 ) -> None:
     """Fetch (or collect from the workers) and replay each group in turn."""
     for group in groups:
@@ -170,7 +182,7 @@ def _replay_groups(
             )
             if not group.rules:
                 continue
-        _replay_group(group, caches, start, end, result, record_verdicts, progress, retention, batch, ready)
+        _replay_group(group, caches, start, end, result, opts, ready)
 
 
 def _replay_group(
@@ -179,10 +191,7 @@ def _replay_group(
     start: datetime,
     end: datetime,
     result: ReplayResult,
-    record_verdicts: bool,
-    progress: Callable[[int], None] | None,
-    retention: timedelta,
-    batch: bool,
+    opts: ReplayOptions,
     ready: dict[int, RulePlan],
 ) -> None:
     """Replay one group whose rules are all prefetched; add its episodes and errors to ``result``.
@@ -194,7 +203,7 @@ def _replay_group(
     plans: dict[int, RulePlan] = {}
     interesting = np.ones(len(ticks), dtype=bool)
     t0 = time.process_time()
-    if batch:
+    if opts.batch:
         interesting[:] = False
         for rule in group.rules:
             entry = caches[rule.source].prefetch(rule, group)
@@ -219,7 +228,7 @@ def _replay_group(
         return det if det is not None else make_detector(rule.detector)
 
     ev = GroupEvaluator(
-        group, dict(caches), resolved_retention=retention, render=_no_render, detector_factory=detector
+        group, dict(caches), resolved_retention=opts.retention, render=_no_render, detector_factory=detector
     )
     # Rules scored by live detectors (every rule without ``batch``) record verdicts as they come.
     live = {r.alert for r in group.rules if id(r) not in plans or not plans[id(r)].precomputed}
@@ -237,11 +246,11 @@ def _replay_group(
             for h in res.health:
                 if not h.ok and h.error:
                     result.errors.append(f"{group.name}/{h.rule} at {now:%Y-%m-%d %H:%M}Z: {h.error}")
-            if record_verdicts and live:
+            if opts.record_verdicts and live:
                 _record(result, ev.verdicts(), live)
-        if progress is not None:
-            progress(1)
-    if record_verdicts and batch:
+        if opts.progress is not None:
+            opts.progress(1)
+    if opts.record_verdicts and opts.batch:
         for rule in group.rules:
             plan = plans[id(rule)]
             if rule.alert in live:

@@ -11,7 +11,6 @@ Every function takes the daemon duck-typed (``settings``, ``store``, ``rules``, 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -23,7 +22,7 @@ from sqlmodel import col, select
 from ..core import Alert, AlertState, iso, json_num, trace_to_dict, utc
 from ..notify.silences import Matcher
 from ..notify.templates import trace_link
-from ..redact import secret_values
+from ..redact import Masker, secret_values
 from ..store.tables import OutboxRow, SilenceRow
 from .view import DaemonView
 
@@ -45,14 +44,11 @@ class Redactor:
             if url.password:
                 found.add(str(url.password))
         # Longest first, so a URL is masked whole before its password is; tiny values would mask noise.
-        self._secrets = sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
-        self._rx = re.compile("|".join(re.escape(s) for s in self._secrets)) if self._secrets else None
+        self._masker = Masker(found, mask=MASK)
 
     def __call__(self, text: str | None) -> str:
         """Return ``text`` with every secret masked ("" for None)."""
-        if not text:
-            return ""
-        return self._rx.sub(MASK, text) if self._rx is not None else text
+        return self._masker(text) if text else ""
 
     def deep(self, obj: Any) -> Any:
         """Return ``obj`` (JSON-like) with every string masked."""
