@@ -1,13 +1,12 @@
-"""The daemon: ticks per rule group, a thread pool, reload on SIGHUP, graceful stop.
+"""The daemon, the one composition root: wiring, the schedule, reload on SIGHUP, graceful stop.
 
-This module owns wiring (store, sources, notifier, evaluators), the clock, the schedule and the
-process lifecycle. It does not own what one evaluation does (``group``) nor delivery
-(``notify``).
-
-Scheduling follows the field notes on ``schedule``: its ticks only *dispatch* work to a
-``ThreadPoolExecutor``; each job has a non-blocking lock, so a slow job skips a tick (counted as
-missed) instead of piling up; every job is wrapped so an exception is logged and counted and never
-escapes ``run_pending()``. All state that must survive a restart is in the store.
+This module owns wiring (store, sources, notifier, evaluators: ``make_evaluator`` is the one
+place an evaluator is built), the clock, the schedule and the process lifecycle. It does not own
+what one evaluation does (``engine.group``), running the jobs (``engine.jobs``: a thread pool,
+a non-blocking lock per job, exceptions counted and never escaping ``run_pending()``), delivery
+(``notify``), the HTTP face (``web``, which sees the daemon as ``web.view.DaemonView``) nor the
+cluster (``cluster``, which sees it as ``cluster.host.Host``). All state that must survive a
+restart is in the store.
 
 ``run`` first enters the cluster mode (``cluster.attach``): on SQLite a lock refuses a second
 replica; on PostgreSQL the replica's leased groups are ticked by ``cluster.member`` on a shared
@@ -22,7 +21,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -36,6 +34,7 @@ from . import sdnotify
 from .config import Settings
 from .core import Alert, Verdict
 from .engine.group import EvalResult, GroupEvaluator
+from .engine.jobs import Jobs
 from .engine.sourcedown import SourceDownMonitor
 from .engine.state import AlertStore, write_alerts
 from .engine.storedown import StoreDownMonitor
@@ -146,11 +145,9 @@ class Daemon:
         self.evaluators: dict[str, GroupEvaluator] = {}
         self._install(self.rules)
         self.last_reload_error: str | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self.jobs = Jobs(self.metrics)
         self.http: ServerThread | None = None
         """The running HTTP server (``web.app.ServerThread``; its ``port`` is the bound one), if any."""
-        self._locks: dict[str, threading.Lock] = {}
-        self._running: set[Future[None]] = set()
         self._group_jobs: dict[str, tuple[GroupEvaluator, schedule.Job]] = {}
         self._scheduled = False
         self._stop = threading.Event()
@@ -217,7 +214,7 @@ class Daemon:
         logger.info("rules reloaded: %d groups, %d rules", len(rules.groups), rules.rule_count)
         if self._scheduled:
             for name in self._sync_group_jobs():  # a new group is evaluated at once, as at start
-                if self._executor is not None:
+                if self.jobs.started:
                     self.dispatch(f"group:{name}", functools.partial(self.evaluate_group, name))
         return ReloadResult(True, len(self.evaluators))
 
@@ -348,30 +345,7 @@ class Daemon:
 
     def dispatch(self, job: str, fn: Callable[[], object]) -> bool:
         """Run ``fn`` on the pool unless the previous run of ``job`` is still going; return whether it was."""
-        lock = self._locks.setdefault(job, threading.Lock())
-        if not lock.acquire(blocking=False):
-            self.metrics.missed_ticks.labels(job).inc()
-            logger.warning("job %s still running: tick skipped", job)
-            return False
-
-        def run() -> None:
-            try:
-                fn()
-            except Exception:
-                self.metrics.job_exceptions.labels(job).inc()
-                logger.exception("job %s failed", job)
-            finally:
-                lock.release()
-
-        try:
-            assert self._executor is not None
-            fut = self._executor.submit(run)
-        except RuntimeError:  # the pool is shutting down
-            lock.release()
-            return False
-        self._running.add(fut)
-        fut.add_done_callback(self._running.discard)
-        return True
+        return self.jobs.dispatch(job, fn)
 
     def _schedule_jobs(self) -> None:
         """Create the schedule: one job per group, the outbox, heartbeat and retention jobs."""
@@ -447,7 +421,7 @@ class Daemon:
         from .cluster import attach
 
         self.cluster = attach(self)  # SQLite: refuse a second replica; PostgreSQL: join the cluster
-        self._executor = ThreadPoolExecutor(self.settings.max_workers, thread_name_prefix="watcher")
+        self.jobs.start(self.settings.max_workers)
         http = self.http = self._start_server()
         watchdog_s = sdnotify.watchdog_interval()  # WatchdogSec= in the unit: ping at half of it
         next_ping = 0.0
@@ -489,17 +463,14 @@ class Daemon:
         self.notifier.outbox.stop_by(end - 1.0)  # a second for the leases and the exit
         if http is not None:
             http.stop(timeout=min(5.0, budget / 4))
-        assert self._executor is not None
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        _, late = wait(list(self._running), timeout=max(0.0, end - 1.0 - time.monotonic()))
+        late = self.jobs.shutdown(end - 1.0 - time.monotonic())
         left = 0
         if late:
-            logger.warning("stop budget spent with %d job(s) still running", len(late))
+            logger.warning("stop budget spent with %d job(s) still running", late)
         elif self._active():  # a replica whose leases ran out leaves the outbox to the others
             left = self.drain(deadline_s=max(0.0, end - 1.0 - time.monotonic()))
         if left:
             logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
-        self._executor = None
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None

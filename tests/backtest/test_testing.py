@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from watcher.backtest import testinput
 from watcher.backtest.testing import run_test_file
 from watcher.backtest.testinput import expand_rows, expand_values, parse_expr, parse_selector
 from watcher.cli import main
-from watcher.rules import testinput
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK_TESTS = sorted((ROOT / "rules" / "tests").glob("*.yaml")) + sorted(
