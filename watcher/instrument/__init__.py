@@ -5,7 +5,7 @@ call (an OpenTelemetry span, Prometheus metrics with trace exemplars, a ``calls`
 ``payloads`` row when capture is on), ``span`` for the application's other steps (retrieval, tool
 calls) under the same trace, the OpenAI and Anthropic client wrappers, PII redaction,
 ``record_score``/``record_feedback`` (``scores`` rows), online evaluation and the background
-``StoreWriter``. Vendor SDKs are never imported (``watcher.bench.hooks`` imports ``openai`` when run). It
+``StoreWriter``. Vendor SDKs are never imported (``bench`` imports ``openai`` when run). It
 never blocks or breaks the application. It imports nothing from the engine, notify, rules,
 sources or detectors (a test checks), so an application pulls in none of the daemon.
 """
