@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_payloads_parser(sub)
     from .completion import add_completion_parser
 
-    add_completion_parser(sub)
+    add_completion_parser(sub, build_parser)
     return p
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,16 +159,14 @@ def zsh_script(parser: argparse.ArgumentParser) -> str:
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
-    from . import build_parser
-
-    parser = build_parser()
+    parser = args.build_parser()
     script = bash_script(parser) if args.shell == "bash" else zsh_script(parser)
     sys.stdout.write(script)
     return 0
 
 
-def add_completion_parser(sub: Any) -> None:
-    """Register ``watcher completion bash|zsh``."""
+def add_completion_parser(sub: Any, build_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """Register ``watcher completion bash|zsh``; ``build_parser`` returns the whole tree to describe."""
     p = sub.add_parser(
         "completion",
         help="print a shell completion script (bash or zsh)",
@@ -175,4 +174,4 @@ def add_completion_parser(sub: Any) -> None:
         'zsh: `watcher completion zsh > "${fpath[1]}/_watcher"`, then restart the shell.',
     )
     p.add_argument("shell", choices=("bash", "zsh"))
-    p.set_defaults(func=_cmd_completion)
+    p.set_defaults(func=_cmd_completion, build_parser=build_parser)
