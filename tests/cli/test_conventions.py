@@ -374,3 +374,19 @@ def test_run_fails_at_start_when_its_port_is_taken(store_with_calls: Path, tmp_p
     assert proc.returncode == 1
     assert f"watcher: error: server: cannot listen on 127.0.0.1:{port} (port in use?)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_score_says_which_rows_are_warm_up(tmp_path: Path) -> None:
+    """Warm-up rows have no band and anomaly 0: stderr says so instead of letting them read as normal."""
+    series = "timestamp,value\n" + "".join(f"2026-01-01T00:{m:02d}:00Z,{10 + m % 3}\n" for m in range(40))
+    (tmp_path / "in.csv").write_text(series)
+    proc = watcher("score", "-d", "ewma", "in.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == (
+        "in.csv: 30 of 40 rows are the detector's warm-up: no band, never anomalous; "
+        "last: warming up: 29/30 points\n"
+    )
+    first = proc.stdout.splitlines()[1].split(",")
+    assert first[2:5] == ["", "", ""]  # no expected value or band while warming up
+    short = watcher("score", "-d", "rolling", "in.csv", cwd=tmp_path)
+    assert "40 of 40 rows are the detector's warm-up (every row: the series is shorter" in short.stderr
