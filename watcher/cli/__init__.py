@@ -15,10 +15,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import ConfigError, RuleFileError, StoreError, WatcherError
 from .common import Parser, UsageError, install_hint, open_existing_store
+
+if TYPE_CHECKING:
+    from ..core import Alert
 
 logger = logging.getLogger("watcher")
 
@@ -152,49 +156,25 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alert_value(a: object) -> str:
-    """Return ``value=… expected … in [lo, hi]`` (only what is known; no made-up band)."""
+def _alert_value(a: Alert) -> str:
+    """Return ``value=… expected=… band=[lo, hi]``: only what is known, never a made-up band."""
     import math
 
-    value = getattr(a, "value", math.nan)
-    parts = [f"value={value:.4g}" if math.isfinite(value) else "value=none"]
-    expected, lo, hi = (getattr(a, k, None) for k in ("expected", "lower", "upper"))
-    if isinstance(expected, float) and math.isfinite(expected):
-        parts.append(f"expected={expected:.4g}")
-    if isinstance(lo, float) and isinstance(hi, float) and (math.isfinite(lo) or math.isfinite(hi)):
-        low = f"{lo:.4g}" if math.isfinite(lo) else "-inf"
-        high = f"{hi:.4g}" if math.isfinite(hi) else "+inf"
+    parts = [f"value={a.value:.4g}" if math.isfinite(a.value) else "value=none"]
+    if math.isfinite(a.expected):
+        parts.append(f"expected={a.expected:.4g}")
+    if math.isfinite(a.lower) or math.isfinite(a.upper):
+        low = f"{a.lower:.4g}" if math.isfinite(a.lower) else "-inf"
+        high = f"{a.upper:.4g}" if math.isfinite(a.upper) else "+inf"
         parts.append(f"band=[{low}, {high}]")
     return " ".join(parts)
 
 
-def _alert_json(a: object) -> dict[str, object]:
-    """Return one alert as the JSON ``watcher alerts --json`` prints (NaN becomes null)."""
-    import math
-    from datetime import datetime
+def _alert_json(a: Alert) -> dict[str, Any]:
+    """Return one alert as ``watcher alerts --json`` prints it: the store's codec, state by name."""
+    from ..core import alert_to_dict
 
-    def num(x: object) -> object:
-        return x if isinstance(x, int | float) and math.isfinite(x) else None
-
-    def ts(x: object) -> object:
-        return x.isoformat().replace("+00:00", "Z") if isinstance(x, datetime) else None
-
-    resolved = bool(getattr(a, "resolved", False))
-    return {
-        "rule": getattr(a, "rule", None),
-        "group": getattr(a, "group", None),
-        "labels": dict(getattr(a, "labels", {}) or {}),
-        "state": "resolved" if resolved else str(getattr(a, "state", "")),
-        "value": num(getattr(a, "value", None)),
-        "expected": num(getattr(a, "expected", None)),
-        "lower": num(getattr(a, "lower", None)),
-        "upper": num(getattr(a, "upper", None)),
-        "active_at": ts(getattr(a, "active_at", None)),
-        "fired_at": ts(getattr(a, "fired_at", None)),
-        "resolved_at": ts(getattr(a, "resolved_at", None)),
-        "last_eval": ts(getattr(a, "last_eval", None)),
-        "annotations": dict(getattr(a, "annotations", {}) or {}),
-    }
+    return alert_to_dict(a) | {"state": "resolved" if a.resolved else str(a.state)}
 
 
 def build_parser() -> argparse.ArgumentParser:
