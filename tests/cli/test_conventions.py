@@ -390,3 +390,21 @@ def test_score_says_which_rows_are_warm_up(tmp_path: Path) -> None:
     assert first[2:5] == ["", "", ""]  # no expected value or band while warming up
     short = watcher("score", "-d", "rolling", "in.csv", cwd=tmp_path)
     assert "40 of 40 rows are the detector's warm-up (every row: the series is shorter" in short.stderr
+
+
+def test_prometheus_only_backtest_needs_no_store_and_creates_none(tmp_path: Path) -> None:
+    """Rules that all read Prometheus need no store: the missing default file is not created."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once the socket is closed
+    (tmp_path / "p.yaml").write_text(
+        "groups:\n  - name: p\n    rules:\n      - alert: Up\n        expr: up\n"
+        "        detector: {kind: threshold, below: 1}\n"
+    )
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(f"prometheus: {{main: {{url: 'http://127.0.0.1:{port}'}}}}\n")
+    proc = watcher("backtest", "p.yaml", "-c", str(cfg), "--from", "-1h", cwd=tmp_path)
+    assert "no store" not in proc.stderr, proc.stderr
+    assert "Up (p): 0 episode(s)" in proc.stdout, proc.stdout + proc.stderr
+    assert "error:" in proc.stdout  # the unreachable Prometheus is reported, not hidden
+    assert list(tmp_path.glob("*.db")) == []

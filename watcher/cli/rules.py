@@ -95,6 +95,22 @@ def add_rules_as_code_parsers(subparsers: Any) -> None:
     add_scores_parser(subparsers)
 
 
+def _backtest_store(settings: Any, groups: list[Any]) -> Any:
+    """Open the store the backtest reads ``calls``/``scores`` from; it is never created.
+
+    Rules that all read Prometheus need no store: a missing SQLite file then gets an in-memory
+    stand-in (nothing is written to disk). Any ``calls``/``scores`` rule needs the real one.
+    """
+    from ..store.db import open_store
+    from .common import sqlite_path
+
+    path = sqlite_path(settings.store.url.get_secret_value())
+    sql = any(rule.source != "prometheus" for g in groups for rule in g.rules)
+    if path is not None and not path.is_file() and not sql:
+        return open_store("sqlite://")
+    return open_existing_store(settings)
+
+
 def main_backtest(args: argparse.Namespace) -> int:
     """Run ``watcher backtest`` from parsed arguments; return the exit code."""
     import json
@@ -124,7 +140,8 @@ def main_backtest(args: argparse.Namespace) -> int:
     if args.plot:
         require("matplotlib")  # before the replay, not after minutes of it
     incidents = load_incidents(args.incidents) if args.incidents else None
-    store = open_existing_store(settings)
+    groups = load_groups(paths)
+    store = _backtest_store(settings, groups)
     sources = build_sources(settings, store)
     try:
         if args.compare:
@@ -132,7 +149,7 @@ def main_backtest(args: argparse.Namespace) -> int:
 
             return compare_main(args.compare, paths, sources, start, end, incidents, sys.stdout)
         report = run_backtest(
-            load_groups(paths),
+            groups,
             sources,
             start,
             end,
