@@ -123,10 +123,12 @@ def zsh_script(parser: argparse.ArgumentParser) -> str:
         lines.append(f"_watcher_opts[{n.key}]={_zsh_quote(' '.join(n.options))}")
         subs = "\n".join(f"{name}:{_colon(help_)}" for name, help_ in n.subcommands.items())
         lines.append(f"_watcher_subs[{n.key}]={_zsh_quote(subs)}")
-        for opt, values in n.choices.items():
-            lines.append(f"_watcher_choices[{_zsh_quote(n.key + ' ' + opt)}]={_zsh_quote(' '.join(values))}")
+        for opt, values in n.choices.items():  # (key value) pairs: a quoted subscript would keep its quotes
+            lines.append(
+                f"_watcher_choices+=({_zsh_quote(n.key + ' ' + opt)} {_zsh_quote(' '.join(values))})"
+            )
         for opt in n.takes_value:
-            lines.append(f"_watcher_files[{_zsh_quote(n.key + ' ' + opt)}]=1")
+            lines.append(f"_watcher_files+=({_zsh_quote(n.key + ' ' + opt)} 1)")
     lines += [
         "_watcher() {",
         "    local key=watcher word next i",
