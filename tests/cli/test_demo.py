@@ -97,7 +97,7 @@ def test_demo_serve_serves_its_status_page_with_links_to_itself(tmp_path: Path) 
     import urllib.request
 
     root = Path(__file__).resolve().parents[2]
-    args = ["demo", "--db", str(tmp_path / "d.db"), "--days", "3", "--serve", "--port", "0"]
+    args = ["demo", "--db", str(tmp_path / "d.db"), "--end", END.isoformat(), "--serve", "--port", "0"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "watcher", *args],
         stdout=subprocess.PIPE,
@@ -132,6 +132,6 @@ def test_demo_serve_serves_its_status_page_with_links_to_itself(tmp_path: Path) 
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped serving" in out
-    for phase in ("phase 1/3: generating 3 days", "day 3/3:", "phase 2/3: replaying", "phase 3/3"):
+    for phase in ("phase 1/3: generating 4 days", "day 4/4:", "phase 2/3: replaying", "phase 3/3"):
         assert phase in err, err
     assert "Traceback" not in err

@@ -118,10 +118,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     port = pick_port(args.host, args.port) if args.serve else DEFAULT_PORT
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'localhost' if not args.serve else host}:{port}"
+    end = None
+    if args.end is not None:
+        from ..backtest.report import parse_time
+
+        try:
+            end = parse_time(args.end)
+        except ConfigError as exc:
+            raise UsageError(f"--end: {exc}") from None
     code = run_demo(
         db=Path(args.db),
         days=args.days,
         seed=args.seed,
+        end=end,
         out=sys.stdout,
         progress=None if args.quiet else sys.stderr,
         external_url=url,
@@ -129,7 +138,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     if code or not args.serve:
         return code
-    return serve(Path(args.db), args.host, port, sys.stdout)
+    return serve(Path(args.db), args.host, port, sys.stdout, end=end)
 
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
@@ -194,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", default="watcher-demo.db", help="SQLite file to (re)create")
     demo.add_argument("--days", type=int, default=4, help="days of traffic to generate (>= 3)")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--end", help="the simulated traffic ends here (default now; a fixed time makes the run reproducible)"
+    )
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     demo.add_argument("--serve", action="store_true", help="then serve the result's status page until Ctrl-C")
     demo.add_argument("--host", default="127.0.0.1", help="--serve's address (default 127.0.0.1)")

@@ -356,8 +356,19 @@ def pick_port(host: str, port: int | None) -> int:
     return got
 
 
-def serve(db: Path, host: str, port: int, out: TextIO, stop: threading.Event | None = None) -> int:
-    """Serve the demo database's status page on ``host:port`` until Ctrl-C, SIGTERM or ``stop``."""
+def serve(
+    db: Path,
+    host: str,
+    port: int,
+    out: TextIO,
+    stop: threading.Event | None = None,
+    end: datetime | None = None,
+) -> int:
+    """Serve the demo database's status page on ``host:port`` until Ctrl-C, SIGTERM or ``stop``.
+
+    With ``end`` (``watcher demo --end``) the page's clock stands at the end of the simulated
+    traffic, so its charts show the demo's hours; otherwise it is the wall clock.
+    """
     import signal
 
     from ..web.app import ServerThread, build_app
@@ -371,7 +382,11 @@ def serve(db: Path, host: str, port: int, out: TextIO, stop: threading.Event | N
         route=RouteSettings(receivers=["console"]),
         external_url=url,
     )
-    daemon = Daemon(settings, receivers={"console": ConsoleReceiver(stream=out)})
+    receivers = {"console": ConsoleReceiver(stream=out)}
+    if end is None:
+        daemon = Daemon(settings, receivers=receivers)
+    else:
+        daemon = Daemon(settings, receivers=receivers, clock=lambda: end)
     stop = stop or threading.Event()
     try:
         try:
