@@ -97,6 +97,9 @@ def add_gate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--candidate", required=True, help="candidate evaluation run")
     p.add_argument("--max-drop", type=float, default=0.02, help="allowed drop of the mean (default 0.02)")
     p.add_argument("--alpha", type=float, default=0.05, help="one-sided significance level (default 0.05)")
+    p.add_argument(
+        "--json", action="store_true", help="print the verdict and each score's comparison as JSON"
+    )
     p.add_argument("--config", "-c")
     p.add_argument("--store", help="database URL (overrides the config)")
     p.set_defaults(func=_cmd_gate)
