@@ -201,8 +201,11 @@ def test_alerts_json_after_a_run(store_with_calls: Path, tmp_path: Path) -> None
     now = datetime.now(UTC)
     add_calls(store_with_calls, [now - timedelta(seconds=20 * i + 1) for i in range(40)])
     cfg = _config(tmp_path, store_with_calls, "server: {enabled: false}\n")
-    run = watcher("run", "--once", "-c", str(cfg), cwd=tmp_path)
+    run = watcher("run", "--once", "--json", "-c", str(cfg), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary == {"groups": 1, "firing": 1, "rule_errors": [], "pending_notifications": 0}
+    assert "[FIRING] ManyCalls" in run.stderr  # the default console receiver, moved off stdout
     alerts = json.loads(watcher("alerts", "--json", "-c", str(cfg), cwd=tmp_path).stdout)
     assert [(a["rule"], a["state"]) for a in alerts] == [("ManyCalls", "firing")]
     assert alerts[0]["value"] >= 10 and alerts[0]["upper"] == 3

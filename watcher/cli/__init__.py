@@ -90,10 +90,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(settings)
     try:
         if args.once:
-            results = daemon.run_once(drain_s=args.drain_timeout)
+            import contextlib
+
+            # With --json, standard output holds the JSON only: the console receiver prints to stderr.
+            quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+            with quiet:
+                results = daemon.run_once(drain_s=args.drain_timeout)
             firing = sum(1 for r in results for a in r.alerts if a.state.name == "FIRING")
             failed = [h for r in results for h in r.health if not h.ok]
             left = daemon.notifier.pending_count()
+            if args.json:
+                doc = {
+                    "groups": len(results),
+                    "firing": firing,
+                    "rule_errors": [{"group": h.group, "rule": h.rule, "error": h.error} for h in failed],
+                    "pending_notifications": left,
+                }
+                print(json.dumps(doc, indent=2, ensure_ascii=False))
+                return 1 if failed else 0
             print(
                 f"evaluated {len(results)} group(s): {firing} firing alert(s), "
                 f"{len(failed)} rule error(s), {left} notification(s) still pending"
@@ -196,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", help="settings file (default: ./watcher.yaml if present)")
     run.add_argument("--once", action="store_true", help="evaluate every group once, flush the outbox, exit")
     run.add_argument("--drain-timeout", type=float, default=30.0, help="seconds --once waits for deliveries")
+    run.add_argument("--json", action="store_true", help="with --once: print the summary as JSON")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=_cmd_run)
 
