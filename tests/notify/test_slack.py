@@ -350,3 +350,36 @@ def test_slack_receiver_needs_a_url_and_public_url_is_checked() -> None:
     with pytest.raises(ValueError, match="public_url must be an absolute http"):
         Settings(public_url="javascript:alert(1)")
     assert Settings(public_url="https://w.example/").public_url == "https://w.example"
+
+
+def test_an_image_slack_cannot_fetch_does_not_lose_the_alert() -> None:
+    """Slack answers 400 invalid_blocks when it cannot download the image: send again without it."""
+    with HTTPReceiver([400, 200], reply="invalid_blocks") as server:
+        settings = _settings(server.url + HOOK_PATH)
+        n = render_notification(
+            firing(), kind=NotificationKind.FIRING, receiver="slack", settings=settings, rule_url=""
+        )
+        build_receiver("slack", settings.receivers["slack"], settings).send(n)
+        (_, _, first), (_, _, second) = server.requests
+    assert [b["type"] for b in first["blocks"]].count("image") == 1
+    assert "image" not in [b["type"] for b in second["blocks"]]
+    assert_block_kit(second)
+    assert _button(second, "watcher-chart")["url"] == first["blocks"][3]["image_url"]
+    with HTTPReceiver([400], reply="invalid_blocks") as server:  # refused again: the error stands
+        settings = _settings(server.url + HOOK_PATH)
+        with pytest.raises(NotifyError, match="invalid_blocks"):
+            build_receiver("slack", settings.receivers["slack"], settings).send(n)
+        assert len(server.requests) == 2
+
+
+def test_no_image_on_the_resolve() -> None:
+    settings = _settings("http://127.0.0.1:9" + HOOK_PATH)
+    n = render_notification(
+        resolved(firing(), T0 + H),
+        kind=NotificationKind.RESOLVED,
+        receiver="slack",
+        settings=settings,
+        rule_url="",
+    )
+    doc = blocks(n, external_url="http://watcher.test", public_url=PUBLIC)
+    assert "image" not in [b["type"] for b in doc["blocks"]]

@@ -21,6 +21,7 @@ limits (``LIMITS``): long text is cut with "…" (never inside an entity), lists
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -77,6 +78,7 @@ LABEL_MAX = 200
 MAX_GROUP_ALERTS = 10
 SILENCE_DURATION = "1h"
 _TRACE_ID_SHOWN = 8
+logger = logging.getLogger(__name__)
 _ELLIPSIS = "…"
 
 
@@ -239,7 +241,9 @@ def blocks(
     if prose:
         out.append({"type": "section", "text": _mrkdwn(fit("\n".join(prose), SECTION_MAX, multiline=True))})
     out.append({"type": "section", "fields": _fields(alert, n.kind)})
-    image = chart_url(public_url, alert.fingerprint or str(p.get("fingerprint") or "")) if chart else None
+    # Firing only: the status page draws the charts of the alerts it holds, and Slack refuses a
+    # message whose image it cannot fetch (a resolved alert may be gone by then).
+    image = chart_url(public_url, alert.fingerprint) if chart and firing else None
     if image:
         alt = f"{alert.rule}: value and expected band"
         out.append(
@@ -286,6 +290,19 @@ def blocks(
     return {"text": f"{icon} " + fit(n.title, TEXT_MAX - len(icon) - 1), "blocks": out[:MAX_BLOCKS]}
 
 
+def without_image(doc: dict[str, Any]) -> dict[str, Any]:
+    """Return ``doc`` with its image block replaced by a "Chart" button (a link to the same PNG)."""
+    image = next(b["image_url"] for b in doc["blocks"] if b["type"] == "image")
+    kept = [b for b in doc["blocks"] if b["type"] != "image"]
+    button = _button("Chart", image, "watcher-chart")
+    actions = [b for b in kept if b["type"] == "actions"]
+    if actions and len(actions[0]["elements"]) < ACTIONS_MAX:
+        actions[0]["elements"] = [*actions[0]["elements"], button]
+    elif not actions:
+        kept = [*kept, {"type": "actions", "elements": [button]}]
+    return {**doc, "blocks": kept}
+
+
 def _label_text(alert: Alert) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in alert.labels.items() if k != "alertname") + "}"
 
@@ -324,7 +341,19 @@ class SlackReceiver:
         ``channel_not_found``…), 429 with ``Retry-After``, or 5xx (``http.classify``). A 200 whose
         body is the Web API's ``{"ok": false, "error": …}`` is refused too.
         """
-        response = self._http.post(json.dumps(self.message(n), ensure_ascii=False).encode())
+        doc = self.message(n)
+        try:
+            response = self._http.post(json.dumps(doc, ensure_ascii=False).encode())
+        except NotifyError as exc:
+            # Slack fetches the image while it takes the message and refuses the whole message
+            # (400 invalid_blocks) when it cannot: send it again at once without the image, with
+            # a button to the chart instead, rather than losing the alert.
+            if exc.reason != "client_error" or not any(b["type"] == "image" for b in doc["blocks"]):
+                raise
+            logger.warning(
+                "receiver %s: Slack refused the message with its chart image; sent without", self.name
+            )
+            response = self._http.post(json.dumps(without_image(doc), ensure_ascii=False).encode())
         _check_ok(self.name, response, self._http)
 
 
