@@ -183,17 +183,34 @@ def _trace_lines(traces: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def silence_url(external_url: str, alert: Alert) -> str | None:
-    """Return the status page's new-silence link prefilled with the alert's labels, or None.
+def silence_url(external_url: str, labels: Mapping[str, str]) -> str | None:
+    """Return the status page's new-silence link prefilled with ``labels``, or None.
 
     ``{external_url}/silences/new?matcher=alertname="…"&matcher=…&duration=1h&comment=…``: each
-    ``matcher`` in the syntax of ``watcher silence add -m``. None when too long for a button.
+    ``matcher`` in the syntax of ``watcher silence add -m``. None without labels (a silence must
+    name something) or when too long for a button.
     """
-    labels = {"alertname": alert.rule, **{k: v for k, v in alert.labels.items() if k != "alertname"}}
+    if not labels:
+        return None
     query = [("matcher", str(Matcher(name=k, value=str(v)))) for k, v in labels.items()]
-    query += [("duration", SILENCE_DURATION), ("comment", f"silenced from Slack: {alert.rule}")]
+    name = labels.get("alertname", "")
+    query += [("duration", SILENCE_DURATION), ("comment", f"silenced from Slack: {name}".strip())]
     url = f"{external_url.rstrip('/')}/silences/new?{urlencode(query, quote_via=quote)}"
     return url if len(url) <= URL_MAX and safe_url(url) else None
+
+
+def silence_labels(n: Notification) -> dict[str, str]:
+    """Return the labels a silence from this message matches: the alert's, or its group's.
+
+    A group message silences the group (its ``group_by`` labels); a label the group is keyed on
+    but an alert lacks is matched as empty, as Alertmanager does.
+    """
+    members = n.payload.get("alerts") or []
+    group = n.payload.get("group_labels")
+    if len(members) > 1 and isinstance(group, Mapping):
+        return {str(k): str(v) for k, v in group.items()}
+    alert = n.alert
+    return {"alertname": alert.rule, **{k: v for k, v in alert.labels.items() if k != "alertname"}}
 
 
 def chart_url(public_url: str | None, fingerprint: str) -> str | None:
@@ -279,7 +296,7 @@ def blocks(
     if rule_url and len(rule_url) <= URL_MAX:
         buttons.append(_button("Open rule", rule_url, "watcher-open-rule", "primary"))
     if firing:
-        silence = silence_url(external_url, alert)
+        silence = silence_url(external_url, silence_labels(n))
         if silence:
             buttons.append(_button(f"Silence {SILENCE_DURATION}…", silence, "watcher-silence"))
     first = next((str(t.get("url")) for t in traces if safe_url(str(t.get("url") or ""))), None)
