@@ -60,9 +60,20 @@ def _text_object(obj: dict[str, Any], limit: int, where: str) -> None:
 
 
 def assert_block_kit(doc: dict[str, Any]) -> None:
-    """Fail unless ``doc`` is a Block Kit message within Slack's documented limits."""
+    """Fail unless ``doc`` is a Block Kit message within Slack's documented limits.
+
+    Two checks: Slack's own SDK models (``slack_sdk``: each block parsed and validated, limits
+    included) and the rules below, which also cover what the SDK does not check (mrkdwn
+    escaping, unique action IDs, the message's size).
+    """
     assert set(doc) <= {"text", "blocks"} and 0 < len(doc["text"]) <= LIMITS["text"]
     assert 0 < len(doc["blocks"]) <= LIMITS["blocks"]
+    sdk = pytest.importorskip("slack_sdk.models.blocks", reason="slack-sdk (test extra) validates Block Kit")
+    for block in doc["blocks"]:
+        parsed = sdk.Block.parse(block)
+        assert parsed is not None and type(parsed) is not sdk.Block, block["type"]  # a known block type
+        parsed.validate_json()  # raises SlackObjectFormationError beyond a limit
+        assert parsed.to_dict()["type"] == block["type"]
     action_ids: set[str] = set()
     for i, block in enumerate(doc["blocks"]):
         kind = block["type"]
@@ -382,3 +393,39 @@ def test_no_image_on_the_resolve() -> None:
     )
     doc = blocks(n, external_url="http://watcher.test", public_url=PUBLIC)
     assert "image" not in [b["type"] for b in doc["blocks"]]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"type": "header", "text": {"type": "plain_text", "text": "x" * 151}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": "a", "verbatim": True}] * 11},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "<!channel> hi", "verbatim": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "a & b", "verbatim": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001, "verbatim": True}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "a", "verbatim": True}] * 11},
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "y" * 76},
+                    "url": "https://x.example",
+                    "action_id": "a",
+                }
+            ],
+        },
+        {
+            "type": "image",
+            "image_url": "https://x.example/c.png",
+            "alt_text": "",
+            "title": {"type": "plain_text", "text": "t"},
+        },
+        {"type": "bogus"},
+    ],
+)
+def test_the_block_kit_check_bites(block: dict[str, Any]) -> None:
+    from slack_sdk.errors import SlackObjectFormationError
+
+    with pytest.raises((AssertionError, SlackObjectFormationError)):
+        assert_block_kit({"text": "t", "blocks": [block]})
