@@ -200,7 +200,7 @@ def _sample_chart(now: datetime) -> list[tuple[str, bytes]]:
     return [(CHART_NAME, png)] if png is not None else []
 
 
-def test_dedup_key(receiver: str) -> str:
+def sample_dedup_key(receiver: str) -> str:
     """Return the dedup key of ``watcher notify test RECEIVER`` (the same with ``--resolved``)."""
     return hashlib.sha256(f"watcher notify test|{receiver}".encode()).hexdigest()[:32]
 
@@ -238,7 +238,7 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     message["payload"]["notification_id"] = uuid.uuid4().hex
     # One test incident per receiver: `notify test` and `notify test --resolved` share the key, so
     # the resolve closes what the trigger opened (PagerDuty, Alertmanager, webhooks).
-    message["dedup_key"] = message["payload"]["dedup_key"] = test_dedup_key(args.receiver)
+    message["dedup_key"] = message["payload"]["dedup_key"] = sample_dedup_key(args.receiver)
     files = _sample_chart(now) if rs.attach_chart and getattr(receiver, "accepts_files", False) else []
     try:
         if files:
