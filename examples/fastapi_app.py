@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    from watcher.instrument.stub import StubServer
+    from watcher.bench.stub import StubServer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from watcher import instrument
-from watcher.instrument.stub import StubServer
+from watcher.bench.stub import StubServer
 
 openai = pytest.importorskip("openai")
 testclient = pytest.importorskip("fastapi.testclient")

@@ -33,7 +33,7 @@ import httpx
 from ...config import ReceiverSettings
 from ...core import Alert, Notification, NotificationKind, utc
 from ...errors import NotifyError
-from ...tracesearch import NO_EXEMPLARS, TRACE_SEARCH
+from ...links import NO_EXEMPLARS, TRACE_SEARCH
 from ..markup import safe_url, slack_code, slack_link, slack_text
 from ..silences import Matcher
 from ..templates import UNIT_ANNOTATION, _fmt_duration, _fmt_time, format_number, with_unit
