@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from watcher.cluster import leases
 from watcher.cluster.assign import assign
 from watcher.cluster.member import REPLICA_ID_FILE, ClusterMember, persisted_replica_id
 from watcher.config import Settings
@@ -397,16 +398,113 @@ def test_give_back_loses_no_tick(make_member: Any) -> None:
         assert _claims(b, g) == [(T0, "a"), (T0 + 1, "a"), (T0 + 2, "b"), (T0 + 3, "b")], g
 
 
-def test_a_lost_lease_gives_its_tick_claim_back(make_member: Any) -> None:
+def _done(m: ClusterMember, group: str) -> list[tuple[float, str, bool]]:
+    with m.store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT tick, replica_id, done FROM cluster_evaluations WHERE group_name = :g ORDER BY tick"
+            ),
+            {"g": group},
+        ).all()
+    return [(r.tick.timestamp(), r.replica_id, bool(r.done)) for r in rows]
+
+
+def test_a_lost_lease_leaves_its_claim_not_done_and_the_next_epoch_evaluates_the_tick(
+    make_member: Any,
+) -> None:
     a = make_member("a")
     a.cycle()
 
     def lose(session: Any) -> None:
         raise LeaseLostError("gone")
 
-    a._fence = lambda name, epoch: lose  # type: ignore[method-assign]
+    a._fence = lambda name, epoch, done=None: lose  # type: ignore[method-assign]
     assert a.evaluate("alpha", 1, T0) is False
-    assert _claims(a, "alpha") == []  # the new owner can evaluate T0
+    assert _done(a, "alpha") == [(T0, "a", False)]  # claimed, not evaluated: does not count
+    _expire_replica(a)
+    b = make_member("b")
+    b.cycle()
+    seen = _synchronous(b, T0 + 0.5)
+    b.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0]
+    assert _done(b, "alpha") == [(T0, "b", True)]
+
+
+def test_race_new_owner_reads_the_last_tick_before_the_old_owner_discards_its_evaluation(
+    make_member: Any,
+) -> None:
+    """The old owner claims T0+1, loses its lease mid-evaluation, and the new owner reads the group's
+    last tick before the old owner's evaluation is discarded: T0+1 is evaluated once, by the new owner."""
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    b = make_member("b")
+    b.cycle()
+    b_seen = _synchronous(b, T0 + 2.3)
+    d = a.daemon
+    evaluate = d.evaluate_group
+    interleaved: list[str] = []
+
+    def takeover_mid_evaluation(name: str, now: datetime | None = None, **kw: Any) -> Any:
+        if name == "alpha" and not interleaved:  # a has claimed alpha at T0+1; a dies here
+            interleaved.append("takeover")
+            _expire_replica(a)
+            b.cycle()  # b takes every group and reads where a stopped: a's claim is still there
+            assert b.held()["alpha"] == 2
+        return evaluate(name, now, **kw)
+
+    _synchronous(a, T0 + 1.2)
+    d.evaluate_group = takeover_mid_evaluation
+    a.tick()  # a's evaluation of alpha at T0+1 reaches the fence after the takeover: discarded
+    assert interleaved == ["takeover"]
+    assert (T0 + 1, "a", False) in _done(a, "alpha")
+    b.tick()
+    assert [t for g, t, _ in b_seen if g == "alpha"] == [T0 + 1, T0 + 2]  # T0+1 not skipped
+    assert _done(b, "alpha") == [(T0, "a", True), (T0 + 1, "b", True), (T0 + 2, "b", True)]
+    with a.store.engine.connect() as conn:
+        evals = conn.execute(sa.text("SELECT evaluations FROM eval_runs WHERE group_name = 'alpha'")).scalar()
+    assert evals == 3  # T0 by a, T0+1 and T0+2 by b: a's discarded evaluation wrote nothing
+
+
+def test_race_old_owner_completes_just_before_the_takeover_no_tick_is_evaluated_twice(
+    make_member: Any,
+) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    _synchronous(a, T0 + 1.2)
+    a.tick()  # done at T0+1, then a dies
+    _expire_replica(a)
+    b = make_member("b")
+    b.cycle()
+    seen = _synchronous(b, T0 + 2.4)
+    b.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + 2]
+    assert _done(b, "alpha") == [(T0, "a", True), (T0 + 1, "a", True), (T0 + 2, "b", True)]
+    assert b.metrics.tick_conflicts._value.get() == 0
+
+
+def test_a_claim_abandoned_by_a_killed_owner_is_re_claimed_after_the_lease_ttl(make_member: Any) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    at = datetime.fromtimestamp(T0 + 1, UTC)
+    with a.store.engine.begin() as conn:  # a claims T0+1 and is killed before evaluating it
+        assert leases.claim_tick(conn, "alpha", at, "a", 1)
+    b = make_member("b")
+    b.cycle()
+    assert "alpha" not in b.held()  # a's lease still runs: nothing to take yet
+    with b.store.engine.begin() as conn:
+        assert not leases.claim_tick(conn, "alpha", at, "b", 1)  # b holds no lease
+    _expire_replica(a)  # one lease TTL later
+    b.cycle()
+    seen = _synchronous(b, T0 + 3.1)
+    b.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + 1, T0 + 2, T0 + 3]
+    assert _done(b, "alpha") == [(T0, "a", True), *((T0 + k, "b", True) for k in (1, 2, 3))]
 
 
 def test_the_replica_id_is_persisted_once_and_kept_across_restarts(tmp_path: Path, make_member: Any) -> None:

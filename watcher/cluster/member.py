@@ -15,7 +15,9 @@ Safety, in order of defence:
    its groups.
 2. **Tick claims.** Ticks sit on a grid (``floor(now / interval) · interval``); a group is
    evaluated at a tick only after a row ``(group, tick)`` was inserted while the lease was valid,
-   so a tick is evaluated at most once even while a group changes hands.
+   so a tick is evaluated at most once even while a group changes hands. The claim is marked
+   done in the fenced transaction of the evaluation's results; a new owner resumes after the last
+   done tick, and re-claims ticks whose claim was left not done by the previous epoch.
 3. **The fence.** Alert state and outbox rows of an evaluation are written in transactions that
    lock the lease row and check owner, epoch and expiry; a replica that lost its lease mid-way
    writes nothing.
@@ -429,40 +431,28 @@ class ClusterMember:
         if not won:
             self.metrics.tick_conflicts.inc()
             return True
-        fence = self._fence(name, epoch)
-        self._evaluator(name, epoch, fence)
+        self._evaluator(name, epoch, self._fence(name, epoch))
         try:
-            self.daemon.evaluate_group(name, at, fence=fence)
+            # the results and the claim's done flag commit in one fenced transaction
+            self.daemon.evaluate_group(name, at, fence=self._fence(name, epoch, done=at))
         except LeaseLostError as exc:
+            # the claim stays not done: the group's next epoch re-claims and evaluates this tick
             self.metrics.leases_lost.inc()
             logger.warning("cluster: evaluation of %s at %s discarded: %s", name, at.isoformat(), exc)
             self._built.pop(name, None)
-            self._unclaim(name, at, epoch)
             return False
         self.metrics.evaluations.inc()
         return True
 
-    def _unclaim(self, name: str, at: datetime, epoch: int) -> None:
-        """Give back the claim of a tick whose evaluation was discarded, so the new owner can evaluate it.
+    def _fence(self, name: str, epoch: int, done: datetime | None = None) -> Fence:
+        """Return the fence of ``name`` at ``epoch``; with ``done``, it also marks that tick's claim done."""
 
-        Only while the local lease clock still runs (the lease was handed over, the store answers);
-        once it ran out the store is likely unreachable, and this replica touches it no more.
-        """
-        if not self.valid():
-            return
-        try:
-            with self.store.engine.begin() as conn:
-                leases.unclaim_tick(conn, name, at, self.replica_id, epoch)
-        except SQLAlchemyError as exc:
-            logger.warning(
-                "cluster: could not give back the tick %s of %s: %s", at, name, self._describe(exc)
-            )
-
-    def _fence(self, name: str, epoch: int) -> Fence:
         def fence(session: Session) -> None:
             if not self.valid():
                 raise LeaseLostError(f"rule group {name}: lease ran out by the local clock")
             leases.check_fence(session, name, self.replica_id, epoch)
+            if done is not None:
+                leases.mark_done(session, name, done, self.replica_id, epoch)
 
         return fence
 
