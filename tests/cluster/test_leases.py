@@ -66,6 +66,9 @@ def test_acquire_renew_and_takeover_after_expiry_bump_the_epoch(store: Store) ->
     assert _acquire(store, "cost", "b") == 2  # changed hands: a new fencing token
     _expire(store, "cost")
     assert _acquire(store, "cost", "a") == 3  # a comes back after expiry: its memory is stale
+    with store.engine.begin() as conn:  # a restarted before its lease ran out: fresh memory, new token
+        assert leases.acquire(conn, "cost", "a", TTL, fresh=True) == 4
+        assert leases.acquire(conn, "cost", "b", TTL, fresh=True) is None
 
 
 def test_released_lease_is_free_at_once(store: Store) -> None:

@@ -507,6 +507,27 @@ def test_a_claim_abandoned_by_a_killed_owner_is_re_claimed_after_the_lease_ttl(m
     assert _done(b, "alpha") == [(T0, "a", True), *((T0 + k, "b", True) for k in (1, 2, 3))]
 
 
+def test_a_replica_restarted_under_its_id_before_its_lease_ran_out_re_claims_its_abandoned_tick(
+    make_member: Any,
+) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    at = datetime.fromtimestamp(T0 + 1, UTC)
+    with a.store.engine.begin() as conn:  # a claims T0+1 and is killed before evaluating it
+        assert leases.claim_tick(conn, "alpha", at, "a", 1)
+    again = make_member("a")  # restarted at once with the same id: its old lease is still valid
+    again.cycle()
+    assert again.held()["alpha"] == 2  # a new incarnation: a new fencing token
+    seen = _synchronous(again, T0 + 1.5)
+    again.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + 1]
+    assert _done(again, "alpha") == [(T0, "a", True), (T0 + 1, "a", True)]
+    a.evaluate("alpha", 1, T0 + 2)  # the old incarnation's epoch is over: it claims nothing
+    assert _done(again, "alpha") == [(T0, "a", True), (T0 + 1, "a", True)]
+
+
 def test_the_replica_id_is_persisted_once_and_kept_across_restarts(tmp_path: Path, make_member: Any) -> None:
     state = tmp_path / "state"
     first = make_member(None, cluster={"state_dir": str(state)})

@@ -111,26 +111,29 @@ def read_leases(conn: Connection) -> list[LeaseView]:
     ]
 
 
-def acquire(conn: Connection, group: str, owner: str, ttl: timedelta) -> int | None:
+def acquire(conn: Connection, group: str, owner: str, ttl: timedelta, *, fresh: bool = False) -> int | None:
     """Take or renew the lease of ``group`` for ``owner``; return its epoch, or None if held by another.
 
     The epoch stays when ``owner`` renews a lease it still holds, and grows when the lease changes
-    hands or is taken back after it expired (the holder's memory of the group may be stale).
+    hands or is taken back after it expired (the holder's memory of the group may be stale). With
+    ``fresh`` (the caller does not hold the group in memory: e.g. a replica restarted under the same
+    id before its old lease ran out) it grows too, so the claims the previous holder left not done
+    become re-claimable and the old incarnation's writes fail the fence.
     """
     row = conn.execute(
         sa.text(
             "INSERT INTO cluster_leases AS l (group_name, owner, epoch, acquired_at, expires_at) "
             "VALUES (:g, :o, 1, clock_timestamp(), clock_timestamp() + :ttl) "
             "ON CONFLICT (group_name) DO UPDATE SET "
-            "epoch = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() THEN l.epoch ELSE "
-            "l.epoch + 1 END, "
-            "acquired_at = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() "
+            "epoch = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() AND NOT :fresh "
+            "THEN l.epoch ELSE l.epoch + 1 END, "
+            "acquired_at = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() AND NOT :fresh "
             "THEN l.acquired_at ELSE clock_timestamp() END, "
             "owner = :o, expires_at = clock_timestamp() + :ttl "
             "WHERE l.owner = :o OR l.expires_at <= clock_timestamp() "
             "RETURNING l.epoch"
         ),
-        {"g": group, "o": owner, "ttl": ttl},
+        {"g": group, "o": owner, "ttl": ttl, "fresh": fresh},
     ).first()
     return None if row is None else int(row.epoch)
 

@@ -250,13 +250,13 @@ class ClusterMember:
                 mismatch = self.replica_id not in replicas
                 wanted = [] if mismatch else [g for g in groups if owner_of(g, replicas) == self.replica_id]
                 before = leases.read_leases(conn)
-                held: dict[str, int] = {}
-                for g in wanted:
-                    epoch = leases.acquire(conn, g, self.replica_id, self.ttl)
-                    if epoch is not None:
-                        held[g] = epoch
                 with self._lock:
                     had = dict(self._held)
+                held: dict[str, int] = {}
+                for g in wanted:
+                    epoch = leases.acquire(conn, g, self.replica_id, self.ttl, fresh=g not in had)
+                    if epoch is not None:
+                        held[g] = epoch
                 gained = [g for g, e in held.items() if had.get(g) != e]
                 last = leases.last_ticks(conn, gained)  # where the previous owner stopped
                 mine = [
