@@ -4,7 +4,7 @@ This package owns the generated corpus (``corpus``, ``hardened``), window-based 
 (``detection``, ``ranking``) with other libraries' detectors beside watcher's (``peers``), flag
 rates on real anomaly-free series shipped inside pip packages (``flagrate``), the per-detector
 timing of start-up and steady-state ticks (``throughput``) and an alert storm through the outbox
-(``storm``).
+(``storm``), and the fault campaign of issue 16 against real daemons (``faults``).
 It does not own any detector. Imports stay lazy: ``watcher --help`` must not pay for numpy.
 """
 
@@ -38,7 +38,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )
     sub = p.add_subparsers(
-        dest="bench", required=True, metavar="detection|flagrate|throughput|hooks|ingest|notify"
+        dest="bench", required=True, metavar="detection|flagrate|throughput|hooks|ingest|notify|faults"
     )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
@@ -88,9 +88,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     # These pull in sqlalchemy/pydantic (which the CLI loads anyway for `watcher db`), not numpy.
     from ..ingest import add_ingest_bench_parser
     from ..instrument.bench import add_hooks_bench_parser
+    from .faults import add_faults_parser
     from .storm import add_storm_parser
 
     add_hooks_bench_parser(sub)
     add_ingest_bench_parser(sub)
     add_storm_parser(sub)
+    add_faults_parser(sub)
     return p
