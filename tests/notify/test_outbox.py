@@ -288,3 +288,18 @@ def test_no_secret_in_errors_outbox_or_logs(
     assert all(SECRET not in r.getMessage() for r in caplog.records)
     assert len(http_receiver.requests) == 2  # it did reach the server, with the secret path
     assert http_receiver.requests[0][0] == f"/hooks/{SECRET}"
+
+
+def test_a_stop_budget_that_holds_no_send_leaves_the_rows_queued_and_says_so(store: SqliteStore) -> None:
+    import time
+
+    n = Notifier(store, make_settings(), {"console": RecordingReceiver()})
+    n.submit([(firing(), [])], T0)
+    assert n.outbox.can_start()  # no stop under way
+    n.outbox.stop_by(time.monotonic() + 5)  # a send may take the receiver's timeout (10 s)
+    assert not n.outbox.can_start()  # the drain stops waiting at once
+    result = n.flush(T0)
+    assert (result.sent, result.pending) == (0, 1)  # stays queued for the next start
+    n.outbox.stop_by(time.monotonic() + 60)
+    assert n.outbox.can_start()
+    assert n.flush(T0).sent == 1
