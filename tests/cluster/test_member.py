@@ -528,6 +528,32 @@ def test_a_replica_restarted_under_its_id_before_its_lease_ran_out_re_claims_its
     assert _done(again, "alpha") == [(T0, "a", True), (T0 + 1, "a", True)]
 
 
+def test_an_evaluation_that_overruns_its_interval_has_the_ticks_it_overran_evaluated_after_it(
+    make_member: Any,
+) -> None:
+    import threading
+
+    a = make_member("a")
+    a.cycle()
+    seen = _synchronous(a, T0 + 0.2)
+    a.tick()
+    running = threading.Lock()
+    d = a.daemon
+    d._locks["group:alpha"] = running
+    # inline, but like the daemon's pool: a job whose previous run is still going is refused
+    d._dispatch = lambda job, fn: False if job in d._locks and d._locks[job].locked() else (fn(), True)[1]
+    running.acquire()  # alpha's evaluation is still running (a slow source, a loaded machine)
+    for at in (T0 + 1.2, T0 + 2.2):
+        a._now = lambda at=at: at
+        a.tick()
+    running.release()
+    a._now = lambda: T0 + 3.2
+    a.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0, T0 + 1, T0 + 2, T0 + 3]  # none skipped
+    assert [t for g, t, _ in seen if g == "bravo"] == [T0, T0 + 1, T0 + 2, T0 + 3]
+    assert a.metrics.catch_up_ticks._value.get() == 2
+
+
 def test_the_replica_id_is_persisted_once_and_kept_across_restarts(tmp_path: Path, make_member: Any) -> None:
     state = tmp_path / "state"
     first = make_member(None, cluster={"state_dir": str(state)})

@@ -425,6 +425,26 @@ def _tick_report(engine: Any, since: float, until: float, ttl_s: float) -> dict[
     return per
 
 
+def _takeovers(engine: Any, killed: list[tuple[float, str, list[str]]]) -> list[float]:
+    """Seconds from each kill to the next completed evaluation of each group the victim held."""
+    import sqlalchemy as sa
+
+    out = []
+    with engine.connect() as conn:
+        for when, victim, groups in killed:
+            for g in groups:
+                first = conn.execute(
+                    sa.text(
+                        "SELECT min(claimed_at) FROM cluster_evaluations WHERE group_name = :g AND done "
+                        "AND replica_id <> :v AND claimed_at > :t"
+                    ),
+                    {"g": g, "v": victim, "t": datetime.fromtimestamp(when, UTC)},
+                ).scalar()
+                if first is not None:
+                    out.append(first.timestamp() - when)
+    return out
+
+
 def run_replicas(
     seed: int,
     kills: int,
@@ -472,6 +492,7 @@ def run_replicas(
 
     spender: Spender | None = None
     restarts: list[tuple[float, _Replica]] = []
+    killed: list[tuple[float, str, list[str]]] = []  # (when, replica id, groups it held)
     try:
         for r in replicas:
             start(r)
@@ -502,12 +523,21 @@ def run_replicas(
                     if victim is not None and victim.proc is not None:
                         victim.proc.kill()
                         victim.kills.append(time.time())
+                        killed.append(
+                            (time.time(), victim_id, sorted(g for g, o in held.items() if o == victim_id))
+                        )
                         restarts.append((t + down_s, victim))
                         done += 1
                 next_kill = t + every_s * rng.uniform(0.7, 1.3)
             time.sleep(0.05)
         for _, r in restarts:
             start(r)
+        _wait(
+            lambda: all(
+                r.proc is not None and b"watcher running" in r.proc.log.read_bytes() for r in replicas
+            ),
+            90,
+        )
         spender.stop.set()
         spender.join(10)
         until = time.time() - 1
@@ -521,6 +551,7 @@ def run_replicas(
         outbox = _outbox(engine)
         report = analyse(hook.accepted(), outbox)
         ticks = _tick_report(engine, since, until, ttl_s)
+        takeovers = _takeovers(engine, killed)
     finally:
         if spender is not None:
             spender.stop.set()
@@ -556,6 +587,8 @@ def run_replicas(
         "ticks_evaluated_twice": sum(g["evaluated_twice"] for g in ticks.values()),
         "claims_not_done": sum(g["not_done_claims"] for g in ticks.values()),
         "max_tick_lateness_s": max((g["max_lateness_s"] for g in ticks.values()), default=0.0),
+        "takeover_p50_s": round(statistics.median(takeovers), 2) if takeovers else None,
+        "takeover_max_s": round(max(takeovers), 2) if takeovers else None,
         "latency_p50_s": round(statistics.median(latency), 2) if latency else None,
         "latency_p90_s": round(latency[int(0.9 * (len(latency) - 1))], 2) if latency else None,
         "latency_max_s": round(latency[-1], 2) if latency else None,

@@ -373,13 +373,18 @@ class ClusterMember:
                 continue
             interval = max(1.0, ev.group.interval.total_seconds())
             tick = math.floor(now / interval) * interval
+            last = self._last_tick.get(name)
             if name in self._resume:
                 ticks = catch_up_ticks(self._resume[name], tick, interval, self.catch_up_s)
-            elif self._last_tick.get(name, -math.inf) >= tick:
+            elif last is not None and last >= tick:
                 continue
-            else:
-                ticks = [tick]
-            if self.daemon._dispatch(f"group:{name}", lambda n=name, e=epoch, ts=ticks: self._run(n, e, ts)):
+            else:  # an evaluation that overran its interval: the ticks it overran are evaluated too
+                ticks = catch_up_ticks(last, tick, interval, self.catch_up_s)
+            job = f"group:{name}"
+            busy = self.daemon._locks.get(job)
+            if busy is not None and busy.locked():
+                continue  # still evaluating: the ticks that pass meanwhile are caught up next time
+            if self.daemon._dispatch(job, lambda n=name, e=epoch, ts=ticks: self._run(n, e, ts)):
                 self._resume.pop(name, None)  # a catch-up refused (the job is busy) is retried next tick
                 self._last_tick[name] = tick
 
