@@ -453,6 +453,7 @@ def run_replicas(
     down_s: float,
     every_s: float,
     quiet_s: float,
+    catch_up_s: float,
     keep: bool,
 ) -> dict[str, Any]:
     """Run campaign (b) and return its report."""
@@ -461,6 +462,7 @@ def run_replicas(
     from ..store.db import open_store
 
     rng = random.Random(seed)
+    catch = f", catch_up: {catch_up_s:g}s" if catch_up_s else ""
     tmp = Path(tempfile.mkdtemp(prefix="watcher-replicas-"))
     url, (admin, dbname) = _pg_database(admin_url)
     open_store(url).close()
@@ -472,7 +474,7 @@ def run_replicas(
         hook.url,
         groups,
         "notify: {flush_interval: 1s, retry_initial: 1s, retry_max: 15s}\n"
-        f"cluster: {{lease_ttl: {ttl_s:g}s, outbox_claim: {2 * ttl_s:g}s}}\n",
+        f"cluster: {{lease_ttl: {ttl_s:g}s, outbox_claim: {2 * ttl_s:g}s{catch}}}\n",
     )
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     replicas = [_Replica(tmp / f"r{i}") for i in range(3)]
@@ -496,7 +498,14 @@ def run_replicas(
     try:
         for r in replicas:
             start(r)
-        ok = _wait(lambda: len(holders()) == len(groups) and len(set(holders().values())) == 3, 90)
+        ok = _wait(
+            lambda: all(
+                r.proc is not None and b"watcher running" in r.proc.log.read_bytes() for r in replicas
+            ),
+            90,
+        )
+        time.sleep(3 * ttl_s)  # every replica heard: the groups settle on their rendezvous owners
+        ok = ok and _wait(lambda: len(holders()) == len(groups), 30)
         if not ok:
             raise RuntimeError(f"replicas did not settle; logs in {tmp}")
         for r in replicas:
@@ -560,7 +569,11 @@ def run_replicas(
                 r.proc.kill()
         engine.dispose()
         hook.close()
-        _drop(admin, dbname)
+        if keep:
+            admin.dispose()
+            (tmp / "database.txt").write_text(url + "\n")
+        else:
+            _drop(admin, dbname)
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
     created = {nid: c for _, nid, c in outbox}
@@ -575,6 +588,7 @@ def run_replicas(
         "replicas": 3,
         "groups": len(groups),
         "lease_ttl_s": ttl_s,
+        "catch_up_s": catch_up_s or 2 * ttl_s,
         "kills": sum(len(r.kills) for r in replicas),
         "settled": settled,
         "quiet_s": round(quiet_used, 1),
@@ -704,7 +718,15 @@ def _main(args: argparse.Namespace) -> int:
         )
     elif args.run == "replicas":
         result = run_replicas(
-            args.seed, args.kills, args.pg, args.lease_ttl, args.down_s, args.every, args.quiet, args.keep
+            args.seed,
+            args.kills,
+            args.pg,
+            args.lease_ttl,
+            args.down_s,
+            args.every,
+            args.quiet,
+            args.catch_up,
+            args.keep,
         )
         bad = (
             result["lost"]
@@ -741,6 +763,7 @@ def add_faults_parser(sub: Any) -> None:
     b.add_argument("--down-s", type=float, default=8.0, help="a killed replica restarts this much later")
     b.add_argument("--every", type=float, default=15.0, help="seconds between kills (±30 %%)")
     b.add_argument("--quiet", type=float, default=60.0)
+    b.add_argument("--catch-up", type=float, default=0.0, help="cluster.catch_up (default: 2 × lease TTL)")
     c = runs.add_parser("shutdown", help="SIGTERM with queued pages and a slow receiver")
     c.add_argument("--pages", type=int, default=40)
     c.add_argument("--delay-s", type=float, default=3.0, help="how long the receiver takes to answer")
