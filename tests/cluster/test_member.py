@@ -376,6 +376,22 @@ def test_a_new_owner_evaluates_the_missed_ticks_in_order_each_at_its_own_time_an
     assert ticks == [T0 + 1005 - k for k in range(60, -1, -1)]
 
 
+def test_a_new_owner_too_busy_to_start_at_once_still_reaches_back_from_when_it_took_the_group(
+    make_member: Any,
+) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.4)
+    a.tick()
+    _expire_replica(a)  # a dies right after T0
+    b = make_member("b", cluster={"catch_up": "3s"})
+    b._now = lambda: T0 + 3.5
+    b.cycle()  # b takes the groups at T0+3.5: the window reaches back to T0+0.5
+    seen = _synchronous(b, T0 + 12.3)  # but b's first tick comes only 9 s later (a loaded machine)
+    b.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + k for k in range(1, 13)]
+
+
 def test_give_back_loses_no_tick(make_member: Any) -> None:
     a = make_member("a")
     a.cycle()
@@ -528,7 +544,7 @@ def test_a_replica_restarted_under_its_id_before_its_lease_ran_out_re_claims_its
     assert _done(again, "alpha") == [(T0, "a", True), (T0 + 1, "a", True)]
 
 
-def test_an_evaluation_that_overruns_its_interval_has_the_ticks_it_overran_evaluated_after_it(
+def test_an_evaluation_that_overruns_its_interval_skips_the_ticks_it_overran_and_counts_each_once(
     make_member: Any,
 ) -> None:
     import threading
@@ -543,15 +559,15 @@ def test_an_evaluation_that_overruns_its_interval_has_the_ticks_it_overran_evalu
     # inline, but like the daemon's pool: a job whose previous run is still going is refused
     d._dispatch = lambda job, fn: False if job in d._locks and d._locks[job].locked() else (fn(), True)[1]
     running.acquire()  # alpha's evaluation is still running (a slow source, a loaded machine)
-    for at in (T0 + 1.2, T0 + 2.2):
+    for at in (T0 + 1.2, T0 + 1.7, T0 + 2.2, T0 + 2.6):
         a._now = lambda at=at: at
         a.tick()
     running.release()
     a._now = lambda: T0 + 3.2
     a.tick()
-    assert [t for g, t, _ in seen if g == "alpha"] == [T0, T0 + 1, T0 + 2, T0 + 3]  # none skipped
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0, T0 + 3]  # the present, not a backlog
     assert [t for g, t, _ in seen if g == "bravo"] == [T0, T0 + 1, T0 + 2, T0 + 3]
-    assert a.metrics.catch_up_ticks._value.get() == 2
+    assert d.metrics.missed_ticks.labels("group:alpha")._value.get() == 2  # once per tick, not per loop
 
 
 def test_the_replica_id_is_persisted_once_and_kept_across_restarts(tmp_path: Path, make_member: Any) -> None:

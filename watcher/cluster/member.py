@@ -176,8 +176,10 @@ class ClusterMember:
         self._rules_hash = ""
         self._last_error: str | None = None
         self._last_tick: dict[str, float] = {}
-        self._resume: dict[str, float | None] = {}
-        """Groups just gained: the last tick any replica evaluated (None: never), to catch up from."""
+        self._resume: dict[str, tuple[float | None, float]] = {}
+        """Groups just gained: the last tick any replica evaluated (None: never), to catch up from, and
+        when they were gained (the catch-up window counts back from then, so a new owner too busy to
+        start at once still reaches the ticks the takeover missed)."""
         self._built: dict[str, tuple[int, GroupEvaluator]] = {}
         self._cycles = 0
         self._expired_logged = False
@@ -308,7 +310,7 @@ class ClusterMember:
         for g in [*lost, *(g for g in gained if g in before)]:  # gone, or back at a new epoch: rebuild
             self._forget(g)
         for g in gained:
-            self._resume[g] = resume.get(g)
+            self._resume[g] = (resume.get(g), self._now())
         if gained:
             logger.info("cluster: %s now holds group(s) %s", self.replica_id, ", ".join(sorted(gained)))
         if lost or released:
@@ -374,18 +376,26 @@ class ClusterMember:
             interval = max(1.0, ev.group.interval.total_seconds())
             tick = math.floor(now / interval) * interval
             last = self._last_tick.get(name)
-            if name in self._resume:
-                ticks = catch_up_ticks(self._resume[name], tick, interval, self.catch_up_s)
+            resuming = name in self._resume
+            if resuming:
+                done, gained = self._resume[name]
+                window = self.catch_up_s + max(0.0, tick - gained) if self.catch_up_s > 0 else 0.0
+                ticks = catch_up_ticks(done, tick, interval, window)
             elif last is not None and last >= tick:
                 continue
-            else:  # an evaluation that overran its interval: the ticks it overran are evaluated too
-                ticks = catch_up_ticks(last, tick, interval, self.catch_up_s)
+            else:
+                ticks = [tick]
             job = f"group:{name}"
             busy = self.daemon._locks.get(job)
             if busy is not None and busy.locked():
-                continue  # still evaluating: the ticks that pass meanwhile are caught up next time
+                continue  # still evaluating (it overran its interval): decided when it is done
             if self.daemon._dispatch(job, lambda n=name, e=epoch, ts=ticks: self._run(n, e, ts)):
                 self._resume.pop(name, None)  # a catch-up refused (the job is busy) is retried next tick
+                if last is not None and not resuming and tick - last > interval * 1.5:
+                    # an evaluation that overran its interval: like Prometheus, the ticks it overran
+                    # are skipped, not queued (a group slower than its interval would fall behind
+                    # for ever), and counted once each
+                    self.daemon.metrics.missed_ticks.labels(job).inc(round((tick - last) / interval) - 1)
                 self._last_tick[name] = tick
 
     def _run(self, name: str, epoch: int, ticks: list[float]) -> None:
