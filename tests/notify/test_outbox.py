@@ -303,3 +303,19 @@ def test_a_stop_budget_that_holds_no_send_leaves_the_rows_queued_and_says_so(sto
     n.outbox.stop_by(time.monotonic() + 60)
     assert n.outbox.can_start()
     assert n.flush(T0).sent == 1
+
+
+@pytest.mark.parametrize("kind", ["webhook", "pagerduty", "alertmanager"])
+def test_the_stop_budget_uses_each_http_receivers_own_timeout(store: SqliteStore, kind: str) -> None:
+    import time
+
+    extra: dict[str, object] = {"routing_key": SecretStr("k" * 32)} if kind == "pagerduty" else {}
+    settings = make_settings(
+        receivers={
+            "r": ReceiverSettings(type=kind, url=SecretStr("http://127.0.0.1:9/x"), timeout_s=2, **extra)
+        },
+        route=RouteSettings(receivers=["r"]),
+    )
+    n = Notifier(store, settings)
+    n.outbox.stop_by(time.monotonic() + 5)  # 2 s + slack fit in 5 s (not the 10 s default)
+    assert n.outbox.can_start()
