@@ -62,6 +62,13 @@ class Hit:
     body: Any
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore a connection reset by a sender that was just killed."""
+
+
 class Hook:
     """A loopback webhook receiver whose answer (200, 500 or CLOSE) and delay can be changed live."""
 
@@ -99,8 +106,7 @@ class Hook:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.daemon = True
         self._thread.start()
@@ -464,6 +470,7 @@ def run_replicas(
     every_s: float,
     quiet_s: float,
     catch_up_s: float,
+    n_groups: int,
     keep: bool,
 ) -> dict[str, Any]:
     """Run campaign (b) and return its report."""
@@ -477,7 +484,7 @@ def run_replicas(
     url, (admin, dbname) = _pg_database(admin_url)
     open_store(url).close()
     hook = Hook()
-    groups = [f"g{i}" for i in range(6)]
+    groups = [f"g{i}" for i in range(n_groups)]
     cfg = _config(
         tmp,
         url,
@@ -738,6 +745,7 @@ def _main(args: argparse.Namespace) -> int:
             args.every,
             args.quiet,
             args.catch_up,
+            args.groups,
             args.keep,
         )
         bad = (
@@ -773,7 +781,8 @@ def add_faults_parser(sub: Any) -> None:
     )
     b.add_argument("--lease-ttl", type=float, default=3.0)
     b.add_argument("--down-s", type=float, default=8.0, help="a killed replica restarts this much later")
-    b.add_argument("--every", type=float, default=15.0, help="seconds between kills (±30 %%)")
+    b.add_argument("--groups", type=int, default=3, help="rule groups (1 s interval each)")
+    b.add_argument("--every", type=float, default=20.0, help="seconds between kills (±30 %%)")
     b.add_argument("--quiet", type=float, default=60.0)
     b.add_argument("--catch-up", type=float, default=0.0, help="cluster.catch_up (default: 2 × lease TTL)")
     c = runs.add_parser("shutdown", help="SIGTERM with queued pages and a slow receiver")
