@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -413,7 +414,7 @@ def _tick_report(engine: Any, since: float, until: float, ttl_s: float) -> dict[
             ).all()
         )
     per: dict[str, dict[str, Any]] = {}
-    expected = int(until) - int(since) + 1 if until >= since else 0
+    expected = max(0, math.floor(until) - math.ceil(since) + 1)  # grid ticks in [since, until]
     for g in sorted({r.group_name for r in rows} | set(runs)):
         mine = [r for r in rows if r.group_name == g]
         done = [r for r in mine if r.done]
