@@ -21,7 +21,7 @@ from watcher.cluster import leases
 from watcher.cluster.assign import assign
 from watcher.cluster.member import REPLICA_ID_FILE, ClusterMember, persisted_replica_id
 from watcher.config import Settings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.errors import ConfigError, LeaseLostError
 from watcher.notify.receivers.base import RecordingReceiver
 from watcher.selfmetrics import SelfMetrics
@@ -225,7 +225,7 @@ def test_cluster_status_lists_replicas_leases_and_outbox(
 def test_readyz_and_metrics_report_the_replica(make_member: Any) -> None:
     from fastapi.testclient import TestClient
 
-    from watcher.server import build_app
+    from watcher.web.app import build_app
 
     a = make_member("a")
     odd = make_member("odd", above=9.0)
@@ -257,7 +257,7 @@ def test_no_database_password_in_status_readyz_or_heartbeat_errors(
 
     from tests.cluster.procs import TcpProxy
     from watcher.cli import main
-    from watcher.server import build_app
+    from watcher.web.app import build_app
 
     secret = "s3cret-Pa55word"
     proxy = TcpProxy(("127.0.0.1", 5432))
@@ -330,7 +330,7 @@ def _synchronous(m: ClusterMember, at: float) -> list[tuple[str, float, str]]:
         return evaluate(name, now, **kw)
 
     d.evaluate_group = spy
-    d._dispatch = lambda job, fn: (fn(), True)[1]
+    d.dispatch = lambda job, fn: (fn(), True)[1]
     m._now = lambda: at
     return seen
 
@@ -555,9 +555,9 @@ def test_an_evaluation_that_overruns_its_interval_skips_the_ticks_it_overran_and
     a.tick()
     running = threading.Lock()
     d = a.daemon
-    d._locks["group:alpha"] = running
+    d.jobs._locks["group:alpha"] = running
     # inline, but like the daemon's pool: a job whose previous run is still going is refused
-    d._dispatch = lambda job, fn: False if job in d._locks and d._locks[job].locked() else (fn(), True)[1]
+    d.dispatch = lambda job, fn: False if d.busy(job) else (fn(), True)[1]
     running.acquire()  # alpha's evaluation is still running (a slow source, a loaded machine)
     for at in (T0 + 1.2, T0 + 1.7, T0 + 2.2, T0 + 2.6):
         a._now = lambda at=at: at

@@ -27,7 +27,6 @@ bench is a measuring harness that runs beside the daemons, as a test would.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -709,92 +708,3 @@ def run_shutdown(
         "repeats": report["repeats"],
         "logs": str(tmp) if keep else None,
     }
-
-
-# --- CLI -------------------------------------------------------------------------------------------
-
-
-def _print(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    per = result.pop("per_group", None)
-    print(", ".join(f"{k} {v}" for k, v in result.items() if v is not None))
-    if per:
-        for g, m in per.items():
-            print(f"  {g}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.run == "single":
-        result = run_single(
-            args.seed, args.kills, args.error_s, args.close_s, args.quiet, args.tenants, args.keep
-        )
-        bad = (
-            result["lost"]
-            or result["left_in_outbox"]
-            or result["resolve_before_firing"]
-            or result["unresolved"]
-        )
-    elif args.run == "replicas":
-        result = run_replicas(
-            args.seed,
-            args.kills,
-            args.pg,
-            args.lease_ttl,
-            args.down_s,
-            args.every,
-            args.quiet,
-            args.catch_up,
-            args.groups,
-            args.keep,
-        )
-        bad = (
-            result["lost"]
-            or result["left_in_outbox"]
-            or result["resolve_before_firing"]
-            or result["unresolved"]
-            or result["ticks_missed_across_takeover"]
-            or result["ticks_late_beyond_ttl"]
-            or result["ticks_evaluated_twice"]
-        )
-    else:
-        result = run_shutdown(args.pages, args.delay_s, args.stop_timeout, args.timeout_s, args.keep)
-        bad = result["stop_s"] > result["stop_timeout_s"] + 1.0 or result["after_restart_lost"]
-    _print(result, args.json)
-    return 1 if bad else 0
-
-
-def add_faults_parser(sub: Any) -> None:
-    """Register ``watcher bench faults single|replicas|shutdown``."""
-    p = sub.add_parser("faults", help="issue 16's fault campaign against real `watcher run` processes")
-    runs = p.add_subparsers(dest="run", required=True, metavar="single|replicas|shutdown")
-    a = runs.add_parser("single", help="one daemon on SQLite: kill -9 at random moments, a failing receiver")
-    a.add_argument("--kills", type=int, default=20)
-    a.add_argument("--error-s", type=float, default=150.0, help="seconds the receiver answers 500")
-    a.add_argument("--close-s", type=float, default=60.0, help="then seconds it drops connections")
-    a.add_argument("--quiet", type=float, default=120.0, help="at most this long for everything to settle")
-    a.add_argument("--tenants", type=int, default=6)
-    b = runs.add_parser("replicas", help="3 replicas on PostgreSQL: SIGKILL of lease holders")
-    b.add_argument("--kills", type=int, default=8)
-    b.add_argument(
-        "--pg", default="postgresql://127.0.0.1:5432/test", help="admin URL (a database is created)"
-    )
-    b.add_argument("--lease-ttl", type=float, default=3.0)
-    b.add_argument("--down-s", type=float, default=8.0, help="a killed replica restarts this much later")
-    b.add_argument("--groups", type=int, default=3, help="rule groups (1 s interval each)")
-    b.add_argument("--every", type=float, default=20.0, help="seconds between kills (±30 %%)")
-    b.add_argument("--quiet", type=float, default=60.0)
-    b.add_argument("--catch-up", type=float, default=0.0, help="cluster.catch_up (default: 2 × lease TTL)")
-    c = runs.add_parser("shutdown", help="SIGTERM with queued pages and a slow receiver")
-    c.add_argument("--timeout-s", type=float, default=10.0, help="the receiver's timeout_s (default 10)")
-    c.add_argument("--pages", type=int, default=40)
-    c.add_argument("--delay-s", type=float, default=3.0, help="how long the receiver takes to answer")
-    c.add_argument(
-        "--stop-timeout", type=float, default=0.0, help="stop_timeout (default: the daemon's, 20 s)"
-    )
-    for sp in (a, b, c):
-        sp.add_argument("--seed", type=int, default=16)
-        sp.add_argument("--keep", action="store_true", help="keep the folder with the daemons' logs")
-        sp.add_argument("--json", action="store_true")
-    p.set_defaults(func=_main)
