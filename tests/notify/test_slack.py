@@ -429,3 +429,10 @@ def test_the_block_kit_check_bites(block: dict[str, Any]) -> None:
 
     with pytest.raises((AssertionError, SlackObjectFormationError)):
         assert_block_kit({"text": "t", "blocks": [block]})
+
+
+def test_the_stop_budget_knows_the_longest_send() -> None:
+    settings = _settings("http://127.0.0.1:9" + HOOK_PATH)
+    assert build_receiver("slack", _rs("http://x.example/h", timeout_s=3), settings).timeout_s == 6  # type: ignore[attr-defined]
+    no_image = settings.model_copy(update={"public_url": None})
+    assert build_receiver("slack", _rs("http://x.example/h", timeout_s=3), no_image).timeout_s == 3  # type: ignore[attr-defined]

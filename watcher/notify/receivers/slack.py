@@ -335,6 +335,8 @@ class SlackReceiver:
         self._public_url = public_url
         url = rs.url.get_secret_value()
         self._http = JsonPoster(name, url, timeout_s=rs.timeout_s, secrets=url_secrets(url))
+        # the longest a send may take (the stop budget uses it): twice when a refused image is resent
+        self.timeout_s = rs.timeout_s * (2 if public_url and rs.attach_chart else 1)
 
     @property
     def last_response(self) -> str | None:
