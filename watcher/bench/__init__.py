@@ -2,7 +2,8 @@
 
 This package owns the generated corpus (``corpus``, ``hardened``), window-based detection scoring
 (``detection``, ``ranking``) with other libraries' detectors beside watcher's (``peers``), flag
-rates on real anomaly-free series shipped inside pip packages (``flagrate``), the per-detector
+rates on real anomaly-free series shipped inside pip packages (``flagrate``), the shipped rules'
+detectors on a simulated LLM application (``llmsuite``), the per-detector
 timing of start-up and steady-state ticks (``throughput``) and an alert storm through the outbox
 (``storm``).
 It does not own any detector. Imports stay lazy: ``watcher --help`` must not pay for numpy.
@@ -26,6 +27,12 @@ def _run_flagrate(args: argparse.Namespace) -> int:
     return main_flagrate(args)
 
 
+def _run_llm_suite(args: argparse.Namespace) -> int:
+    from .llmsuite import main_llm_suite
+
+    return main_llm_suite(args)
+
+
 def _run_throughput(args: argparse.Namespace) -> int:
     from .throughput import main_throughput
 
@@ -33,12 +40,12 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|throughput|hooks|ingest|notify`` on the subparsers."""
+    """Register ``watcher bench detection|flagrate|llm-suite|throughput|hooks|ingest|notify``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )
     sub = p.add_subparsers(
-        dest="bench", required=True, metavar="detection|flagrate|throughput|hooks|ingest|notify"
+        dest="bench", required=True, metavar="detection|flagrate|llm-suite|throughput|hooks|ingest|notify"
     )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
@@ -75,6 +82,16 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     fr.add_argument("--no-generated", action="store_true", help="leave out the generated no-label series")
     fr.add_argument("--json", action="store_true", help="print the results as JSON")
     fr.set_defaults(func=_run_flagrate)
+    llm = sub.add_parser(
+        "llm-suite", help="the shipped rules' detectors on a simulated LLM application (5 weeks, 1 minute)"
+    )
+    llm.add_argument("--for", dest="for_", default="5m", help="persistence before a flagged run pages (5m)")
+    llm.add_argument("--no-floors", action="store_true", help="ignore the rules' min_value/max_value")
+    llm.add_argument(
+        "--only", action="append", metavar="SUBSTR", help="only series whose name contains SUBSTR"
+    )
+    llm.add_argument("--json", action="store_true", help="print the results as JSON")
+    llm.set_defaults(func=_run_llm_suite)
     thr = sub.add_parser("throughput", help="time start-up and steady-state ticks per detector")
     thr.add_argument("--series", type=int, default=10_000)
     thr.add_argument("--history", default="7d")

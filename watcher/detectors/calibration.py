@@ -48,7 +48,6 @@ import bisect
 import math
 import operator
 from array import array
-from collections import deque
 
 from ..core import Verdict
 from .stats import Direction, normal_sf
@@ -161,7 +160,20 @@ def _pwm_weights(k: int) -> list[float]:
 class EmpiricalTail:
     """The recent distribution of one statistic: a ring of values and both of its fitted tails."""
 
-    __slots__ = ("_crit", "_fits", "_shape", "_stale", "head", "log_p_thr", "min_excess", "ring", "sorted")
+    __slots__ = (
+        "_crit",
+        "_dirty",
+        "_excess",
+        "_fits",
+        "_shape",
+        "_stale",
+        "_thr",
+        "head",
+        "log_p_thr",
+        "min_excess",
+        "ring",
+        "sorted",
+    )
 
     def __init__(self, log_p_thr: float, min_excess: float = MIN_EXCESS) -> None:
         self.log_p_thr = log_p_thr
@@ -173,19 +185,38 @@ class EmpiricalTail:
         self._fits: dict[int, Fit] = {}
         self._crit: dict[int, float] = {}
         self._shape = {1: math.nan, -1: math.nan}
+        # Lazy refits: a side's fit depends only on the values from its u outwards. ``_thr`` is that
+        # side's u as a signed value (±inf: refit always); a push or eviction at or beyond it marks
+        # the side dirty, and a clean side reuses its last moments (only the shape smoothing steps).
+        self._thr = [math.inf, -math.inf]  # [upper side's u, lower side's -u]
+        self._dirty = [True, True]
+        self._excess: dict[int, tuple[float, float, float]] = {}  # side: (u, a0, raw shape)
 
     def push(self, x: float) -> None:
         """Add a value, evicting the oldest once the ring is full."""
         ring, s = self.ring, self.sorted
         x = max(-3e38, min(3e38, x))  # float32 range
         self._stale += 1
+        up, down = self._thr
         if len(ring) < RING:
             ring.append(x)
+            x = ring[-1]  # as stored (float32)
+            self._dirty[0] = self._dirty[1] = True  # n changed: every order statistic moved
         else:
-            old = ring[self.head]
+            head = self.head
+            old = ring[head]
             del s[bisect.bisect_left(s, old)]
-            ring[self.head] = x
-            self.head = (self.head + 1) % RING
+            ring[head] = x
+            x = ring[head]
+            self.head = (head + 1) % RING
+            if old >= up:
+                self._dirty[0] = True
+            if old <= down:
+                self._dirty[1] = True
+        if x >= up:
+            self._dirty[0] = True
+        if x <= down:
+            self._dirty[1] = True
         # Rounding to float32 is monotonic, so the position found for x keeps ``s`` sorted.
         bisect.insort(s, x)
 
@@ -245,29 +276,40 @@ class EmpiricalTail:
         """
         s = self.sorted
         n = len(s)
+        i = 0 if side > 0 else 1
         if n < MIN_RING:
             return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
         k = max(MIN_TAIL, int(TAIL_FRACTION * n))
-        above, below = n - bisect.bisect_right(s, 0.0), bisect.bisect_left(s, 0.0)
-        on_side, other = (above, below) if side > 0 else (below, above)
-        if on_side < 2 * k:
-            if other >= 2 * k:  # only the other side was seen (a young ring, a trend): stay cautious
-                return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
-            # A flat series (residuals all but 0): any move is news, at the floors' scale.
-            return 0.0, math.log(k / (n + 1.0)), self.min_excess, 0.0
-        if side > 0:
-            u = float(s[n - k - 1])
-            tail = [x - u for x in s[n - k : n - TRIM]]
+        cached = self._excess.get(side)
+        if cached is not None and not self._dirty[i]:
+            # Nothing at or beyond u was added or evicted and n is the same: the same moments.
+            u, a0, xi = cached
         else:
-            u = -float(s[k])
-            tail = [-x - u for x in reversed(s[TRIM:k])]
-        tail += [tail[-1]] * TRIM
-        a0 = sum(tail) / k
-        a1 = sum(map(operator.mul, tail, _pwm_weights(k))) / (k * k)
-        d = a0 - 2.0 * a1
-        # d <= 0: no spread among the excesses (quantised, or all equal): no evidence of a heavy tail.
-        xi = 2.0 - a0 / d if d > 1e-12 and a0 > 1e-12 else 0.0
-        xi = min(MAX_SHAPE, max(-0.5, xi))
+            self._dirty[i] = False
+            above, below = n - bisect.bisect_right(s, 0.0), bisect.bisect_left(s, 0.0)
+            on_side, other = (above, below) if side > 0 else (below, above)
+            if on_side <= k:  # u would not lie on this side of 0
+                self._thr[i] = -side * math.inf  # always refit
+                self._excess.pop(side, None)
+                if other >= 2 * k:  # only the other side was seen (a young ring, a trend): stay cautious
+                    return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
+                # A flat series (residuals all but 0): any move is news, at the floors' scale.
+                return 0.0, math.log(k / (n + 1.0)), self.min_excess, 0.0
+            if side > 0:
+                u = float(s[n - k - 1])
+                tail = [x - u for x in s[n - k : n - TRIM]]
+            else:
+                u = -float(s[k])
+                tail = [-x - u for x in reversed(s[TRIM:k])]
+            self._thr[i] = side * u
+            tail += [tail[-1]] * TRIM
+            a0 = sum(tail) / k
+            a1 = sum(map(operator.mul, tail, _pwm_weights(k))) / (k * k)
+            d = a0 - 2.0 * a1
+            # d <= 0: no spread among the excesses (quantised, or all equal): no evidence of a heavy tail.
+            xi = 2.0 - a0 / d if d > 1e-12 and a0 > 1e-12 else 0.0
+            xi = min(MAX_SHAPE, max(-0.5, xi))
+            self._excess[side] = (u, a0, xi)
         kept = self._shape[side]
         kept = self._shape[side] = xi if kept != kept else kept + SHAPE_SMOOTHING * (xi - kept)
         xi = max(MIN_SHAPE, kept)
@@ -277,7 +319,17 @@ class EmpiricalTail:
 class TailCalibrator:
     """Maps residuals to calibrated tail probabilities, bands and verdicts (see the module docstring)."""
 
-    __slots__ = ("direction", "log_p_thr", "pending", "point", "recent", "run", "streak")
+    __slots__ = (
+        "direction",
+        "log_p_thr",
+        "pend_head",
+        "pend_n",
+        "pending",
+        "point",
+        "recent",
+        "run",
+        "streak",
+    )
 
     def __init__(self, sensitivity: float, direction: Direction) -> None:
         self.direction: Direction = direction
@@ -286,7 +338,11 @@ class TailCalibrator:
         self.point = EmpiricalTail(self.log_p_thr)
         self.run = EmpiricalTail(self.log_p_thr, MIN_EXCESS / 2.0)  # a mean of RUN: its scale is smaller
         self.recent: list[float] = []  # the last RUN - 1 clipped residuals (admitted or not)
-        self.pending: deque[tuple[float, float]] = deque()  # (z, run median) waiting to be admitted
+        # Residuals waiting to be admitted: a circular buffer of (z, run mean) pairs, flat, so a
+        # series holds 1 kB here instead of 64 tuples of boxed floats (~7 kB).
+        self.pending = array("d", bytes(16 * DELAY))
+        self.pend_head = 0  # index of the oldest pair
+        self.pend_n = 0
         self.streak = 0  # anomalous points in a row
 
     def verdict(self, ts: float, value: float, expected: float, sigma: float) -> Verdict:
@@ -351,11 +407,17 @@ class TailCalibrator:
         """
         self.streak = self.streak + 1 if anomalous else 0
         if self.streak > BURST_POINTS:
-            self.pending.clear()
+            self.pend_n = 0
             return
-        self.pending.append((z, median))
-        if len(self.pending) > DELAY:
-            self._push(*self.pending.popleft())
+        pend, head = self.pending, self.pend_head
+        if self.pend_n == DELAY:  # the oldest has waited long enough: admit it, put the new one there
+            self._push(pend[2 * head], pend[2 * head + 1])
+            pend[2 * head], pend[2 * head + 1] = z, median
+            self.pend_head = head + 1 if head + 1 < DELAY else 0
+        else:
+            tail = (head + self.pend_n) % DELAY
+            pend[2 * tail], pend[2 * tail + 1] = z, median
+            self.pend_n += 1
 
     def _push(self, z: float, mean: float) -> None:
         self.point.push(z)

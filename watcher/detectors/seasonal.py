@@ -62,6 +62,8 @@ MIN_FACTOR_CYCLES = 7
 """Cycles of the shortest season needed before the fit's per-hour noise shape seeds the spreads."""
 STRENGTH_MIN = 0.3
 """Smallest autocorrelation at the season's lag for a detected season to be used."""
+ZERO_FRACTION = 0.01
+"""Share of points at or below 0 from which a positive series is zero-inflated (see ``_choose_scale``)."""
 KNOWN_LEVEL_CYCLES = 8
 """Shortest cycles (days, for a daily season) whose levels count as known: a week and a margin."""
 
@@ -296,6 +298,7 @@ class SeasonalBaseline(Detector):
         self._n = 0
         self._first_ts = math.nan
         self._points = 0
+        self._zeros = 0  # points at or below 0 before the first fit
         self._next_fit = math.nan
         self._phase = 0.0
         self._label = format_duration(timedelta(seconds=int(self.min_history_s)))
@@ -318,6 +321,7 @@ class SeasonalBaseline(Detector):
             self._fit(ts)
         prof = self.profile
         if prof is None:
+            self._zeros += value <= 0.0
             self._add(value)
             self.floor.update(value)
             span = format_duration(timedelta(seconds=int(ts - self._first_ts)))
@@ -373,17 +377,17 @@ class SeasonalBaseline(Detector):
         return order, start
 
     def _to_log(self, value: float) -> float:
-        """Map a value to the log scale, linearly below the floor so zero and negatives stay ordered."""
-        if value >= self._floor:
-            return math.log(value)
-        return self._log_floor + (value - self._floor) / self._floor
+        """Map a value to ``log(value + c)``, linearly below 0 so negatives stay ordered."""
+        if value >= 0.0:
+            return math.log(value + self._floor)
+        return self._log_floor + value / self._floor
 
     def _from_log(self, y: float) -> float:
         """Invert ``_to_log`` (NaN stays NaN, overflow is inf)."""
         if not y >= self._log_floor:
-            return y if math.isnan(y) else self._floor + (y - self._log_floor) * self._floor
+            return y if math.isnan(y) else (y - self._log_floor) * self._floor
         try:
-            return math.exp(y)
+            return math.exp(y) - self._floor
         except OverflowError:
             return math.inf
 
@@ -398,11 +402,12 @@ class SeasonalBaseline(Detector):
         lo, hi = np.percentile(seen, [1.0, 99.0]) if len(seen) else (0.0, 0.0)
         self.log = bool(len(seen) and seen.min() > 0 and hi >= 3.0 * lo)
         if self.log:
-            self._floor = float(lo) / 100.0
+            zero_inflated = self._zeros >= ZERO_FRACTION * self._points
+            self._floor = float(lo) if zero_inflated else float(lo) / 100.0
             self._log_floor = math.log(self._floor)
             ring = self._ring.astype(np.float64)
-            linear = self._log_floor + (ring - self._floor) / self._floor
-            self._ring = np.where(ring >= self._floor, np.log(np.maximum(ring, self._floor)), linear).astype(
+            linear = self._log_floor + ring / self._floor
+            self._ring = np.where(ring >= 0.0, np.log(np.maximum(ring, 0.0) + self._floor), linear).astype(
                 np.float32
             )
             self._sum = self._to_log(self._sum / self._n) * self._n if self._n else 0.0
