@@ -330,13 +330,19 @@ def run_series(s: SimSeries, rule: RuleSpec, for_minutes: int, floors: bool) -> 
             if rule.max_value is not None and not v <= rule.max_value:
                 flag = False
         flags[i] = flag
-    # ``for``: a run of flagged minutes pages at its first minute at least ``for_minutes`` after its
-    # start (a minute with no point breaks the run, as a rule with no value resolves).
+    return SeriesRun(s.name, flags, pages_of(flags, for_minutes), ready)
+
+
+def pages_of(flags: np.ndarray[Any, np.dtype[np.bool_]], for_minutes: int) -> list[int]:
+    """Return the minutes that page: a run of flagged minutes pages once, ``for_minutes`` after its start.
+
+    A minute with no flag (or no point) ends the run, as a rule whose condition stops holding.
+    """
     pages: list[int] = []
     start = -1
     paged = False
-    for i in range(N):
-        if flags[i]:
+    for i, f in enumerate(flags.tolist()):
+        if f:
             if start < 0:
                 start, paged = i, False
             if not paged and i - start >= for_minutes:
@@ -344,7 +350,7 @@ def run_series(s: SimSeries, rule: RuleSpec, for_minutes: int, floors: bool) -> 
                 paged = True
         else:
             start = -1
-    return SeriesRun(s.name, flags, pages, ready)
+    return pages
 
 
 def score(suite: Suite, runs: dict[str, SeriesRun]) -> dict[str, Any]:
