@@ -107,3 +107,25 @@ def test_seasonal_night_band_of_zero_inflated_spend_is_the_nights_own() -> None:
     for x in nights:
         assert 0.5 < x.expected < 5.0
         assert x.upper < 100.0
+
+
+def test_warmup_spans_add_the_calibration_to_each_kinds_own_warmup() -> None:
+    from pydantic import TypeAdapter
+
+    from watcher.detectors.warmup import RUN_POINTS, TAIL_POINTS, warmup
+    from watcher.rules.schema import DetectorSpec
+
+    def spec(raw: dict[str, object]) -> object:
+        return TypeAdapter(DetectorSpec).validate_python(raw)
+
+    step = timedelta(minutes=5)
+    w = warmup(spec({"kind": "ewma"}), step)
+    assert w.ready == 30 * step
+    assert w.tail == w.ready + TAIL_POINTS * step and TAIL_POINTS == 128
+    assert w.calibrated == w.ready + RUN_POINTS * step and RUN_POINTS == 327
+    assert warmup(spec({"kind": "seasonal"}), step).ready == timedelta(days=2)
+    assert warmup(spec({"kind": "rolling", "window": "7d"}), step).ready == timedelta(days=1)
+    assert warmup(spec({"kind": "threshold", "above": 1}), step).calibrated == timedelta(0)
+    # An ewma whose lookback is the engine's default (4 half-lives) scores its first hours with the
+    # conservative default tail after every restart: this is what `watcher check` can warn about.
+    assert w.calibrated > 4 * timedelta(hours=1) + 2 * step
