@@ -34,12 +34,20 @@ Residuals join the rings ``DELAY`` points after their verdict (causal). An anoma
 than ``BURST_POINTS`` points is an incident: it and the residuals still waiting (its ramp, which had
 not crossed the band yet) never join, so an incident cannot widen its own band and resolve itself;
 shorter episodes join like any other point, so a series that bursts often learns that its bursts
-are normal. Until a ring holds ``MIN_RING`` values, or when only one side of it has been seen (a
-young series, a trend), that side's tail is a conservative Laplace one with unit variance; when
-neither side has (a flat series), any move is news at the floors' scale.
+are normal. Until a ring holds ``MIN_RING`` values, or when a side holds too few values for its
+tail's threshold u to lie on that side of 0 (a young series, a trend), that side's tail is a
+conservative Laplace one with unit variance; when neither side has (a flat series), any move is
+news at the floors' scale. A side seen in only a few percent of the ring is still a side: the
+residuals of a mostly-zero series are slightly negative at every zero and large at every burst,
+and its bursts (5–9 % of the ring) are its upper tail, fitted like any other.
 
-Cost per point (measured in docs/benchmarks.md): about 8 µs of CPU and, per series, two rings of
-1,024 float32 values with their sorted copies and up to ``DELAY`` waiting residuals (~30 kB).
+Tails are refitted lazily: a side's fit depends only on the ring's values from its u outwards, so
+a refit whose side saw no push or eviction at or beyond u since the last one reuses the last
+moments (only the shape smoothing steps): the same fits, bit for bit, without the moments' cost.
+
+Cost per point (measured in docs/benchmarks.md): ~10 µs of CPU and, per series, two rings of
+1,024 float32 values with their sorted copies (16 kB) and the ``DELAY`` waiting residuals as one
+flat array of doubles (1 kB): ~22 kB in all. ``warmup`` turns these sizes into spans of history.
 """
 
 from __future__ import annotations
@@ -111,6 +119,9 @@ _LN10 = math.log(10.0)
 _LN2 = math.log(2.0)
 _DEFAULT_RATE = math.sqrt(2.0)
 """Decay rate of the default (Laplace) tail: unit variance, heavier than any Gaussian."""
+
+_DEFAULT_FIT = (0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0)
+"""The conservative default tail ``(u, log_pu, beta, xi)``: a Laplace one with unit variance."""
 
 Fit = tuple[float, float, float, float, float, float, float]
 """A fitted tail: u, log P(X > u), GPD scale and shape, x_c, log P(X > x_c), scale beyond x_c."""
@@ -278,23 +289,23 @@ class EmpiricalTail:
         n = len(s)
         i = 0 if side > 0 else 1
         if n < MIN_RING:
-            return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
+            return _DEFAULT_FIT
         k = max(MIN_TAIL, int(TAIL_FRACTION * n))
+        above, below = n - bisect.bisect_right(s, 0.0), bisect.bisect_left(s, 0.0)
+        on_side, other = (above, below) if side > 0 else (below, above)
+        if on_side <= k:  # u would not lie on this side of 0
+            self._thr[i] = -side * math.inf  # always refit
+            self._excess.pop(side, None)
+            if other >= 2 * k:  # only the other side was seen (a young ring, a trend): stay cautious
+                return _DEFAULT_FIT
+            # A flat series (residuals all but 0): any move is news, at the floors' scale.
+            return 0.0, math.log(k / (n + 1.0)), self.min_excess, 0.0
         cached = self._excess.get(side)
         if cached is not None and not self._dirty[i]:
             # Nothing at or beyond u was added or evicted and n is the same: the same moments.
             u, a0, xi = cached
         else:
             self._dirty[i] = False
-            above, below = n - bisect.bisect_right(s, 0.0), bisect.bisect_left(s, 0.0)
-            on_side, other = (above, below) if side > 0 else (below, above)
-            if on_side <= k:  # u would not lie on this side of 0
-                self._thr[i] = -side * math.inf  # always refit
-                self._excess.pop(side, None)
-                if other >= 2 * k:  # only the other side was seen (a young ring, a trend): stay cautious
-                    return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
-                # A flat series (residuals all but 0): any move is news, at the floors' scale.
-                return 0.0, math.log(k / (n + 1.0)), self.min_excess, 0.0
             if side > 0:
                 u = float(s[n - k - 1])
                 tail = [x - u for x in s[n - k : n - TRIM]]
@@ -313,7 +324,18 @@ class EmpiricalTail:
         kept = self._shape[side]
         kept = self._shape[side] = xi if kept != kept else kept + SHAPE_SMOOTHING * (xi - kept)
         xi = max(MIN_SHAPE, kept)
-        return u, math.log(k / (n + 1.0)), max(a0, self.min_excess) * (1.0 - xi), xi
+        fit = u, math.log(k / (n + 1.0)), max(a0, self.min_excess) * (1.0 - xi), xi
+        if on_side < 2 * k and self._over(fit) < self._over(_DEFAULT_FIT):
+            # A side seen in under twice the tail's share of the ring is fitted (the bursts of a
+            # mostly-zero series are such a side) but never claimed narrower than the default tail.
+            return _DEFAULT_FIT
+        return fit
+
+    def _over(self, fit: tuple[float, float, float, float]) -> float:
+        """Return the critical value of a fitted tail ``(u, log_pu, beta, xi)`` (in x·side units)."""
+        u, log_pu, beta, xi = fit
+        room = max(0.0, log_pu - self.log_p_thr)
+        return u + (beta * room if xi == 0.0 else beta / xi * math.expm1(xi * room))
 
 
 class TailCalibrator:
