@@ -25,8 +25,6 @@ A minute with no call has no point (NaN) for the rate, groundedness and TTFT ser
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -445,16 +443,3 @@ def markdown(res: dict[str, Any], for_minutes: int, floors: bool) -> str:
     for n, v in res["flags_per_10k"].items():
         lines.append(f"| {n} | {v:.1f} |")
     return "\n".join(lines)
-
-
-def main_llm_suite(args: argparse.Namespace) -> int:
-    """Run ``watcher bench llm-suite`` and print Markdown (or JSON)."""
-    from ..rules.schema import parse_duration
-
-    for_minutes = int(parse_duration(args.for_).total_seconds() // 60)
-    res = run(for_minutes, not args.no_floors, only=args.only or ())
-    if args.json:
-        print(json.dumps(res, indent=1))
-    else:
-        print(markdown(res, for_minutes, not args.no_floors))
-    return 0
