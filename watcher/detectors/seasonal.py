@@ -402,8 +402,8 @@ class SeasonalBaseline(Detector):
         at least ``ZERO_FRACTION`` of the points seen so far were 0 (spend per minute at night,
         when a minute has no call): then ``c`` is that quiet level itself. A zero then sits about
         one log unit below the quiet level instead of five, so the zeros of a quiet night no longer
-        blow that hour's spread up (the 03:00 band of issue 15 was 0.5–10,000 $/h around an
-        expected 0.5 $/h; it is now a few times the night's level), while above the quiet level
+        blow that hour's spread up (on ``watcher bench llm-suite`` the 03:00 upper bound was
+        ~11,500 $/h over an expected 0.6 $/h; it is now ~40 $/h over 1.6 $/h), while above the quiet level
         the scale is still a log (busy hours, day/night ratios).
         """
         seen = y[~np.isnan(y)]
