@@ -47,7 +47,7 @@ moments (only the shape smoothing steps): the same fits, bit for bit, without th
 
 Cost per point (measured in docs/benchmarks.md): ~10 µs of CPU and, per series, two rings of
 1,024 float32 values with their sorted copies (16 kB) and the ``DELAY`` waiting residuals as one
-flat array of doubles (1 kB): ~22 kB in all. ``warmup`` turns these sizes into spans of history.
+flat array of doubles (1 kB): ~18 kB in all. ``warmup`` turns these sizes into spans of history.
 """
 
 from __future__ import annotations
