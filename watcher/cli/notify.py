@@ -9,6 +9,7 @@ This module owns their argument parsing and printing. It does not own matcher se
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import uuid
@@ -225,6 +226,11 @@ def _sample_chart(now: datetime) -> list[tuple[str, bytes]]:
     return [(CHART_NAME, png)] if png is not None else []
 
 
+def sample_dedup_key(receiver: str) -> str:
+    """Return the dedup key of ``watcher notify test RECEIVER`` (the same with ``--resolved``)."""
+    return hashlib.sha256(f"watcher notify test|{receiver}".encode()).hexdigest()[:32]
+
+
 def _cmd_notify_test(args: argparse.Namespace) -> int:
     from ..config import load_settings
     from ..notify.outbox import from_message, to_message
@@ -236,7 +242,7 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     if rs is None:
         known = ", ".join(sorted(settings.receivers))
         raise ConfigError(f"no receiver {args.receiver!r}; configured: {known}")
-    receiver = build_receiver(args.receiver, rs)
+    receiver = build_receiver(args.receiver, rs, settings)
     now = datetime.now(UTC)
     kind = NotificationKind.RESOLVED if args.resolved else NotificationKind.FIRING
     alert = _sample_alert(now)
@@ -256,6 +262,9 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     )
     message = to_message(n)
     message["payload"]["notification_id"] = uuid.uuid4().hex
+    # One test incident per receiver: `notify test` and `notify test --resolved` share the key, so
+    # the resolve closes what the trigger opened (PagerDuty, Alertmanager, webhooks).
+    message["dedup_key"] = message["payload"]["dedup_key"] = sample_dedup_key(args.receiver)
     files = _sample_chart(now) if rs.attach_chart and getattr(receiver, "accepts_files", False) else []
     try:
         if files:
@@ -265,7 +274,8 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     except NotifyError as exc:
         retry = "retryable" if exc.retryable else "not retryable"
         if args.json:
-            doc = {"receiver": args.receiver, "kind": str(kind), "accepted": False}
+            doc = {"receiver": args.receiver, "kind": str(kind), "dedup_key": message["dedup_key"]}
+            doc["accepted"] = False
             doc |= {"reason": str(exc.reason), "retryable": exc.retryable, "error": str(exc)}
             print(json.dumps(doc, indent=2, ensure_ascii=False))
         else:
@@ -273,7 +283,8 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
         return 1
     response = getattr(receiver, "last_response", None)
     if args.json:
-        doc = {"receiver": args.receiver, "kind": str(kind), "accepted": True, "chart": bool(files)}
+        doc = {"receiver": args.receiver, "kind": str(kind), "dedup_key": message["dedup_key"]}
+        doc |= {"accepted": True, "chart": bool(files)}
         doc["response"] = str(response) if response else None
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return 0
