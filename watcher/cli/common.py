@@ -114,6 +114,7 @@ EXTRAS = {
     "matplotlib": "plot",
     "psycopg": "postgres",
     "psycopg_binary": "postgres",
+    "openai": "examples",
 }
 """Optional dependency (top-level module) → the extra of ``pyproject.toml`` that brings it."""
 
