@@ -35,7 +35,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     assert (
         out.getvalue()
         .rstrip()
-        .endswith("watcher demo --serve (serves the result at http://localhost:9464/ until Ctrl-C)")
+        .endswith(
+            "watcher demo --serve (runs the demo again, then serves it at http://localhost:9464/ "
+            "or, if that port is taken, on a free one it prints, until Ctrl-C)"
+        )
     )
     return db, out.getvalue()
 

@@ -324,7 +324,8 @@ def run_demo(
     if not serving:
         print(
             "\nto browse these alerts, their charts and trace links on the status page: "
-            f"watcher demo --serve (serves the result at {external_url}/ until Ctrl-C)",
+            f"watcher demo --serve (runs the demo again, then serves it at {external_url}/ "
+            "or, if that port is taken, on a free one it prints, until Ctrl-C)",
             file=out,
         )
     return 0
