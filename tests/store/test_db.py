@@ -266,7 +266,25 @@ def test_a_version_4_store_gets_the_alerts_surprise_column(tmp_path: Path) -> No
     store = open_store(url)
     try:
         with store.engine.connect() as conn:
-            assert schema_version(conn) == SCHEMA_VERSION == 5
+            assert schema_version(conn) == SCHEMA_VERSION == 8
             assert "surprise" in {c["name"] for c in sa.inspect(conn).get_columns("alerts")}
+    finally:
+        store.close()
+
+
+def test_a_version_5_store_gets_the_marker_and_feedback_tables(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old5.db"
+    store = open_store(url)
+    with store.engine.begin() as conn:  # as the release before issue #22 wrote it
+        conn.exec_driver_sql("DROP TABLE release_markers")
+        conn.exec_driver_sql("DROP TABLE alert_feedback")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 5")
+    store.close()
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert schema_version(conn) == 8
+            names = set(sa.inspect(conn).get_table_names())
+            assert {"release_markers", "alert_feedback"} <= names
     finally:
         store.close()

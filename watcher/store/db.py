@@ -74,12 +74,21 @@ def _v5_alert_surprise(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE alerts ADD COLUMN surprise FLOAT")
 
 
+def _v8_markers_feedback(conn: Connection) -> None:
+    """Add release markers (``release_markers``) and on-call feedback (``alert_feedback``, issue #22)."""
+    from .tables import FeedbackRow, MarkerRow
+
+    tables = [getattr(t, "__table__") for t in (MarkerRow, FeedbackRow)]  # noqa: B009
+    SQLModel.metadata.create_all(conn, tables=tables)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
     3: _v3_outbox_key_index,
     4: _v4_payload_access,
     5: _v5_alert_surprise,
+    8: _v8_markers_feedback,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 
