@@ -205,14 +205,17 @@ def build_app(daemon: Any) -> FastAPI:
 
     tokens = TokenTable(server)
 
-    def require(scope: TokenScope, challenge: str = "Bearer") -> Callable[..., Grant]:
-        """Return the dependency that admits a request carrying a token with ``scope``."""
+    def require(
+        scope: TokenScope, challenge: str = "Bearer", *, also: tuple[TokenScope, ...] = ()
+    ) -> Callable[..., Grant]:
+        """Return the dependency that admits a request with a token of ``scope`` (or one of ``also``)."""
 
         def dependency(
             request: Request, _doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
         ) -> Grant:
             try:
-                return tokens.check(scope, request.headers.get("authorization"), challenge=challenge)
+                auth = request.headers.get("authorization")
+                return tokens.check(scope, auth, challenge=challenge, also=also)
             except AuthProblem as problem:
                 counters.denied.labels(scope.value, problem.reason).inc()
                 if scope is TokenScope.INGEST:

@@ -284,3 +284,13 @@ def test_metric_names(query: dict[str, Any], name: str) -> None:
         {"alert": "R", "source": "calls", "query": query, "detector": {"kind": "threshold", "above": 1}}
     )
     assert metric_name(rule) == name
+
+
+def test_a_change_spread_evenly_names_no_value() -> None:
+    rng = random.Random(8)
+    tenants = ["a", "b", "c", "d"]
+    ref = [(1.0 if rng.random() < 0.05 else 0.0, {"tenant": rng.choice(tenants)}) for _ in range(4000)]
+    cur = [(1.0 if rng.random() < 0.25 else 0.0, {"tenant": rng.choice(tenants)}) for _ in range(2000)]
+    got = explain_rows(_rows(cur, ref), agg="ratio", metric="rate", percent=True)
+    assert got is not None and got.top == ()
+    assert got.text().endswith(": spread over every value, no single one stands out")

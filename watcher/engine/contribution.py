@@ -21,9 +21,11 @@ Decompositions (each sums exactly to the change of the aggregate between the two
   beyond the reference aggregate (a p95 rises when more rows exceed the old p95), which is then
   decomposed as a ratio.
 
-Ranking: a value's share of the change, discounted by the share of the traffic it carries
-(``share × (1 − weight / 2)``), so the narrowest segment that explains as much wins over the broad
-one that merely contains it; a value whose part lies mostly (≥ 80 %) where a higher-ranked value
+Ranking: a value's share of the change beyond its even share (``share − baseline``: its row share
+of the rate effect for rates and means, its share of the reference sum for sums), so a change spread evenly
+over every value names none ("no single value stands out"), and the narrowest segment that
+explains as much wins over the broad one that merely contains it; a value needs 15 points of
+excess to be listed; a value whose part lies mostly (≥ 80 %) where a higher-ranked value
 holds too adds nothing and is dropped, and the first is qualified with the value of another
 dimension that holds ≥ 80 % of its part ("on model=gpt-4o"; the narrowest such value; when that
 value is narrower than the first and holds as much on its own, it leads). A value must stand two
@@ -46,14 +48,13 @@ import numpy.typing as npt
 import sqlalchemy as sa
 
 from ..core import FloatArray, Labels
+from ..notify.templates import EXPLANATION
 from ..rules.schema import Rule, SqlQuery
-from ..store.db import Store, describe_error
+from ..store.db import Store
 from ..store.tables import Call, Score
 
 logger = logging.getLogger(__name__)
 
-EXPLANATION = "explanation"
-"""The alert annotation holding the explanation text."""
 DIMENSIONS: tuple[str, ...] = ("tenant", "model", "feature", "prompt_version", "user_id", "operation")
 """The dimensions analysed, in the order ties are broken."""
 SCORE_DIMENSIONS: tuple[str, ...] = ("tenant", "model", "feature", "evaluator")
@@ -65,6 +66,8 @@ NOISE_Z = 2.0
 """A value is listed only when its part is this many standard errors beyond chance."""
 MIN_SHARE = 0.05
 """A value explaining less than this share of the change is not listed."""
+MIN_EXCESS = 0.15
+"""Nor one whose share exceeds its even share (its traffic, its usual spend) by less than this."""
 QUALIFIER_SHARE = 0.8
 """A second dimension's value qualifies the first item when it holds this much of its contribution."""
 SAME_ROWS = 0.8
@@ -190,6 +193,10 @@ class _Segments:
     rate: FloatArray | None
     mix: FloatArray | None
     weight: FloatArray
+    """The segment's share of the current window's rows."""
+    baseline: FloatArray
+    """The share of the change the segment would carry if the change were spread evenly: its share of
+    the reference sum (additive), its row share of the rate effect (rates and means)."""
     noise: FloatArray
     """The standard error of each ``delta`` if nothing but chance moved the segment."""
 
@@ -215,10 +222,11 @@ def _segments(
         # sum's variance is the sum of the squares), plus the error of that reference itself
         q0 = np.bincount(codes[~cur], weights=rows.x[~cur] ** 2, minlength=k)
         noise = np.sqrt(scale * q0 + scale**2 * q0)
-        return _Segments(keys, delta, None, None, weight, noise), float(delta.sum())
+        baseline = s0 / s0.sum() if s0.sum() > 0 else weight
+        return _Segments(keys, delta, None, None, weight, baseline, noise), float(delta.sum())
     big_n1, big_n0 = n1.sum(), n0.sum()
     if big_n1 == 0 or big_n0 == 0:
-        return _Segments(keys, np.zeros(k), None, None, weight, np.full(k, np.inf)), 0.0
+        return _Segments(keys, np.zeros(k), None, None, weight, weight, np.full(k, np.inf)), 0.0
     r_ref = s0.sum() / big_n0
     w1, w0 = n1 / big_n1, n0 / big_n0
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -237,7 +245,9 @@ def _segments(
         mix_noise = share_noise * (np.abs(r0 - r_ref) + np.sqrt(var / np.maximum(n0, 1)))
     noise = np.sqrt(rate_noise**2 + mix_noise**2)
     noise[n1 < MIN_ROWS] = np.inf  # a handful of rows says nothing about a rate
-    return _Segments(keys, rate + mix, rate, mix, weight, noise), float(total)
+    # spread evenly, every segment's rate moves alike: each carries its row share of the rate effect
+    baseline = weight * (float(rate.sum()) / total) if total != 0 else weight
+    return _Segments(keys, rate + mix, rate, mix, weight, baseline, noise), float(total)
 
 
 def _factorize(
@@ -321,7 +331,9 @@ def explain_rows(
         for i in range(len(segs.keys)):
             share = float(segs.delta[i] / total)
             if share >= MIN_SHARE and abs(float(segs.delta[i])) >= NOISE_Z * float(segs.noise[i]):
-                score = share * (1 - float(segs.weight[i]) / 2)
+                score = share - float(segs.baseline[i])
+                if score < MIN_EXCESS:
+                    continue  # it moved with everything else: its size, not a cause
                 candidates.append((score, d, i))
     candidates.sort(key=lambda c: (-c[0], DIMENSIONS.index(c[1]) if c[1] in DIMENSIONS else 99))
     chosen: list[Contribution] = []
@@ -553,7 +565,6 @@ __all__ = [
     "Contribution",
     "Explanation",
     "Rows",
-    "describe_error",
     "explain_rows",
     "explain_sql",
     "fetch_rows",

@@ -456,8 +456,8 @@ class GroupEvaluator:
         else:
             det = runner.detectors.get(series.labels)
             if det is None:
-                fresh = self._make_detector(rule, series.labels)
-                det = self._why.wrap(fresh, series.labels.merge(rule.labels))
+                made = self._make_detector(rule, series.labels)
+                det = self._why.wrap(made, series.labels.merge(rule.labels))
                 runner.detectors[series.labels] = det
             t0 = time.perf_counter()
             verdicts = det.update_many(series.timestamps, series.values, series.counts)

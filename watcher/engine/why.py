@@ -22,17 +22,16 @@ from typing import Protocol
 from ..core import Alert, AlertState, Labels, to_epoch
 from ..detectors import Detector
 from ..errors import WatcherError
+from ..notify.templates import EXPLANATION, RELEASE
 from ..rules.schema import Rule
 from ..sources.sql import SqlSource
 from ..store.db import Store
 from ..store.markers import Marker, preceding
-from .contribution import EXPLANATION, Explanation, explain_sql
+from .contribution import Explanation, explain_sql
 from .rebaseline import Rebaselining
 
 logger = logging.getLogger(__name__)
 
-RELEASE = "release"
-"""The alert annotation saying which release marker the episode followed."""
 RELEASE_WINDOW = timedelta(hours=1)
 """A marker at most this long before an episode's start is named in the alert."""
 KEEP = (EXPLANATION, RELEASE)

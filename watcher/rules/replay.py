@@ -29,8 +29,10 @@ from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_ep
 from ..detectors import Detector, make_detector
 from ..engine.group import GroupEvaluator, rule_lookback, rule_step
 from ..errors import WatcherError
+from ..notify.templates import EXPLANATION, RELEASE
 from ..rules.schema import Group, Rule
 from ..sources.base import Source
+from ..store.markers import Marker, StaticMarkers
 from .batch import SQL_SOURCES, RulePlan, fallback_plan, plan_rule, point_has_data, slice_starts
 from .parallel import Workers, start_workers
 from .prefetch import NO_TRACES as NO_TRACES  # where the status page's charts import it from
@@ -235,6 +237,10 @@ class Episode:
     end: datetime | None
     peak_value: float
     trace_ids: list[str] = field(default_factory=list)
+    explanation: str | None = None
+    """Which label values drove it (``engine.contribution``), as the alert said when it fired."""
+    release: str | None = None
+    """The release marker it followed ("started 4 min after deploy X"), if any."""
 
 
 @dataclass
@@ -287,6 +293,7 @@ def replay(
     batch: bool = True,
     caches: dict[str, CachedSource] | None = None,
     jobs: int | None = 1,
+    markers: Sequence[Marker] = (),
 ) -> ReplayResult:
     """Step every group's real evaluator over ``[start, end]``; return the would-have-fired episodes.
 
@@ -296,7 +303,12 @@ def replay(
     ``caches`` (from ``shared_caches``) lets two replays of one range fetch each series once.
     ``jobs`` fetches and scores the rules of a batch replay in that many worker processes (None:
     one per CPU, see ``parallel``); the evaluation stays here, so the result is the same.
+    ``markers`` (release markers) are named in the alerts and re-baseline the series they apply
+    to, as in the daemon; with a marker that re-baselines inside the range the replay runs live
+    detectors (a batch-scored series cannot take one).
     """
+    if any(m.grace.total_seconds() > 0 and start - m.grace <= m.ts <= end for m in markers):
+        batch = False
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if caches is None or any(c.start != start or c.end != end for c in caches.values()):
@@ -310,7 +322,7 @@ def replay(
                 cache.prefetch_shared([(r, g) for g in groups for r in g.rules if r.source == name])
         result.cpu["fetch"] += time.process_time() - t0
         _replay_groups(
-            groups, caches, start, end, result, workers, record_verdicts, progress, retention, batch
+            groups, caches, start, end, result, workers, record_verdicts, progress, retention, batch, markers
         )
     finally:
         if workers is not None:
@@ -332,6 +344,7 @@ def _replay_groups(
     progress: Callable[[int], None] | None,
     retention: timedelta,
     batch: bool,
+    markers: Sequence[Marker] = (),
 ) -> None:
     """Fetch (or collect from the workers) and replay each group in turn."""
     for group in groups:
@@ -366,7 +379,9 @@ def _replay_groups(
             )
             if not group.rules:
                 continue
-        _replay_group(group, caches, start, end, result, record_verdicts, progress, retention, batch, ready)
+        _replay_group(
+            group, caches, start, end, result, record_verdicts, progress, retention, batch, ready, markers
+        )
 
 
 def _replay_group(
@@ -380,6 +395,7 @@ def _replay_group(
     retention: timedelta,
     batch: bool,
     ready: dict[int, RulePlan],
+    markers: Sequence[Marker] = (),
 ) -> None:
     """Replay one group whose rules are all prefetched; add its episodes and errors to ``result``.
 
@@ -415,7 +431,12 @@ def _replay_group(
         return det if det is not None else make_detector(rule.detector)
 
     ev = GroupEvaluator(
-        group, dict(caches), resolved_retention=retention, render=_no_render, detector_factory=detector
+        group,
+        dict(caches),
+        resolved_retention=retention,
+        render=_no_render,
+        detector_factory=detector,
+        markers=StaticMarkers(markers) if markers else None,
     )
     # Rules scored by live detectors (every rule without ``batch``) record verdicts as they come.
     live = {r.alert for r in group.rules if id(r) not in plans or not plans[id(r)].precomputed}
@@ -488,6 +509,8 @@ def _track(alert: Alert, open_: dict[tuple[str, str], Episode], done: list[Episo
     if alert.state is AlertState.FIRING and not math.isnan(v) and (math.isnan(ep.peak_value) or beyond):
         ep.peak_value = v
     ep.trace_ids = [t.trace_id for t in alert.traces]
+    ep.explanation = ep.explanation or alert.annotations.get(EXPLANATION)
+    ep.release = ep.release or alert.annotations.get(RELEASE)
     if alert.resolved:
         ep.end = alert.resolved_at
         done.append(replace(ep))
