@@ -16,6 +16,8 @@ This module owns the FastAPI app (``build_app``) and running it on a background 
 - ``GET /``, ``/rules/{group}/{rule}`` and their chart PNGs: the status page (``status``).
 - ``GET /api/v1/payloads/{trace_id}``: captured prompts/responses, scope ``payload_read`` only,
   every read audited (``payloads``).
+- ``POST/GET /api/v1/annotations``: release markers (``web.annotations``; writes: ``admin`` or
+  ``ingest``); ``POST/GET /api/v1/alerts/feedback``: verdicts on alert episodes (``web.feedback``).
 
 Reads (the page, its charts, the read API) need scope ``read`` once ``server.read_token`` is set;
 ``/healthz``, ``/readyz`` and ``/metrics`` stay open. Scopes and tokens: ``tokens``.
@@ -61,9 +63,11 @@ from .ingest import (
 from .payloads import add_payload_routes
 from .status import add_status_routes
 from .statusapi import add_api_routes
-from .statusdata import Redactor, outbox_stats
+from .statusdata import Redactor, current_alerts, outbox_stats
 from .tokens import AuthProblem, Grant, TokenTable
 from .tokens import Scope as TokenScope
+from .web.annotations import add_annotation_routes
+from .web.feedback import add_feedback_routes
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +266,8 @@ def build_app(daemon: Any) -> FastAPI:
     add_api_routes(app, daemon, require, redact)
     add_status_routes(app, daemon, redact, require)
     add_payload_routes(app, daemon, require, redact)
+    add_annotation_routes(app, daemon.store, now, require)
+    add_feedback_routes(app, daemon.store, now, require, lambda: current_alerts(daemon))
 
     @app.post(
         "/api/v1/calls",

@@ -44,6 +44,7 @@ from ..selfmetrics import SelfMetrics
 from ..sources.base import Source
 from ..sources.sql import SqlSource
 from ..store.db import Store, open_store
+from ..store.markers import StoreMarkers
 from .group import EvalResult, GroupEvaluator
 from .sourcedown import SourceDownMonitor
 from .state import AlertStore, write_alerts
@@ -190,6 +191,7 @@ class Daemon:
                 metrics=self.metrics,
                 trace_search_url=self.settings.trace_search_url,
                 trace_search_labels=self.settings.trace_search_labels,
+                markers=StoreMarkers(self.store),
             )
             orphans += ev.restore(persisted.get(lg.group.name, []))
             new[lg.group.name] = ev
