@@ -417,7 +417,7 @@ class GroupEvaluator:
                     deleted.append(fp)
                 continue
             new = self._why.annotate(
-                rule, source, prev, new, own_labels.get(fp), now, rule_lookback(rule, self.group)
+                rule, source, prev, new, own_labels.get(fp), now, rule_lookback(rule, self.group), stp
             )
             if new != prev:
                 changed.append(new)

@@ -24,10 +24,12 @@ from ..detectors import Detector
 from ..errors import WatcherError
 from ..notify.templates import EXPLANATION, RELEASE
 from ..rules.schema import Rule
+from ..sources.prometheus import PrometheusSource
 from ..sources.sql import SqlSource
 from ..store.db import Store
 from ..store.markers import Marker, preceding
 from .contribution import Explanation, explain_sql
+from .contribution_prom import explain_prom
 from .rebaseline import Rebaselining
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,17 @@ class MarkerFeed(Protocol):
     def between(self, start: datetime, end: datetime) -> list[Marker]:
         """Return the markers with ``start < ts <= end``."""
         ...
+
+
+def prometheus_source(source: object) -> PrometheusSource | None:
+    """Return the Prometheus source behind a source (through caches that wrap one as ``inner``)."""
+    for _ in range(4):
+        if isinstance(source, PrometheusSource):
+            return source
+        source = getattr(source, "inner", None)
+        if source is None:
+            return None
+    return None
 
 
 def sql_store(source: object) -> Store | None:
@@ -128,6 +141,7 @@ class Why:
         series: Labels | None,
         now: datetime,
         lookback: timedelta,
+        step: timedelta = timedelta(minutes=1),
     ) -> Alert:
         """Return ``new`` with its episode's explanation and release note (made as it starts or fires)."""
         if new.state is AlertState.INACTIVE and not new.resolved:
@@ -142,7 +156,7 @@ class Why:
             not same_episode or prev is None or prev.state is not new.state
         )
         if fresh and new.active_at is not None and not new.annotations.get("no_data"):
-            found = self._explanation(rule, source, new, series, now, lookback)
+            found = self._explanation(rule, source, new, series, now, lookback, step)
             scope = dict(new.labels)
             if found is not None:
                 notes[EXPLANATION] = found.text()
@@ -164,17 +178,30 @@ class Why:
         series: Labels | None,
         now: datetime,
         lookback: timedelta,
+        step: timedelta,
     ) -> Explanation | None:
         if not self.explain or series is None or alert.active_at is None:
             return None
-        store = sql_store(source)
-        if store is None or rule.query is None:
-            return None
         change = alert.value - alert.expected
+        store, prom = sql_store(source), prometheus_source(source)
         try:
-            found = explain_sql(
-                store, rule, series, now=now, since=alert.active_at, lookback=lookback, change=change
-            )
+            if store is not None and rule.query is not None:
+                found = explain_sql(
+                    store, rule, series, now=now, since=alert.active_at, lookback=lookback, change=change
+                )
+            elif prom is not None and rule.expr is not None:
+                found = explain_prom(
+                    prom,
+                    rule,
+                    series,
+                    now=now,
+                    since=alert.active_at,
+                    step=step,
+                    lookback=lookback,
+                    change=change,
+                )
+            else:
+                return None
         except WatcherError as exc:
             logger.warning("rule %s: no explanation: %s", rule.alert, exc)
             return None
