@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from tests.engine.test_contribution import refusal_incident
 from watcher.cli import main
 from watcher.config import Settings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.notify.receivers.base import RecordingReceiver
-from watcher.server import build_app
 from watcher.store.db import open_store
+from watcher.web.app import build_app
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 M = timedelta(minutes=1)

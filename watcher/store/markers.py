@@ -18,8 +18,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import col, select
 
-from ..core import utc
-from ..rules.schema import format_duration, parse_duration
+from ..core import format_duration, parse_duration, utc
 from .db import Store
 from .tables import MarkerRow
 

@@ -21,7 +21,7 @@ from ..core import utc
 from ..errors import WatcherError
 from ..store.db import Store
 from ..store.markers import MarkerIn, add_marker, list_markers
-from ..tokens import Grant, Scope
+from .tokens import Grant, Scope
 
 log = logging.getLogger(__name__)
 

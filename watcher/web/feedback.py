@@ -23,7 +23,7 @@ from ..core import Alert, AlertState, Labels, utc
 from ..errors import WatcherError
 from ..store.db import Store
 from ..store.feedback import FeedbackIn, incidents_document, list_feedback, record
-from ..tokens import Grant, Scope
+from .tokens import Grant, Scope
 
 log = logging.getLogger(__name__)
 
