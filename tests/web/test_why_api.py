@@ -7,20 +7,24 @@ it, and the export is an incidents file ``watcher backtest`` reads.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from tests.engine.test_contribution import refusal_incident
 from watcher.cli import main
 from watcher.config import Settings
 from watcher.daemon import Daemon
+from watcher.notify.charts import MARKER_COLOUR, render_chart
 from watcher.notify.receivers.base import RecordingReceiver
 from watcher.store.db import open_store
 from watcher.web.app import build_app
@@ -43,6 +47,23 @@ groups:
         annotations: {summary: "refusals of {{ labels.feature }}"}
         receivers: [hook]
 """
+
+
+def marker_pixels(png: bytes) -> int:
+    """Count the pixels of a chart drawn in the release-marker colour."""
+    with Image.open(io.BytesIO(png)) as img:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int64)
+    want = np.array([int(MARKER_COLOUR[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - want) < 30).all(axis=-1).sum())
+
+
+def test_release_markers_are_drawn_on_charts() -> None:
+    ts = [60.0 * i for i in range(60)]
+    values = [1.0 + (i % 5) / 10 for i in range(60)]
+    plain = render_chart(ts, values)
+    marked = render_chart(ts, values, markers=[(60.0 * 30, "deploy api-v2.3"), (1e9, "outside")])
+    assert plain is not None and marked is not None
+    assert marker_pixels(plain) == 0 and marker_pixels(marked) > 10
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -114,6 +135,9 @@ def test_a_marker_an_explained_alert_and_the_on_calls_verdict(world: dict[str, A
     assert (
         sent and "Why: rate of outcome=refused" in sent[0].body and "after prompt version v42" in sent[0].body
     )
+
+    png = client.get(f"/chart/alert/{chat['fingerprint']}.png", headers=_auth(READ))
+    assert png.status_code == 200 and marker_pixels(png.content) > 10  # the marker is drawn on the chart
 
     listed = client.get("/api/v1/annotations", headers=_auth(READ)).json()["data"]["annotations"]
     assert [m["text"] for m in listed] == ["v42"]
