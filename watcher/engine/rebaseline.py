@@ -22,7 +22,7 @@ import math
 from dataclasses import replace
 from statistics import median
 
-from ..core import Verdict
+from ..core import FloatArray, Verdict
 from ..detectors import Detector
 
 
@@ -53,6 +53,26 @@ class Rebaselining(Detector):
     def in_grace(self) -> bool:
         """Tell whether the latest point fell in a grace period."""
         return self.last_ts is not None and self.last_ts <= self._grace_until
+
+    def update_many(
+        self, timestamps: FloatArray, values: FloatArray, counts: FloatArray | None = None
+    ) -> list[Verdict]:
+        """Score a run of points; with no marker pending nor applied, exactly the wrapped detector's run."""
+        grace_open = self.last_ts is None or self.last_ts <= self._grace_until
+        if (
+            self._scheduled
+            or self._grace_values
+            or self.offset != 0.0
+            or (grace_open and self._grace_until > -math.inf)
+        ):
+            return super().update_many(timestamps, values, counts)
+        out = self.inner.update_many(timestamps, values, counts)
+        self.last_ts = self.inner.last_ts
+        for v in reversed(out):
+            if math.isfinite(v.expected):
+                self._expected = v.expected
+                break
+        return out
 
     def update(self, ts: float, value: float, count: float | None = None) -> Verdict | None:
         """Score one point (see the module docstring); None for a stale timestamp."""
