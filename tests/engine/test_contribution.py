@@ -13,7 +13,8 @@ import pytest
 from sqlmodel import select
 
 from watcher.core import Labels
-from watcher.engine.contribution import Rows, explain_rows, explain_sql, fetch_rows, metric_name
+from watcher.engine.contribution import Rows, explain_rows
+from watcher.engine.contribution_sql import explain_sql, fetch_rows, metric_name
 from watcher.rules.schema import Rule
 from watcher.store.db import Store, open_store
 from watcher.store.tables import Call, Score

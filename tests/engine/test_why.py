@@ -14,11 +14,10 @@ from sqlalchemy import event
 from tests.engine.test_contribution import refusal_incident
 from watcher.core import AlertState, Labels, to_epoch
 from watcher.detectors import make_detector
-from watcher.engine.contribution import EXPLANATION
 from watcher.engine.group import GroupEvaluator
 from watcher.engine.rebaseline import Rebaselining
 from watcher.engine.state import AlertStore
-from watcher.engine.why import RELEASE
+from watcher.notify.templates import EXPLANATION, RELEASE
 from watcher.rules.schema import Group, RollingDetector
 from watcher.sources.memory import MemorySource
 from watcher.sources.sql import SqlSource

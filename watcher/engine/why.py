@@ -28,8 +28,9 @@ from ..sources.prometheus import PrometheusSource
 from ..sources.sql import SqlSource
 from ..store.db import Store
 from ..store.markers import Marker, preceding
-from .contribution import Explanation, explain_sql
+from .contribution import Explanation
 from .contribution_prom import explain_prom
+from .contribution_sql import explain_sql
 from .rebaseline import Rebaselining
 
 logger = logging.getLogger(__name__)
