@@ -295,3 +295,33 @@ def test_a_change_spread_evenly_names_no_value() -> None:
     got = explain_rows(_rows(cur, ref), agg="ratio", metric="rate", percent=True)
     assert got is not None and got.top == ()
     assert got.text().endswith(": spread over every value, no single one stands out")
+
+
+def test_a_p95_ttft_alert_on_sqlite_names_the_slow_rollout(store: Store) -> None:
+    refusal_incident(store, onset=T0, end=T0 + 30 * M)  # v42 calls are also 4 times slower
+    rule = Rule.model_validate(
+        {
+            "alert": "TTFTDegraded",
+            "source": "calls",
+            "query": {
+                "agg": "quantile",
+                "quantile": 0.95,
+                "field": "ttft_s",
+                "window": "15m",
+                "by": ["model"],
+            },
+            "detector": {"kind": "threshold", "above": 1.0},
+        }
+    )
+    got = explain_sql(
+        store,
+        rule,
+        Labels(model="gpt-4o"),
+        now=T0 + 30 * M,
+        since=T0 + 5 * M,
+        lookback=timedelta(hours=2),
+        change=1.1,
+    )
+    assert got is not None and got.method == "exceedance" and got.metric == "p95 ttft_s"
+    assert got.text().startswith("p95 ttft_s +1.10: ")
+    assert got.top[0].labels[0] == ("prompt_version", "v42")

@@ -26,7 +26,8 @@ Ranking: a value's share of the change beyond its even share (``share − baseli
 of the rate effect for rates and means, its share of the reference sum for sums), so a change spread evenly
 over every value names none ("no single value stands out"), and the narrowest segment that
 explains as much wins over the broad one that merely contains it; a value needs 15 points of
-excess to be listed; a value whose part lies mostly (≥ 80 %) where a higher-ranked value
+excess, or half of the even share of the other values (a rollout on 90 % of the rows that carries
+all of the change), to be listed; a value whose part lies mostly (≥ 80 %) where a higher-ranked value
 holds too adds nothing and is dropped, and the first is qualified with the value of another
 dimension that holds ≥ 80 % of its part ("on model=gpt-4o"; the narrowest such value; when that
 value is narrower than the first and holds as much on its own, it leads). A value must stand two
@@ -58,7 +59,9 @@ NOISE_Z = 2.0
 MIN_SHARE = 0.05
 """A value explaining less than this share of the change is not listed."""
 MIN_EXCESS = 0.15
-"""Nor one whose share exceeds its even share (its traffic, its usual spend) by less than this."""
+"""Nor one whose share exceeds its even share (its traffic, its usual spend) by less than this …"""
+MIN_RELATIVE_EXCESS = 0.5
+"""… and by less than this fraction of what the other values would carry (``1 − even share``)."""
 QUALIFIER_SHARE = 0.8
 """A second dimension's value qualifies the first item when it holds this much of its contribution."""
 SAME_ROWS = 0.8
@@ -320,9 +323,13 @@ def explain_rows(
         for i in range(len(segs.keys)):
             share = float(segs.delta[i] / total)
             if share >= MIN_SHARE and abs(float(segs.delta[i])) >= NOISE_Z * float(segs.noise[i]):
-                score = share - float(segs.baseline[i])
-                if score < MIN_EXCESS:
-                    continue  # it moved with everything else: its size, not a cause
+                even = float(segs.baseline[i])
+                score = share - even
+                # it moved with everything else (its size, not a cause) unless it stands out by
+                # 15 points, or by half of what the other values would carry (a value of 90 % of
+                # the rows that carries all of the change)
+                if score < MIN_EXCESS and (even >= 1 or score / (1 - even) < MIN_RELATIVE_EXCESS):
+                    continue
                 candidates.append((score, d, i))
     candidates.sort(key=lambda c: (-c[0], DIMENSIONS.index(c[1]) if c[1] in DIMENSIONS else 99))
     chosen: list[Contribution] = []
