@@ -131,6 +131,9 @@ def test_a_marker_an_explained_alert_and_the_on_calls_verdict(world: dict[str, A
     assert release.startswith("started ") and "after prompt version v42 (2026-11-02 11:57 UTC)" in release
     page = client.get("/", headers=_auth(READ)).text
     assert "<b>why:</b>" in page and "prompt_version=v42 on model=gpt-4o" in page
+    # the card's feedback form posts the verdict with a token typed into it (no ambient credential)
+    assert f'<form class="feedback" data-fingerprint="{chat["fingerprint"]}"' in page
+    assert 'fetch("/api/v1/alerts/feedback"' in page and 'name="token"' in page
     sent = [n for n in world["hook"].sent if n.alert.labels.get("feature") == "chat"]
     assert (
         sent and "Why: rate of outcome=refused" in sent[0].body and "after prompt version v42" in sent[0].body
