@@ -194,3 +194,36 @@ def test_the_wrapper_is_the_wrapped_detector_until_a_marker() -> None:
     in_grace = wrapped.update(60.0 * 201, 9.0)
     assert in_grace is not None and not in_grace.ready and in_grace.reason == "re-baselining after deploy v2"
     assert wrapped.in_grace
+
+
+def test_a_storm_of_alerts_is_explained_over_several_ticks(store: Store) -> None:
+    refusal_incident(store, onset=T0, end=T0 + 40 * M)
+    queries = _count_contribution_queries(store)
+    ev = GroupEvaluator(REFUSALS, {"calls": SqlSource(store)}, explain_budget=1)
+    explained: list[int] = []
+    for m in range(0, 41):
+        before = len(queries)
+        res = ev.evaluate(T0 + m * M)
+        assert len(queries) - before <= 1  # the budget holds per evaluation
+        explained.append(sum(1 for a in res.alerts if EXPLANATION in a.annotations))
+    active = [a for a in res.alerts if a.state is not AlertState.INACTIVE]
+    assert len(active) == 2 and all(EXPLANATION in a.annotations for a in active)  # deferred, not lost
+
+
+def test_a_restart_keeps_the_explanations_without_analysing_again(store: Store) -> None:
+    refusal_incident(store, onset=T0, end=T0 + 40 * M)
+    ev = GroupEvaluator(REFUSALS, {"calls": SqlSource(store)}, alert_store=AlertStore(store))
+    for m in range(0, 31):
+        before = ev.evaluate(T0 + m * M).alerts
+    queries = _count_contribution_queries(store)
+    restarted = GroupEvaluator(REFUSALS, {"calls": SqlSource(store)}, alert_store=None)
+    restarted.restore(AlertStore(store).load())
+    after = restarted.evaluate(T0 + 31 * M).alerts
+    n_restarted = len(queries)
+    ev.evaluate(T0 + 31 * M)  # the evaluator that kept running, at the same tick
+    assert n_restarted == len(queries) - n_restarted  # only what this tick's transitions need
+    want = {a.fingerprint: a.annotations[EXPLANATION] for a in before if a.state is AlertState.FIRING}
+    assert (
+        want
+        and {a.fingerprint: a.annotations.get(EXPLANATION) for a in after if a.fingerprint in want} == want
+    )

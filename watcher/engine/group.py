@@ -46,7 +46,7 @@ from ..sources.base import Source
 from .alerting import Observation, Timing, step
 from .history import VerdictRing
 from .state import AlertStore, RuleHealth
-from .why import MarkerFeed, Why
+from .why import EXPLAIN_PER_TICK, MarkerFeed, Why
 
 logger = logging.getLogger(__name__)
 
@@ -227,16 +227,18 @@ class GroupEvaluator:
         trace_search_labels: Mapping[str, str] | None = None,
         markers: MarkerFeed | None = None,
         explain: bool = True,
+        explain_budget: int = EXPLAIN_PER_TICK,
     ) -> None:
         """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests.
 
         ``trace_search_url`` (the setting) links an alert left without exemplar trace IDs to its
         time window in the trace UI. ``markers`` (release markers) are named in the alerts they
         precede and re-baseline the series they apply to; ``explain`` adds the contribution by
-        dimension of SQL rules' alerts (``why``).
+        dimension of SQL and PromQL ``sum by`` rules' alerts (``why``; at most ``explain_budget`` analyses
+        per evaluation, the rest on the next ones).
         """
         horizon = max((rule_lookback(r, group) for r in group.rules), default=timedelta(0))
-        self._why = Why(markers, explain=explain, horizon=horizon)
+        self._why = Why(markers, explain=explain, horizon=horizon, budget=explain_budget)
         self.group = group
         self._trace_search_url = trace_search_url
         self._trace_search_labels = dict(trace_search_labels or {})

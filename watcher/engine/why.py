@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 RELEASE_WINDOW = timedelta(hours=1)
 """A marker at most this long before an episode's start is named in the alert."""
 KEEP = (EXPLANATION, RELEASE)
+EXPLAIN_PER_TICK = 20
+"""Analyses per evaluation of a group at most: a storm of new alerts gets its explanations over the
+next ticks instead of stalling this one (each is one query over two periods)."""
+DONE_MAX = 100_000
 
 
 class MarkerFeed(Protocol):
@@ -88,7 +92,12 @@ class Why:
     """Adds explanations and release notes to one group's alerts; feeds markers to detectors."""
 
     def __init__(
-        self, markers: MarkerFeed | None, *, explain: bool = True, horizon: timedelta = RELEASE_WINDOW
+        self,
+        markers: MarkerFeed | None,
+        *,
+        explain: bool = True,
+        horizon: timedelta = RELEASE_WINDOW,
+        budget: int = EXPLAIN_PER_TICK,
     ) -> None:
         """``horizon``: how long markers are kept (the longest lookback: a new detector replays that far)."""
         self.feed = markers
@@ -96,6 +105,10 @@ class Why:
         self.horizon = max(horizon, RELEASE_WINDOW)
         self.recent: list[Marker] = []
         self.checked: datetime | None = None
+        self.budget = budget
+        self.spent = 0
+        """Analyses made since the last ``refresh`` (one per evaluation of the group)."""
+        self.done: set[tuple[str, datetime | None, AlertState]] = set()
 
     def wrap(self, det: Detector, labels: Labels) -> Detector:
         """Return ``det`` wrapped for re-baselining when markers are fed, told the markers kept so far.
@@ -110,7 +123,11 @@ class Why:
         return wrapped
 
     def refresh(self, now: datetime) -> list[Marker]:
-        """Read the markers since the last call; return the new ones (none on a failed read)."""
+        """Start an evaluation: read the markers since the last call; return the new ones.
+
+        None on a failed read. The budget of analyses starts over.
+        """
+        self.spent = 0
         if self.feed is None:
             return []
         since = self.checked if self.checked is not None else now - self.horizon
@@ -153,10 +170,21 @@ class Why:
             for k in KEEP
             if same_episode and prev is not None and k in prev.annotations
         }
-        fresh = new.state is not AlertState.INACTIVE and (
-            not same_episode or prev is None or prev.state is not new.state
+        # once per state of an episode (pending, firing); deferred to a later tick past the budget
+        key = (new.fingerprint, new.active_at, new.state)
+        moved = not same_episode or prev is None or prev.state is not new.state
+        fresh = (
+            new.state is not AlertState.INACTIVE
+            and key not in self.done
+            and (moved or EXPLANATION not in notes)
         )
         if fresh and new.active_at is not None and not new.annotations.get("no_data"):
+            if self.spent >= self.budget:
+                return replace(new, annotations={**new.annotations, **notes}) if notes else new
+            self.spent += 1
+            if len(self.done) >= DONE_MAX:
+                self.done.clear()  # forgetting only means analysing an alert's current state again
+            self.done.add(key)
             found = self._explanation(rule, source, new, series, now, lookback, step)
             scope = dict(new.labels)
             if found is not None:
