@@ -262,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .payloads import add_payloads_parser
 
     add_payloads_parser(sub)
+    from .why import add_annotate_parser, add_feedback_parser
+
+    add_annotate_parser(sub)
+    add_feedback_parser(sub)
     from .completion import add_completion_parser
 
     add_completion_parser(sub, build_parser)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import ConfigError
@@ -126,6 +126,7 @@ def main_backtest(args: argparse.Namespace) -> int:
     )
     from ..config import load_settings
     from ..sources.build import build_sources
+    from ..store.markers import list_markers
 
     overrides: dict[str, Any] = {"store": {"url": args.store}} if args.store else {}
     settings = load_settings(args.config, **overrides)
@@ -144,6 +145,7 @@ def main_backtest(args: argparse.Namespace) -> int:
     store = _backtest_store(settings, groups)
     sources = build_sources(settings, store)
     try:
+        markers = list_markers(store, start - timedelta(days=1), end)  # the day before: restarts replay it
         if args.compare:
             from ..backtest.compare import compare_main
 
@@ -157,6 +159,7 @@ def main_backtest(args: argparse.Namespace) -> int:
             record_verdicts=bool(args.plot),
             show_progress=sys.stderr.isatty(),
             jobs=getattr(args, "jobs", None),
+            markers=markers,
         )
     finally:
         for src in {id(s): s for s in sources.values()}.values():
