@@ -124,6 +124,10 @@ READ_ONLY = [
     ["cluster", "status"],
     ["payloads", "audit"],
     ["gate", "--scores", "s", "--baseline", "a", "--candidate", "b"],
+    ["annotate", "list", "--from", "-7d"],
+    ["annotate", "deploy", "--at", "-10m"],
+    ["feedback", "list", "--from", "-30d"],
+    ["feedback", "export", "-o", "-"],
 ]
 
 
