@@ -143,8 +143,8 @@ def rule_query(rule: Rule, engine: Any) -> tuple[str, str | None]:
     """Return (language, text) of what the rule runs: ``promql`` and its expr, or ``sql`` and the SELECT.
 
     The SELECT of a calls/scores rule is the one the SQL source issues for one fetch, compiled for
-    the store's dialect (``engine``: the store's SQLAlchemy engine) with its parameters shown as placeholders (the time range changes on
-    every tick); the rule's ``query`` block is shown beside it.
+    the dialect of ``engine`` (the store's) with its parameters shown as placeholders (the time
+    range changes on every tick); the rule's ``query`` block is shown beside it.
     """
     if rule.expr is not None:
         return "promql", rule.expr
