@@ -264,46 +264,76 @@ def _rule_of(evaluator: Any, name: str) -> tuple[Group, Rule] | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class EpisodeView:
+    """What an alert's chart shows: the verdicts in the window, the window, thresholds and episode."""
+
+    alert: Any
+    verdicts: list[Verdict]
+    """the series' verdicts inside ``start``–``end`` (oldest first)"""
+    history: int
+    """how many verdicts the evaluator keeps for the series (the chart shows a part of them)"""
+    start: datetime
+    end: datetime
+    thresholds: list[Threshold]
+    episode: tuple[float, float | None] | None
+
+
+def episode_view(daemon: DaemonView, fingerprint: str, widen: int = 0) -> EpisodeView | None:
+    """Return what the chart of one alert shows (``widen`` steps wider), or None when unknown."""
+    found = alert_history(daemon, fingerprint)
+    if found is None or not found[1]:
+        return None
+    alert, verdicts, ev = found
+    now = daemon.clock()
+    if alert.last_eval is not None and utc(alert.last_eval) > utc(now):
+        now = alert.last_eval  # a run_once ahead of the clock: its verdicts are still shown
+    grp_rule = _rule_of(ev, alert.rule)
+    step = rule_step(grp_rule[1], grp_rule[0]) if grp_rule is not None else timedelta(minutes=1)
+    start = alert.active_at or alert.fired_at
+    first, last = episode_window(start, alert.resolved_at, now, step, widen)
+    lo, hi = to_epoch(first), to_epoch(last)
+    shown = [v for v in verdicts if lo <= v.ts <= hi] or verdicts[-2:]
+    episode = (
+        (to_epoch(start), to_epoch(alert.resolved_at) if alert.resolved_at is not None else None)
+        if start is not None
+        else None
+    )
+    return EpisodeView(
+        alert,
+        shown,
+        len(verdicts),
+        first,
+        last,
+        thresholds_of(grp_rule[1]) if grp_rule is not None else [],
+        episode,
+    )
+
+
 class AlertChartCache:
     """The last PNGs of each alert, redrawn only when its series has a new verdict (drawing takes ~0.1 s)."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, int], tuple[tuple[int, float, float], bytes]] = {}
+        self._entries: dict[tuple[str, int], tuple[tuple[int, float, float, float], bytes]] = {}
 
     def get(self, daemon: DaemonView, fingerprint: str, widen: int = 0) -> bytes | None:
         """Return the PNG of one alert's episode (``widen`` steps wider), or None when unknown."""
-        found = alert_history(daemon, fingerprint)
-        if found is None or not found[1]:
+        view = episode_view(daemon, fingerprint, widen)
+        if view is None:
             return None
-        alert, verdicts, ev = found
-        now = daemon.clock()
-        if alert.last_eval is not None and utc(alert.last_eval) > utc(now):
-            now = alert.last_eval  # a run_once ahead of the clock: its verdicts are still shown
-        grp_rule = _rule_of(ev, alert.rule)
-        step = rule_step(grp_rule[1], grp_rule[0]) if grp_rule is not None else timedelta(minutes=1)
-        thresholds = thresholds_of(grp_rule[1]) if grp_rule is not None else []
-        start = alert.active_at or alert.fired_at
-        first, last = episode_window(start, alert.resolved_at, now, step, widen)
-        lo, hi = to_epoch(first), to_epoch(last)
-        shown = [v for v in verdicts if lo <= v.ts <= hi] or verdicts[-2:]
-        key = (len(verdicts), verdicts[-1].ts, lo)
+        key = (view.history, view.verdicts[-1].ts, to_epoch(view.start), to_epoch(view.end))
         cache_key = (fingerprint, widen)
         with self._lock:
             hit = self._entries.get(cache_key)
         if hit is not None and hit[0] == key:
             return hit[1]
-        episode = (
-            (to_epoch(start), to_epoch(alert.resolved_at) if alert.resolved_at is not None else None)
-            if start is not None
-            else None
-        )
         png = chart_of(
-            shown,
-            f"{alert.rule} {{{_labels_text(alert.labels)}}}",
-            thresholds=thresholds,
-            episode=episode,
+            view.verdicts,
+            f"{view.alert.rule} {{{_labels_text(view.alert.labels)}}}",
+            thresholds=view.thresholds,
+            episode=view.episode,
         )
         if png is not None:
             with self._lock:

@@ -39,12 +39,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
 from .. import __version__
-from ..core import AlertState, format_duration
+from ..core import AlertState, format_duration, iso
 from ..errors import WatcherError
 from ..notify.markup import safe_url
 from ..rules.schema import Rule
 from .api import SilenceIn, silence_row
-from .charts import MAX_WIDEN, AlertChartCache, RuleChartCache, find_rule, thresholds_of
+from .charts import MAX_WIDEN, AlertChartCache, RuleChartCache, episode_view, find_rule, thresholds_of
 from .data import (
     Redactor,
     active_alerts,
@@ -343,6 +343,8 @@ def add_status_routes(
         sil, err = _safe("reading silences", silences, daemon, now)
         problems += [err] if err else []
         widen = int(extra.pop("widen", 0))
+        view, err = _safe("reading the chart's window", episode_view, daemon, fingerprint, widen)
+        problems += [err] if err else []
         form = extra.pop("form", None) or {
             "matchers": "\n".join(f'{k}="{v}"' for k, v in shown["labels"].items()),
             "duration": "2h",
@@ -359,6 +361,7 @@ def add_status_routes(
             problems=problems,
             widen=widen,
             max_widen=MAX_WIDEN,
+            window=(iso(view.start), iso(view.end), len(view.verdicts), view.history) if view else None,
             durations=SILENCE_DURATIONS,
             form=form,
             admin_enabled=tokens is not None and Scope.ADMIN in tokens.configured,
