@@ -140,8 +140,18 @@ def make_incident(tmp_path: Path, *, read_token: bool = False, steps: int = 110)
     _series(mem, "ErrorRateHigh", {"tenant": "acme"}, acme_errors)
     _series(mem, "ErrorRateHigh", {"tenant": "beta"}, lambda k: (0.07 if k <= 30 else math.nan, ()))
     _series(mem, "LatencyHigh", {"tenant": "acme"}, lambda k: (3.1 if k <= 10 else 1.2 + 0.1 * (k % 3), ()))
-    _series(mem, "SpendSpike", {"tenant": "acme"}, lambda k: (10.0 if k < 3 else 1.0 + 0.25 * ((k * 7) % 5 - 2), ()))
-    _series(mem, "SlowBaseline", {"tenant": "acme"}, lambda k: (50.0 + (k % 7), ()) if k <= MINUTES else (math.nan, ()))
+    _series(
+        mem,
+        "SpendSpike",
+        {"tenant": "acme"},
+        lambda k: (10.0 if k < 3 else 1.0 + 0.25 * ((k * 7) % 5 - 2), ()),
+    )
+    _series(
+        mem,
+        "SlowBaseline",
+        {"tenant": "acme"},
+        lambda k: (50.0 + (k % 7), ()) if k <= MINUTES else (math.nan, ()),
+    )
     store = open_store(f"sqlite:///{tmp_path}/w.db")
     clock = [END - timedelta(minutes=steps)]
     daemon = Daemon(

@@ -336,6 +336,8 @@ def add_status_routes(
         alert, has_rule = found
         problems: list[str] = []
         shown = {**alert_dict(alert, trace_url_of(daemon)), "has_rule": has_rule}
+        if alert.resolved:
+            shown["state"] = "resolved"  # inactive, kept so the resolve can be re-sent
         _, err = _safe("reading mute status", mute_status, daemon, with_thresholds(daemon, [shown]), now)
         problems += [err] if err else []
         history, err = _safe("reading the state history", state_history, daemon, alert)
