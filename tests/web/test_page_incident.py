@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,10 +18,10 @@ from PIL import Image
 from sqlmodel import select
 
 from tests.web.incident import ADMIN_TOKEN, END, READ_TOKEN, SECRETS, Incident, make_incident
-from watcher.core import Labels
+from watcher.core import Labels, Verdict
 from watcher.store.tables import SilenceRow
 from watcher.web.app import build_app
-from watcher.web.charts import Threshold, episode_view, episode_window, promql_threshold
+from watcher.web.charts import Threshold, _with_gaps, episode_view, episode_window, promql_threshold
 from watcher.web.data import parse_filters
 
 SAME_ORIGIN = {"Origin": "http://testserver"}
@@ -113,6 +114,15 @@ def test_alert_chart_zooms_on_the_episode_and_widens(incident: Incident, client:
     page = client.get(f"/alerts/{fp}").text
     assert 'id="widen" href="?widen=1"' in page and "33 of the" in page
     assert client.get(f"/alerts/{fp}?widen=x").status_code == 400
+
+
+def test_chart_breaks_the_line_between_episodes() -> None:
+    on = [Verdict(ts=60.0 * k, value=0.09, anomalous=True) for k in (*range(10), *range(40, 50))]
+    drawn = _with_gaps(on)
+    assert len(drawn) == len(on) + 1
+    gap = drawn[10]
+    assert gap.ts == 600.0 and math.isnan(gap.value) and not gap.anomalous and not gap.ready
+    assert _with_gaps(on[:10]) == on[:10]  # a regular series is left as it is
 
 
 def test_threshold_alerts_show_their_threshold_not_an_empty_band(
@@ -283,7 +293,8 @@ def test_rule_pages_show_the_query_escaped(client: TestClient) -> None:
     text = re.search(r'<pre class="query" id="query">(.*?)</pre>', sql, re.S)
     assert text is not None
     shown = html.unescape(text.group(1))
-    assert shown.startswith("SELECT") and "FROM calls" in shown and "calls.model IN" in shown
+    assert shown.startswith("SELECT") and "FROM calls" in shown and "calls.model IN (" in shown
+    assert "POSTCOMPILE" not in shown
     block = re.search(r'<pre class="query" id="query-block">(.*?)</pre>', sql, re.S)
     assert block is not None and "&#34;agg&#34;: &#34;count&#34;" in block.group(1)
     no_secrets(sql)

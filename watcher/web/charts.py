@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from ..core import Labels, Verdict, from_epoch, to_epoch, utc
@@ -132,12 +133,33 @@ def _runs(ts: Sequence[float], flags: Sequence[bool]) -> list[tuple[float, float
     return runs
 
 
+def _with_gaps(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Return ``verdicts`` with an empty point in each gap longer than 1.5 steps.
+
+    A PromQL comparison has no points while it is false and the evaluator keeps only points it
+    saw: without the break, two episodes would be drawn as one line and one anomalous span.
+    """
+    if len(verdicts) < 3:
+        return list(verdicts)
+    diffs = sorted(b.ts - a.ts for a, b in pairwise(verdicts))
+    step = diffs[len(diffs) // 2]
+    if step <= 0:
+        return list(verdicts)
+    out = [verdicts[0]]
+    for v in verdicts[1:]:
+        if v.ts - out[-1].ts > 1.5 * step:
+            out.append(Verdict(ts=out[-1].ts + step, value=math.nan, ready=False))
+        out.append(v)
+    return out
+
+
 def chart_of(
     verdicts: Sequence[Verdict],
     title: str,
     *,
     thresholds: Sequence[Threshold] = (),
     episode: tuple[float, float | None] | None = None,
+    span: tuple[float, float] | None = None,
 ) -> bytes | None:
     """Return the PNG of ``verdicts``, or None when there are none (or drawing fails; never raises).
 
@@ -145,11 +167,13 @@ def chart_of(
     detector's band is shaded from the expected value to the bound it has); each threshold as a
     red dashed line; anomalous runs in red; warm-up runs (points with a value but no verdict yet)
     in grey; the alert's episode (start, end or None while it lasts) as a thin orange bar on top.
+    ``span`` (Unix seconds) fixes the time axis: a PromQL comparison has no points where it is
+    false, and the chart still shows the context around the episode.
     """
     if not verdicts:
         return None
     try:
-        return _draw(verdicts, title, thresholds, episode)
+        return _draw(verdicts, title, thresholds, episode, span)
     except Exception as exc:  # a chart is decoration: the page renders without it
         log.warning("status page chart failed: %s: %s", type(exc).__name__, exc)
         return None
@@ -160,6 +184,7 @@ def _draw(
     title: str,
     thresholds: Sequence[Threshold],
     episode: tuple[float, float | None] | None,
+    span: tuple[float, float] | None,
 ) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
@@ -168,6 +193,7 @@ def _draw(
     def num(t: float) -> float:
         return float(date2num(from_epoch(t)))  # type: ignore[no-untyped-call]
 
+    verdicts = _with_gaps(verdicts)
     ts = [v.ts for v in verdicts]
     when = [num(t) for t in ts]
     pad = (ts[1] - ts[0]) / 2 if len(ts) > 1 else 30.0
@@ -198,17 +224,19 @@ def _draw(
     warm = [not v.ready and math.isfinite(v.value) for v in verdicts]
     for i, (a, b) in enumerate(_runs(ts, warm)):
         ax.axvspan(num(a - pad), num(b + pad), color="0.5", alpha=0.2, label="warm-up" if i == 0 else None)
+    first, last = span if span is not None else (ts[0] - pad, ts[-1] + pad)
     if episode is not None:
         start, end = episode
         ax.axvspan(
-            num(max(start, ts[0] - pad)),
-            num(min(end if end is not None else ts[-1] + pad, ts[-1] + pad)),
+            num(max(start, first)),
+            num(min(end if end is not None else last, last)),
             ymin=0.97,
             ymax=1.0,
             color="tab:orange",
             label="this episode",
         )
-    ax.set_xlim(when[0] - (num(ts[0] + pad) - when[0]), num(ts[-1] + pad))
+    ax.set_xlim(num(first), num(last))
+    ax.margins(y=0.15)
     locator = AutoDateLocator()  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
@@ -334,6 +362,7 @@ class AlertChartCache:
             f"{view.alert.rule} {{{_labels_text(view.alert.labels)}}}",
             thresholds=view.thresholds,
             episode=view.episode,
+            span=(to_epoch(view.start), to_epoch(view.end)),
         )
         if png is not None:
             with self._lock:
@@ -456,9 +485,14 @@ class RuleChartCache:
             png = pngs.get(index)
         if png is None:
             s = series[index]
+            # a series younger than the span starts where its data does, not as a sliver at the edge
+            first = next((i for i, v in enumerate(s.verdicts) if math.isfinite(v.value)), 0)
+            when = (
+                "last 7 days" if first == 0 else f"since {from_epoch(s.verdicts[first].ts):%Y-%m-%d %H:%M}Z"
+            )
             png = chart_of(
-                s.verdicts,
-                f"{rule.alert} {{{_labels_text(s.labels)}}} — last 7 days",
+                s.verdicts[max(0, first - 1) :],
+                f"{rule.alert} {{{_labels_text(s.labels)}}} — {when}",
                 thresholds=thresholds_of(rule),
             )
             if png is not None:

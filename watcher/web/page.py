@@ -157,7 +157,8 @@ def rule_query(rule: Rule, engine: Any) -> tuple[str, str | None]:
         any_time = datetime(1970, 1, 1, tzinfo=UTC)  # compiled as a placeholder, never shown
         want_traces = rule.traces is None or rule.traces.from_ != "none"
         stmt = _statement(rule, q, engine.dialect.name, any_time, any_time, want_traces)
-        return "sql", str(stmt.compile(dialect=engine.dialect))
+        compiled = stmt.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+        return "sql", str(compiled)
     except Exception as exc:  # the page shows the rule even if its SQL cannot be shown
         log.warning("status page: SQL of %s not shown: %s", rule.alert, type(exc).__name__)
         return "sql", None
@@ -319,7 +320,9 @@ def add_status_routes(
                     "anomalous": s.anomalous_points,
                     "points": s.points,
                     "ready": sum(1 for v in s.verdicts if v.ready),
-                    "warmup": next((v.reason for v in reversed(s.verdicts) if not v.ready and v.reason), ""),
+                    "warmup": next(
+                        (v.reason.removeprefix("warming up: ") for v in reversed(s.verdicts) if v.reason), ""
+                    ),
                 }
                 for s in series
             ],
