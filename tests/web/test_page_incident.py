@@ -384,6 +384,19 @@ def test_silence_form_refuses_bad_posts_with_a_reason(
         assert 'name="token" autocomplete="off" required>' in r.text  # empty again
 
 
+def test_refused_form_tokens_are_counted(client: TestClient, incident: Incident) -> None:
+    def denied() -> float:
+        text = client.get("/metrics").text
+        found = re.search(r'watcher_http_denied_total\{reason="bad_token",scope="admin"\} ([0-9.]+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    before = denied()
+    fp = incident.fingerprint("SpendSpike", tenant="acme")
+    form = {"matchers": 'tenant="acme"', "duration": "1h", "token": "guess"}
+    assert client.post(f"/alerts/{fp}/silence", data=form, headers=SAME_ORIGIN).status_code == 401
+    assert denied() == before + 1
+
+
 def test_silence_form_refuses_json_and_huge_bodies(client: TestClient, incident: Incident) -> None:
     fp = incident.fingerprint("SpendSpike", tenant="acme")
     r = client.post(f"/alerts/{fp}/silence", json={"token": ADMIN_TOKEN}, headers=SAME_ORIGIN)

@@ -203,10 +203,14 @@ def add_api_routes(app: FastAPI, daemon: DaemonView, require: Callable[..., Any]
             matchers = parse_filters(("filter", f) for f in filter or [])
         except ValueError as exc:
             raise HTTPException(400, f"bad filter: {exc}"[:500]) from None
-        alerts = filter_alerts(active_alerts(daemon, wanted), matchers)
-        with store_errors("reading silences"):
-            alerts = mute_status(daemon, with_thresholds(daemon, alerts), now())
-        return redact.deep(_envelope(alerts=alerts))  # type: ignore[no-any-return]
+        alerts = with_thresholds(daemon, filter_alerts(active_alerts(daemon, wanted), matchers))
+        body = _envelope(alerts=alerts)
+        try:
+            mute_status(daemon, alerts, now())
+        except sa.exc.SQLAlchemyError as exc:  # the alerts are still served, without why they are muted
+            log.warning("api: reading silences for the alerts failed: %s", type(exc).__name__)
+            body["warnings"] = ["the store is unavailable: silencedBy/inhibitedBy are missing"]
+        return redact.deep(body)  # type: ignore[no-any-return]
 
     @app.get("/api/v1/rules", tags=["alerts"], dependencies=read, responses={401: {}, 403: {}, 503: {}})
     def list_rules() -> dict[str, Any]:

@@ -259,7 +259,14 @@ def build_app(daemon: DaemonView) -> FastAPI:
     auth = [Depends(require(TokenScope.INGEST))]
     redact = Redactor(daemon.settings)
     add_api_routes(app, daemon, require, redact)
-    add_status_routes(app, daemon, redact, require, tokens)
+    add_status_routes(
+        app,
+        daemon,
+        redact,
+        require,
+        tokens,
+        denied=lambda scope, reason: counters.denied.labels(scope, reason).inc(),
+    )
     add_payload_routes(app, daemon, require, redact)
 
     @app.post(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -192,12 +193,14 @@ def add_status_routes(
     redact: Redactor,
     require: Any = None,
     tokens: TokenTable | None = None,
+    denied: Callable[[str, str], None] | None = None,
 ) -> None:
     """Add the status page, the per-alert and per-rule pages and their chart PNGs to ``app``.
 
     ``require(scope, challenge)`` returns the dependency that admits a request with that scope
     (``app``); None leaves the pages open. ``tokens`` checks the admin token of the silence form
-    (None: the form is refused, 403).
+    (None: the form is refused, 403); ``denied(scope, reason)`` counts a refused token
+    (``watcher_http_denied_total``, as the API counts its refusals).
     """
     read = [Depends(require(Scope.READ, BROWSER_CHALLENGE))] if require is not None else []
     env = make_env()
@@ -407,6 +410,8 @@ def add_status_routes(
         try:
             grant = tokens.check(Scope.ADMIN, "Bearer " + fields.get("token", "").strip())
         except AuthProblem as problem:
+            if denied is not None:
+                denied(Scope.ADMIN.value, problem.reason)
             return alert_page(
                 fingerprint, problem.status, form=form, error=f"silence refused: {problem.detail}"
             )
