@@ -303,7 +303,14 @@ def test_rule_pages_show_the_query_escaped(client: TestClient) -> None:
 def test_rule_page_shows_warm_up_as_warm_up(client: TestClient) -> None:
     page = client.get("/rules/llm-quality/SlowBaseline").text
     assert "No data in the last seven days" not in page
-    assert 'class="badge badge-maintenance warmup">warm-up' in page
+    assert 'class="badge badge-maintenance warmup">warm-up: 30/30 points, 3h/6h history' in page
+    # the index and the rules API say which rules are still warming up
+    rules = {r["name"]: r for g in client.get("/api/v1/rules").json()["data"]["groups"] for r in g["rules"]}
+    assert rules["SlowBaseline"]["warmingUp"] == 1
+    assert rules["SlowBaseline"]["warmUp"] == "warming up: 180/30 points, 3h/6h history"  # 3 h of 6 h
+    assert rules["SpendSpike"]["warmingUp"] == 0 and rules["SpendSpike"]["warmUp"] is None
+    row = re.search(r'<tr class="rule" data-rule="SlowBaseline">(.*?)</tr>', client.get("/").text, re.S)
+    assert row is not None and "warm-up: 1 series</span>" in row.group(1)
 
 
 # --- the silence form -------------------------------------------------------------------------

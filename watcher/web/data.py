@@ -94,7 +94,11 @@ def current_alerts(daemon: DaemonView) -> list[Alert]:
 
 
 def rule_groups(daemon: DaemonView) -> list[dict[str, Any]]:
-    """Return the loaded groups, each with its rules' health, last evaluation, error and alerts."""
+    """Return the loaded groups, each with its rules' health, last evaluation, error and alerts.
+
+    ``warmingUp`` counts the rule's series whose detector has not enough history for a verdict
+    yet (``warmUp``: one of their reasons, e.g. ``warming up: 40/288 points``).
+    """
     rules = getattr(daemon, "rules", None)
     if rules is None:
         return []
@@ -102,6 +106,15 @@ def rule_groups(daemon: DaemonView) -> list[dict[str, Any]]:
     by_rule: dict[tuple[str, str], list[Alert]] = {}
     for a in current_alerts(daemon):
         by_rule.setdefault((a.group, a.rule), []).append(a)
+    warming: dict[tuple[str, str], list[str]] = {}
+    for name, ev in list((getattr(daemon, "evaluators", {}) or {}).items()):
+        latest = getattr(ev, "verdicts", None)
+        for rule_name, per_series in (latest() if callable(latest) else {}).items():
+            reasons = [
+                v.reason for v in per_series.values() if not v.ready and v.reason.startswith("warming up")
+            ]
+            if reasons:
+                warming[(name, rule_name)] = reasons
     out = []
     for lg in rules.groups:
         group = lg.group
@@ -126,6 +139,8 @@ def rule_groups(daemon: DaemonView) -> list[dict[str, Any]]:
                     "state": str(worst),
                     "firing": sum(1 for a in alerts if a.state is AlertState.FIRING),
                     "pending": sum(1 for a in alerts if a.state is AlertState.PENDING),
+                    "warmingUp": len(warming.get((group.name, rule.alert), [])),
+                    "warmUp": next(iter(warming.get((group.name, rule.alert), [])), None),
                 }
             )
         states = {r["health"] for r in rows}
