@@ -231,8 +231,9 @@ def _fingerprint_of(labels: Mapping[str, str]) -> str:
     return Labels(dict(labels)).fingerprint
 
 
-RESERVED_PARAMS = frozenset({"filter", "refresh", "state", "widen", "silenced", "error"})
-"""Query parameters of the alert list that are not label filters."""
+RESERVED_PARAMS = frozenset({"filter", "refresh"})
+"""Query parameters of the alert list that are not label filters (filter those labels with
+``filter=refresh="x"``)."""
 
 
 def parse_filters(params: Iterable[tuple[str, str]]) -> list[Matcher]:

@@ -165,25 +165,29 @@ def rule_query(rule: Rule, engine: Any) -> tuple[str, str | None]:
         return "sql", None
 
 
-def same_origin(request: Request) -> str | None:
+def same_origin(request: Request, external_url: str | None = None) -> str | None:
     """Return why a form post is not from this server's own pages (None when it is).
 
-    ``Origin`` must name this host; a browser that sends none must say ``Sec-Fetch-Site:
-    same-origin`` or send a ``Referer`` on this host. A post with none of them is refused.
+    ``Origin`` must name this host (the request's ``Host``, or that of ``external_url`` when a
+    reverse proxy rewrites it); a browser that sends none must say ``Sec-Fetch-Site:
+    same-origin`` or send a ``Referer`` on such a host. A post with none of them is refused.
     """
-    host = request.headers.get("host", "")
+    hosts = {request.headers.get("host", "")}
+    if external_url:
+        hosts.add(urlsplit(external_url).netloc)
+    hosts.discard("")
     origin = request.headers.get("origin")
     if origin is not None and origin != "null":
         parts = urlsplit(origin)
-        return None if parts.netloc == host and parts.scheme in ("http", "https") else "cross-origin post"
+        return None if parts.netloc in hosts and parts.scheme in ("http", "https") else "cross-origin post"
     if origin == "null":
         return "cross-origin post (Origin: null)"
     site = request.headers.get("sec-fetch-site")
     if site is not None:
-        return None if site in ("same-origin", "none") else f"cross-site post (Sec-Fetch-Site: {site[:20]})"
+        return None if site == "same-origin" else f"cross-site post (Sec-Fetch-Site: {site[:20]})"
     referer = request.headers.get("referer")
     if referer:
-        return None if urlsplit(referer).netloc == host else "cross-origin post (Referer)"
+        return None if urlsplit(referer).netloc in hosts else "cross-origin post (Referer)"
     return "the post says nothing about where it comes from (no Origin, Sec-Fetch-Site or Referer)"
 
 
@@ -387,7 +391,7 @@ def add_status_routes(
 
     @app.post("/alerts/{fingerprint}/silence", include_in_schema=False)
     async def alert_silence(fingerprint: str, request: Request) -> Response:
-        why_not = same_origin(request)
+        why_not = same_origin(request, getattr(daemon.settings, "external_url", None))
         if why_not is not None:
             return bad_request(f"silence refused: {why_not}", 403)
         if (
