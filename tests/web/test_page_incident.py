@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,6 +20,7 @@ from sqlmodel import select
 
 from tests.web.incident import ADMIN_TOKEN, END, READ_TOKEN, SECRETS, Incident, make_incident
 from watcher.core import Labels, Verdict
+from watcher.notify.receivers.slack import silence_url
 from watcher.store.tables import SilenceRow
 from watcher.web.app import build_app
 from watcher.web.charts import Threshold, _with_gaps, episode_view, episode_window, promql_threshold
@@ -450,3 +452,37 @@ def test_pages_need_the_read_token_and_the_form_the_admin_token(tmp_path: Path) 
             assert r.status_code == 403 and "server.admin_token" in r.text and READ_TOKEN not in r.text
     finally:
         inc.daemon.close()
+
+
+def test_new_silence_page_takes_the_slack_button_link(client: TestClient, incident: Incident) -> None:
+    link = silence_url("http://watcher.example", {"alertname": "ErrorRateHigh", "tenant": "beta"})
+    assert link is not None
+    parts = urlsplit(link)
+    page = client.get(f"{parts.path}?{parts.query}")
+    assert page.status_code == 200
+    textarea = re.search(r'<textarea name="matchers"[^>]*>(.*?)</textarea>', page.text, re.S)
+    assert textarea is not None
+    assert html.unescape(textarea.group(1)).splitlines() == ['alertname="ErrorRateHigh"', 'tenant="beta"']
+    assert "<option selected>1h</option>" in page.text
+    assert 'value="silenced from Slack: ErrorRateHigh"' in page.text
+    # the alerts the silence would match are listed
+    assert re.findall(r'<div class="affected" data-fingerprint="(\w+)">', page.text) == [
+        incident.fingerprint("ErrorRateHigh", tenant="beta")
+    ]
+    form = {
+        "matchers": 'alertname="ErrorRateHigh"\ntenant="beta"',
+        "duration": "1h",
+        "comment": "from slack",
+        "token": ADMIN_TOKEN,
+    }
+    made = client.post("/silences/new", data=form, headers=SAME_ORIGIN, follow_redirects=False)
+    assert made.status_code == 303 and made.headers["location"].startswith("/silences/new?created=")
+    sid = made.headers["location"].split("=", 1)[1]
+    assert sid in {s.id for s in _silences(incident)}
+    assert f"Silence <code>{sid}</code> created." in client.get(made.headers["location"]).text
+    refused = client.post("/silences/new", data={**form, "token": "x"}, headers=SAME_ORIGIN)
+    assert refused.status_code == 401 and "bad bearer token" in refused.text
+    assert client.post("/silences/new", data=form).status_code == 403  # no origin
+    bad = client.get("/silences/new", params={"matcher": "<b>nonsense"})
+    assert bad.status_code == 400 and "bad matcher" in bad.text and "<b>nonsense" not in bad.text
+    assert 'href="/silences/new"' in client.get("/").text

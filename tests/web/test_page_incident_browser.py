@@ -27,6 +27,7 @@ from sqlmodel import select
 from tests.conftest import missing_component
 from tests.web.cdp import Browser
 from tests.web.incident import ADMIN_TOKEN, SECRETS, Incident, make_incident
+from watcher.notify.receivers.slack import silence_url
 from watcher.store.tables import SilenceRow
 from watcher.web.app import ServerThread, build_app
 
@@ -241,6 +242,23 @@ def test_silence_from_the_page(
     assert "deploy <b>42</b>" in browser.js("document.getElementById('muted').textContent")  # shown as text
     page_text(browser)
     shot(browser, artifacts, "silence-created.png")
+
+    # the link behind Slack's "Silence" button opens the form prefilled, with the alerts it matches
+    link = silence_url(base, {"alertname": "LatencyHigh", "tenant": "acme"})
+    assert link is not None
+    browser.open(link)
+    assert browser.js("document.querySelector('textarea[name=matchers]').value") == (
+        'alertname="LatencyHigh"\ntenant="acme"'
+    )
+    assert browser.js("document.querySelectorAll('div.affected').length") == 1
+    shot(browser, artifacts, "silence-new-from-slack.png")
+    browser.submit(
+        f"document.querySelector('form.silence input[name=token]').value = '{ADMIN_TOKEN}';"
+        "document.querySelector('form.silence').submit()"
+    )
+    assert browser.js("location.pathname") == "/silences/new"
+    assert browser.js("document.getElementById('silence-created').textContent").startswith("Silence ")
+    assert len([s for s in _silences(inc) if s.id not in before]) == 2
 
     # another origin's page posting the same form is refused: the browser sends its Origin
     attacker = FastAPI()

@@ -4,7 +4,9 @@ This module owns the routes ``/`` (rule groups with health, firing and pending a
 charts, trace links and mute badges, filtered by label, silences, recent notifications, dead
 letters, the last reload error), ``/alerts/{fingerprint}`` (one alert: labels, value and band or
 threshold, trace links, state history, its chart zoomed on the episode, and a form that silences
-it), ``POST /alerts/{fingerprint}/silence`` (that form), ``/rules/{group}/{rule}`` (one rule with
+it), ``POST /alerts/{fingerprint}/silence`` (that form), ``/silences/new`` (the same form on its own,
+prefilled by ``?matcher=…&duration=…&comment=…`` — Slack's "Silence" button — with the alerts it
+would match; ``POST`` creates), ``/rules/{group}/{rule}`` (one rule with
 its query and its seven-day chart per series — the link every notification carries),
 ``/chart/alert/{fingerprint}.png`` and ``/chart/rule/{group}/{rule}/{index}.png``. Templates are
 package data in ``templates/``.
@@ -43,6 +45,7 @@ from .. import __version__
 from ..core import AlertState, format_duration, iso
 from ..errors import WatcherError
 from ..notify.markup import safe_url
+from ..notify.silences import parse_matcher
 from ..rules.schema import Rule
 from .api import SilenceIn, silence_row
 from .charts import MAX_WIDEN, AlertChartCache, RuleChartCache, episode_view, find_rule, thresholds_of
@@ -389,8 +392,11 @@ def add_status_routes(
         created = request.query_params.get("silenced")
         return alert_page(fingerprint, widen=widen, created=created[:64] if created else None)
 
-    @app.post("/alerts/{fingerprint}/silence", include_in_schema=False)
-    async def alert_silence(fingerprint: str, request: Request) -> Response:
+    async def silence_from_form(
+        request: Request, again: Callable[..., HTMLResponse], done: Callable[[str], str]
+    ) -> Response:
+        """Create a silence from a posted form; ``again(status, form=, error=)`` re-renders the form
+        page with the reason (what was typed kept, the token never), ``done(id)`` is where to go."""
         why_not = same_origin(request, getattr(daemon.settings, "external_url", None))
         if why_not is not None:
             return bad_request(f"silence refused: {why_not}", 403)
@@ -410,15 +416,13 @@ def add_status_routes(
             return bad_request("silence refused: the form is not valid UTF-8 form data")
         form = {k: fields.get(k, "") for k in ("matchers", "duration", "createdBy", "comment")}
         if tokens is None:
-            return alert_page(fingerprint, 403, form=form, error="silencing from the page is disabled")
+            return again(403, form=form, error="silencing from the page is disabled")
         try:
             grant = tokens.check(Scope.ADMIN, "Bearer " + fields.get("token", "").strip())
         except AuthProblem as problem:
             if denied is not None:
                 denied(Scope.ADMIN.value, problem.reason)
-            return alert_page(
-                fingerprint, problem.status, form=form, error=f"silence refused: {problem.detail}"
-            )
+            return again(problem.status, form=form, error=f"silence refused: {problem.detail}")
         lines = [x.strip() for x in form["matchers"].splitlines() if x.strip()]
         try:
             silence = SilenceIn(
@@ -431,9 +435,9 @@ def add_status_routes(
             row = silence_row(daemon, silence, now)
         except ValidationError as exc:
             reasons = "; ".join(str(e.get("msg", "")) for e in exc.errors()[:5])
-            return alert_page(fingerprint, 422, form=form, error=f"silence refused: {reasons}")
+            return again(422, form=form, error=f"silence refused: {reasons}")
         except ValueError as exc:
-            return alert_page(fingerprint, 422, form=form, error=f"silence refused: {exc}")
+            return again(422, form=form, error=f"silence refused: {exc}")
         try:
             with daemon.store.session() as s:
                 s.add(row)
@@ -441,9 +445,75 @@ def add_status_routes(
                 text = silence_dict(row, now)["text"]
         except Exception as exc:  # the store is down: say so, keep what was typed
             log.warning("status page: creating a silence failed: %s", type(exc).__name__)
-            return alert_page(fingerprint, 503, form=form, error="the store is unavailable; retry later")
+            return again(503, form=form, error="the store is unavailable; retry later")
         log.info("silence %s created by %s from the status page: %s", row.id, row.created_by or "-", text)
-        return RedirectResponse(f"/alerts/{fingerprint}?{urlencode({'silenced': row.id})}", status_code=303)
+        return RedirectResponse(done(row.id), status_code=303)
+
+    @app.post("/alerts/{fingerprint}/silence", include_in_schema=False)
+    async def alert_silence(fingerprint: str, request: Request) -> Response:
+        return await silence_from_form(
+            request,
+            lambda status, **kw: alert_page(fingerprint, status, **kw),
+            lambda sid: f"/alerts/{fingerprint}?{urlencode({'silenced': sid})}",
+        )
+
+    def new_silence_page(status: int = 200, **extra: Any) -> HTMLResponse:
+        now = daemon.clock()
+        form = extra.pop("form")
+        problems: list[str] = []
+        try:
+            matchers = [parse_matcher(x) for x in form["matchers"].splitlines() if x.strip()]
+        except ValueError:
+            matchers = []
+        affected: list[dict[str, Any]] = []
+        if matchers:
+            alerts, err = _safe("reading alerts", active_alerts, daemon)
+            problems += [err] if err else []
+            affected = filter_alerts(alerts, matchers)
+        durations = list(SILENCE_DURATIONS)
+        if form["duration"] and form["duration"] not in durations:
+            durations.insert(0, form["duration"])
+        return page(
+            "silence_new.html",
+            status=status,
+            now=now.isoformat(),
+            form=form,
+            durations=durations,
+            affected=affected,
+            problems=problems,
+            admin_enabled=tokens is not None and Scope.ADMIN in tokens.configured,
+            **extra,
+        )
+
+    @app.get("/silences/new", include_in_schema=False, dependencies=read)
+    def silence_new(request: Request) -> HTMLResponse:
+        """The new-silence form, prefilled by ``?matcher=…&duration=…&comment=…`` (Slack's button)."""
+        q = request.query_params
+        lines = [m for m in q.getlist("matcher") if m.strip()][:50]
+        form = {
+            "matchers": "\n".join(lines),
+            "duration": (q.get("duration") or "2h")[:32],
+            "createdBy": (q.get("createdBy") or "")[:128],
+            "comment": (q.get("comment") or "")[:4096],
+        }
+        bad = []
+        for line in lines:
+            try:
+                parse_matcher(line)
+            except ValueError as exc:
+                bad.append(str(exc))
+        created = q.get("created")
+        if bad:
+            return new_silence_page(400, form=form, error="; ".join(bad)[:500])
+        return new_silence_page(form=form, created=created[:64] if created else None)
+
+    @app.post("/silences/new", include_in_schema=False)
+    async def silence_new_post(request: Request) -> Response:
+        return await silence_from_form(
+            request,
+            lambda status, **kw: new_silence_page(status, **kw),
+            lambda sid: f"/silences/new?{urlencode({'created': sid})}",
+        )
 
     @app.get("/chart/alert/{fingerprint}.png", include_in_schema=False, dependencies=read)
     def alert_png(fingerprint: str, widen: int = 0) -> Response:
