@@ -13,7 +13,8 @@ This module owns the FastAPI app (``build_app``) and running it on a background 
   is a 4xx with a reason; a store failure is 503. The OpenAPI document is at ``/openapi.json``.
 - ``GET /api/v1/alerts|rules|silences``, ``POST /api/v1/silences``, ``DELETE /api/v1/silences/{id}``
   (``statusapi``; writes need scope ``admin``: ``server.admin_token``, unset: 403).
-- ``GET /``, ``/rules/{group}/{rule}`` and their chart PNGs: the status page (``page``).
+- ``GET /``, ``/alerts/{fingerprint}``, ``/rules/{group}/{rule}`` and their chart PNGs, and the
+  silence form ``POST /alerts/{fingerprint}/silence`` (admin token, same origin): the status page (``page``).
 - ``GET /api/v1/payloads/{trace_id}``: captured prompts/responses, scope ``payload_read`` only,
   every read audited (``payloads``).
 - ``POST/GET /api/v1/annotations``: release markers (``web.annotations``; writes: ``admin`` or
@@ -265,7 +266,14 @@ def build_app(daemon: DaemonView) -> FastAPI:
     auth = [Depends(require(TokenScope.INGEST))]
     redact = Redactor(daemon.settings)
     add_api_routes(app, daemon, require, redact)
-    add_status_routes(app, daemon, redact, require)
+    add_status_routes(
+        app,
+        daemon,
+        redact,
+        require,
+        tokens,
+        denied=lambda scope, reason: counters.denied.labels(scope, reason).inc(),
+    )
     add_payload_routes(app, daemon, require, redact)
     add_annotation_routes(app, daemon.store, now, require)
     add_feedback_routes(app, daemon.store, now, require, lambda: current_alerts(daemon))
