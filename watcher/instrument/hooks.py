@@ -23,16 +23,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import sqlalchemy as sa
 from opentelemetry import trace
 from opentelemetry.trace import Tracer, TracerProvider
-from prometheus_client import REGISTRY, CollectorRegistry
 
-from ..store.tables import Call, Payload, Score
 from .finisher import FINISHER, FinisherStats, register_at_exit
-from .metrics import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS, LLMMetrics, metrics_for
+from .labels import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS
 from .pricing import load_pricing
 from .record import CallRecord
 from .redact import DEFAULT_REDACTOR, Redactor
@@ -42,20 +39,53 @@ from .writer import StoreWriter, WriterStats
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import LLMMetrics
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
 TRACER_NAME: Final = "watcher.instrument"
 
-_CALLS = cast(sa.Table, Call.__table__)  # type: ignore[attr-defined]
-_SCORES = cast(sa.Table, Score.__table__)  # type: ignore[attr-defined]
-_PAYLOADS = cast(sa.Table, Payload.__table__)  # type: ignore[attr-defined]
+# Table names, not tables: the writer resolves them, so the ORM is imported only with a store.
+_CALLS: Final = "calls"
+_SCORES: Final = "scores"
+_PAYLOADS: Final = "payloads"
 _LIMITS: Final[dict[str, dict[str, int]]] = {
-    t.name: {c.name: getattr(c.type, "length", 0) for c in t.columns if getattr(c.type, "length", None)}
-    for t in (_CALLS, _SCORES, _PAYLOADS)
+    "calls": {
+        "trace_id": 64,
+        "span_id": 32,
+        "provider": 64,
+        "model": 128,
+        "operation": 32,
+        "tenant": 128,
+        "feature": 128,
+        "user_id": 128,
+        "prompt_version": 64,
+        "conversation_id": 128,
+        "finish_reason": 32,
+        "outcome": 16,
+        "error_type": 128,
+    },
+    "scores": {
+        "trace_id": 64,
+        "name": 128,
+        "label": 128,
+        "source": 16,
+        "evaluator": 128,
+        "tenant": 128,
+        "feature": 128,
+        "model": 128,
+        "eval_run": 128,
+    },
+    "payloads": {"trace_id": 64},
 }
+"""The string columns' lengths of ``store.tables`` (a test checks they agree)."""
 MAX_PAYLOAD_CHARS: Final = 32_000
+GLOBAL_REGISTRY: Final = "global"
+"""The registry setting meaning prometheus_client's global ``REGISTRY``, imported on first use."""
 
 
 class CallObserver(Protocol):
@@ -78,7 +108,7 @@ class _State:
     writer: StoreWriter | None = None
     owns_writer: bool = False
     tracer: Tracer = field(default_factory=lambda: trace.get_tracer(TRACER_NAME))
-    registry: CollectorRegistry | None = REGISTRY
+    registry: CollectorRegistry | str | None = GLOBAL_REGISTRY
     clock: Clock = _utcnow
     timer: Callable[[], float] = time.perf_counter
     capture_calls: bool = True
@@ -95,7 +125,15 @@ class _State:
     def metrics(self) -> LLMMetrics | None:
         """Return the metrics of the configured registry (created on first use), or None if off."""
         if self._metrics is None and self.registry is not None:
-            self._metrics = metrics_for(self.registry, self.labels, self.label_limit)
+            # prometheus_client loads here, with the first metric, not with `import watcher.instrument`
+            from .metrics import metrics_for
+
+            registry = self.registry
+            if isinstance(registry, str):
+                from prometheus_client import REGISTRY
+
+                registry = REGISTRY
+            self._metrics = metrics_for(registry, self.labels, self.label_limit)
         return self._metrics
 
     def scrub(self, text: str | None) -> str | None:
@@ -167,7 +205,7 @@ def configure(
         writer=writer,
         owns_writer=owns,
         tracer=tracer,
-        registry=(registry or REGISTRY) if metrics else None,
+        registry=(registry or GLOBAL_REGISTRY) if metrics else None,
         clock=clock or _utcnow,
         timer=time.perf_counter if clock is None else (lambda: clock().timestamp()),
         capture_calls=capture_calls,

@@ -41,7 +41,9 @@ class CallRecord:
     """One model call as the application fills it in inside ``llm_call``.
 
     Set what the response tells you: ``response_model``, ``input_tokens``, ``output_tokens``,
-    ``cached_tokens``, ``reasoning_tokens``, ``finish_reason``, ``response_id``, ``refused``;
+    ``cached_tokens`` (cache reads), ``cache_creation_tokens`` (cache writes; both are part of
+    ``input_tokens``), ``reasoning_tokens``, ``finish_reason``, ``response_id``, ``refused``;
+    ``conversation_id`` (``gen_ai.conversation.id``) ties the calls of one session;
     call ``first_token()`` when the first content arrives (or set ``ttft_s``); set ``cost_usd`` to
     override the price table and ``duration_s`` to override the measured duration.
     ``trace_id``/``span_id`` are read-only hex strings, valid from the start of the call. The
@@ -61,9 +63,11 @@ class CallRecord:
         "_timer",
         "_trace_id",
         "_ts",
+        "cache_creation_tokens",
         "cached_tokens",
         "confidence",
         "context",
+        "conversation_id",
         "duration_s",
         "error_type",
         "feature",
@@ -116,7 +120,9 @@ class CallRecord:
         self.input_tokens: int = 0
         self.output_tokens: int = 0
         self.cached_tokens: int = 0
+        self.cache_creation_tokens: int = 0
         self.reasoning_tokens: int = 0
+        self.conversation_id: str | None = None
         self.tokens_estimated = False
         self.finish_reason: str | None = None
         self.response_id: str | None = None
@@ -212,6 +218,10 @@ class CallRecord:
             self.cached_tokens = _count(self.cached_tokens)
         if not _is_count(self.reasoning_tokens):
             self.reasoning_tokens = _count(self.reasoning_tokens)
+        if not _is_count(self.cache_creation_tokens):
+            self.cache_creation_tokens = _count(self.cache_creation_tokens)
+        if self.conversation_id is not None and type(self.conversation_id) is not str:
+            self.conversation_id = str(self.conversation_id)
         if self.ttft_s is not None:
             self.ttft_s = _seconds(self.ttft_s)
         self.duration_s = _seconds(self.duration_s)
@@ -244,6 +254,8 @@ class CallRecord:
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cache_creation_tokens": self.cache_creation_tokens,
+            "conversation_id": self.conversation_id,
             "tokens_estimated": bool(self.tokens_estimated),
             "cost_usd": cost,
             "cost_known": known,
@@ -258,13 +270,13 @@ class CallRecord:
         if self._price is not None:
             return self._price
         model = self.response_model or self.model
-        tokens = tuple(
+        inp, out, cached, write = (
             v if _is_count(v) else _count(v)
-            for v in (self.input_tokens, self.output_tokens, self.cached_tokens)
+            for v in (self.input_tokens, self.output_tokens, self.cached_tokens, self.cache_creation_tokens)
         )
-        cost, known = priced_cost(model, *tokens)
+        cost, known = priced_cost(model, inp, out, cached, write, provider=self.provider, at=self.ts)
         if not known and model != self.model:
-            cost, known = priced_cost(self.model, *tokens)
+            cost, known = priced_cost(self.model, inp, out, cached, write, provider=self.provider, at=self.ts)
         return cost, known
 
     def __repr__(self) -> str:

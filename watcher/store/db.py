@@ -74,12 +74,22 @@ def _v5_alert_surprise(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE alerts ADD COLUMN surprise FLOAT")
 
 
+def _v9_call_cache_writes(conn: Connection) -> None:
+    """Add ``calls.cache_creation_tokens`` and ``calls.conversation_id`` (GenAI conventions, issue #20)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("calls")}
+    if "cache_creation_tokens" not in have:
+        conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0")
+    if "conversation_id" not in have:
+        conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN conversation_id VARCHAR(128)")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
     3: _v3_outbox_key_index,
     4: _v4_payload_access,
     5: _v5_alert_surprise,
+    9: _v9_call_cache_writes,  # 6-8 are assigned to parallel work
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

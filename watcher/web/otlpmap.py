@@ -76,6 +76,7 @@ TENANT: Final = ("watcher.tenant", "traceloop.association.properties.tenant")
 FEATURE: Final = ("watcher.feature", "traceloop.association.properties.feature")
 USER: Final = ("user.id", "enduser.id", "traceloop.association.properties.user_id")
 PROMPT_VERSION: Final = ("watcher.prompt_version", "llm.prompt_template.version")
+CONVERSATION: Final = ("gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id")
 FIRST_CHUNK_EVENTS: Final = frozenset({"gen_ai.content.completion.chunk", "First Token Stream Event"})
 """Span events whose first occurrence marks the first chunk of a stream (OpenLLMetry, OpenInference)."""
 
@@ -317,8 +318,10 @@ def call_row(
     response_model = clean(first(attrs, RESPONSE_MODEL), 128)
     model = request_model or response_model or ""
     metadata = _json_object(context.get("metadata"))  # OpenInference `using_metadata`
+    provider = (clean(first(attrs, PROVIDER), 64) or "").lower()
     input_tokens = count(first(attrs, INPUT_TOKENS)) or 0
     cached = count(first(attrs, CACHE_READ_TOKENS)) or 0
+    created = count(first(attrs, CACHE_CREATION_TOKENS)) or 0
     output_tokens = count(first(attrs, OUTPUT_TOKENS)) or 0
     end = span.end_time_unix_nano
     duration = (end - span.start_time_unix_nano) / 1e9 if end >= span.start_time_unix_nano else None
@@ -332,14 +335,15 @@ def call_row(
     if explicit_cost is not None and attrs.get("watcher.cost_known") is not False:
         cost, known = explicit_cost, True
     else:
-        cost, known = cost_usd(response_model or model, input_tokens, output_tokens, cached)
+        tokens = (input_tokens, output_tokens, cached, created)
+        cost, known = cost_usd(response_model or model, *tokens, provider=provider, at=ts)
         if not known and response_model and request_model and response_model != request_model:
-            cost, known = cost_usd(request_model, input_tokens, output_tokens, cached)
+            cost, known = cost_usd(request_model, *tokens, provider=provider, at=ts)
     return {
         "trace_id": trace_id,
         "span_id": span_id,
         "ts": ts,
-        "provider": (clean(first(attrs, PROVIDER), 64) or "").lower(),
+        "provider": provider,
         "model": model,
         "operation": op[:32],
         "tenant": clean(first(context, TENANT) or metadata.get("tenant"), 128) or "",
@@ -350,6 +354,8 @@ def call_row(
         "output_tokens": output_tokens,
         "cached_tokens": min(cached, input_tokens) if input_tokens else cached,
         "reasoning_tokens": count(first(attrs, REASONING_TOKENS)) or 0,
+        "cache_creation_tokens": created,
+        "conversation_id": clean(first(context, CONVERSATION), 128),
         "tokens_estimated": attrs.get("watcher.tokens_estimated") is True,
         "cost_usd": cost,
         "cost_known": known,
