@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from .metrics import LLMMetrics
+    from .otelmetrics import GenAIMeters
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,10 @@ class _State:
     labels: tuple[str, ...] = DEFAULT_LABELS
     label_limit: int = DEFAULT_LABEL_LIMIT
     _metrics: LLMMetrics | None = None
+    otel_metrics: bool = True
+    meter_provider: Any = None
+    """None: OpenTelemetry's global meter provider (a no-op until the application sets one)."""
+    _meters: GenAIMeters | None = None
 
     def metrics(self) -> LLMMetrics | None:
         """Return the metrics of the configured registry (created on first use), or None if off."""
@@ -135,6 +140,14 @@ class _State:
                 registry = REGISTRY
             self._metrics = metrics_for(registry, self.labels, self.label_limit)
         return self._metrics
+
+    def meters(self) -> GenAIMeters | None:
+        """Return the OpenTelemetry GenAI histograms (created on first use), or None if off."""
+        if self._meters is None and self.otel_metrics:
+            from .otelmetrics import GenAIMeters
+
+            self._meters = GenAIMeters(self.meter_provider)
+        return self._meters
 
     def scrub(self, text: str | None) -> str | None:
         """Return ``text`` cut to ``MAX_PAYLOAD_CHARS`` and redacted (unless redaction is off)."""
@@ -177,6 +190,8 @@ def configure(
     pricing: str | Path | None = None,
     observer: CallObserver | None = None,
     evaluation_events: bool = False,
+    meter_provider: Any = None,
+    otel_metrics: bool = True,
 ) -> None:
     """Set the process-wide hook state; a previous configuration's own writer is closed.
 
@@ -191,6 +206,8 @@ def configure(
     ``pricing`` is a YAML file merged over the shipped prices. ``observer`` (the online
     evaluator) is offered every finished call. ``evaluation_events`` adds a
     ``gen_ai.evaluation.result`` span event per ``record_score`` on the current span.
+    ``otel_metrics`` records the conventions' ``gen_ai.client.token.usage`` and
+    ``gen_ai.client.operation.duration`` histograms on ``meter_provider`` (default: the global one).
     """
     global _state
     if writer is None and store is not None:
@@ -209,6 +226,8 @@ def configure(
         clock=clock or _utcnow,
         timer=time.perf_counter if clock is None else (lambda: clock().timestamp()),
         capture_calls=capture_calls,
+        otel_metrics=otel_metrics,
+        meter_provider=meter_provider,
         emit_gen_ai_system=emit_gen_ai_system,
         capture_content=capture_content,
         redactor=redactor,

@@ -107,6 +107,7 @@ class CallRecord:
         span_id: str,
         ts: datetime | float,
         timer: Callable[[], float],
+        conversation_id: str | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
@@ -122,7 +123,7 @@ class CallRecord:
         self.cached_tokens: int = 0
         self.cache_creation_tokens: int = 0
         self.reasoning_tokens: int = 0
-        self.conversation_id: str | None = None
+        self.conversation_id = conversation_id
         self.tokens_estimated = False
         self.finish_reason: str | None = None
         self.response_id: str | None = None

@@ -32,12 +32,16 @@ RESTORE_MARK: Final = "__watcher_restore__"
 _MISSING: Final = object()
 _NO_ATTRIBUTION: Final[Mapping[str, Any]] = MappingProxyType({})
 _attribution: ContextVar[Mapping[str, Any]] = ContextVar("watcher_attribution", default=_NO_ATTRIBUTION)
-_ATTRIBUTION_KEYS: Final = frozenset({"tenant", "feature", "user_id", "prompt_version", "labels", "context"})
+_ATTRIBUTION_KEYS: Final = frozenset(
+    {"tenant", "feature", "user_id", "prompt_version", "conversation_id", "labels", "context"}
+)
 
 
 @contextmanager
 def attribution(**values: Any) -> Iterator[None]:
     """Attribute the wrapped calls made inside the block: tenant, feature, user_id, prompt_version, labels.
+
+    ``conversation_id`` ties the calls of one session or thread (``gen_ai.conversation.id``).
 
     ``context`` (the retrieved passages, a list of strings) is given to the online evaluator's
     groundedness heuristic. Nested blocks inherit and override: ``with attribution(tenant="acme"):``.
@@ -51,6 +55,21 @@ def attribution(**values: Any) -> Iterator[None]:
         yield
     finally:
         _attribution.reset(token)
+
+
+def server_of(client: Any) -> tuple[str, int | None] | None:
+    """Return the host and port of an SDK client's ``base_url`` (None when it has none)."""
+    try:
+        url = getattr(client, "base_url", None)
+        host = getattr(url, "host", None)
+        if not host:
+            return None
+        port = getattr(url, "port", None)
+        if port is None:
+            port = {"https": 443, "http": 80}.get(str(getattr(url, "scheme", "")))
+        return str(host), (int(port) if port is not None else None)
+    except Exception:  # an unusual client: no server attributes, never an error
+        return None
 
 
 def get(obj: Any, *path: str) -> Any:
@@ -84,6 +103,8 @@ class WrapSpec:
     """Fill the record from one stream item (first token, text, usage, finish reason)."""
     prepare: Callable[[dict[str, Any]], None] | None = None
     """Adjust the request keyword arguments in place before the call (e.g. ask for usage)."""
+    server: tuple[str, int | None] | None = None
+    """The client's endpoint (``server.address``, ``server.port``)."""
 
 
 def _wants() -> tuple[bool, bool]:
@@ -110,9 +131,11 @@ def _begin(spec: WrapSpec, kwargs: dict[str, Any]) -> tuple[_LLMCall, bool]:
             attrib.get("feature", ""),
             attrib.get("user_id"),
             attrib.get("prompt_version"),
+            attrib.get("conversation_id"),
         ),
         functools.partial(spec.params, kwargs),  # read on the finisher's thread
         labels or {},
+        spec.server,
     )
     return call, kwargs.get("stream") is True
 
