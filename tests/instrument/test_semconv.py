@@ -140,3 +140,101 @@ def test_otel_metrics_can_be_turned_off(
     finally:
         instrument.reset()
         meters.shutdown()
+
+
+TOOL_MESSAGES = [
+    {"role": "system", "content": "You answer briefly."},
+    {"role": "user", "content": "Mail jane@example.com the weather in Paris"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris", "cc": "jane@example.com"}',
+                },
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "rainy, 14 C; ask bob@example.org"},
+]
+
+
+def test_captured_messages_keep_roles_and_tool_calls_redacted(
+    writer: StoreWriter, provider: Any, stub: StubServer, exporter: InMemorySpanExporter
+) -> None:
+    import json
+
+    instrument.configure(writer=writer, tracer_provider=provider, capture_content=True, metrics=False)
+    try:
+        with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as client:
+            instrument.instrument_openai(client)
+            client.chat.completions.create(model="gpt-4o-mini", messages=TOOL_MESSAGES)
+    finally:
+        instrument.reset()
+    [span] = exporter.get_finished_spans()
+    a = dict(span.attributes or {})
+    sent = json.loads(str(a[attr.GEN_AI_INPUT_MESSAGES]))
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    assert sent[0]["parts"] == [{"type": "text", "content": "You answer briefly."}]
+    [call] = sent[2]["parts"]
+    assert (call["type"], call["id"], call["name"]) == ("tool_call", "call_1", "get_weather")
+    assert '"city": "Paris"' in call["arguments"]
+    [answer] = sent[3]["parts"]
+    assert (answer["type"], answer["id"]) == ("tool_call_response", "call_1")
+    text = json.dumps(sent)
+    assert "jane@example.com" not in text and "bob@example.org" not in text and "[EMAIL]" in text
+    got = json.loads(str(a[attr.GEN_AI_OUTPUT_MESSAGES]))
+    assert got == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "The answer is forty-two."}],
+            "finish_reason": "stop",
+        }
+    ]
+
+
+def test_output_tool_calls_and_anthropic_blocks() -> None:
+    from watcher.instrument.messages import anthropic_input, anthropic_output, openai_output, redacted_json
+
+    response = {
+        "choices": [
+            {
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "c9", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}],
+                },
+            }
+        ]
+    }
+    [out] = openai_output(response) or []
+    assert out["finish_reason"] == "tool_calls"
+    assert out["parts"] == [{"type": "tool_call", "id": "c9", "name": "lookup", "arguments": '{"q": "x"}'}]
+    request = {
+        "system": "Be brief.",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi"}, {"type": "image", "source": {"data": "AAAA"}}],
+            },
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42"}]},
+        ],
+    }
+    messages = anthropic_input(request) or []
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool"]
+    assert messages[1]["parts"][1] == {"type": "image"}  # the kind, not the data
+    assert messages[2]["parts"][0]["arguments"] == {"a": 1}
+    assert '"arguments": "{\\"a\\": 1}"' in redacted_json(messages, lambda t: t)
+    reply = {"content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn"}
+    assert anthropic_output(reply) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "ok"}], "finish_reason": "end_turn"}
+    ]

@@ -51,6 +51,24 @@ def _messages_attr(role: str, text: str) -> str:
     return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}], ensure_ascii=False)
 
 
+def _messages_json(
+    state: _State, rec: CallRecord, prompt: str | None, response: str | None
+) -> tuple[str | None, str | None]:
+    """Return the redacted input and output messages as JSON (structured when the wrapper read them)."""
+    from .messages import redacted_json
+
+    scrub = state.scrub
+    if rec.input_messages is not None:
+        in_json: str | None = redacted_json(rec.input_messages, scrub)
+    else:
+        in_json = None if prompt is None else _messages_attr("user", prompt)
+    if rec.output_messages is not None:
+        out_json: str | None = redacted_json(rec.output_messages, scrub)
+    else:
+        out_json = None if response is None else _messages_attr("assistant", response)
+    return in_json, out_json
+
+
 class _LLMCall(ContextDecorator):
     """The context manager behind ``llm_call``; a fresh copy runs for each decorated call."""
 
@@ -211,13 +229,19 @@ class _LLMCall(ContextDecorator):
             if settle:
                 self._settle(state, rec, exc)
             capture = state.capture_calls and state.writer is not None
-            content = state.capture_content and (rec.prompt is not None or rec.response is not None)
-            prompt = response = None
+            content = state.capture_content and (
+                rec.prompt is not None
+                or rec.response is not None
+                or rec.input_messages is not None
+                or rec.output_messages is not None
+            )
+            prompt = response = in_json = out_json = None
             if content:
                 prompt, response = state.scrub(rec.prompt), state.scrub(rec.response)
+                in_json, out_json = _messages_json(state, rec, prompt, response)
             if span is not None:
                 try:
-                    self._annotate(span, rec, exc, prompt, response)
+                    self._annotate(span, rec, exc, in_json, out_json)
                 except Exception as err:
                     _note_error("span attributes", err)
             metrics = state.metrics()
@@ -271,8 +295,8 @@ class _LLMCall(ContextDecorator):
         span: trace.Span,
         rec: CallRecord,
         exc: BaseException | None,
-        prompt: str | None,
-        response: str | None,
+        input_messages: str | None,
+        output_messages: str | None,
     ) -> None:
         if not span.is_recording():
             return
@@ -324,10 +348,10 @@ class _LLMCall(ContextDecorator):
             values[attr.GEN_AI_RESPONSE_FINISH_REASONS] = (rec.finish_reason,)
         if rec.response_id:
             values[attr.GEN_AI_RESPONSE_ID] = rec.response_id
-        if prompt is not None:
-            values[attr.GEN_AI_INPUT_MESSAGES] = _messages_attr("user", prompt)
-        if response is not None:
-            values[attr.GEN_AI_OUTPUT_MESSAGES] = _messages_attr("assistant", response)
+        if input_messages is not None:
+            values[attr.GEN_AI_INPUT_MESSAGES] = input_messages
+        if output_messages is not None:
+            values[attr.GEN_AI_OUTPUT_MESSAGES] = output_messages
         span.set_attributes(values)
         if exc is not None:
             span.set_attribute(attr.ERROR_TYPE, type(exc).__name__)

@@ -51,8 +51,10 @@ class CallRecord:
     on the writer's thread.
 
     For payload capture and online evaluation set ``prompt``, ``response`` and ``context`` (the
-    retrieved passages); ``flagged`` and ``confidence`` steer the evaluation sampler; ``labels``
-    holds values for configured extra metric labels beyond tenant and feature.
+    retrieved passages); ``input_messages``/``output_messages`` (the conventions' structure, roles
+    and tool calls) go on the span, redacted, when content capture is on; ``flagged`` and
+    ``confidence`` steer the evaluation sampler; ``labels`` holds values for configured extra
+    metric labels beyond tenant and feature.
     """
 
     __slots__ = (
@@ -73,11 +75,13 @@ class CallRecord:
         "feature",
         "finish_reason",
         "flagged",
+        "input_messages",
         "input_tokens",
         "labels",
         "model",
         "operation",
         "outcome",
+        "output_messages",
         "output_tokens",
         "prompt",
         "prompt_version",
@@ -136,6 +140,8 @@ class CallRecord:
         self.prompt: str | None = None
         self.response: str | None = None
         self.context: list[str] | None = None
+        self.input_messages: list[dict[str, Any]] | None = None
+        self.output_messages: list[dict[str, Any]] | None = None
         self.flagged = False
         self.confidence: float | None = None
         self._cost: float | None = None

@@ -105,6 +105,10 @@ class WrapSpec:
     """Adjust the request keyword arguments in place before the call (e.g. ask for usage)."""
     server: tuple[str, int | None] | None = None
     """The client's endpoint (``server.address``, ``server.port``)."""
+    input_messages: Callable[[Mapping[str, Any]], list[dict[str, Any]] | None] | None = None
+    """Request keyword arguments → the conventions' input messages (content capture only)."""
+    output_messages: Callable[[Any], list[dict[str, Any]] | None] | None = None
+    """A non-streamed response → the conventions' output messages (content capture only)."""
 
 
 def _wants() -> tuple[bool, bool]:
@@ -175,6 +179,13 @@ def _deliver(
     """Record a typed result and end the call, or wrap a stream so that it ends the call."""
 
     def prompt() -> str | None:
+        # Called on the finisher's thread when the prompt is wanted: the structured messages too.
+        rec = call.record
+        if spec.input_messages is not None and rec is not None and hooks._state.capture_content:
+            try:
+                rec.input_messages = spec.input_messages(kwargs)
+            except Exception as exc:
+                _note_error("request messages", exc)
         try:
             return spec.prompt(kwargs)
         except Exception as exc:
@@ -200,6 +211,11 @@ def _fill(
 ) -> None:
     """Read a typed result into the record (on the finisher's thread)."""
     spec.on_response(rec, result)
+    if spec.output_messages is not None and hooks._state.capture_content:
+        try:
+            rec.output_messages = spec.output_messages(result)
+        except Exception as exc:
+            _note_error("response messages", exc)
     if not want_text:
         rec.response = None
     if want_prompt and rec.prompt is None:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from .managers import wrap_stream_helper
+from .messages import anthropic_input, anthropic_output
 from .record import CallRecord
 from .streams import StreamState
 from .wrap import WrapSpec, get, patch, rebuild_variants, server_of, unpatch
@@ -106,7 +107,16 @@ def _item(rec: CallRecord, event: Any, state: StreamState) -> None:
 
 def messages_spec(provider: str = "anthropic") -> WrapSpec:
     """Return the spec of ``messages.create``."""
-    return WrapSpec(provider, "chat", _params, _prompt, _response, _item)
+    return WrapSpec(
+        provider,
+        "chat",
+        _params,
+        _prompt,
+        _response,
+        _item,
+        input_messages=anthropic_input,
+        output_messages=anthropic_output,
+    )
 
 
 _VARIANTS: Final = ("with_raw_response", "with_streaming_response")

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Final
 
+from .messages import openai_input, openai_output
 from .record import CallRecord
 from .streams import StreamState
 from .wrap import WrapSpec, get, patch, rebuild_variants, server_of, unpatch
@@ -191,6 +192,8 @@ def chat_spec(provider: str = "openai", *, include_usage: bool = False) -> WrapS
         _chat_response,
         _chat_item,
         _include_usage if include_usage else None,
+        input_messages=openai_input,
+        output_messages=openai_output,
     )
 
 
