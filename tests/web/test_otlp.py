@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import SecretStr
 
 from watcher.config import ServerSettings
+from watcher.instrument.pricing import cost_usd
 from watcher.selfmetrics import SelfMetrics
 from watcher.server import ServerThread, build_app
 from watcher.store.db import Store, open_store
@@ -313,8 +314,41 @@ OPENINFERENCE = {
             [],
             {"cost_known": True, "cost_usd": 0.5, "tenant": "hooks"},
         ),
+        (
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.request.model": "claude-sonnet-4-20250514",
+                "gen_ai.usage.input_tokens": 10_000,
+                "gen_ai.usage.cache_read.input_tokens": 2_000,
+                "gen_ai.usage.cache_creation.input_tokens": 5_000,
+                "gen_ai.usage.output_tokens": 100,
+                "gen_ai.conversation.id": "conv-1",
+            },
+            [],
+            {
+                "cache_creation_tokens": 5_000,
+                "cached_tokens": 2_000,
+                "conversation_id": "conv-1",
+                # 3k fresh, 2k read from the cache, 5k written to it, 100 out: each at its rate
+                "cost_usd": pytest.approx(cost_usd("claude-sonnet-4-20250514", 10_000, 100, 2_000, 5_000)[0]),
+            },
+        ),
+        (
+            {**OPENINFERENCE, "session.id": "s-9", "llm.token_count.prompt_details.cache_write": 3},
+            [],
+            {"conversation_id": "s-9", "cache_creation_tokens": 3},
+        ),
     ],
-    ids=["openllmetry-old-names", "openinference", "embeddings", "unknown-model", "hooks-cost"],
+    ids=[
+        "openllmetry-old-names",
+        "openinference",
+        "embeddings",
+        "unknown-model",
+        "hooks-cost",
+        "cache-writes",
+        "openinference-session",
+    ],
 )
 def test_attribute_dialects(
     client: TestClient, store: Store, attributes: dict[str, Any], events: list[Any], expected: dict[str, Any]
