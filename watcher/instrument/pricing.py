@@ -122,7 +122,7 @@ PRICES: dict[str, Price] = {}
 """The user's prices by exact name (aliases included); the maintained table is consulted after it."""
 _lock = threading.Lock()
 _FOUND: dict[tuple[str, str], Any] = {}  # (provider, model) → genai-prices ModelInfo, or None: unknown
-_CONVERTED: dict[int, Price] = {}  # id(ModelPrice) → Price (the table's objects live as long as the process)
+_CONVERTED: dict[int, tuple[Any, Price]] = {}  # id(ModelPrice) → (that object, its Price)
 _CACHE_MAX: Final = 4096
 _WARNED: set[str] = set()
 _genai: Any = None  # the genai-prices snapshot once imported; False when the package is missing
@@ -195,6 +195,16 @@ def _convert(model_price: Any) -> Price:
 
 
 def _from_table(model: str, provider: str, at: datetime) -> Price | None:
+    try:
+        return _lookup(model, provider, at)
+    except Exception as exc:  # a price must never break a call: unknown, and said once
+        if "\0table" not in _WARNED:
+            _WARNED.add("\0table")
+            log.warning("pricing: the genai-prices lookup failed (%s: %s)", type(exc).__name__, exc)
+        return None
+
+
+def _lookup(model: str, provider: str, at: datetime) -> Price | None:
     snapshot = _snapshot()
     if not snapshot:
         return None
@@ -216,10 +226,14 @@ def _from_table(model: str, provider: str, at: datetime) -> Price | None:
     if info is None:
         return None
     model_price = info.get_prices(at)
-    price = _CONVERTED.get(id(model_price))
-    if price is None:
-        price = _CONVERTED[id(model_price)] = _convert(model_price)
-    return price
+    entry = _CONVERTED.get(id(model_price))
+    if entry is None or entry[0] is not model_price:  # held, so its id cannot be reused by another
+        entry = (model_price, _convert(model_price))
+        with _lock:
+            if len(_CONVERTED) >= _CACHE_MAX:
+                _CONVERTED.clear()
+            _CONVERTED[id(model_price)] = entry
+    return entry[1]
 
 
 def price_of(model: str, provider: str = "", at: datetime | None = None) -> Price | None:

@@ -59,6 +59,7 @@ class CallRecord:
 
     __slots__ = (
         "_cost",
+        "_final",
         "_price",
         "_span_id",
         "_start_mark",
@@ -145,7 +146,8 @@ class CallRecord:
         self.flagged = False
         self.confidence: float | None = None
         self._cost: float | None = None
-        self._price: tuple[float, bool] | None = None  # the table's answer, fixed by stop()
+        self._price: tuple[float, bool] | None = None  # the table's answer, kept once stop() ran
+        self._final = False
         self._trace_id = trace_id
         self._span_id = span_id
         self._timer = timer
@@ -240,8 +242,11 @@ class CallRecord:
             self.response_id = str(self.response_id)
         if self.response_model is not None and type(self.response_model) is not str:
             self.response_model = str(self.response_model)
+        # Priced on first use after this (the finisher's thread: the span, metrics and row), not
+        # here: a directly used llm_call stops on the caller's thread, and the first price loads
+        # the maintained table.
         self._price = None
-        self._price = self._priced()
+        self._final = True
 
     def row(self) -> dict[str, Any]:
         """Return the ``calls`` row of this call (every column but ``id``)."""
@@ -284,6 +289,8 @@ class CallRecord:
         cost, known = priced_cost(model, inp, out, cached, write, provider=self.provider, at=self.ts)
         if not known and model != self.model:
             cost, known = priced_cost(self.model, inp, out, cached, write, provider=self.provider, at=self.ts)
+        if self._final:
+            self._price = (cost, known)
         return cost, known
 
     def __repr__(self) -> str:
