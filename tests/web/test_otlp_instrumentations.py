@@ -147,3 +147,34 @@ def test_instrumentation_spans_become_the_hooks_rows(
         assert streamed["ttft_s"] < streamed["duration_s"]
     else:
         assert streamed["ttft_s"] is None
+
+
+def test_hooks_without_a_store_exporting_otlp_give_the_same_rows(
+    stub: StubServer, daemon_store: tuple[Store, int], hooks_rows: list[dict[str, Any]]
+) -> None:
+    """The hooks-only install: no store in the application, its spans exported to the daemon."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    store, port = daemon_store
+    provider = TracerProvider()
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", headers=AUTH, timeout=10)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        instrument.configure(tracer_provider=provider, metrics=False, otel_metrics=False)
+        with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
+            three_calls(instrument.instrument_openai(c))
+        instrument.flush()
+    finally:
+        instrument.reset()
+        provider.shutdown()
+    got = rows(store, "calls", order="ts")
+    same = (
+        "provider", "model", "operation", "outcome", "input_tokens", "output_tokens", "cached_tokens",
+        "reasoning_tokens", "finish_reason", "tokens_estimated", "cost_known",
+    )  # fmt: skip
+    assert [{k: r[k] for k in same} for r in got] == [{k: r[k] for k in same} for r in hooks_rows]
+    for row, hooked in zip(got, hooks_rows, strict=True):
+        assert row["cost_usd"] == pytest.approx(hooked["cost_usd"])
+        assert (row["ttft_s"] is None) == (hooked["ttft_s"] is None)
+    assert got[1]["ttft_s"] >= DELAY  # the hooks' time to first content, carried by the span
+    assert "InternalServerError" in (got[2]["error_type"] or "")
