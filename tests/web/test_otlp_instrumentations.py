@@ -178,3 +178,48 @@ def test_hooks_without_a_store_exporting_otlp_give_the_same_rows(
         assert (row["ttft_s"] is None) == (hooked["ttft_s"] is None)
     assert got[1]["ttft_s"] >= DELAY  # the hooks' time to first content, carried by the span
     assert "InternalServerError" in (got[2]["error_type"] or "")
+
+
+def test_hooks_beside_openllmetry_on_the_same_client(stub: StubServer, tmp_path: Path) -> None:
+    """Both instrumentations on one client: streams stay sync or async as the method was (a regression:
+    OpenLLMetry's stream proxy has both ``__next__`` and ``__anext__``, and got the async proxy)."""
+    import asyncio
+
+    module = pytest.importorskip("opentelemetry.instrumentation.openai")
+    store = open_store(f"sqlite:///{tmp_path}/both.db")
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    instrumentor = module.OpenAIInstrumentor()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PydanticDeprecatedSince20)
+        instrumentor.instrument(tracer_provider=provider)
+    instrument.configure(store, tracer_provider=provider, metrics=False, otel_metrics=False)
+    kwargs: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+    async def async_stream() -> int:
+        async with openai.AsyncOpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as ac:
+            instrument.instrument_openai(ac)
+            return len([chunk async for chunk in await ac.chat.completions.create(**kwargs)])
+
+    try:
+        with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
+            instrument.instrument_openai(c)
+            sync_chunks = len(list(c.chat.completions.create(**kwargs)))
+        async_chunks = asyncio.run(async_stream())
+        instrument.flush()
+        got = rows(store, "calls")
+    finally:
+        instrument.reset()
+        instrumentor.uninstrument()
+        provider.shutdown()
+        store.close()
+    assert sync_chunks == async_chunks > 1
+    assert [(r["input_tokens"], r["output_tokens"]) for r in got] == [(12, 6), (12, 6)]
+    names = sorted(s.name for s in memory.get_finished_spans())
+    assert names == ["chat gpt-4o-mini", "chat gpt-4o-mini", "openai.chat", "openai.chat"]

@@ -152,19 +152,21 @@ def _enter(call: Any) -> None:
         rec.context = [str(c) for c in context]
 
 
-def _after(spec: WrapSpec, call: Any, result: Any, kwargs: Mapping[str, Any], stream: bool) -> Any:
+def _after(
+    spec: WrapSpec, call: Any, result: Any, kwargs: Mapping[str, Any], stream: bool, is_async: bool
+) -> Any:
     """Return what the application gets: the result, or a proxy that ends the call later."""
     want_text, want_prompt = _wants()
     if is_raw_response(result):
         return wrap_raw(
             result,
             call,
-            lambda parsed: _deliver(spec, call, parsed, kwargs, stream, want_text, want_prompt),
+            lambda parsed: _deliver(spec, call, parsed, kwargs, stream, want_text, want_prompt, is_async),
             stream,
         )
     if stream:
         call.detach()
-    return _deliver(spec, call, result, kwargs, stream, want_text, want_prompt)
+    return _deliver(spec, call, result, kwargs, stream, want_text, want_prompt, is_async)
 
 
 def _deliver(
@@ -175,8 +177,14 @@ def _deliver(
     stream: bool,
     want_text: bool,
     want_prompt: bool,
+    is_async: bool | None = None,
 ) -> Any:
-    """Record a typed result and end the call, or wrap a stream so that it ends the call."""
+    """Record a typed result and end the call, or wrap a stream so that it ends the call.
+
+    ``is_async`` says whether the wrapped method was a coroutine: another instrumentation's stream
+    proxy (OpenLLMetry's) has both ``__next__`` and ``__anext__``, so the stream's own methods
+    cannot tell. None (the stream helpers) falls back to them.
+    """
 
     def prompt() -> str | None:
         # Called on the finisher's thread when the prompt is wanted: the structured messages too.
@@ -194,7 +202,7 @@ def _deliver(
 
     if stream:
         state = StreamState(prompt, want_prompt)
-        if hasattr(result, "__anext__"):
+        if is_async if is_async is not None else hasattr(result, "__anext__"):
             return AsyncStreamProxy(result, call, spec.on_item, state, want_text)
         return SyncStreamProxy(result, call, spec.on_item, state, want_text)
     call.finish(None, functools.partial(_fill, spec, call.record, result, prompt, want_text, want_prompt))
@@ -238,7 +246,7 @@ def wrap_method(original: Callable[..., Any], spec: WrapSpec) -> Callable[..., A
             except BaseException as exc:
                 call.finish(exc)
                 raise
-            return _after(spec, call, result, kwargs, stream)
+            return _after(spec, call, result, kwargs, stream, True)
 
         setattr(async_wrapper, WRAPPED_MARK, original)
         return async_wrapper
@@ -252,7 +260,7 @@ def wrap_method(original: Callable[..., Any], spec: WrapSpec) -> Callable[..., A
         except BaseException as exc:
             call.finish(exc)
             raise
-        return _after(spec, call, result, kwargs, stream)
+        return _after(spec, call, result, kwargs, stream, False)
 
     setattr(wrapper, WRAPPED_MARK, original)
     return wrapper
