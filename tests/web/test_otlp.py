@@ -487,3 +487,59 @@ def test_store_down_is_503_and_retryable(store: Store, tmp_path: Path) -> None:
         assert r.status_code == 503 and "retry" in r.text
     finally:
         broken.close()
+
+
+def test_hostile_values_are_clipped_or_refused_never_5xx(client: TestClient, store: Store) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+
+    def span(i: int, start: int, end: int, **attrs: Any) -> Any:
+        s = scope.spans.add(trace_id=bytes([i + 1]) * 16, span_id=bytes([i + 1]) * 8, name="x" * 10_000)
+        s.start_time_unix_nano, s.end_time_unix_nano = start, end
+        for key, value in attrs.items():
+            kv = s.attributes.add(key=key)
+            if isinstance(value, bool):
+                kv.value.bool_value = value
+            elif isinstance(value, int):
+                kv.value.int_value = value
+            elif isinstance(value, float):
+                kv.value.double_value = value
+            else:
+                kv.value.string_value = value
+        return s
+
+    base = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m\x00" + "x" * 500}
+    span(0, T0, T0 - 1, **base, **{"gen_ai.usage.input_tokens": 2**63 - 1, "gen_ai.usage.output_tokens": -5})
+    span(
+        1,
+        T0,
+        T0 + 1,
+        **base,
+        **{"gen_ai.response.time_to_first_chunk": float("nan"), "watcher.cost_usd": 1e300},
+    )
+    span(2, 2**63 - 1, 2**63 - 1, **base)  # the year 2262: refused as too far ahead
+    nested = span(3, T0, T0 + 1, **base).attributes.add(key="deep").value
+    for _ in range(20):  # deeper than protobuf's decoding limit is a 400 (not OTLP any more)
+        nested = nested.kvlist_value.values.add(key="k").value
+    evaluation = span(4, T0, T0 + 1).events.add(name="gen_ai.evaluation.result", time_unix_nano=T0)
+    for key, value in (("gen_ai.evaluation.name", "q"), ("gen_ai.evaluation.score.value", float("inf"))):
+        kv = evaluation.attributes.add(key=key)
+        if isinstance(value, str):
+            kv.value.string_value = value
+        else:
+            kv.value.double_value = value
+    r = client.post("/v1/traces", content=request.SerializeToString(), headers={**AUTH, **PB})
+    assert r.status_code == 200, r.text
+    reply = ExportTraceServiceResponse.FromString(r.content)
+    assert reply.partial_success.rejected_spans == 2  # the far-future span, the infinite score
+    got = {row["span_id"]: row for row in rows(store, "calls")}
+    assert len(got) == 3
+    first = got["01" * 8]
+    assert first["model"] == ("m" + "x" * 500)[:128] and first["input_tokens"] == 2**31 - 1
+    assert first["output_tokens"] == 0 and first["duration_s"] is None  # end before start
+    second = got["02" * 8]
+    assert second["ttft_s"] is None  # NaN dropped
+    assert (second["cost_usd"], second["cost_known"]) == (0.0, False)  # 1e300 refused; model unknown
+    assert rows(store, "scores") == []

@@ -251,7 +251,11 @@ class OtlpReceiver:
             media = media_type(content_type)
             request = decode(inflate(body, encoding, self.max_body_bytes * GZIP_EXPANSION), media)
             bounds = Bounds(self.clock(), self.max_future, self.max_age_calls, self.max_age_scores)
-            mapped = map_request(request.resource_spans, bounds)
+            try:
+                mapped = map_request(request.resource_spans, bounds)
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # hostile values
+                log.warning("otlp: spans not mapped: %s", type(exc).__name__)
+                raise OtlpProblem(400, "invalid", f"span data cannot be read: {type(exc).__name__}") from None
             duplicates = self.write(mapped)
         except OtlpProblem as problem:
             self.rejected.labels(problem.reason).inc()
