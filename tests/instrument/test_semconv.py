@@ -12,11 +12,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.instrument.conftest import FIRST_CHUNK_DELAY_S
 from watcher import instrument
+from watcher.bench.stub import StubServer
 from watcher.instrument import StoreWriter
 from watcher.instrument import attributes as attr
 from watcher.instrument.otelmetrics import DURATION_BUCKETS, TOKEN_BUCKETS
 from watcher.instrument.pricing import price_of
-from watcher.instrument.stub import StubServer
 from watcher.store.tables import Call
 
 openai = pytest.importorskip("openai")

@@ -24,8 +24,8 @@ from pydantic import SecretStr
 from watcher.config import ServerSettings
 from watcher.instrument.pricing import cost_usd
 from watcher.selfmetrics import SelfMetrics
-from watcher.server import ServerThread, build_app
 from watcher.store.db import Store, open_store
+from watcher.web.app import ServerThread, build_app
 
 TOKEN = "otlp-s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

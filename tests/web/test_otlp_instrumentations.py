@@ -22,9 +22,9 @@ from pydantic.warnings import PydanticDeprecatedSince20
 
 from tests.web.test_otlp import AUTH, make_daemon, rows
 from watcher import instrument
-from watcher.instrument.stub import StubServer
-from watcher.server import ServerThread, build_app
+from watcher.bench.stub import StubServer
 from watcher.store.db import Store, open_store
+from watcher.web.app import ServerThread, build_app
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
