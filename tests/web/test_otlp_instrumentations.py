@@ -7,8 +7,10 @@ watcher's own hooks write for the same three calls (plain, streamed, failed).
 
 from __future__ import annotations
 
-import importlib
-import warnings
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +19,8 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from pydantic.warnings import PydanticDeprecatedSince20
 
-from tests.web.test_otlp import AUTH, make_daemon, rows
+from tests.web.test_otlp import AUTH, TOKEN, make_daemon, rows
 from watcher import instrument
 from watcher.bench.stub import StubServer
 from watcher.store.db import Store, open_store
@@ -91,35 +91,28 @@ CARRIES = {
 }
 
 
+def run_child(module: str, base_url: str, endpoint: str) -> dict[str, Any]:
+    """Run ``tests.web.otlp_child`` (the instrumentation's patches stay in that process)."""
+    pytest.importorskip(module)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.web.otlp_child", module, base_url, endpoint, TOKEN],
+        capture_output=True, text=True, env=env, cwd=root, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 @pytest.mark.parametrize("name", list(INSTRUMENTATIONS))
 def test_instrumentation_spans_become_the_hooks_rows(
     name: str, stub: StubServer, daemon_store: tuple[Store, int], hooks_rows: list[dict[str, Any]]
 ) -> None:
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    module = pytest.importorskip(INSTRUMENTATIONS[name])
     store, port = daemon_store
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    exporter = OTLPSpanExporter(
-        endpoint=f"http://127.0.0.1:{port}/v1/traces", headers=AUTH, compression=Compression.Gzip, timeout=10
-    )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = module.OpenAIInstrumentor()
-    with warnings.catch_warnings():  # OpenLLMetry's wrappers declare a pydantic v1-style `class Config`
-        warnings.simplefilter("ignore", PydanticDeprecatedSince20)
-        instrumentor.instrument(tracer_provider=provider)
-    try:
-        with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
-            three_calls(c)
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
-        importlib.invalidate_caches()
+    child = run_child(INSTRUMENTATIONS[name], stub.base_url, f"http://127.0.0.1:{port}/v1/traces")
     got = rows(store, "calls", order="ts")
-    ids = {(f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}") for s in memory.get_finished_spans()}
+    ids = {tuple(pair) for pair in child["ids"]}
     assert len(got) == len(hooks_rows) == 3
     carries = CARRIES[name]
     for i, (row, hooked) in enumerate(zip(got, hooks_rows, strict=True)):
@@ -180,46 +173,10 @@ def test_hooks_without_a_store_exporting_otlp_give_the_same_rows(
     assert "InternalServerError" in (got[2]["error_type"] or "")
 
 
-def test_hooks_beside_openllmetry_on_the_same_client(stub: StubServer, tmp_path: Path) -> None:
+def test_hooks_beside_openllmetry_on_the_same_client(stub: StubServer) -> None:
     """Both instrumentations on one client: streams stay sync or async as the method was (a regression:
     OpenLLMetry's stream proxy has both ``__next__`` and ``__anext__``, and got the async proxy)."""
-    import asyncio
-
-    module = pytest.importorskip("opentelemetry.instrumentation.openai")
-    store = open_store(f"sqlite:///{tmp_path}/both.db")
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    instrumentor = module.OpenAIInstrumentor()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PydanticDeprecatedSince20)
-        instrumentor.instrument(tracer_provider=provider)
-    instrument.configure(store, tracer_provider=provider, metrics=False, otel_metrics=False)
-    kwargs: dict[str, Any] = {
-        "model": "gpt-4o-mini",
-        "messages": MESSAGES,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-
-    async def async_stream() -> int:
-        async with openai.AsyncOpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as ac:
-            instrument.instrument_openai(ac)
-            return len([chunk async for chunk in await ac.chat.completions.create(**kwargs)])
-
-    try:
-        with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
-            instrument.instrument_openai(c)
-            sync_chunks = len(list(c.chat.completions.create(**kwargs)))
-        async_chunks = asyncio.run(async_stream())
-        instrument.flush()
-        got = rows(store, "calls")
-    finally:
-        instrument.reset()
-        instrumentor.uninstrument()
-        provider.shutdown()
-        store.close()
-    assert sync_chunks == async_chunks > 1
-    assert [(r["input_tokens"], r["output_tokens"]) for r in got] == [(12, 6), (12, 6)]
-    names = sorted(s.name for s in memory.get_finished_spans())
-    assert names == ["chat gpt-4o-mini", "chat gpt-4o-mini", "openai.chat", "openai.chat"]
+    child = run_child(INSTRUMENTATIONS["openllmetry"], stub.base_url, "-")
+    assert child["chunks"][0] == child["chunks"][1] > 1
+    assert child["tokens"] == [[12, 6], [12, 6]]
+    assert child["names"] == ["chat gpt-4o-mini", "chat gpt-4o-mini", "openai.chat", "openai.chat"]
