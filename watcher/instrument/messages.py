@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .wrap import get
+from .access import get
 
 Message = dict[str, Any]
 Scrub = Callable[[str | None], str | None]

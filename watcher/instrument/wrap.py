@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from . import hooks
+from .access import get as get  # re-exported: the wrappers and their tests read with it
 from .call import _LLMCall, call_fields
 from .hooks import _note_error
 from .raw import is_raw_response, wrap_raw
@@ -29,7 +30,6 @@ from .streams import AsyncStreamProxy, OnItem, StreamState, SyncStreamProxy
 WRAPPED_MARK: Final = "__watcher_original__"
 WRAPPER_SELF: Final = "__watcher_wrapper__"
 RESTORE_MARK: Final = "__watcher_restore__"
-_MISSING: Final = object()
 _NO_ATTRIBUTION: Final[Mapping[str, Any]] = MappingProxyType({})
 _attribution: ContextVar[Mapping[str, Any]] = ContextVar("watcher_attribution", default=_NO_ATTRIBUTION)
 _ATTRIBUTION_KEYS: Final = frozenset(
@@ -70,21 +70,6 @@ def server_of(client: Any) -> tuple[str, int | None] | None:
         return str(host), (int(port) if port is not None else None)
     except Exception:  # an unusual client: no server attributes, never an error
         return None
-
-
-def get(obj: Any, *path: str) -> Any:
-    """Return ``obj.a.b`` (or ``obj["a"]["b"]``) along ``path``, None where anything is missing."""
-    for name in path:
-        if obj is None:
-            return None
-        if isinstance(obj, dict):
-            obj = obj.get(name)
-        else:  # vendor objects: an attribute (the Mapping ABC check is slower: only when needed)
-            value = getattr(obj, name, _MISSING)
-            if (value is _MISSING or callable(value)) and isinstance(obj, Mapping):
-                value = obj.get(name)  # a mapping's key, not its method (``items``, ``values``)
-            obj = None if value is _MISSING else value
-    return obj
 
 
 @dataclass(frozen=True, slots=True)
