@@ -74,6 +74,17 @@ def _v5_alert_surprise(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE alerts ADD COLUMN surprise FLOAT")
 
 
+def _v6_tick_done(conn: Connection) -> None:
+    """Add ``cluster_evaluations.done``: only completed evaluations count as evaluated (#16).
+
+    Rows claimed before this version were written by replicas that deleted a discarded claim, so
+    they count as done.
+    """
+    have = {c["name"] for c in sa.inspect(conn).get_columns("cluster_evaluations")}
+    if "done" not in have:
+        conn.exec_driver_sql("ALTER TABLE cluster_evaluations ADD COLUMN done BOOLEAN NOT NULL DEFAULT TRUE")
+
+
 def _v9_call_cache_writes(conn: Connection) -> None:
     """Add ``calls.cache_creation_tokens`` and ``calls.conversation_id`` (GenAI conventions, issue #20)."""
     have = {c["name"] for c in sa.inspect(conn).get_columns("calls")}
@@ -89,7 +100,8 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     3: _v3_outbox_key_index,
     4: _v4_payload_access,
     5: _v5_alert_surprise,
-    9: _v9_call_cache_writes,  # 6-8 are assigned to parallel work
+    6: _v6_tick_done,
+    9: _v9_call_cache_writes,  # 7 and 8 are assigned to parallel work
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 
