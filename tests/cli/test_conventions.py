@@ -382,7 +382,7 @@ def test_missing_matplotlib_gives_an_install_hint_before_the_replay(
     )
     assert proc.returncode == 2
     assert proc.stderr == (
-        "watcher: error: this needs matplotlib, which is not installed: pip install 'watcher[plot]'\n"
+        "watcher: error: this needs matplotlib, which is not installed: pip install 'watcher-llm[plot]'\n"
     )
     assert proc.stdout == ""  # failed before the replay
 
@@ -403,7 +403,8 @@ def test_missing_psycopg_gives_an_install_hint(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 1
-    assert "PostgreSQL needs psycopg, which is not installed: pip install 'watcher[postgres]'" in proc.stderr
+    hint = "PostgreSQL needs psycopg, which is not installed: pip install 'watcher-llm[postgres]'"
+    assert hint in proc.stderr
     assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -125,7 +125,7 @@ def install_hint(module: str | None) -> str:
     extra = EXTRAS.get(top)
     if extra is None:
         return f"the Python module {top or module!r} is not installed (pip install {top})"
-    return f"this needs {top}, which is not installed: pip install 'watcher[{extra}]'"
+    return f"this needs {top}, which is not installed: pip install 'watcher-llm[{extra}]'"
 
 
 def require(module: str) -> None:

@@ -93,6 +93,15 @@ def _v8_markers_feedback(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=tables)
 
 
+def _v9_call_cache_writes(conn: Connection) -> None:
+    """Add ``calls.cache_creation_tokens`` and ``calls.conversation_id`` (GenAI conventions, issue #20)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("calls")}
+    if "cache_creation_tokens" not in have:
+        conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0")
+    if "conversation_id" not in have:
+        conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN conversation_id VARCHAR(128)")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
@@ -101,6 +110,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _v5_alert_surprise,
     6: _v6_tick_done,
     8: _v8_markers_feedback,
+    9: _v9_call_cache_writes,  # 7 is assigned to parallel work
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 
@@ -174,7 +184,7 @@ def open_store(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> 
         except ImportError:
             raise StoreError(
                 f"store {display}: PostgreSQL needs psycopg, which is not installed: "
-                "pip install 'watcher[postgres]'"
+                "pip install 'watcher-llm[postgres]'"
             ) from None
         except sa.exc.SQLAlchemyError as exc:
             why = Masker(secrets)(describe_error(exc))

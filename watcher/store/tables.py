@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -77,6 +77,10 @@ class Call(SQLModel, table=True):
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_creation_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """input tokens written to the provider's cache (part of ``input_tokens``; migration 9)"""
+    conversation_id: str | None = Field(default=None, max_length=128)
+    """``gen_ai.conversation.id``: the session or thread the call belongs to (migration 9)"""
     tokens_estimated: bool = False
     cost_usd: float = 0.0
     cost_known: bool = True
