@@ -33,12 +33,12 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|throughput|hooks|ingest|notify`` on the subparsers."""
+    """Register ``watcher bench detection|flagrate|throughput|daemon|hooks|ingest|notify`` on the subparsers."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )
     sub = p.add_subparsers(
-        dest="bench", required=True, metavar="detection|flagrate|throughput|hooks|ingest|notify"
+        dest="bench", required=True, metavar="detection|flagrate|throughput|daemon|hooks|ingest|notify"
     )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
@@ -75,7 +75,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     fr.add_argument("--no-generated", action="store_true", help="leave out the generated no-label series")
     fr.add_argument("--json", action="store_true", help="print the results as JSON")
     fr.set_defaults(func=_run_flagrate)
-    thr = sub.add_parser("throughput", help="time start-up and steady-state ticks per detector")
+    thr = sub.add_parser(
+        "throughput",
+        help="the detector-kernel view: start-up and steady-state ticks of the detectors alone "
+        "(the whole daemon path: bench daemon)",
+    )
     thr.add_argument("--series", type=int, default=10_000)
     thr.add_argument("--history", default="7d")
     thr.add_argument("--step", default="1m")
@@ -88,8 +92,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     # These pull in sqlalchemy/pydantic (which the CLI loads anyway for `watcher db`), not numpy.
     from ..ingest import add_ingest_bench_parser
     from ..instrument.bench import add_hooks_bench_parser
+    from .daemon import add_daemon_parser
     from .storm import add_storm_parser
 
+    add_daemon_parser(sub)
     add_hooks_bench_parser(sub)
     add_ingest_bench_parser(sub)
     add_storm_parser(sub)

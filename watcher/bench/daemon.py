@@ -1,0 +1,620 @@
+"""``watcher bench daemon``: the real daemon path end to end, on a controlled clock.
+
+This module owns generating a store (``calls`` rows on SQLite or PostgreSQL) or a real Prometheus
+(backfilled with ``promtool``) holding ``--series`` series of ``--days`` of 1-minute points, and
+timing the daemon on it: ``Daemon.evaluate_group`` runs fetch → detectors → alert state machine →
+store writes (alert state, notifications into the outbox) exactly as ``watcher run`` does, with the
+clock passed in. It reports the cold start (the first evaluation: the detectors built from the
+lookback), the steady tick (one new minute for every series) in CPU and wall seconds, peak RSS,
+and series per CPU-second. It does not own the daemon, the sources or the detectors; the
+detector-only view is ``watcher bench throughput``.
+
+Method: the data is generated once per backend and size and reused (``--data-dir``; PostgreSQL: a
+database of its own per size). Each case runs in a fresh child process, so its peak RSS is its
+own. The data starts at a fixed instant (2026-01-05T00:00Z, Prometheus keeps it: its retention is
+set to 20 years); the clock starts ``--days`` later and moves one step per tick. A fraction
+``--alerting`` of the series jumps upwards during the ticks, so some alerts are pending or firing
+(their trace references and annotations are built) as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EPOCH = datetime(2026, 1, 5, tzinfo=UTC)
+"""First instant of the generated data (fixed: no measurement depends on the day it runs)."""
+STEP_S = 60.0
+BACKENDS = ("sqlite", "postgresql", "prometheus")
+DEFAULT_PG = "postgresql+psycopg://127.0.0.1:5432/test"
+PROMETHEUS_BIN = "/usr/bin/prometheus"
+PROMTOOL_BIN = "/usr/bin/promtool"
+METRIC = "llm_bench_cost_usd"
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # the shipped spend rule (rules/llm-store.yaml) with an ewma baseline: sum of cost over 15 min
+    # per tenant, the five costliest calls of each alert's points as trace references
+    "ewma-traces": {
+        "query": {"agg": "sum", "field": "cost_usd", "window": "15m", "per": "1h", "by": ["tenant"]},
+        "detector": {"kind": "ewma", "sensitivity": 4, "direction": "up"},
+        "min_value": 0.5,
+        "for": "3m",
+        "keep_firing_for": "10m",
+        "traces": {"from": "rows", "top": 5, "order": "value_desc"},
+    },
+    # a robust rolling baseline over one day, no trace references
+    "rolling": {
+        "query": {"agg": "mean", "field": "cost_usd", "window": "5m", "by": ["tenant"]},
+        "detector": {"kind": "rolling", "window": "1d", "sensitivity": 5, "direction": "up"},
+        "for": "3m",
+        "traces": {"from": "none"},
+    },
+    # a seasonal profile (6-hour season, so one day of history holds four cycles)
+    "seasonal": {
+        "query": {"agg": "sum", "field": "cost_usd", "window": "15m", "per": "1h", "by": ["tenant"]},
+        "detector": {"kind": "seasonal", "seasons": ["6h"], "history": "1d", "direction": "up"},
+        "for": "3m",
+        "traces": {"from": "rows", "top": 5, "order": "value_desc"},
+    },
+}
+ANNOTATIONS = {
+    "summary": "{{ labels.tenant }} spends ${{ value | round(2) }}/h, expected ≤ ${{ upper | round(2) }}/h",
+    "description": "Spend of tenant {{ labels.tenant }} is far above its usual level "
+    "(typical ${{ expected | round(2) }}/h).",
+}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What is generated: series × (days + ticks) minutes, and which series jump during the ticks."""
+
+    series: int
+    days: float
+    ticks: int
+    alerting: float = 0.01
+    seed: int = 19
+
+    @property
+    def history_points(self) -> int:
+        return round(self.days * 86_400 / STEP_S)
+
+    @property
+    def points(self) -> int:
+        return self.history_points + self.ticks + 1
+
+    @property
+    def key(self) -> str:
+        """Return a name for this data set (files, databases): it changes with everything generated."""
+        return f"s{self.series}_d{self.days:g}_t{self.ticks}_a{self.alerting:g}_r{self.seed}"
+
+    def start_at(self) -> datetime:
+        """Return the clock of the cold start: ``days`` after the first point."""
+        return EPOCH + timedelta(seconds=self.history_points * STEP_S)
+
+
+def tenant(i: int) -> str:
+    """Return the label value of series ``i``."""
+    return f"t{i:06d}"
+
+
+def series_values(spec: DataSpec, i: int) -> np.ndarray:
+    """Return one series' per-minute cost: its own level, a daily cycle, noise, and maybe a jump.
+
+    A series among the first ``alerting`` fraction jumps tenfold from the start of the ticks on.
+    """
+    rng = np.random.default_rng((spec.seed, i))
+    ts = EPOCH.timestamp() + STEP_S * np.arange(spec.points)
+    level = 10.0 ** rng.uniform(-2, 0)
+    hour = (ts % 86_400.0) / 3600.0
+    shape = 0.5 + np.exp(-(((hour - 14.0) / 4.0) ** 2))
+    values = level * shape * np.exp(rng.normal(0.0, 0.1, spec.points))
+    if i < math.ceil(spec.alerting * spec.series):
+        values[spec.history_points - 2 :] *= 10.0
+    return values
+
+
+def _chunks(spec: DataSpec, per_chunk: int = 200) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first series, values[k, points])`` blocks of series."""
+    for first in range(0, spec.series, per_chunk):
+        n = min(per_chunk, spec.series - first)
+        yield first, np.stack([series_values(spec, first + k) for k in range(n)])
+
+
+def _rows(spec: DataSpec, first: int, block: np.ndarray, ts_text: list[str]) -> Iterator[tuple[Any, ...]]:
+    """Yield ``calls`` rows (trace_id, span_id, ts, model, tenant, cost_usd) of one block."""
+    for k in range(block.shape[0]):
+        i = first + k
+        name = tenant(i)
+        for p, cost in enumerate(block[k].tolist()):
+            yield (f"{i:08x}{p:024x}", f"{p:016x}", ts_text[p], "gpt-bench", name, cost)
+
+
+# --- preparing the data -----------------------------------------------------------------------
+
+
+def prepare_sqlite(spec: DataSpec, data_dir: Path, log: Callable[[str], None]) -> str:
+    """Return the URL of a SQLite store holding ``spec``'s rows (built once, then reused)."""
+    import sqlite3
+
+    from ..store.db import open_store
+
+    path = data_dir / f"sqlite_{spec.key}.db"
+    done = path.with_suffix(".done")
+    url = f"sqlite:///{path}"
+    if done.exists() and path.exists():
+        return url
+    path.unlink(missing_ok=True)
+    open_store(url).close()  # the schema, migrated
+    t0 = time.perf_counter()
+    stamps = EPOCH.replace(tzinfo=None) + timedelta(seconds=STEP_S) * np.arange(spec.points)
+    ts_text = [t.strftime("%Y-%m-%d %H:%M:%S.%f") for t in stamps.tolist()]
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=OFF")
+    sql = (
+        "INSERT INTO calls (trace_id, span_id, ts, model, tenant, cost_usd, provider, operation, feature, "
+        "input_tokens, output_tokens, cached_tokens, reasoning_tokens, tokens_estimated, cost_known, outcome) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'bench', 'chat', 'bench', 100, 50, 0, 0, 0, 1, 'ok')"
+    )
+    for first, block in _chunks(spec):
+        con.executemany(sql, _rows(spec, first, block, ts_text))
+        con.commit()
+        log(f"sqlite: {first + block.shape[0]}/{spec.series} series loaded")
+    con.execute("ANALYZE")
+    con.commit()
+    con.close()
+    done.write_text(f"{time.perf_counter() - t0:.1f}s\n")
+    return url
+
+
+def _pg_admin_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def prepare_postgresql(spec: DataSpec, base_url: str, log: Callable[[str], None]) -> str:
+    """Return the URL of a PostgreSQL database of its own holding ``spec``'s rows (built once)."""
+    import psycopg
+
+    from ..store.db import open_store
+
+    name = f"watcher_bench_daemon_{spec.key}".replace(".", "_")
+    url = base_url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(_pg_admin_url(base_url), autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists:
+            with psycopg.connect(_pg_admin_url(url)) as conn:
+                done = conn.execute("SELECT to_regclass('bench_done')").fetchone()
+            if done and done[0]:
+                return url
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    open_store(url).close()
+    t0 = time.perf_counter()
+    stamps = [EPOCH + timedelta(seconds=STEP_S * p) for p in range(spec.points)]
+    with psycopg.connect(_pg_admin_url(url)) as conn:
+        columns = (
+            "trace_id, span_id, ts, model, tenant, cost_usd, provider, operation, feature, input_tokens, "
+            "output_tokens, cached_tokens, reasoning_tokens, tokens_estimated, cost_known, outcome"
+        )
+        for first, block in _chunks(spec):
+            with conn.cursor() as cur, cur.copy(f"COPY calls ({columns}) FROM STDIN") as copy:
+                for row in _rows(spec, first, block, stamps):  # type: ignore[arg-type]
+                    copy.write_row((*row, "bench", "chat", "bench", 100, 50, 0, 0, False, True, "ok"))
+            conn.commit()
+            log(f"postgresql: {first + block.shape[0]}/{spec.series} series loaded")
+        conn.execute("ANALYZE calls")
+        conn.execute("CREATE TABLE bench_done (took float)")
+        conn.execute("INSERT INTO bench_done VALUES (%s)", (time.perf_counter() - t0,))
+        conn.commit()
+    return url
+
+
+def prepare_prometheus(spec: DataSpec, data_dir: Path, log: Callable[[str], None]) -> Path:
+    """Return a Prometheus data directory holding ``spec``'s series as the gauge ``METRIC``.
+
+    The gauge is the per-minute cost, so ``sum_over_time(METRIC[15m]) * 4`` is the spend per hour
+    over 15 minutes, as the store rule computes it.
+    """
+    root = data_dir / f"prometheus_{spec.key}"
+    done = root / "done"
+    if done.exists():
+        return root / "data"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "data").mkdir(parents=True)
+    t0 = time.perf_counter()
+    src = root / "backfill.om"
+    stamps = [f"{EPOCH.timestamp() + STEP_S * p:.0f}" for p in range(spec.points)]
+    with src.open("w", encoding="utf-8") as out:
+        out.write(f"# TYPE {METRIC} gauge\n")
+        for first, block in _chunks(spec):
+            for k in range(block.shape[0]):
+                head = f'{METRIC}{{tenant="{tenant(first + k)}"}} '
+                out.writelines(f"{head}{v!r} {t}\n" for v, t in zip(block[k].tolist(), stamps, strict=True))
+            log(f"prometheus: {first + block.shape[0]}/{spec.series} series written")
+        out.write("# EOF\n")
+    blocks = root / "blocks"
+    cmd = [PROMTOOL_BIN, "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=24h"]
+    subprocess.run([*cmd, str(src), str(blocks)], check=True, capture_output=True, timeout=7200)
+    for block in blocks.iterdir():
+        shutil.move(str(block), root / "data" / block.name)
+    src.unlink()
+    done.write_text(f"{time.perf_counter() - t0:.1f}s\n")
+    return root / "data"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrometheusProcess:
+    """A real Prometheus on a free loopback port over a prepared data directory, stopped by PID."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 300.0) -> None:
+        """Start the server and wait until it is ready (loading a large TSDB takes a while)."""
+        import httpx
+
+        config = self.data.parent / "prometheus.yml"
+        config.write_text("global: {scrape_interval: 1m}\nscrape_configs: []\n", encoding="utf-8")
+        log = (self.data.parent / "prometheus.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                PROMETHEUS_BIN,
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--storage.tsdb.path={self.data}",
+                "--storage.tsdb.retention.time=20y",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"prometheus exited at start-up (see {self.data.parent}/prometheus.log)")
+                try:
+                    if client.get(f"{self.url}/-/ready").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError("prometheus did not become ready")
+                time.sleep(0.2)
+
+    def cpu_seconds(self) -> float:
+        """Return the CPU seconds (user + system) the server process has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        """Stop the server by PID: SIGTERM, then SIGKILL."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+# --- one case ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CaseResult:
+    """The measurements of one backend × shape × size."""
+
+    backend: str
+    shape: str
+    series: int
+    days: float
+    evaluated_series: int = 0
+    cold_cpu_s: float = math.nan
+    cold_wall_s: float = math.nan
+    tick_cpu_s: list[float] = field(default_factory=list)
+    tick_wall_s: list[float] = field(default_factory=list)
+    server_cold_cpu_s: float | None = None
+    server_tick_cpu_s: float | None = None
+    rss_before_mb: float = math.nan
+    peak_rss_mb: float = math.nan
+    alerts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def tick_cpu(self) -> float:
+        return float(np.median(self.tick_cpu_s)) if self.tick_cpu_s else math.nan
+
+    @property
+    def tick_wall(self) -> float:
+        return float(np.median(self.tick_wall_s)) if self.tick_wall_s else math.nan
+
+    @property
+    def series_per_cpu_s(self) -> float:
+        return self.evaluated_series / self.tick_cpu if self.tick_cpu > 0 else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the result with its derived numbers, for ``--json``."""
+        out = asdict(self)
+        out.update(tick_cpu=self.tick_cpu, tick_wall=self.tick_wall, series_per_cpu_s=self.series_per_cpu_s)
+        return out
+
+
+def rule_file(shape: str, backend: str, days: float) -> dict[str, Any]:
+    """Return the rule file of one case: one group, one rule of ``shape``, ticking every minute."""
+    rule: dict[str, Any] = {"alert": "BenchSpend", **json.loads(json.dumps(SHAPES[shape]))}
+    rule["annotations"] = ANNOTATIONS
+    rule["labels"] = {"severity": "page"}
+    det = rule["detector"]
+    if det["kind"] == "rolling":
+        det["window"] = f"{days * 24:g}h"
+    if det["kind"] == "seasonal":
+        det["history"] = f"{days * 24:g}h"
+    if backend == "prometheus":
+        query = rule.pop("query")
+        window = query["window"]
+        expr = f"sum_over_time({METRIC}[{window}])"
+        if query["agg"] == "mean":
+            expr = f"avg_over_time({METRIC}[{window}])"
+        elif "per" in query:
+            expr += f" * {3600 / _seconds(window):g}"
+        rule["expr"] = expr
+        # the backfilled series have no exemplars; the rule still asks (as the shipped pack does)
+        if rule["traces"].get("from") == "rows":
+            rule["traces"] = {"from": "exemplars", "metric": METRIC, "top": 5}
+    else:
+        rule["source"] = "calls"
+    return {"groups": [{"name": "bench", "interval": "1m", "rules": [rule]}]}
+
+
+def _seconds(text: str) -> float:
+    from ..rules.schema import parse_duration
+
+    return parse_duration(text).total_seconds()
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_case(
+    backend: str, shape: str, spec: DataSpec, target: str, workdir: Path, ticks: int
+) -> CaseResult:
+    """Run one case in this process: build the daemon, cold start, then ``ticks`` steady ticks.
+
+    ``target`` is the store URL (SQLite, PostgreSQL) or the Prometheus data directory.
+    """
+    import yaml
+
+    from ..config import PrometheusEndpoint, Settings, StoreSettings
+    from ..engine.scheduler import Daemon
+    from ..store.db import open_store
+
+    res = CaseResult(backend, shape, spec.series, spec.days)
+    rules = workdir / "rules.yaml"
+    rules.write_text(yaml.safe_dump(rule_file(shape, backend, spec.days), allow_unicode=True), encoding="utf-8")
+    prom: PrometheusProcess | None = None
+    store_url = target if backend != "prometheus" else f"sqlite:///{workdir}/state.db"
+    store = open_store(store_url)
+    _reset_state(store)
+    settings_kw: dict[str, Any] = {}
+    try:
+        if backend == "prometheus":
+            prom = PrometheusProcess(Path(target))
+            prom.start()
+            settings_kw["prometheus"] = {"bench": PrometheusEndpoint(url=prom.url, timeout_s=600)}
+        settings = Settings(
+            store=StoreSettings(url=store_url), rules=[rules], **settings_kw
+        )
+        now = spec.start_at()
+        daemon = Daemon(settings, store=store, clock=lambda: now)
+        res.rss_before_mb = _rss_mb()
+        server0 = prom.cpu_seconds() if prom else 0.0
+        c0, w0 = time.process_time(), time.perf_counter()
+        result = daemon.evaluate_group("bench", now)
+        res.cold_cpu_s, res.cold_wall_s = time.process_time() - c0, time.perf_counter() - w0
+        if prom:
+            res.server_cold_cpu_s = prom.cpu_seconds() - server0
+        res.evaluated_series = sum(h.series or 0 for h in result.health)
+        bad = [h.error for h in result.health if not h.ok]
+        if bad:
+            raise RuntimeError(f"evaluation failed: {bad[0]}")
+        server_ticks = 0.0
+        for k in range(1, ticks + 1):
+            at = now + timedelta(seconds=STEP_S * k)
+            server0 = prom.cpu_seconds() if prom else 0.0
+            c0, w0 = time.process_time(), time.perf_counter()
+            result = daemon.evaluate_group("bench", at)
+            res.tick_cpu_s.append(time.process_time() - c0)
+            res.tick_wall_s.append(time.perf_counter() - w0)
+            if prom:
+                server_ticks += prom.cpu_seconds() - server0
+            bad = [h.error for h in result.health if not h.ok]
+            if bad:
+                raise RuntimeError(f"evaluation failed: {bad[0]}")
+        if prom and ticks:
+            res.server_tick_cpu_s = server_ticks / ticks
+        for alert in result.alerts:
+            res.alerts[str(alert.state)] = res.alerts.get(str(alert.state), 0) + 1
+        res.peak_rss_mb = _rss_mb()
+        daemon.close()
+    finally:
+        if prom is not None:
+            prom.stop()
+    return res
+
+
+def _reset_state(store: Any) -> None:
+    """Empty the tables the daemon writes (alerts, notifications), so every case starts cold."""
+    with store.engine.begin() as conn:
+        for table in ("alerts", "notification_log", "outbox", "eval_runs"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+
+
+def _child(queue: Any, args: tuple[Any, ...]) -> None:
+    try:
+        queue.put(run_case(*args).as_dict())
+    except Exception as exc:  # reported as the case's error, the other cases go on
+        backend, shape, spec = args[:3]
+        res = CaseResult(backend, shape, spec.series, spec.days, error=f"{type(exc).__name__}: {exc}")
+        queue.put(res.as_dict())
+
+
+def run_isolated(backend: str, shape: str, spec: DataSpec, target: str, ticks: int) -> dict[str, Any]:
+    """Run one case in a fresh (spawned) process and return its result as a dict."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory(prefix="watcher-bench-daemon-") as tmp:
+        proc = ctx.Process(target=_child, args=(queue, (backend, shape, spec, target, Path(tmp), ticks)))
+        proc.start()
+        got: dict[str, Any] = queue.get()
+        proc.join()
+    return got
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Return the results as a Markdown table (the rows of docs/benchmarks.md)."""
+    head = (
+        "| backend | shape | series | cold start CPU s (wall) | steady tick CPU s (wall) "
+        "| server CPU s cold / tick | peak RSS MB | series per CPU-s | alerts |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in results:
+        if r.get("error"):
+            lines.append(f"| {r['backend']} | {r['shape']} | {r['series']:,} | error: {r['error']} |||||")
+            continue
+        server = (
+            f"{_fmt(r['server_cold_cpu_s'])} / {_fmt(r['server_tick_cpu_s'], 3)}"
+            if r["server_cold_cpu_s"] is not None
+            else "–"
+        )
+        alerts = ", ".join(f"{k} {v}" for k, v in sorted(r["alerts"].items())) or "none"
+        lines.append(
+            f"| {r['backend']} | {r['shape']} | {r['evaluated_series']:,} "
+            f"| {_fmt(r['cold_cpu_s'])} ({_fmt(r['cold_wall_s'])}) "
+            f"| {_fmt(r['tick_cpu'], 3)} ({_fmt(r['tick_wall'], 3)}) | {server} "
+            f"| {_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['series_per_cpu_s'], 0)} | {alerts} |"
+        )
+    return "\n".join(lines)
+
+
+def main_daemon(args: argparse.Namespace) -> int:
+    """Run ``watcher bench daemon``: prepare the data, then every backend × shape × size case."""
+    sizes = args.series or [1_000]
+    if any(n > 10_000 for n in sizes) and not args.allow_100k:
+        print("more than 10,000 series needs --allow-100k (hours of data generation and GBs of disk)")
+        return 2
+    backends = args.backend or ["sqlite"]
+    shapes = args.shape or ["ewma-traces"]
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(f"  … {msg}", flush=True)
+
+    results = []
+    for n in sizes:
+        spec = DataSpec(n, args.days, args.ticks, args.alerting)
+        for backend in backends:
+            if backend == "sqlite":
+                target = prepare_sqlite(spec, data_dir, log)
+            elif backend == "postgresql":
+                target = prepare_postgresql(spec, args.pg_url, log)
+            else:
+                target = str(prepare_prometheus(spec, data_dir, log))
+            for shape in shapes:
+                if backend == "prometheus" and SHAPES[shape]["query"]["agg"] not in ("sum", "mean"):
+                    continue
+                got = run_isolated(backend, shape, spec, target, args.ticks)
+                results.append(got)
+                if not args.json:
+                    print(table([got]).splitlines()[-1], flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print()
+        print(table(results))
+    return 1 if any(r.get("error") for r in results) else 0
+
+
+def add_daemon_parser(sub: Any) -> None:
+    """Register ``watcher bench daemon`` on the bench subparsers."""
+    p = sub.add_parser(
+        "daemon",
+        help="the real daemon end to end (store → rules → sources → detectors → alert state → store)",
+    )
+    p.add_argument(
+        "--backend", action="append", choices=BACKENDS, help="sqlite, postgresql, prometheus (repeatable)"
+    )
+    p.add_argument("--shape", action="append", choices=sorted(SHAPES), help="rule shape (repeatable)")
+    p.add_argument("--series", action="append", type=int, help="series count (repeatable; default 1000)")
+    p.add_argument("--days", type=float, default=1.0, help="history before the cold start (1)")
+    p.add_argument("--ticks", type=int, default=5, help="steady ticks timed after the cold start (5)")
+    p.add_argument("--alerting", type=float, default=0.01, help="fraction of series that jump (0.01)")
+    p.add_argument(
+        "--data-dir",
+        default=os.path.join(tempfile.gettempdir(), "watcher-bench-daemon"),
+        help="where generated stores and Prometheus data are kept and reused",
+    )
+    p.add_argument("--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a database per size is created)")
+    p.add_argument("--allow-100k", action="store_true", help="allow more than 10,000 series")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return main_daemon(args)
+
+
+__all__ = [
+    "SHAPES",
+    "CaseResult",
+    "DataSpec",
+    "add_daemon_parser",
+    "main_daemon",
+    "prepare_postgresql",
+    "prepare_prometheus",
+    "prepare_sqlite",
+    "rule_file",
+    "run_case",
+    "series_values",
+]
