@@ -41,6 +41,8 @@ import numpy as np
 EPOCH = datetime(2026, 1, 5, tzinfo=UTC)
 """First instant of the generated data (fixed: no measurement depends on the day it runs)."""
 STEP_S = 60.0
+DATA_VERSION = 2
+"""Bumped whenever the generated data changes, so stale prepared data is never reused."""
 BACKENDS = ("sqlite", "postgresql", "prometheus")
 DEFAULT_PG = "postgresql+psycopg://127.0.0.1:5432/test"
 PROMETHEUS_BIN = "/usr/bin/prometheus"
@@ -65,7 +67,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         "for": "3m",
         "traces": {"from": "none"},
     },
-    # a seasonal profile (6-hour season, so one day of history holds four cycles)
+    # a seasonal profile (a season of a quarter of the history: 6 hours in one day)
     "seasonal": {
         "query": {"agg": "sum", "field": "cost_usd", "window": "15m", "per": "1h", "by": ["tenant"]},
         "detector": {"kind": "seasonal", "seasons": ["6h"], "history": "1d", "direction": "up"},
@@ -101,7 +103,7 @@ class DataSpec:
     @property
     def key(self) -> str:
         """Return a name for this data set (files, databases): it changes with everything generated."""
-        return f"s{self.series}_d{self.days:g}_t{self.ticks}_a{self.alerting:g}_r{self.seed}"
+        return f"v{DATA_VERSION}_s{self.series}_d{self.days:g}_t{self.ticks}_a{self.alerting:g}_r{self.seed}"
 
     def start_at(self) -> datetime:
         """Return the clock of the cold start: ``days`` after the first point."""
@@ -116,16 +118,16 @@ def tenant(i: int) -> str:
 def series_values(spec: DataSpec, i: int) -> np.ndarray:
     """Return one series' per-minute cost: its own level, a daily cycle, noise, and maybe a jump.
 
-    A series among the first ``alerting`` fraction jumps tenfold from the start of the ticks on.
+    A series among the first ``alerting`` fraction jumps twentyfold 15 minutes before the cold start.
     """
     rng = np.random.default_rng((spec.seed, i))
     ts = EPOCH.timestamp() + STEP_S * np.arange(spec.points)
     level = 10.0 ** rng.uniform(-2, 0)
     hour = (ts % 86_400.0) / 3600.0
     shape = 0.5 + np.exp(-(((hour - 14.0) / 4.0) ** 2))
-    values = level * shape * np.exp(rng.normal(0.0, 0.1, spec.points))
+    values: np.ndarray = level * shape * np.exp(rng.normal(0.0, 0.1, spec.points))
     if i < math.ceil(spec.alerting * spec.series):
-        values[spec.history_points - 2 :] *= 10.0
+        values[spec.history_points - 15 :] *= 20.0
     return values
 
 
@@ -162,14 +164,17 @@ def prepare_sqlite(spec: DataSpec, data_dir: Path, log: Callable[[str], None]) -
     path.unlink(missing_ok=True)
     open_store(url).close()  # the schema, migrated
     t0 = time.perf_counter()
-    stamps = EPOCH.replace(tzinfo=None) + timedelta(seconds=STEP_S) * np.arange(spec.points)
-    ts_text = [t.strftime("%Y-%m-%d %H:%M:%S.%f") for t in stamps.tolist()]
+    start = EPOCH.replace(tzinfo=None)
+    ts_text = [
+        (start + timedelta(seconds=STEP_S * p)).strftime("%Y-%m-%d %H:%M:%S.%f") for p in range(spec.points)
+    ]
     con = sqlite3.connect(path)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=OFF")
     sql = (
-        "INSERT INTO calls (trace_id, span_id, ts, model, tenant, cost_usd, provider, operation, feature, "
-        "input_tokens, output_tokens, cached_tokens, reasoning_tokens, tokens_estimated, cost_known, outcome) "
+        "INSERT INTO calls (trace_id, span_id, ts, model, tenant, cost_usd, provider, operation, "
+        "feature, input_tokens, output_tokens, cached_tokens, reasoning_tokens, tokens_estimated, "
+        "cost_known, outcome) "
         "VALUES (?, ?, ?, ?, ?, ?, 'bench', 'chat', 'bench', 100, 50, 0, 0, 0, 1, 'ok')"
     )
     for first, block in _chunks(spec):
@@ -251,8 +256,8 @@ def prepare_prometheus(spec: DataSpec, data_dir: Path, log: Callable[[str], None
     blocks = root / "blocks"
     cmd = [PROMTOOL_BIN, "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=24h"]
     subprocess.run([*cmd, str(src), str(blocks)], check=True, capture_output=True, timeout=7200)
-    for block in blocks.iterdir():
-        shutil.move(str(block), root / "data" / block.name)
+    for made in blocks.iterdir():
+        shutil.move(str(made), root / "data" / made.name)
     src.unlink()
     done.write_text(f"{time.perf_counter() - t0:.1f}s\n")
     return root / "data"
@@ -297,7 +302,9 @@ class PrometheusProcess:
         with httpx.Client(timeout=2.0) as client:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"prometheus exited at start-up (see {self.data.parent}/prometheus.log)")
+                    raise RuntimeError(
+                        f"prometheus exited at start-up (see {self.data.parent}/prometheus.log)"
+                    )
                 try:
                     if client.get(f"{self.url}/-/ready").status_code == 200:
                         return
@@ -375,9 +382,10 @@ def rule_file(shape: str, backend: str, days: float) -> dict[str, Any]:
     rule["labels"] = {"severity": "page"}
     det = rule["detector"]
     if det["kind"] == "rolling":
-        det["window"] = f"{days * 24:g}h"
-    if det["kind"] == "seasonal":
-        det["history"] = f"{days * 24:g}h"
+        det["window"] = f"{round(days * 1440)}m"
+    if det["kind"] == "seasonal":  # four seasons in the history, whatever its length
+        det["history"] = f"{round(days * 1440)}m"
+        det["seasons"] = [f"{round(days * 1440 / 4)}m"]
     if backend == "prometheus":
         query = rule.pop("query")
         window = query["window"]
@@ -405,9 +413,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_case(
-    backend: str, shape: str, spec: DataSpec, target: str, workdir: Path, ticks: int
-) -> CaseResult:
+def run_case(backend: str, shape: str, spec: DataSpec, target: str, workdir: Path, ticks: int) -> CaseResult:
     """Run one case in this process: build the daemon, cold start, then ``ticks`` steady ticks.
 
     ``target`` is the store URL (SQLite, PostgreSQL) or the Prometheus data directory.
@@ -420,20 +426,21 @@ def run_case(
 
     res = CaseResult(backend, shape, spec.series, spec.days)
     rules = workdir / "rules.yaml"
-    rules.write_text(yaml.safe_dump(rule_file(shape, backend, spec.days), allow_unicode=True), encoding="utf-8")
+    rules.write_text(
+        yaml.safe_dump(rule_file(shape, backend, spec.days), allow_unicode=True), encoding="utf-8"
+    )
     prom: PrometheusProcess | None = None
     store_url = target if backend != "prometheus" else f"sqlite:///{workdir}/state.db"
     store = open_store(store_url)
     _reset_state(store)
     settings_kw: dict[str, Any] = {}
+    daemon: Daemon | None = None
     try:
         if backend == "prometheus":
             prom = PrometheusProcess(Path(target))
             prom.start()
             settings_kw["prometheus"] = {"bench": PrometheusEndpoint(url=prom.url, timeout_s=600)}
-        settings = Settings(
-            store=StoreSettings(url=store_url), rules=[rules], **settings_kw
-        )
+        settings = Settings(store=StoreSettings(url=store_url), rules=[rules], **settings_kw)
         now = spec.start_at()
         daemon = Daemon(settings, store=store, clock=lambda: now)
         res.rss_before_mb = _rss_mb()
@@ -465,8 +472,11 @@ def run_case(
         for alert in result.alerts:
             res.alerts[str(alert.state)] = res.alerts.get(str(alert.state), 0) + 1
         res.peak_rss_mb = _rss_mb()
-        daemon.close()
     finally:
+        if daemon is not None:
+            daemon.close()  # the outbox's threads, the sources' sessions, the store
+        else:
+            store.close()
         if prom is not None:
             prom.stop()
     return res

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -191,6 +191,11 @@ class _RuleRunner:
         if r.min_value is not None and not value >= r.min_value:
             return False
         return not (r.max_value is not None and not value <= r.max_value)
+
+
+def _stored_differs(new: Alert, prev: Alert) -> bool:
+    """Tell whether ``new`` must be written: anything but the time of the evaluation changed."""
+    return new != prev and replace(new, last_eval=prev.last_eval) != prev
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +409,7 @@ class GroupEvaluator:
                     del runner.alerts[fp]
                     deleted.append(fp)
                 continue
-            if new != prev:
+            if prev is None or _stored_differs(new, prev):
                 changed.append(new)
             runner.alerts[fp] = new
         for fp in [f for f in runner.episode_start if f not in runner.alerts or runner.alerts[f].resolved]:
@@ -480,7 +485,9 @@ class GroupEvaluator:
         elif not active and prev is not None and ongoing:
             # a resolving alert keeps its traces (alerting), and so what it said about having none
             notes = {k: prev.annotations[k] for k in NOTE_KEYS if k in prev.annotations}
-        return self._obs(rule, series.labels.merge(rule.labels), latest, active, traces, notes)
+        # The annotations of a series without an alert, and staying without one, are never read.
+        render = active or ongoing
+        return self._obs(rule, series.labels.merge(rule.labels), latest, active, traces, notes, render=render)
 
     def _no_exemplars(self, series: Series, start: float, end: float) -> dict[str, str]:
         """Return the notes of an alert without exemplar traces: whence none came, and a search link."""
@@ -501,6 +508,8 @@ class GroupEvaluator:
         active: bool,
         traces: tuple[TraceRef, ...],
         notes: Mapping[str, str] | None = None,
+        *,
+        render: bool = True,
     ) -> Observation:
         annotations = (
             self._render(
@@ -512,7 +521,7 @@ class GroupEvaluator:
                 upper=v.upper,
                 score=v.score,
             )
-            if rule.annotations
+            if rule.annotations and render
             else {}
         )
         if notes:
