@@ -41,7 +41,7 @@ import numpy as np
 EPOCH = datetime(2026, 1, 5, tzinfo=UTC)
 """First instant of the generated data (fixed: no measurement depends on the day it runs)."""
 STEP_S = 60.0
-DATA_VERSION = 2
+DATA_VERSION = 3
 """Bumped whenever the generated data changes, so stale prepared data is never reused."""
 BACKENDS = ("sqlite", "postgresql", "prometheus")
 DEFAULT_PG = "postgresql+psycopg://127.0.0.1:5432/test"
@@ -138,13 +138,20 @@ def _chunks(spec: DataSpec, per_chunk: int = 200) -> Iterator[tuple[int, np.ndar
         yield first, np.stack([series_values(spec, first + k) for k in range(n)])
 
 
-def _rows(spec: DataSpec, first: int, block: np.ndarray, ts_text: list[str]) -> Iterator[tuple[Any, ...]]:
-    """Yield ``calls`` rows (trace_id, span_id, ts, model, tenant, cost_usd) of one block."""
-    for k in range(block.shape[0]):
-        i = first + k
-        name = tenant(i)
-        for p, cost in enumerate(block[k].tolist()):
-            yield (f"{i:08x}{p:024x}", f"{p:016x}", ts_text[p], "gpt-bench", name, cost)
+def _time_ordered_rows(spec: DataSpec, stamps: list[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """Yield ``calls`` rows (trace_id, span_id, ts, model, tenant, cost_usd) minute after minute.
+
+    Rows are written in time order, as the hooks write them, so a table's pages hold neighbouring
+    minutes (a fetch of the last minutes reads a few pages, not one page per series).
+    """
+    values = np.concatenate([block for _, block in _chunks(spec)])
+    names = [tenant(i) for i in range(spec.series)]
+    for p in range(spec.points):
+        at = stamps[p]
+        col = values[:, p].tolist()
+        yield [
+            (f"{i:08x}{p:024x}", f"{p:016x}", at, "gpt-bench", names[i], col[i]) for i in range(spec.series)
+        ]
 
 
 # --- preparing the data -----------------------------------------------------------------------
@@ -177,10 +184,11 @@ def prepare_sqlite(spec: DataSpec, data_dir: Path, log: Callable[[str], None]) -
         "cost_known, outcome) "
         "VALUES (?, ?, ?, ?, ?, ?, 'bench', 'chat', 'bench', 100, 50, 0, 0, 0, 1, 'ok')"
     )
-    for first, block in _chunks(spec):
-        con.executemany(sql, _rows(spec, first, block, ts_text))
-        con.commit()
-        log(f"sqlite: {first + block.shape[0]}/{spec.series} series loaded")
+    for p, rows in enumerate(_time_ordered_rows(spec, ts_text)):
+        con.executemany(sql, rows)
+        if p % 60 == 59 or p == spec.points - 1:
+            con.commit()
+            log(f"sqlite: {p + 1}/{spec.points} minutes loaded")
     con.execute("ANALYZE")
     con.commit()
     con.close()
@@ -217,12 +225,14 @@ def prepare_postgresql(spec: DataSpec, base_url: str, log: Callable[[str], None]
             "trace_id, span_id, ts, model, tenant, cost_usd, provider, operation, feature, input_tokens, "
             "output_tokens, cached_tokens, reasoning_tokens, tokens_estimated, cost_known, outcome"
         )
-        for first, block in _chunks(spec):
-            with conn.cursor() as cur, cur.copy(f"COPY calls ({columns}) FROM STDIN") as copy:
-                for row in _rows(spec, first, block, stamps):  # type: ignore[arg-type]
-                    copy.write_row((*row, "bench", "chat", "bench", 100, 50, 0, 0, False, True, "ok"))
-            conn.commit()
-            log(f"postgresql: {first + block.shape[0]}/{spec.series} series loaded")
+        rest = ("bench", "chat", "bench", 100, 50, 0, 0, False, True, "ok")
+        with conn.cursor() as cur, cur.copy(f"COPY calls ({columns}) FROM STDIN") as copy:
+            for p, rows in enumerate(_time_ordered_rows(spec, stamps)):
+                for row in rows:
+                    copy.write_row(row + rest)
+                if p % 60 == 59:
+                    log(f"postgresql: {p + 1}/{spec.points} minutes loaded")
+        conn.commit()
         conn.execute("ANALYZE calls")
         conn.execute("CREATE TABLE bench_done (took float)")
         conn.execute("INSERT INTO bench_done VALUES (%s)", (time.perf_counter() - t0,))
