@@ -126,6 +126,15 @@ class _RuleRunner:
     last_seen: dict[Labels, float] = field(default_factory=dict)
     """Series labels → the time of the series' newest point seen."""
     pruned_at: float = -math.inf
+    interned: dict[Labels, Labels] = field(default_factory=dict)
+    """Series labels → the first equal label set seen, whose merges and fingerprint are cached."""
+
+    def intern(self, labels: Labels) -> Labels:
+        """Return the label set kept for ``labels`` (a source builds new ones at every fetch)."""
+        kept = self.interned.get(labels)
+        if kept is None:
+            kept = self.interned[labels] = labels
+        return kept
 
     @property
     def history_points(self) -> int:
@@ -180,7 +189,7 @@ class _RuleRunner:
             alert_labels = labels.merge(self.rule.labels)
             if alert_labels.merge({"alertname": self.rule.alert}).fingerprint in self.alerts:
                 continue
-            for state in (self.detectors, self.last_verdicts, self.history, self.last_seen):
+            for state in (self.detectors, self.last_verdicts, self.history, self.last_seen, self.interned):
                 state.pop(labels, None)
             self.by_alert_labels.pop(alert_labels, None)
             dropped += 1
@@ -381,7 +390,7 @@ class GroupEvaluator:
 
         observations: dict[str, tuple[Labels, Observation | None]] = {}
         for series in series_list:
-            labels = series.labels.merge(rule.labels)
+            labels = runner.intern(series.labels).merge(rule.labels)
             fp = labels.merge({"alertname": rule.alert}).fingerprint
             observations[fp] = (labels, self._observe(runner, series, grid_last, fp, now))
         absent_fp = Labels(rule.labels).merge({"alertname": rule.alert}).fingerprint
