@@ -266,7 +266,24 @@ def test_a_version_4_store_gets_the_alerts_surprise_column(tmp_path: Path) -> No
     store = open_store(url)
     try:
         with store.engine.connect() as conn:
-            assert schema_version(conn) == SCHEMA_VERSION == 5
+            assert schema_version(conn) == SCHEMA_VERSION == 7
             assert "surprise" in {c["name"] for c in sa.inspect(conn).get_columns("alerts")}
+    finally:
+        store.close()
+
+
+def test_a_version_5_store_gets_the_detector_state_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    store = open_store(url)
+    with store.engine.begin() as conn:  # as the release before checkpoints wrote it
+        conn.exec_driver_sql("DROP TABLE detector_state")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 5")
+    store.close()
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert schema_version(conn) == SCHEMA_VERSION == 7
+            cols = {c["name"] for c in sa.inspect(conn).get_columns("detector_state")}
+            assert {"group_name", "rule", "fingerprint", "spec", "version", "cursor", "state"} <= cols
     finally:
         store.close()

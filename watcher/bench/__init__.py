@@ -33,7 +33,7 @@ def _run_throughput(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|throughput|daemon|hooks|ingest|notify`` on the subparsers."""
+    """Register ``watcher bench detection|flagrate|throughput|daemon|hooks|ingest|notify``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )

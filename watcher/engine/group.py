@@ -28,7 +28,8 @@ import numpy as np
 
 from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_epoch, to_epoch
 from ..detectors import Detector, make_detector
-from ..errors import SourceError, WatcherError
+from ..detectors.checkpoint import CheckpointError, get_state, set_state
+from ..errors import SourceError, StoreError, WatcherError
 from ..notify.templates import render_annotations
 from ..rules.schema import (
     AutoDetector,
@@ -44,6 +45,7 @@ from ..selfmetrics import SelfMetrics
 from ..sources.base import Source
 from ..tracesearch import NO_EXEMPLARS, NOTE_KEYS, TRACE_SEARCH, no_exemplars_note, search_link
 from .alerting import Observation, Timing, step
+from .checkpoints import CheckpointStore, SeriesState, spec_digest
 from .history import VerdictRing
 from .state import AlertStore, RuleHealth
 
@@ -126,6 +128,8 @@ class _RuleRunner:
     last_seen: dict[Labels, float] = field(default_factory=dict)
     """Series labels → the time of the series' newest point seen."""
     pruned_at: float = -math.inf
+    checkpointed_at: float = -math.inf
+    """Grid time of the rule's last detector checkpoint (or of the one it resumed from)."""
     interned: dict[Labels, Labels] = field(default_factory=dict)
     """Series labels → the first equal label set seen, whose merges and fingerprint are cached."""
 
@@ -238,12 +242,18 @@ class GroupEvaluator:
         keep_history: bool = True,
         trace_search_url: str | None = None,
         trace_search_labels: Mapping[str, str] | None = None,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_every: timedelta | None = None,
     ) -> None:
         """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests.
 
         ``trace_search_url`` (the setting) links an alert left without exemplar trace IDs to its
-        time window in the trace UI.
+        time window in the trace UI. With ``checkpoints``, a rule's first evaluation resumes its
+        detectors from their last checkpoint (fetching only what came after it) and their state is
+        checkpointed every ``checkpoint_every`` of data time (at the first evaluation, then on).
         """
+        self._checkpoints = checkpoints
+        self._checkpoint_every = checkpoint_every
         self.group = group
         self._trace_search_url = trace_search_url
         self._trace_search_labels = dict(trace_search_labels or {})
@@ -381,6 +391,8 @@ class GroupEvaluator:
         stp = rule_step(rule, self.group)
         step_s = stp.total_seconds()
         grid_last = math.floor(to_epoch(now) / step_s) * step_s
+        if runner.cursor is None and self._checkpoints is not None and rule.detector is not None:
+            self._resume(runner, now)
         start = (
             from_epoch(runner.cursor) if runner.cursor is not None else now - rule_lookback(rule, self.group)
         )
@@ -426,7 +438,73 @@ class GroupEvaluator:
         for series in series_list:
             runner.see(series)
         runner.prune(grid_last)
+        self._checkpoint(runner, grid_last)
         return len(series_list), changed, deleted
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def _resume(self, runner: _RuleRunner, now: datetime) -> None:
+        """Adopt the rule's checkpointed detectors when they are recent enough to continue from.
+
+        The cursor moves to the checkpoint's, so the first fetch brings exactly what a daemon that
+        had kept running would have fetched since. A checkpoint older than the lookback, of another
+        spec or detector code, or unreadable, is ignored: the state is rebuilt from history.
+        """
+        assert self._checkpoints is not None
+        rule = runner.rule
+        step_s = rule_step(rule, self.group).total_seconds()
+        try:
+            got = self._checkpoints.load(self.name, rule.alert, spec_digest(rule, step_s))
+        except StoreError as exc:
+            logger.warning("detector checkpoint not read: %s", exc, extra={"group": self.name})
+            return
+        if (
+            got is None
+            or got.cursor > to_epoch(now)
+            or got.cursor < to_epoch(now - rule_lookback(rule, self.group))
+        ):
+            return
+        bad = 0
+        for item in got.series:
+            try:
+                det = set_state(self._make_detector(rule, item.labels), item.state)
+            except CheckpointError:
+                bad += 1
+                continue
+            runner.detectors[item.labels] = det
+            runner.last_seen[item.labels] = item.last_seen
+        if bad and not runner.detectors:
+            return
+        runner.cursor = runner.checkpointed_at = got.cursor
+        logger.info(
+            "resumed %d series from a detector checkpoint (%d unreadable)",
+            len(runner.detectors),
+            bad,
+            extra={"group": self.name, "rule": rule.alert},
+        )
+
+    def _checkpoint(self, runner: _RuleRunner, grid_last: float) -> None:
+        """Write the rule's detector state when ``checkpoint_every`` has passed since the last one."""
+        if self._checkpoints is None or self._checkpoint_every is None or runner.rule.detector is None:
+            return
+        if grid_last - runner.checkpointed_at < self._checkpoint_every.total_seconds():
+            return
+        states = []
+        for labels, det in runner.detectors.items():
+            try:
+                blob = get_state(det)
+            except CheckpointError:
+                continue  # this series is rebuilt from history after a restart
+            states.append(SeriesState(labels, runner.last_seen.get(labels, grid_last), blob))
+        step_s = rule_step(runner.rule, self.group).total_seconds()
+        try:
+            self._checkpoints.save(
+                self.name, runner.rule.alert, spec_digest(runner.rule, step_s), grid_last, states
+            )
+        except StoreError as exc:
+            logger.warning("detector checkpoint not written: %s", exc, extra={"group": self.name})
+            return
+        runner.checkpointed_at = grid_last
 
     def _fetch(
         self, source: Source, rule: Rule, start: datetime, end: datetime, stp: timedelta

@@ -44,6 +44,7 @@ from ..selfmetrics import SelfMetrics
 from ..sources.base import Source
 from ..sources.sql import SqlSource
 from ..store.db import Store, open_store
+from .checkpoints import CheckpointStore
 from .group import EvalResult, GroupEvaluator
 from .sourcedown import SourceDownMonitor
 from .state import AlertStore, write_alerts
@@ -133,6 +134,7 @@ class Daemon:
             settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms
         )
         self.alert_store = AlertStore(self.store)
+        self.checkpoints = CheckpointStore(self.store)
         self.sources = dict(sources) if sources is not None else build_sources(settings, self.store)
         self.notifier = Notifier(
             self.store,
@@ -190,6 +192,8 @@ class Daemon:
                 metrics=self.metrics,
                 trace_search_url=self.settings.trace_search_url,
                 trace_search_labels=self.settings.trace_search_labels,
+                checkpoints=self.checkpoints,
+                checkpoint_every=self.settings.checkpoint_interval,
             )
             orphans += ev.restore(persisted.get(lg.group.name, []))
             new[lg.group.name] = ev

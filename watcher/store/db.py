@@ -74,12 +74,20 @@ def _v5_alert_surprise(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE alerts ADD COLUMN surprise FLOAT")
 
 
+def _v7_detector_state(conn: Connection) -> None:
+    """Add ``detector_state``: checkpointed detector state per series (issue #19)."""
+    from .tables import DetectorStateRow
+
+    SQLModel.metadata.create_all(conn, tables=[getattr(DetectorStateRow, "__table__")])  # noqa: B009
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
     3: _v3_outbox_key_index,
     4: _v4_payload_access,
     5: _v5_alert_surprise,
+    7: _v7_detector_state,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 
