@@ -33,6 +33,9 @@ def _check(res: object, spec: DataSpec = SPEC) -> None:
     assert res.cold_cpu_s > 0 and len(res.tick_cpu_s) == spec.ticks and res.tick_cpu > 0
     assert res.peak_rss_mb >= res.rss_before_mb > 0
     assert math.isclose(res.series_per_cpu_s, spec.series / res.tick_cpu)
+    # the cold start checkpointed every series; the restart resumed from it and evaluated
+    assert res.checkpoint_series == spec.series and res.checkpoint_mb is not None and res.checkpoint_mb > 0
+    assert res.resume_cpu_s is not None and res.resume_cpu_s > 0
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))

@@ -361,6 +361,11 @@ class CaseResult:
     tick_wall_s: list[float] = field(default_factory=list)
     server_cold_cpu_s: float | None = None
     server_tick_cpu_s: float | None = None
+    resume_cpu_s: float | None = None
+    """A restart's first evaluation (from the detector checkpoint), CPU seconds."""
+    resume_wall_s: float | None = None
+    checkpoint_series: int | None = None
+    checkpoint_mb: float | None = None
     rss_before_mb: float = math.nan
     peak_rss_mb: float = math.nan
     alerts: dict[str, int] = field(default_factory=dict)
@@ -423,10 +428,14 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_case(backend: str, shape: str, spec: DataSpec, target: str, workdir: Path, ticks: int) -> CaseResult:
-    """Run one case in this process: build the daemon, cold start, then ``ticks`` steady ticks.
+def run_case(
+    backend: str, shape: str, spec: DataSpec, target: str, workdir: Path, ticks: int, resume: bool = True
+) -> CaseResult:
+    """Run one case in this process: build the daemon, cold start, ``ticks`` steady ticks, a restart.
 
-    ``target`` is the store URL (SQLite, PostgreSQL) or the Prometheus data directory.
+    ``target`` is the store URL (SQLite, PostgreSQL) or the Prometheus data directory. With
+    ``resume``, a second daemon on the same store then evaluates the next tick, resuming from the
+    detector checkpoint the first one wrote at its cold start.
     """
     import yaml
 
@@ -482,6 +491,25 @@ def run_case(backend: str, shape: str, spec: DataSpec, target: str, workdir: Pat
         for alert in result.alerts:
             res.alerts[str(alert.state)] = res.alerts.get(str(alert.state), 0) + 1
         res.peak_rss_mb = _rss_mb()
+        if resume:
+            # A restart: a new daemon on the same store resumes from the checkpoint written at the
+            # cold start (``checkpoint_interval``) and evaluates the next tick.
+            with store.engine.connect() as conn:
+                n, size = conn.exec_driver_sql(
+                    "SELECT count(*), coalesce(sum(length(state)), 0) FROM detector_state"
+                ).one()
+            res.checkpoint_series, res.checkpoint_mb = int(n), int(size) / 2**20
+            daemon.close()
+            daemon = None
+            store = open_store(store_url)
+            at = now + timedelta(seconds=STEP_S * (ticks + 1))
+            c0, w0 = time.process_time(), time.perf_counter()
+            daemon = Daemon(settings, store=store, clock=lambda: at)
+            result = daemon.evaluate_group("bench", at)
+            res.resume_cpu_s, res.resume_wall_s = time.process_time() - c0, time.perf_counter() - w0
+            bad = [h.error for h in result.health if not h.ok]
+            if bad:
+                raise RuntimeError(f"evaluation failed: {bad[0]}")
     finally:
         if daemon is not None:
             daemon.close()  # the outbox's threads, the sources' sessions, the store
@@ -495,7 +523,7 @@ def run_case(backend: str, shape: str, spec: DataSpec, target: str, workdir: Pat
 def _reset_state(store: Any) -> None:
     """Empty the tables the daemon writes (alerts, notifications), so every case starts cold."""
     with store.engine.begin() as conn:
-        for table in ("alerts", "notification_log", "outbox", "eval_runs"):
+        for table in ("alerts", "notification_log", "outbox", "eval_runs", "detector_state"):
             conn.exec_driver_sql(f"DELETE FROM {table}")
 
 
@@ -508,12 +536,16 @@ def _child(queue: Any, args: tuple[Any, ...]) -> None:
         queue.put(res.as_dict())
 
 
-def run_isolated(backend: str, shape: str, spec: DataSpec, target: str, ticks: int) -> dict[str, Any]:
+def run_isolated(
+    backend: str, shape: str, spec: DataSpec, target: str, ticks: int, resume: bool = True
+) -> dict[str, Any]:
     """Run one case in a fresh (spawned) process and return its result as a dict."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     with tempfile.TemporaryDirectory(prefix="watcher-bench-daemon-") as tmp:
-        proc = ctx.Process(target=_child, args=(queue, (backend, shape, spec, target, Path(tmp), ticks)))
+        proc = ctx.Process(
+            target=_child, args=(queue, (backend, shape, spec, target, Path(tmp), ticks, resume))
+        )
         proc.start()
         got: dict[str, Any] = queue.get()
         proc.join()
@@ -533,13 +565,14 @@ def table(results: list[dict[str, Any]]) -> str:
     """Return the results as a Markdown table (the rows of docs/benchmarks.md)."""
     head = (
         "| backend | shape | series | cold start CPU s (wall) | steady tick CPU s (wall) "
-        "| server CPU s cold / tick | peak RSS MB | series per CPU-s | alerts |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+        "| server CPU s cold / tick | peak RSS MB | series per CPU-s | restart from checkpoint CPU s (wall) "
+        "| checkpoint MB | alerts |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in results:
         if r.get("error"):
-            lines.append(f"| {r['backend']} | {r['shape']} | {r['series']:,} | error: {r['error']} |||||")
+            lines.append(f"| {r['backend']} | {r['shape']} | {r['series']:,} | error: {r['error']} |||||||")
             continue
         server = (
             f"{_fmt(r['server_cold_cpu_s'])} / {_fmt(r['server_tick_cpu_s'], 3)}"
@@ -551,7 +584,9 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {r['backend']} | {r['shape']} | {r['evaluated_series']:,} "
             f"| {_fmt(r['cold_cpu_s'])} ({_fmt(r['cold_wall_s'])}) "
             f"| {_fmt(r['tick_cpu'], 3)} ({_fmt(r['tick_wall'], 3)}) | {server} "
-            f"| {_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['series_per_cpu_s'], 0)} | {alerts} |"
+            f"| {_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['series_per_cpu_s'], 0)} "
+            f"| {_fmt(r.get('resume_cpu_s'))} ({_fmt(r.get('resume_wall_s'))}) "
+            f"| {_fmt(r.get('checkpoint_mb'), 1)} | {alerts} |"
         )
     return "\n".join(lines)
 
@@ -584,7 +619,7 @@ def main_daemon(args: argparse.Namespace) -> int:
             for shape in shapes:
                 if backend == "prometheus" and SHAPES[shape]["query"]["agg"] not in ("sum", "mean"):
                     continue
-                got = run_isolated(backend, shape, spec, target, args.ticks)
+                got = run_isolated(backend, shape, spec, target, args.ticks, not args.no_restart)
                 results.append(got)
                 if not args.json:
                     print(table([got]).splitlines()[-1], flush=True)
@@ -616,6 +651,7 @@ def add_daemon_parser(sub: Any) -> None:
         help="where generated stores and Prometheus data are kept and reused",
     )
     p.add_argument("--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a database per size is created)")
+    p.add_argument("--no-restart", action="store_true", help="skip the restart from the detector checkpoint")
     p.add_argument("--allow-100k", action="store_true", help="allow more than 10,000 series")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_run)
