@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import openai
     import sqlalchemy as sa
 
-    from watcher.instrument.stub import StubServer
+    from watcher.bench.stub import StubServer
     from watcher.store.db import open_store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -23,11 +23,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from watcher.config import load_settings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.redact import Masker, display_url, url_secrets
-from watcher.server import build_app
 from watcher.store.db import Store, open_store
 from watcher.store.tables import Call, Payload
+from watcher.web.app import build_app
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

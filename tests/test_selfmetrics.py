@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 
 from watcher.config import Settings, StoreSettings
 from watcher.core import Labels, Verdict, to_epoch
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.selfmetrics import SelfMetrics
 from watcher.sources.memory import MemorySource
 

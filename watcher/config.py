@@ -33,9 +33,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from .core import Duration
 from .errors import ConfigError
-from .rules.schema import Duration
-from .tracesearch import HOOK_SPAN_ATTRIBUTES, check_search_url
+from .links import HOOK_SPAN_ATTRIBUTES, check_search_url
 
 DEFAULT_CONFIG_FILE = "watcher.yaml"
 

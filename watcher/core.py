@@ -13,13 +13,15 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -39,6 +41,84 @@ def to_epoch(ts: datetime) -> float:
 def from_epoch(seconds: float) -> datetime:
     """Convert Unix seconds to a UTC-aware datetime."""
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+_UNITS = (
+    timedelta(weeks=1),
+    timedelta(days=1),
+    timedelta(hours=1),
+    timedelta(minutes=1),
+    timedelta(seconds=1),
+    timedelta(milliseconds=1),
+)
+MAX_DURATION = timedelta(weeks=520)
+"""The longest duration anywhere (rules, config, silences): 10 years, far from ``datetime``'s limits."""
+DURATION_PATTERN = r"^(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$"
+
+
+def parse_duration(text: Any) -> timedelta:
+    """Parse a Prometheus-style duration (``30s``, ``5m``, ``1h30m``, ``7d``, ``1w``) into a timedelta.
+
+    ``0`` is accepted for "no duration". Numbers are rejected so that ``for: 10`` (seconds? minutes?)
+    is an error with a hint rather than a guess. Anything longer than ``MAX_DURATION`` is a
+    ``ValueError`` (never an ``OverflowError`` later, when the daemon adds it to a date).
+    """
+    if isinstance(text, timedelta):
+        if abs(text) > MAX_DURATION:
+            raise ValueError(f"duration is too long: at most {format_duration(MAX_DURATION)} (10 years)")
+        return text
+    if isinstance(text, bool) or not isinstance(text, str | int):
+        raise ValueError(f"expected a duration such as 30s, 5m, 1h or 7d, got {text!r}")
+    if isinstance(text, int) or text.strip() == "0":
+        if text in (0, "0"):
+            return timedelta(0)
+        raise ValueError(f"a duration needs a unit: write {text}s, {text}m or {text}h (units: ms s m h d w)")
+    s = text.strip()
+    if len(s) > 40:
+        raise ValueError(f"bad duration {s[:40]!r}…: write e.g. 30s, 5m, 1h30m, 7d (at most 520w)")
+    match = _DURATION_RE.match(s)
+    if not s or match is None or not any(match.groups()):
+        raise ValueError(f"bad duration {text!r}: write e.g. 30s, 5m, 1h30m, 7d (units: ms s m h d w)")
+    ms = sum(
+        int(amount) * (unit // timedelta(milliseconds=1))
+        for amount, unit in zip(match.groups(), _UNITS, strict=True)
+        if amount
+    )
+    if ms > MAX_DURATION // timedelta(milliseconds=1):
+        raise ValueError(
+            f"duration {s} is too long: at most {format_duration(MAX_DURATION)} (10 years); "
+            "a longer one cannot be added to a date"
+        )
+    return timedelta(milliseconds=ms)
+
+
+def format_duration(td: timedelta) -> str:
+    """Format a timedelta back into the shortest Prometheus-style duration string."""
+    ms = int(td.total_seconds() * 1000)
+    if ms == 0:
+        return "0s"
+    out = []
+    for unit, name in ((604_800_000, "w"), (86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")):
+        if ms >= unit:
+            out.append(f"{ms // unit}{name}")
+            ms %= unit
+    if ms:
+        out.append(f"{ms}ms")
+    return "".join(out)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": 0}],
+            "examples": ["30s", "5m", "1h", "7d"],
+        }
+    ),
+]
 
 
 _MERGE_CACHE_SIZE = 8
@@ -188,6 +268,24 @@ class Series:
 
 
 @dataclass(frozen=True, slots=True)
+class Band:
+    """The expected value of a point and the band around it that is not anomalous (NaN: unknown)."""
+
+    expected: float = math.nan
+    lower: float = math.nan
+    upper: float = math.nan
+
+    @property
+    def known(self) -> bool:
+        """Tell whether both edges of the band are numbers."""
+        return not (math.isnan(self.lower) or math.isnan(self.upper))
+
+    def contains(self, value: float) -> bool:
+        """Tell whether ``value`` lies inside the band (edges included); an unknown band contains all."""
+        return not self.known or self.lower <= value <= self.upper
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What a detector says about one point.
 
@@ -210,6 +308,11 @@ class Verdict:
     """``-log10`` of the tail probability of the deviation on the watched side, under the detector's
     calibrated noise model: unbounded, comparable across series and kinds (0 = typical, 4.5 = the
     default sensitivity's flag level); what "top anomalies" and alert ordering rank by."""
+
+    @property
+    def band(self) -> Band:
+        """Return the expected value and band of this verdict."""
+        return Band(self.expected, self.lower, self.upper)
 
 
 class AlertState(enum.IntEnum):
@@ -251,6 +354,11 @@ class Alert:
     """-log10 of the tail probability of the latest value with data (``Verdict.surprise``)."""
 
     @property
+    def band(self) -> Band:
+        """Return the expected value and band of the latest evaluation that had data."""
+        return Band(self.expected, self.lower, self.upper)
+
+    @property
     def fingerprint(self) -> str:
         """Return the identity of this alert: rule name and labels, stable across restarts."""
         return self.labels.merge({"alertname": self.rule}).fingerprint
@@ -259,6 +367,97 @@ class Alert:
     def resolved(self) -> bool:
         """Tell whether the alert has fired and since resolved."""
         return self.state is AlertState.INACTIVE and self.resolved_at is not None
+
+
+# --- the one Alert <-> dict codec (store, outbox, web) ---------------------------------------------
+
+
+def iso(ts: datetime | None) -> str | None:
+    """Return ``ts`` as an RFC 3339 UTC timestamp (``…Z``), or None."""
+    return utc(ts).isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def parse_iso(text: Any) -> datetime | None:
+    """Parse what ``iso`` wrote (a trailing ``Z`` is accepted) into a UTC-aware datetime; empty: None."""
+    return utc(datetime.fromisoformat(str(text).replace("Z", "+00:00"))) if text else None
+
+
+def json_num(x: float | None) -> float | None:
+    """Return ``x`` for JSON: None when it is missing or not finite (JSON has no NaN)."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def num_or_nan(x: Any) -> float:
+    """Return the float stored by ``json_num`` (None is NaN)."""
+    return math.nan if x is None else float(x)
+
+
+def trace_to_dict(t: TraceRef) -> dict[str, Any]:
+    """Return one trace reference as a JSON-ready dict."""
+    return {
+        "trace_id": t.trace_id,
+        "span_id": t.span_id,
+        "value": json_num(t.value),
+        "ts": iso(t.ts),
+        "note": t.note,
+    }
+
+
+def trace_from_dict(d: Mapping[str, Any]) -> TraceRef:
+    """Return the trace reference ``trace_to_dict`` wrote."""
+    return TraceRef(
+        trace_id=str(d["trace_id"]),
+        span_id=d.get("span_id"),
+        value=d.get("value"),
+        ts=parse_iso(d.get("ts")),
+        note=d.get("note"),
+    )
+
+
+def alert_to_dict(alert: Alert) -> dict[str, Any]:
+    """Return ``alert`` as a JSON-ready dict holding every field (``alert_from_dict`` reverses it)."""
+    return {
+        "rule": alert.rule,
+        "group": alert.group,
+        "labels": dict(alert.labels),
+        "state": int(alert.state),
+        "active_at": iso(alert.active_at),
+        "fired_at": iso(alert.fired_at),
+        "resolved_at": iso(alert.resolved_at),
+        "last_eval": iso(alert.last_eval),
+        "keep_firing_since": iso(alert.keep_firing_since),
+        "value": json_num(alert.value),
+        "expected": json_num(alert.expected),
+        "lower": json_num(alert.lower),
+        "upper": json_num(alert.upper),
+        "score": json_num(alert.score),
+        "surprise": json_num(alert.surprise),
+        "annotations": dict(alert.annotations),
+        "traces": [trace_to_dict(t) for t in alert.traces],
+    }
+
+
+def alert_from_dict(d: Mapping[str, Any]) -> Alert:
+    """Return the alert ``alert_to_dict`` wrote (missing optional fields take their defaults)."""
+    return Alert(
+        rule=str(d["rule"]),
+        group=str(d["group"]),
+        labels=Labels(d.get("labels") or {}),
+        state=AlertState(int(d["state"])),
+        active_at=parse_iso(d.get("active_at")),
+        fired_at=parse_iso(d.get("fired_at")),
+        resolved_at=parse_iso(d.get("resolved_at")),
+        last_eval=parse_iso(d.get("last_eval")),
+        keep_firing_since=parse_iso(d.get("keep_firing_since")),
+        value=num_or_nan(d.get("value")),
+        expected=num_or_nan(d.get("expected")),
+        lower=num_or_nan(d.get("lower")),
+        upper=num_or_nan(d.get("upper")),
+        score=float(d["score"]) if d.get("score") is not None else 0.0,
+        surprise=float(d["surprise"]) if d.get("surprise") is not None else 0.0,
+        annotations={str(k): str(v) for k, v in (d.get("annotations") or {}).items()},
+        traces=tuple(trace_from_dict(t) for t in d.get("traces") or []),
+    )
 
 
 class NotificationKind(enum.StrEnum):

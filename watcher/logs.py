@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
-from .redact import url_secrets
+from .redact import Masker, url_secrets
 
 LogFormat = Literal["auto", "json", "text"]
 
@@ -64,15 +64,12 @@ class _Redacting(logging.Formatter):
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         """Replace the secret values to mask (longest first, so a prefix never leaves a tail)."""
-        keep = {s for s in secrets if len(s) >= _MIN_SECRET_LEN}
-        self.secrets = tuple(sorted(keep, key=len, reverse=True))
+        self._masker = Masker(secrets, mask=REDACTED, min_len=_MIN_SECRET_LEN)
+        self.secrets = self._masker.secrets
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every secret value replaced by ``***``."""
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        return self._masker(text)
 
     def format(self, record: logging.LogRecord) -> str:
         return self.redact(self.render(record))

@@ -128,14 +128,34 @@ def secret_values(obj: Any) -> Iterator[str]:
 
 
 class Masker:
-    """Replace known secret values in free text with ``***`` (longest first; tiny values ignored)."""
+    """Replace known secret values in free text with ``***`` (longest first; tiny values ignored).
 
-    def __init__(self, secrets: Iterable[str] = (), *, mask: str = MASK) -> None:
+    ``min_len`` is the shortest value masked: free text (log lines, store errors) keeps the
+    default so a 2-letter password does not blank every "pw"; a receiver's own error, which can
+    only echo its own URL's parts, masks every non-empty one (``min_len=1``).
+    """
+
+    def __init__(
+        self, secrets: Iterable[str] = (), *, mask: str = MASK, min_len: int = MIN_SECRET_LEN
+    ) -> None:
         self.mask = mask
-        keep = {s for s in secrets if s and len(s) >= MIN_SECRET_LEN}
+        keep = {s for s in secrets if s and len(s) >= min_len}
         self.secrets = tuple(sorted(keep, key=len, reverse=True))
         self._rx = re.compile("|".join(re.escape(s) for s in self.secrets)) if self.secrets else None
 
     def __call__(self, text: str) -> str:
         """Return ``text`` with every secret masked."""
         return self._rx.sub(self.mask, text) if self._rx is not None and text else text
+
+
+TOKEN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9_\-+/=]{24,}")
+"""A long token-looking string (webhook path tokens, API keys) that no secret list may name."""
+
+
+def redact(
+    text: str, secrets: Iterable[str] = (), *, tokens: bool = False, min_len: int = MIN_SECRET_LEN
+) -> str:
+    """Return ``text`` with every value of ``secrets`` (and, with ``tokens``, every long
+    token-looking string) replaced by ``***``: the one helper every masking site calls."""
+    text = Masker(secrets, min_len=min_len)(text)
+    return TOKEN_RE.sub(MASK, text) if tokens else text

@@ -3,7 +3,7 @@
 This module owns sending ``READY=1``, ``STATUS=…``, ``RELOADING=1``, ``STOPPING=1`` and the
 watchdog keep-alive ``WATCHDOG=1`` (when the unit sets ``WatchdogSec=``) to the service manager,
 with no dependency on libsystemd. It does not own when the daemon is ready or pings
-(``engine.scheduler`` calls) nor the unit file (``deploy/systemd/watcher.service``).
+(``daemon`` calls) nor the unit file (``deploy/systemd/watcher.service``).
 
 Outside systemd (no ``NOTIFY_SOCKET``) every call is a no-op that returns ``False``; a failed send
 is logged at debug level and never raises, because a missing notification must not stop a daemon

@@ -1,7 +1,7 @@
 """The daemon's own Prometheus metrics, on an injectable registry.
 
 This module owns the names and label sets of watcher's self-metrics. It does not own serving them
-(``server``) nor the application metrics the hooks emit (``instrument``). Tests pass a fresh
+(``web.app``) nor the application metrics the hooks emit (``instrument``). Tests pass a fresh
 ``CollectorRegistry`` so counts never leak between tests.
 """
 

@@ -93,6 +93,13 @@ def test_prometheus_case(tmp_path: Path) -> None:
     assert sum(res.alerts.values()) == 4
 
 
+def test_cli_names_every_shape_and_backend() -> None:
+    from watcher.bench.daemon import BACKENDS
+    from watcher.cli.bench import DAEMON_BACKENDS, DAEMON_SHAPES
+
+    assert sorted(DAEMON_SHAPES) == sorted(SHAPES) and DAEMON_BACKENDS == BACKENDS
+
+
 def test_cli_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["bench", "daemon", "--series", "20", "--days", "0.1", "--ticks", "2"]
     assert main([*args, "--data-dir", str(tmp_path), "--shape", "rolling"]) == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from watcher.bench import corpus
+from watcher.bench import corpus, sections
 from watcher.bench.detection import (
     FileResult,
     evaluate,
@@ -90,7 +90,7 @@ def test_corpus_is_deterministic_labelled_and_has_non_incidents(tmp_path: Path) 
     families = {s.family for s in a}
     assert {"spend", "refusal", "ttft", "groundedness", "generic"} <= families
     assert sum(1 for s in a if not s.windows) >= 10
-    root = corpus.write(tmp_path / "c")
+    root = sections.write(tmp_path / "c")
     labels = json.loads((root / "labels.json").read_text())
     assert set(labels) == {s.path for s in a}
     files = load_corpus(root)

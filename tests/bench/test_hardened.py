@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from watcher.bench import corpus, hardened
-from watcher.bench.detection import PROBATION, load_corpus
-from watcher.bench.ranking import Ranked, best_cut, pages_at
+from watcher.bench import corpus, hardened, sections
+from watcher.bench.detection import PROBATION, best_cut, load_corpus
+from watcher.bench.ranking import Ranked, pages_at
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +53,10 @@ def test_timestamps_are_messy_where_claimed(section: dict[str, corpus.Series]) -
 
 
 def test_the_standard_section_is_unchanged_and_the_sections_write_and_read_back(tmp_path: Path) -> None:
-    assert len(corpus.build_section("standard")) == len(corpus.build())
-    both = corpus.build_section("both")
+    assert len(sections.build_section("standard")) == len(corpus.build())
+    both = sections.build_section("both")
     assert len(both) == len(corpus.build()) + len(hardened.build())
-    root = corpus.write(tmp_path / "c", "hardened")
+    root = sections.write(tmp_path / "c", "hardened")
     files = {f.path: f for f in load_corpus(root)}
     messy = files["data/hardened/messy_timestamps_normal.csv"]
     assert len(messy.ts) == len(hardened.messy_timestamps("m", 109, False).ts)  # every row, in order

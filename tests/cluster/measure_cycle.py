@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from watcher.cluster import leases
 from watcher.cluster.member import ClusterMember
 from watcher.config import Settings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.notify.receivers.base import RecordingReceiver
 from watcher.selfmetrics import SelfMetrics
 

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from watcher.cluster.assign import assign
 from watcher.cluster.member import REPLICA_ID_FILE, ClusterMember, persisted_replica_id
 from watcher.config import Settings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.errors import ConfigError, LeaseLostError
 from watcher.notify.receivers.base import RecordingReceiver
 from watcher.selfmetrics import SelfMetrics
@@ -224,7 +224,7 @@ def test_cluster_status_lists_replicas_leases_and_outbox(
 def test_readyz_and_metrics_report_the_replica(make_member: Any) -> None:
     from fastapi.testclient import TestClient
 
-    from watcher.server import build_app
+    from watcher.web.app import build_app
 
     a = make_member("a")
     odd = make_member("odd", above=9.0)
@@ -256,7 +256,7 @@ def test_no_database_password_in_status_readyz_or_heartbeat_errors(
 
     from tests.cluster.procs import TcpProxy
     from watcher.cli import main
-    from watcher.server import build_app
+    from watcher.web.app import build_app
 
     secret = "s3cret-Pa55word"
     proxy = TcpProxy(("127.0.0.1", 5432))
@@ -329,7 +329,7 @@ def _synchronous(m: ClusterMember, at: float) -> list[tuple[str, float, str]]:
         return evaluate(name, now, **kw)
 
     d.evaluate_group = spy
-    d._dispatch = lambda job, fn: (fn(), True)[1]
+    d.dispatch = lambda job, fn: (fn(), True)[1]
     m._now = lambda: at
     return seen
 

@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from tests.httpreceiver import HTTPReceiver
 from tests.prom import PrometheusServer, free_port
 from watcher.config import load_settings
-from watcher.engine.scheduler import Daemon
-from watcher.tracesearch import window_text
+from watcher.daemon import Daemon
+from watcher.links import window_text
 
 pytestmark = pytest.mark.integration
 

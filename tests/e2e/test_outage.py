@@ -19,7 +19,7 @@ from tests.httpreceiver import HTTPReceiver
 from tests.prom import PrometheusServer, poll
 from watcher.config import load_settings
 from watcher.core import AlertState
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.engine.sourcedown import ALERTNAME
 
 pytestmark = pytest.mark.integration

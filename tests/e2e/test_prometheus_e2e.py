@@ -31,10 +31,10 @@ from prometheus_client import CollectorRegistry
 from tests.httpreceiver import HTTPReceiver
 from tests.prom import PrometheusServer, poll
 from watcher import instrument
+from watcher.bench.stub import StubServer
 from watcher.config import load_settings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.instrument import attribution, instrument_openai, start_metrics_server
-from watcher.instrument.stub import StubServer
 
 openai = pytest.importorskip("openai")
 

@@ -12,8 +12,8 @@ import yaml
 from tests.groups import cost_group
 from watcher.config import ReceiverSettings, RouteSettings, Settings, StoreSettings
 from watcher.core import AlertState, Labels, Notification, TraceRef, Verdict, to_epoch
+from watcher.daemon import Daemon
 from watcher.engine.group import GroupEvaluator, rank_traces
-from watcher.engine.scheduler import Daemon
 from watcher.engine.state import AlertStore
 from watcher.errors import QueryError, SourceUnavailableError
 from watcher.rules.loader import load_rule_files

@@ -10,9 +10,9 @@ import pytest
 from tests.groups import cost_group
 from watcher.core import Alert, AlertState, ExemplarLookup, TraceRef, to_epoch
 from watcher.engine.group import GroupEvaluator
+from watcher.links import NO_EXEMPLARS, TRACE_SEARCH, window_text
 from watcher.rules.schema import Group
 from watcher.sources.memory import MemorySource
-from watcher.tracesearch import NO_EXEMPLARS, TRACE_SEARCH, window_text
 
 T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 M = timedelta(minutes=1)

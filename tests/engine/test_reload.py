@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from tests.groups import cost_group
 from watcher.config import Settings, StoreSettings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.rules.check import check_paths
 from watcher.sources.memory import MemorySource
 

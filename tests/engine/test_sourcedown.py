@@ -20,7 +20,7 @@ import yaml
 from tests.httpreceiver import HTTPReceiver
 from watcher.config import Settings, load_settings
 from watcher.core import Alert, AlertState, Labels
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.engine.sourcedown import ALERTNAME, SourceDownMonitor
 from watcher.sources.prometheus import PrometheusSource
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from tests.httpreceiver import HTTPReceiver
 from watcher.config import HeartbeatSettings, ReceiverSettings, RouteSettings, Settings, StoreSettings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.notify.heartbeat import Heartbeat
 from watcher.sources.memory import MemorySource
 

@@ -19,7 +19,7 @@ from sqlmodel import select
 from tests.groups import cost_group
 from watcher.config import ReceiverSettings, RouteSettings, Settings, StoreSettings
 from watcher.core import AlertState, to_epoch
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.errors import StoreError
 from watcher.sources.memory import MemorySource
 from watcher.store.tables import AlertRow, NotificationLogRow, OutboxRow

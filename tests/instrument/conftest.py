@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, Metric
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from watcher import instrument
+from watcher.bench.stub import StubServer
 from watcher.instrument import StoreWriter, instrument_openai
 from watcher.instrument.finisher import FINISHER
-from watcher.instrument.stub import StubServer
 from watcher.store.tables import Call, Score
 
 FIRST_CHUNK_DELAY_S = 0.15

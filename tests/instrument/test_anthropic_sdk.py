@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.instrument.conftest import FIRST_CHUNK_DELAY_S
+from watcher.bench.stub import StubServer
 from watcher.instrument import attributes as attr
 from watcher.instrument import hooks
 from watcher.instrument.metrics import LLMMetrics
-from watcher.instrument.stub import StubServer
 from watcher.instrument.wrap_anthropic import instrument_anthropic, uninstrument_anthropic
 from watcher.store.tables import Call
 

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from tests.instrument.conftest import FIRST_CHUNK_DELAY_S
 from watcher import instrument
+from watcher.bench.stub import StubServer
 from watcher.instrument import StoreWriter
 from watcher.instrument import attributes as attr
 from watcher.instrument.exposition import start_metrics_server
-from watcher.instrument.stub import StubServer
 from watcher.instrument.wrap_openai import instrument_openai, uninstrument_openai
 from watcher.store.tables import Call
 

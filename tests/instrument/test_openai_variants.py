@@ -19,9 +19,9 @@ from tests.instrument.test_openai import (
     first_text_after,
     only_span,
 )
+from watcher.bench.stub import StubServer
 from watcher.instrument import hooks
 from watcher.instrument.metrics import LLMMetrics
-from watcher.instrument.stub import StubServer
 from watcher.instrument.wrap_openai import instrument_openai, uninstrument_openai
 from watcher.instrument.writer import StoreWriter
 from watcher.store.tables import Call

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from tests.prom import poll
+from watcher.bench.stub import StubServer
 from watcher.instrument.exposition import start_metrics_server
-from watcher.instrument.stub import StubServer
 from watcher.instrument.wrap_openai import instrument_openai
 from watcher.store.tables import Call
 

@@ -16,8 +16,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 from watcher import instrument
+from watcher.bench.stub import StubServer
 from watcher.instrument import attributes as attr
-from watcher.instrument.stub import StubServer
 from watcher.instrument.writer import StoreWriter
 from watcher.store.tables import Call, Score
 

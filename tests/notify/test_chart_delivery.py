@@ -22,7 +22,7 @@ from tests.notify.factory import T0 as F0
 from tests.notify.factory import SqliteStore, firing, make_settings
 from watcher.config import ReceiverSettings, RouteSettings, Settings, StoreSettings
 from watcher.core import Verdict, to_epoch
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.notify.charts import chart_snapshot, snapshot_png
 from watcher.notify.pipeline import Notifier
 from watcher.sources.memory import MemorySource

@@ -43,7 +43,7 @@ def test_the_running_daemon_pings_its_heartbeat(tmp_path: Any, http_receiver: HT
         Settings,
         StoreSettings,
     )
-    from watcher.engine.scheduler import Daemon
+    from watcher.daemon import Daemon
     from watcher.sources.memory import MemorySource
 
     (tmp_path / "rules").mkdir()

@@ -194,7 +194,7 @@ def test_md_helpers() -> None:
 
 
 def test_status_page_never_links_a_javascript_trace_search(tmp_path: Any) -> None:
-    from watcher.status import make_env
+    from watcher.web.page import make_env
 
     env = make_env()
     tpl = env.from_string('{% import "macros.html" as m %}{{ m.alert_card(a, chart=false) }}')

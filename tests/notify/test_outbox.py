@@ -6,7 +6,7 @@ import logging
 import random
 import socket
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -195,6 +195,33 @@ def test_message_round_trip_rebuilds_the_alert() -> None:
         a.score,
     )
     assert b.traces == a.traces and dict(b.annotations) == dict(a.annotations)
+
+
+def test_message_round_trip_keeps_every_alert_field() -> None:
+    """The outbox stores the whole alert (``core.alert_to_dict``): nothing is rebuilt from the payload."""
+    from dataclasses import replace
+
+    a = replace(firing(), keep_firing_since=datetime(2026, 3, 1, 12, 7, tzinfo=UTC), surprise=6.5)
+    n = render_notification(a, kind=_kind("firing"), receiver="r", settings=make_settings(), rule_url="u")
+    assert from_message(to_message(n)).alert == n.alert
+
+
+def test_message_of_an_older_row_still_rebuilds_the_alert_from_its_payload() -> None:
+    """A row enqueued before the message held the whole alert is still sent after an upgrade."""
+    n = render_notification(
+        firing(), kind=_kind("firing"), receiver="r", settings=make_settings(), rule_url="u"
+    )
+    old = to_message(n)
+    old["alert"] = {k: old["alert"][k] for k in ("fired_at", "last_eval")}  # the earlier format
+    b = from_message(old).alert
+    assert (b.rule, b.group, b.labels, b.fired_at, b.last_eval, b.value) == (
+        n.alert.rule,
+        n.alert.group,
+        n.alert.labels,
+        n.alert.fired_at,
+        n.alert.last_eval,
+        n.alert.value,
+    )
 
 
 def _kind(name: str):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from tests.groups import cost_group
 from tests.httpreceiver import HTTPReceiver
 from watcher.config import ReceiverSettings, RouteSettings, Settings, StoreSettings
 from watcher.core import to_epoch
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.sources.memory import MemorySource
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

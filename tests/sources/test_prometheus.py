@@ -23,10 +23,10 @@ from pydantic import SecretStr, ValidationError
 from tests.prom import PrometheusServer, free_port, poll
 from watcher.config import BasicAuth, PrometheusEndpoint, Settings
 from watcher.core import ExemplarLookup, Labels, Series, from_epoch
-from watcher.engine.scheduler import build_sources
 from watcher.errors import QueryError, SourceUnavailableError
 from watcher.rules.schema import Rule
 from watcher.sources.base import Source, step_grid
+from watcher.sources.build import build_sources
 from watcher.sources.prometheus import MAX_POINTS, PrometheusSource, expr_selectors
 
 pytestmark = pytest.mark.integration

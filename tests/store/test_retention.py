@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from watcher.config import RetentionSettings, Settings, StoreSettings
-from watcher.engine.scheduler import Daemon
+from watcher.daemon import Daemon
 from watcher.store.db import Store, open_store
 from watcher.store.retention import (
     count_expired,

@@ -19,7 +19,6 @@ set to 20 years); the clock starts ``--days`` later and moves one step per tick.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing
@@ -30,7 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,7 +43,7 @@ STEP_S = 60.0
 DATA_VERSION = 3
 """Bumped whenever the generated data changes, so stale prepared data is never reused."""
 BACKENDS = ("sqlite", "postgresql", "prometheus")
-DEFAULT_PG = "postgresql+psycopg://127.0.0.1:5432/test"
+
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 PROMTOOL_BIN = "/usr/bin/promtool"
 METRIC = "llm_bench_cost_usd"
@@ -419,7 +418,7 @@ def rule_file(shape: str, backend: str, days: float) -> dict[str, Any]:
 
 
 def _seconds(text: str) -> float:
-    from ..rules.schema import parse_duration
+    from ..core import parse_duration
 
     return parse_duration(text).total_seconds()
 
@@ -440,7 +439,7 @@ def run_case(
     import yaml
 
     from ..config import PrometheusEndpoint, Settings, StoreSettings
-    from ..engine.scheduler import Daemon
+    from ..daemon import Daemon
     from ..store.db import open_store
 
     res = CaseResult(backend, shape, spec.series, spec.days)
@@ -591,86 +590,51 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main_daemon(args: argparse.Namespace) -> int:
-    """Run ``watcher bench daemon``: prepare the data, then every backend × shape × size case."""
-    sizes = args.series or [1_000]
-    if any(n > 10_000 for n in sizes) and not args.allow_100k:
-        print("more than 10,000 series needs --allow-100k (hours of data generation and GBs of disk)")
-        return 2
-    backends = args.backend or ["sqlite"]
-    shapes = args.shape or ["ewma-traces"]
-    data_dir = Path(args.data_dir)
+def run_all(
+    *,
+    sizes: Sequence[int],
+    backends: Sequence[str],
+    shapes: Sequence[str],
+    days: float,
+    ticks: int,
+    alerting: float,
+    data_dir: Path,
+    pg_url: str,
+    restart: bool = True,
+    log: Callable[[str], None] = lambda _: None,
+    each: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """Prepare the data, then run every size × backend × shape case; return their results.
+
+    ``each`` is called with every result as it comes (the CLI prints a row at once).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-
-    def log(msg: str) -> None:
-        if not args.json:
-            print(f"  … {msg}", flush=True)
-
     results = []
     for n in sizes:
-        spec = DataSpec(n, args.days, args.ticks, args.alerting)
+        spec = DataSpec(n, days, ticks, alerting)
         for backend in backends:
             if backend == "sqlite":
                 target = prepare_sqlite(spec, data_dir, log)
             elif backend == "postgresql":
-                target = prepare_postgresql(spec, args.pg_url, log)
+                target = prepare_postgresql(spec, pg_url, log)
             else:
                 target = str(prepare_prometheus(spec, data_dir, log))
             for shape in shapes:
-                if backend == "prometheus" and SHAPES[shape]["query"]["agg"] not in ("sum", "mean"):
-                    continue
-                got = run_isolated(backend, shape, spec, target, args.ticks, not args.no_restart)
+                got = run_isolated(backend, shape, spec, target, ticks, restart)
                 results.append(got)
-                if not args.json:
-                    print(table([got]).splitlines()[-1], flush=True)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print()
-        print(table(results))
-    return 1 if any(r.get("error") for r in results) else 0
-
-
-def add_daemon_parser(sub: Any) -> None:
-    """Register ``watcher bench daemon`` on the bench subparsers."""
-    p = sub.add_parser(
-        "daemon",
-        help="the real daemon end to end (store → rules → sources → detectors → alert state → store)",
-    )
-    p.add_argument(
-        "--backend", action="append", choices=BACKENDS, help="sqlite, postgresql, prometheus (repeatable)"
-    )
-    p.add_argument("--shape", action="append", choices=sorted(SHAPES), help="rule shape (repeatable)")
-    p.add_argument("--series", action="append", type=int, help="series count (repeatable; default 1000)")
-    p.add_argument("--days", type=float, default=1.0, help="history before the cold start (1)")
-    p.add_argument("--ticks", type=int, default=5, help="steady ticks timed after the cold start (5)")
-    p.add_argument("--alerting", type=float, default=0.01, help="fraction of series that jump (0.01)")
-    p.add_argument(
-        "--data-dir",
-        default=os.path.join(tempfile.gettempdir(), "watcher-bench-daemon"),
-        help="where generated stores and Prometheus data are kept and reused",
-    )
-    p.add_argument("--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a database per size is created)")
-    p.add_argument("--no-restart", action="store_true", help="skip the restart from the detector checkpoint")
-    p.add_argument("--allow-100k", action="store_true", help="allow more than 10,000 series")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    return main_daemon(args)
+                each(got)
+    return results
 
 
 __all__ = [
     "SHAPES",
     "CaseResult",
     "DataSpec",
-    "add_daemon_parser",
-    "main_daemon",
     "prepare_postgresql",
     "prepare_prometheus",
     "prepare_sqlite",
     "rule_file",
+    "run_all",
     "run_case",
     "series_values",
 ]

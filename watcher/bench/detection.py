@@ -38,12 +38,10 @@ are strictly newer than every earlier row (the same rule), and flags are compare
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +53,7 @@ import numpy as np
 from ..core import FloatArray, Verdict
 from ..detectors.base import Detector
 from ..detectors.stats import Direction, band_verdict
-from .ranking import Ranked, best_cut, pages_at
+from .ranking import BestCut, Ranked, candidates, pages_at
 
 PROFILES: dict[str, tuple[float, float, float]] = {
     "standard": (1.0, 0.11, 1.0),
@@ -192,7 +190,7 @@ def make(kind: str, direction: Direction, ts: FloatArray, values: FloatArray) ->
     """Return a fresh detector (or baseline) of ``kind`` watching ``direction`` for one file."""
     from ..detectors import make_detector
     from ..detectors.threshold import StaticThreshold
-    from ..scoring import build_spec
+    from ..evals.scoring import build_spec
 
     if kind == "zscore":
         return ZScore(direction=direction)
@@ -226,7 +224,7 @@ def read_series(path: Path, name: str) -> tuple[FloatArray, FloatArray, FloatArr
     """Return a corpus CSV's timestamps, values and counts in file order (no ordering check)."""
     import csv
 
-    from ..scoring import parse_timestamp
+    from ..evals.scoring import parse_timestamp
 
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
@@ -247,7 +245,7 @@ def read_series(path: Path, name: str) -> tuple[FloatArray, FloatArray, FloatArr
 
 def load_corpus(root: str | Path, labels_path: str | Path | None = None) -> list[CorpusFile]:
     """Read ``data/**/*.csv`` under ``root`` with its labels (and ``meta.json`` directions)."""
-    from ..scoring import parse_timestamp
+    from ..evals.scoring import parse_timestamp
 
     root = Path(root)
     if labels_path is None:
@@ -349,6 +347,33 @@ def run_all(files: Sequence[CorpusFile], kinds: Sequence[str], for_s: float) -> 
 def _per_10k(flagged: int, ready: int) -> float | None:
     """Return flags per 10,000 ready points (None with no ready point)."""
     return round(1e4 * flagged / ready, 2) if ready else None
+
+
+def best_cut(
+    files: Sequence[Ranked], for_s: float, profile: str = "standard", n: int = 120
+) -> BestCut | None:
+    """Return the single threshold (flag where rank > threshold) with the best corpus score."""
+    best: BestCut | None = None
+    total = sum(int(np.isfinite(r.rank).sum()) for r in files) or 1
+    for cut in candidates(files, n):
+        results = []
+        flagged = 0
+        for r in files:
+            flags = np.nan_to_num(r.rank, nan=-math.inf) > cut
+            flagged += int(flags.sum())
+            res = evaluate(r.path, np.array([r.start, r.end]), r.windows, pages_at(r.ts, flags, for_s))
+            results.append(res)
+        score = normalised(results, profile)
+        if best is None or score > best.score:
+            best = BestCut(
+                threshold=cut,
+                score=score,
+                windows_detected=sum(d is not None for res in results for d in res.detected),
+                windows=sum(len(res.windows) for res in results),
+                false_pages=sum(res.false_pages for res in results),
+                flagged_fraction=flagged / total,
+            )
+    return best
 
 
 def ranked_summary(files: Sequence[CorpusFile], kr: KindRun, for_s: float) -> dict[str, Any]:
@@ -471,48 +496,3 @@ def sections_of(files: Sequence[CorpusFile], section: str) -> list[tuple[str, li
     hard = [f for f in files if f.path.startswith("data/hardened/")]
     std = [f for f in files if not f.path.startswith("data/hardened/")]
     return [(name, part) for name, part in (("standard", std), ("hardened", hard)) if part]
-
-
-def main_detection(args: argparse.Namespace) -> int:
-    """Run ``watcher bench detection`` and print the table (Markdown) or JSON."""
-    from ..rules.schema import parse_duration
-    from . import corpus
-    from .peers import PEER_NAMES
-
-    section = getattr(args, "corpus_set", "standard")
-    if args.write_corpus:
-        root = corpus.write(args.write_corpus, section)
-        print(f"wrote {len(corpus.build_section(section))} series to {root}")
-        return 0
-    kinds = args.detector or [*DEFAULT_DETECTORS, *([] if getattr(args, "no_peers", False) else PEER_NAMES)]
-    for_s = parse_duration(args.for_).total_seconds()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.corpus or corpus.write(tmp, section)
-        files = load_corpus(root, args.labels)
-    only = getattr(args, "only", None)
-    if only:
-        files = [f for f in files if any(o in f.path for o in only)]
-    payload: dict[str, Any] = {}
-    for name, part in sections_of(files, section):
-        print(f"section {name}: {len(part)} files", file=sys.stderr)
-        runs = run_all(part, kinds, for_s)
-        results = {k: r.results for k, r in runs.items()}
-        table = summary(results, runs, part, for_s)
-        payload[name] = {"summary": table, "per_file": {k: per_file(v) for k, v in results.items()}}
-        if not args.json:
-            title = (
-                f"**{name}** section: {len(part)} files, "
-                f"{sum(len(f.windows) for f in part)} labelled windows, "
-                f"{sum(1 for f in part if not f.windows)} files with no labels; "
-                f"pages after {args.for_} of flagged points, probation {PROBATION:.0%}"
-            )
-            print(markdown_table(title, table) + "\n")
-            if args.per_file:
-                for kind, res in results.items():
-                    print(f"\n{kind}")
-                    for row in per_file(res):
-                        print("  " + json.dumps(row))
-    if args.json:
-        print(json.dumps(payload, indent=1))
-    sys.stdout.flush()
-    return 0

@@ -15,10 +15,7 @@ one side, ~0.6 on both) and flags hundreds is not calibrated for them.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -105,10 +102,10 @@ def pmdarima_datasets() -> list[Dataset]:
 
 def generated_quiet() -> list[Dataset]:
     """Return the generated corpus files with no labelled window (standard and hardened sections)."""
-    from . import corpus
+    from . import sections
 
     out = []
-    for s in corpus.build_section("both"):
+    for s in sections.build_section("both"):
         if s.windows:
             continue
         name = s.path.removeprefix("data/").removesuffix(".csv")
@@ -123,7 +120,7 @@ def timestamps(ds: Dataset, spacing: str) -> FloatArray:
     if spacing == "native":
         step = NATIVE[ds.period]
     else:
-        from ..rules.schema import parse_duration
+        from ..core import parse_duration
 
         step = parse_duration(spacing).total_seconds()
     return START + step * np.arange(len(ds.values), dtype=np.float64)
@@ -151,7 +148,7 @@ def measure(kind: str, ds: Dataset, ts: FloatArray) -> Cell | None:
     itself when the series carries counts.
     """
     from ..detectors import make_detector
-    from ..scoring import build_spec
+    from ..evals.scoring import build_spec
 
     if kind == "rate" and ds.counts is None:
         return None
@@ -229,34 +226,3 @@ def load(
     if names:
         datasets = [d for d in datasets if any(n in f"{d.source}:{d.name}" for n in names)]
     return datasets
-
-
-def main_flagrate(args: argparse.Namespace) -> int:
-    """Run ``watcher bench flagrate`` and print the Markdown table (or JSON)."""
-    import warnings
-
-    kinds = args.detector or list(KINDS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # statsmodels/pandas deprecation chatter while loading
-        datasets = load(args.dataset, not args.no_generated)
-    table = run(datasets, kinds, args.spacing)
-    if args.json:
-        payload = {
-            key: {
-                k: None
-                if c is None
-                else {
-                    "points": c.points,
-                    "ready": c.ready,
-                    "flagged": c.flagged,
-                    "per_10k": c.per_10k,
-                    "max_surprise": c.max_surprise if math.isfinite(c.max_surprise) else str(c.max_surprise),
-                }
-                for k, c in row.items()
-            }
-            for key, row in table.items()
-        }
-        print(json.dumps(payload, indent=1))
-        return 0
-    print(markdown(table, kinds, args.spacing))
-    return 0

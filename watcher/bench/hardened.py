@@ -6,7 +6,7 @@ benign bursts, flat stretches, irregular sampling and messy timestamps (duplicat
 repeated hour). Each shape comes as an anomaly-free file (no labels: any page is false, and its
 flag rate is the calibration check) and, where the shape allows one, a file with labelled
 anomalies. The standard section (``corpus.build``) is unchanged, so its numbers stay comparable.
-It does not own scoring (``detection``) or writing (``corpus.write``).
+It does not own scoring (``detection``) or writing (``sections.write``).
 
 Same grid as ``corpus`` (5 weeks at 5 minutes from a Monday, incidents after day 21 so the first
 15 % probation and the warm-ups are behind them), seeded, nothing committed. Files live under

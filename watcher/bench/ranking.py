@@ -72,32 +72,3 @@ def candidates(files: Sequence[Ranked], n: int = 120) -> list[float]:
     levels = 1.0 - np.logspace(-1.0, math.log10(max(1.0 / len(pooled), 1e-7)), n)
     cuts = np.unique(np.quantile(pooled, np.clip(levels, 0.0, 1.0)))
     return [float(c) for c in cuts]
-
-
-def best_cut(
-    files: Sequence[Ranked], for_s: float, profile: str = "standard", n: int = 120
-) -> BestCut | None:
-    """Return the single threshold (flag where rank > threshold) with the best corpus score."""
-    from .detection import evaluate, normalised
-
-    best: BestCut | None = None
-    total = sum(int(np.isfinite(r.rank).sum()) for r in files) or 1
-    for cut in candidates(files, n):
-        results = []
-        flagged = 0
-        for r in files:
-            flags = np.nan_to_num(r.rank, nan=-math.inf) > cut
-            flagged += int(flags.sum())
-            res = evaluate(r.path, np.array([r.start, r.end]), r.windows, pages_at(r.ts, flags, for_s))
-            results.append(res)
-        score = normalised(results, profile)
-        if best is None or score > best.score:
-            best = BestCut(
-                threshold=cut,
-                score=score,
-                windows_detected=sum(d is not None for res in results for d in res.detected),
-                windows=sum(len(res.windows) for res in results),
-                false_pages=sum(res.false_pages for res in results),
-                flagged_fraction=flagged / total,
-            )
-    return best

@@ -12,8 +12,6 @@ hold the first one back. It does not own any delivery logic.
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import threading
 import time
@@ -76,7 +74,7 @@ def run_storm(
     from pydantic import SecretStr
 
     from ..config import NotifySettings, ReceiverSettings, RouteSettings, Settings, StoreSettings
-    from ..engine.scheduler import Daemon
+    from ..daemon import Daemon
     from ..sources.memory import MemorySource
 
     receivers = {"fast": _Receiver(delay_ms / 1000)}
@@ -135,48 +133,3 @@ def run_storm(
             "last_s": round(max(lat, default=float("nan")), 3),
         }
     return out
-
-
-def main_storm(args: argparse.Namespace) -> int:
-    """Run ``watcher bench notify`` and print one line (or JSON) per worker setting."""
-    results = [
-        run_storm(args.alerts, w, min(args.per_receiver, w), args.delay_ms, args.slow_ms)
-        for w in args.workers
-    ]
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        parts = [
-            f"{r['alerts']} alerts, {r['workers']} worker(s) ({r['per_receiver']}/receiver), "
-            f"receiver delay {r['delay_ms']:g} ms: evaluate+enqueue {r['evaluate_and_enqueue_s']:.2f} s, "
-            f"all delivered {r['total_s']:.2f} s"
-        ]
-        for name in ("fast", "slow"):
-            if name in r:
-                m = r[name]
-                parts.append(
-                    f"  {name}: {m['delivered']} delivered, latency p50 {m['p50_s']:.2f} s, "
-                    f"p90 {m['p90_s']:.2f} s, last {m['last_s']:.2f} s"
-                )
-        print("\n".join(parts))
-    return 0
-
-
-def add_storm_parser(sub: Any) -> None:
-    """Register ``watcher bench notify``."""
-    p = sub.add_parser("notify", help="an alert storm end to end: one evaluation to a loopback receiver")
-    p.add_argument("--alerts", type=int, default=1000)
-    p.add_argument("--workers", type=int, action="append", help="delivery_workers to compare (repeatable)")
-    p.add_argument(
-        "--per-receiver", type=int, default=4, help="delivery_per_receiver (capped at the workers)"
-    )
-    p.add_argument("--delay-ms", type=float, default=0.0, help="how long the receiver takes to answer")
-    p.add_argument("--slow-ms", type=float, help="add a second receiver answering this slowly")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_main, workers=None)
-
-
-def _main(args: argparse.Namespace) -> int:
-    args.workers = args.workers or [1, 8]
-    return main_storm(args)

@@ -18,8 +18,6 @@ amortised over the refit period.
 
 from __future__ import annotations
 
-import argparse
-import multiprocessing
 import pickle
 import resource
 import time
@@ -42,7 +40,7 @@ def _history(n_points: int, step: float, seed: int) -> tuple[np.ndarray, np.ndar
 
 def _spec(kind: str) -> Any:
     """Return the spec benchmarked for ``kind`` (rolling over 1 day; the others at their defaults)."""
-    from ..scoring import build_spec
+    from ..evals.scoring import build_spec
 
     return build_spec(kind, None, ["window=1d"] if kind == "rolling" else [])
 
@@ -111,25 +109,3 @@ def measure(kind: str, series: int, history_s: float, step: float, ticks: int, s
 
 def _child(args: tuple[str, int, float, float, int, int]) -> dict[str, Any]:
     return measure(*args)
-
-
-def main_throughput(args: argparse.Namespace) -> int:
-    """Run ``watcher bench throughput`` and print one block per detector kind."""
-    from ..rules.schema import parse_duration
-
-    history_s = parse_duration(args.history).total_seconds()
-    step = parse_duration(args.step).total_seconds()
-    kinds = args.detector or list(DEFAULT_KINDS)
-    ctx = multiprocessing.get_context("spawn")
-    print(
-        f"{args.series} series x {args.history} of {args.step} points; start-up timed on "
-        f"{min(args.startup_sample, args.series)} series and extrapolated; {args.ticks} ticks"
-    )
-    for kind in kinds:
-        with ctx.Pool(1) as pool:
-            r = pool.map(_child, [(kind, args.series, history_s, step, args.ticks, args.startup_sample)])[0]
-        print(f"\n{kind}")
-        for key, value in r.items():
-            if key != "kind":
-                print(f"  {key:<32} {value:.4g}" if isinstance(value, float) else f"  {key:<32} {value}")
-    return 0

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError
+from .host import Host
 
 
 class Membership(Protocol):
@@ -30,7 +31,7 @@ class Membership(Protocol):
     def stop(self) -> None: ...
 
 
-def attach(daemon: Any) -> Membership | None:
+def attach(daemon: Host) -> Membership | None:
     """Enter the cluster mode the store and ``settings.cluster`` call for; return it (None: none)."""
     mode = daemon.settings.cluster.enabled
     if daemon.store.dialect == "sqlite":

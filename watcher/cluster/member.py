@@ -28,6 +28,7 @@ from history on the first fetch (``engine.group``: the first fetch reaches back 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import math
 import os
@@ -51,6 +52,7 @@ from ..errors import ConfigError, LeaseLostError
 from ..store.tables import AlertRow
 from . import leases
 from .assign import Peer, eligible, majority_hash, owner_of, rules_hash
+from .host import Host
 from .metrics import ClusterMetrics
 
 logger = logging.getLogger(__name__)
@@ -141,7 +143,7 @@ class ClusterMember:
     schedules_groups = True
     """The daemon leaves group ticks to ``tick()`` instead of its own schedule."""
 
-    def __init__(self, daemon: Any, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, daemon: Host, *, now: Callable[[], float] = time.time) -> None:
         cfg = daemon.settings.cluster
         self.daemon = daemon
         self.store = daemon.store
@@ -377,7 +379,7 @@ class ClusterMember:
                 continue
             else:
                 ticks = [tick]
-            if self.daemon._dispatch(f"group:{name}", lambda n=name, e=epoch, ts=ticks: self._run(n, e, ts)):
+            if self.daemon.dispatch(f"group:{name}", functools.partial(self._run, name, epoch, ticks)):
                 self._resume.pop(name, None)  # a catch-up refused (the job is busy) is retried next tick
                 self._last_tick[name] = tick
 
@@ -474,15 +476,7 @@ class ClusterMember:
             return current
         d = self.daemon
         fenced = FencedAlertStore(d.store, self._fence(name, epoch))
-        ev = GroupEvaluator(
-            current.group,
-            d.sources,
-            alert_store=fenced,
-            resolved_retention=d.settings.notify.resolved_retention,
-            metrics=d.metrics,
-            trace_search_url=d.settings.trace_search_url,
-            trace_search_labels=d.settings.trace_search_labels,
-        )
+        ev = d.make_evaluator(current.group, fenced)
         stored: list[Alert] = d.alert_store.load(name)
         orphans = ev.restore(stored)  # alerts of rules the group no longer has
         if orphans:

@@ -1,7 +1,7 @@
 """The cluster's self-metrics, registered once per registry beside ``selfmetrics.SelfMetrics``.
 
 This module owns the names of the ``watcher_cluster_*`` metrics. It does not own when they change
-(``member``) nor serving them (``server``).
+(``member``) nor serving them (``web.app``).
 """
 
 from __future__ import annotations

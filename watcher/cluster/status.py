@@ -8,9 +8,6 @@ Exit codes follow ``watcher.cli``: 0 ok, 1 a store error (one line, without the 
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections import Counter
 from datetime import timedelta
 from typing import Any, TextIO
@@ -170,35 +167,3 @@ def print_tables(doc: dict[str, Any], out: TextIO) -> None:
             else ""
         )
     )
-
-
-def cmd_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Print the cluster's replicas, leases, groups per replica and outbox depth."""
-    out = out or sys.stdout
-    from ..config import load_settings
-    from ..store.db import open_store
-
-    settings = load_settings(args.config)
-    store = open_store(settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms)
-    try:
-        try:
-            doc = collect(store, settings.cluster.lease_ttl)
-        except sa.exc.SQLAlchemyError as exc:
-            raise store.error("cluster status", exc) from None
-    finally:
-        store.close()
-    if args.json:
-        out.write(json.dumps(doc, indent=2) + "\n")
-    else:
-        print_tables(doc, out)
-    return 0
-
-
-def add_cluster_parser(sub: Any) -> None:
-    """Register ``watcher cluster status``."""
-    cluster = sub.add_parser("cluster", help="replicas sharing rule groups through PostgreSQL")
-    csub = cluster.add_subparsers(dest="cluster_command", required=True)
-    status = csub.add_parser("status", help="replicas, leases, groups per replica, outbox depth")
-    status.add_argument("--config", "-c")
-    status.add_argument("--json", action="store_true", help="print one JSON document")
-    status.set_defaults(func=cmd_status)

@@ -42,9 +42,8 @@ from array import array
 from datetime import timedelta
 from typing import Any
 
-from ..core import Verdict
+from ..core import Verdict, format_duration
 from ..errors import DetectorError
-from ..rules.schema import format_duration
 from .base import Detector, register
 from .calibration import ResolutionFloor, TailCalibrator
 from .stats import Direction, robust_location_scale

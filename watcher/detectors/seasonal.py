@@ -47,9 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core import FloatArray, Verdict
+from ..core import FloatArray, Verdict, format_duration
 from ..errors import DetectorError
-from ..rules.schema import format_duration
 from .base import Detector, register
 from .calibration import ResolutionFloor, TailCalibrator
 from .ewma import AdaptiveLevel, check_common

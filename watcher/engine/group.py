@@ -2,7 +2,7 @@
 
 This module owns the per-rule runtime state (one detector per series, the fetch cursor, the
 current alerts) and the order of one evaluation. It does not own the transitions (``alerting``),
-scheduling or reloading (``scheduler``), nor delivery (``notify``): it returns the alerts worth
+scheduling or reloading (``daemon``), nor delivery (``notify``): it returns the alerts worth
 notifying and the caller submits them.
 
 Invariants:
@@ -30,6 +30,7 @@ from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_ep
 from ..detectors import Detector, make_detector
 from ..detectors.checkpoint import CheckpointError, get_state, set_state
 from ..errors import SourceError, StoreError, WatcherError
+from ..links import NO_EXEMPLARS, NOTE_KEYS, TRACE_SEARCH, no_exemplars_note, search_link
 from ..notify.templates import render_annotations
 from ..rules.schema import (
     AutoDetector,
@@ -43,7 +44,6 @@ from ..rules.schema import (
 )
 from ..selfmetrics import SelfMetrics
 from ..sources.base import Source
-from ..tracesearch import NO_EXEMPLARS, NOTE_KEYS, TRACE_SEARCH, no_exemplars_note, search_link
 from .alerting import Observation, Timing, step
 from .checkpoints import CheckpointStore, SeriesState, spec_digest
 from .history import VerdictRing

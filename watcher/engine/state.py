@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
-from ..core import Alert, AlertState, Labels, TraceRef
+from ..core import Alert, AlertState, Labels, trace_from_dict, trace_to_dict
 from ..errors import StoreError
 from ..store.tables import AlertRow, EvalRunRow
 
@@ -71,31 +71,13 @@ def alert_to_row(alert: Alert) -> AlertRow:
         score=_num(alert.score),
         surprise=_num(alert.surprise),
         annotations=dict(alert.annotations),
-        traces=[
-            {
-                "trace_id": t.trace_id,
-                "span_id": t.span_id,
-                "value": t.value,
-                "ts": t.ts.isoformat() if t.ts else None,
-                "note": t.note,
-            }
-            for t in alert.traces
-        ],
+        traces=[trace_to_dict(t) for t in alert.traces],
     )
 
 
 def row_to_alert(row: AlertRow) -> Alert:
     """Return the alert stored in ``row``."""
-    traces = tuple(
-        TraceRef(
-            trace_id=t["trace_id"],
-            span_id=t.get("span_id"),
-            value=t.get("value"),
-            ts=datetime.fromisoformat(t["ts"]) if t.get("ts") else None,
-            note=t.get("note"),
-        )
-        for t in (row.traces or [])
-    )
+    traces = tuple(trace_from_dict(t) for t in (row.traces or []))
     return Alert(
         rule=row.rule,
         group=row.group_name,

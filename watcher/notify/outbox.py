@@ -46,7 +46,17 @@ import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from ..core import Alert, AlertState, Labels, Notification, NotificationKind, TraceRef, utc
+from ..core import (
+    Alert,
+    AlertState,
+    Labels,
+    Notification,
+    NotificationKind,
+    TraceRef,
+    alert_from_dict,
+    alert_to_dict,
+    utc,
+)
 from ..errors import NotifyError
 from ..selfmetrics import SelfMetrics
 from ..store.tables import OutboxRow
@@ -107,16 +117,31 @@ def to_message(n: Notification) -> dict[str, Any]:
         "body": n.body,
         "links": [list(link) for link in n.links],
         "payload": dict(n.payload),
-        "alert": {"fired_at": _iso(n.alert.fired_at), "last_eval": _iso(n.alert.last_eval)},
+        "alert": alert_to_dict(n.alert),
     }
 
 
 def from_message(m: Mapping[str, Any]) -> Notification:
-    """Rebuild the notification stored by ``to_message`` (the alert from its payload)."""
+    """Rebuild the notification stored by ``to_message`` (the alert with ``core.alert_from_dict``)."""
     p: Mapping[str, Any] = m.get("payload") or {}
     kind = NotificationKind(m["kind"])
     extra: Mapping[str, Any] = m.get("alert") or {}
-    alert = Alert(
+    alert = alert_from_dict(extra) if "rule" in extra else _legacy_alert(p, kind, extra)
+    return Notification(
+        receiver=str(m["receiver"]),
+        kind=kind,
+        dedup_key=str(m["dedup_key"]),
+        title=str(m["title"]),
+        body=str(m["body"]),
+        alert=alert,
+        links=tuple((str(t), str(u)) for t, u in m.get("links") or []),
+        payload=p,
+    )
+
+
+def _legacy_alert(p: Mapping[str, Any], kind: NotificationKind, extra: Mapping[str, Any]) -> Alert:
+    """Rebuild the alert of a row enqueued before the message held the whole alert (from its payload)."""
+    return Alert(
         rule=str(p.get("alertname", "")),
         group=str(p.get("group", "")),
         labels=Labels(p.get("labels") or {}),
@@ -136,16 +161,6 @@ def from_message(m: Mapping[str, Any]) -> Notification:
             TraceRef(t["trace_id"], t.get("span_id"), t.get("value"), _parse(t.get("ts")), t.get("note"))
             for t in p.get("traces") or []
         ),
-    )
-    return Notification(
-        receiver=str(m["receiver"]),
-        kind=kind,
-        dedup_key=str(m["dedup_key"]),
-        title=str(m["title"]),
-        body=str(m["body"]),
-        alert=alert,
-        links=tuple((str(t), str(u)) for t, u in m.get("links") or []),
-        payload=p,
     )
 
 

@@ -29,8 +29,8 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import Settings
-from ..core import Alert, Notification, NotificationKind, TraceRef, utc
-from ..tracesearch import NO_EXEMPLARS, TRACE_SEARCH
+from ..core import Alert, Notification, NotificationKind, TraceRef, iso, json_num, utc
+from ..links import NO_EXEMPLARS, TRACE_SEARCH
 from .markup import md_code, md_link, md_text, safe_url
 
 logger = logging.getLogger(__name__)
@@ -92,20 +92,6 @@ def _fmt_duration(d: timedelta) -> str:
 def _fmt_time(ts: datetime) -> str:
     """Format a timestamp for humans: ``2026-11-26 14:05 UTC``."""
     return utc(ts).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _iso(ts: datetime | None) -> str | None:
-    """Return ``ts`` as ISO-8601 UTC (``…Z``), or None."""
-    if ts is None:
-        return None
-    return utc(ts).isoformat().replace("+00:00", "Z")
-
-
-def _json_num(x: float | None) -> float | None:
-    """Return ``x`` as a JSON-safe number: NaN and infinities become None."""
-    if x is None or not math.isfinite(x):
-        return None
-    return float(x)
 
 
 def _make_env() -> SandboxedEnvironment:
@@ -198,7 +184,7 @@ def trace_link(trace_url: str, trace_id: str) -> str:
 def _dedup_key(alert: Alert) -> str:
     """Return a key stable across re-sends of one alert episode and different for the next one."""
     start = alert.active_at or alert.fired_at
-    material = alert.fingerprint + "|" + (_iso(start) or "")
+    material = alert.fingerprint + "|" + (iso(start) or "")
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -215,8 +201,8 @@ def _trace_dict(t: TraceRef, trace_url: str) -> dict[str, Any]:
     return {
         "trace_id": t.trace_id,
         "span_id": t.span_id,
-        "value": _json_num(t.value),
-        "ts": _iso(t.ts),
+        "value": json_num(t.value),
+        "ts": iso(t.ts),
         "url": trace_link(trace_url, t.trace_id),
         "note": t.note,
     }
@@ -232,14 +218,14 @@ def _payload(
         "group": alert.group,
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
-        "value": _json_num(alert.value),
-        "expected": _json_num(alert.expected),
-        "lower": _json_num(alert.lower),
-        "upper": _json_num(alert.upper),
-        "score": _json_num(alert.score),
-        "surprise": _json_num(alert.surprise),
-        "starts_at": _iso(alert.active_at or alert.fired_at),
-        "ends_at": _iso(alert.resolved_at) if kind is NotificationKind.RESOLVED else None,
+        "value": json_num(alert.value),
+        "expected": json_num(alert.expected),
+        "lower": json_num(alert.lower),
+        "upper": json_num(alert.upper),
+        "score": json_num(alert.score),
+        "surprise": json_num(alert.surprise),
+        "starts_at": iso(alert.active_at or alert.fired_at),
+        "ends_at": iso(alert.resolved_at) if kind is NotificationKind.RESOLVED else None,
         "fingerprint": alert.fingerprint,
         "dedup_key": _dedup_key(alert),
         "traces": traces,

@@ -12,99 +12,25 @@ a ``query`` block for the SQL sources, a ``detector`` block, ``traces``, ``recei
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     TypeAdapter,
     ValidationInfo,
-    WithJsonSchema,
     model_validator,
 )
 
-_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
-_UNITS = (
-    timedelta(weeks=1),
-    timedelta(days=1),
-    timedelta(hours=1),
-    timedelta(minutes=1),
-    timedelta(seconds=1),
-    timedelta(milliseconds=1),
-)
-MAX_DURATION = timedelta(weeks=520)
-"""The longest duration anywhere (rules, config, silences): 10 years, far from ``datetime``'s limits."""
-DURATION_PATTERN = r"^(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$"
+from ..core import DURATION_PATTERN as DURATION_PATTERN
+from ..core import MAX_DURATION as MAX_DURATION
+from ..core import Duration as Duration
+from ..core import format_duration as format_duration
+from ..core import parse_duration as parse_duration
 
-
-def parse_duration(text: Any) -> timedelta:
-    """Parse a Prometheus-style duration (``30s``, ``5m``, ``1h30m``, ``7d``, ``1w``) into a timedelta.
-
-    ``0`` is accepted for "no duration". Numbers are rejected so that ``for: 10`` (seconds? minutes?)
-    is an error with a hint rather than a guess. Anything longer than ``MAX_DURATION`` is a
-    ``ValueError`` (never an ``OverflowError`` later, when the daemon adds it to a date).
-    """
-    if isinstance(text, timedelta):
-        if abs(text) > MAX_DURATION:
-            raise ValueError(f"duration is too long: at most {format_duration(MAX_DURATION)} (10 years)")
-        return text
-    if isinstance(text, bool) or not isinstance(text, str | int):
-        raise ValueError(f"expected a duration such as 30s, 5m, 1h or 7d, got {text!r}")
-    if isinstance(text, int) or text.strip() == "0":
-        if text in (0, "0"):
-            return timedelta(0)
-        raise ValueError(f"a duration needs a unit: write {text}s, {text}m or {text}h (units: ms s m h d w)")
-    s = text.strip()
-    if len(s) > 40:
-        raise ValueError(f"bad duration {s[:40]!r}…: write e.g. 30s, 5m, 1h30m, 7d (at most 520w)")
-    match = _DURATION_RE.match(s)
-    if not s or match is None or not any(match.groups()):
-        raise ValueError(f"bad duration {text!r}: write e.g. 30s, 5m, 1h30m, 7d (units: ms s m h d w)")
-    ms = sum(
-        int(amount) * (unit // timedelta(milliseconds=1))
-        for amount, unit in zip(match.groups(), _UNITS, strict=True)
-        if amount
-    )
-    if ms > MAX_DURATION // timedelta(milliseconds=1):
-        raise ValueError(
-            f"duration {s} is too long: at most {format_duration(MAX_DURATION)} (10 years); "
-            "a longer one cannot be added to a date"
-        )
-    return timedelta(milliseconds=ms)
-
-
-def format_duration(td: timedelta) -> str:
-    """Format a timedelta back into the shortest Prometheus-style duration string."""
-    ms = int(td.total_seconds() * 1000)
-    if ms == 0:
-        return "0s"
-    out = []
-    for unit, name in ((604_800_000, "w"), (86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")):
-        if ms >= unit:
-            out.append(f"{ms // unit}{name}")
-            ms %= unit
-    if ms:
-        out.append(f"{ms}ms")
-    return "".join(out)
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": 0}],
-            "examples": ["30s", "5m", "1h", "7d"],
-        }
-    ),
-]
 Direction = Literal["up", "down", "both"]
 MAX_NAME = 200
 """Longest alert, group, label and receiver name."""
@@ -375,6 +301,10 @@ class TracesSpec(_Frozen):
 
 
 # --- rules and groups -------------------------------------------------------------------------
+
+
+NO_TRACES = TracesSpec.model_validate({"from": "none"})
+"""Traces off: what a tool that needs only values (a chart, a backtest) asks a source for."""
 
 
 class Rule(_Frozen):

@@ -47,6 +47,7 @@ from urllib3.util.retry import Retry
 from ..config import PrometheusEndpoint
 from ..core import ExemplarLookup, FloatArray, Labels, Series, TraceRef, from_epoch, to_epoch
 from ..errors import QueryError, SourceError, SourceUnavailableError
+from ..redact import redact
 from ..rules.schema import RateDetector, Rule, TracesSpec
 from .base import step_grid
 
@@ -233,9 +234,7 @@ class _Endpoint:
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every configured secret masked."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self.secrets, min_len=1)
 
     def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
         """Run one range query over ``[start, end]`` (grid-aligned Unix seconds)."""

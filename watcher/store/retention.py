@@ -3,7 +3,7 @@
 This module owns which rows expire (``policies``), deleting them in short transactions so that
 writers are never blocked for long (``purge``), and the maintenance views behind ``watcher db``
 (``table_stats``, ``database_size``, ``vacuum``). It does not own the TTLs' defaults (``config``),
-when the purge runs (the daemon's scheduler) nor the command line (``store.commands``).
+when the purge runs (the daemon's scheduler) nor the command line (``cli.store``).
 
 Never purged: alert state (the engine owns it), pending notifications (the outbox owns them) and
 the schema version. A TTL of ``0`` keeps a table forever. Time is a parameter: ``now`` is passed in.

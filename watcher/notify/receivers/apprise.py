@@ -44,10 +44,10 @@ from apprise.attachment.memory import AttachMemory
 
 from ...core import Notification, NotificationKind
 from ...errors import ConfigError, NotifyError
+from ...redact import redact as redact_text
 
 logger = logging.getLogger(__name__)
 
-_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9_\-+/=]{24,}")
 _HTTP_CODE_RE = re.compile(r"error=(\d{3})\b")
 _MIN_SECRET_LEN = 4
 _MAX_ERROR_LEN = 400
@@ -76,10 +76,7 @@ def secret_parts(url: str) -> set[str]:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Return ``text`` with every secret and every long token-looking string replaced by ``***``."""
-    for s in sorted(secrets, key=len, reverse=True):
-        if s:
-            text = text.replace(s, "***")
-    return _TOKEN_RE.sub("***", text)
+    return redact_text(text, secrets, tokens=True, min_len=1)
 
 
 class _RedactingFilter(logging.Filter):

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from ...core import Notification, NotificationKind
 from ...errors import NotifyError
-from ...tracesearch import NO_EXEMPLARS, TRACE_SEARCH
+from ...links import NO_EXEMPLARS, TRACE_SEARCH
 from ..templates import format_number, since_line, value_line
 
 

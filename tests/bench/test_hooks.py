@@ -1,0 +1,41 @@
+"""``watcher bench hooks`` and ``watcher bench ingest`` run end to end (small sizes, nothing timed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from watcher.bench.hooks import run_hooks_bench
+from watcher.bench.ingest import run_ingest_bench
+from watcher.cli import main
+
+pytest.importorskip("openai")
+
+
+def test_hooks_bench_writes_every_row_and_reports_each_arm() -> None:
+    result = run_hooks_bench(calls=40, rounds=4)
+    assert result["calls_per_arm"] == 40 and result["rows_written"] == result["rows_submitted"] == 40
+    arms = result["arms"]
+    assert {"baseline", "watcher"} <= set(arms)
+    for arm in arms.values():
+        assert arm["p50_us"] > 0 and arm["cpu_p50_us"] > 0 and arm["process_cpu_us"] > 0
+    assert arms["baseline"]["added_p50_us"] == 0
+
+
+def test_hooks_bench_over_http_talks_to_a_stub_server_process() -> None:
+    result = run_hooks_bench(calls=20, rounds=2, http=True)
+    assert result["transport"] == "loopback HTTP to the stub server process"
+    assert result["rows_written"] == result["rows_submitted"] == 20
+
+
+def test_bench_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "hooks", "--calls", "20", "--rounds", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_written"] == 20
+    assert main(["bench", "ingest", "--total", "300", "--batch", "100"]) == 0
+    assert "300 of 300 scores committed" in capsys.readouterr().out
+
+
+def test_ingest_bench_counts_the_rows() -> None:
+    result = run_ingest_bench(total=250, batch=100)
+    assert result["rows"] == result["scores"] == 250

@@ -1,0 +1,48 @@
+"""What the cluster code may use of the daemon: a small typed interface.
+
+This module owns ``Host``, the Protocol ``cluster.attach`` and ``ClusterMember`` take instead of
+the daemon (``daemon.Daemon`` satisfies it): its settings, store, self-metrics, the loaded rules
+and their evaluators, the notifier's outbox, and four actions (dispatch a job to the daemon's
+pool, evaluate a group, build an evaluator with the daemon's wiring, load stored alerts). It does
+not own any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..engine.group import EvalResult, GroupEvaluator
+    from ..engine.state import AlertStore
+    from ..notify.pipeline import Notifier
+    from ..rules.loader import LoadedRules
+    from ..rules.schema import Group
+    from ..selfmetrics import SelfMetrics
+    from ..store.db import Store
+
+
+class Host(Protocol):
+    """The daemon as the cluster sees it."""
+
+    settings: Settings
+    store: Store
+    metrics: SelfMetrics
+    rules: LoadedRules
+    notifier: Notifier
+    evaluators: dict[str, GroupEvaluator]
+    alert_store: AlertStore
+
+    def dispatch(self, job: str, fn: Callable[[], object]) -> bool:
+        """Run ``fn`` on the daemon's pool unless the job ``job`` is still running; say if it was."""
+        ...
+
+    def evaluate_group(self, name: str, now: datetime | None = None, *, fence: Any = None) -> EvalResult:
+        """Evaluate one rule group at ``now`` (the daemon's clock when None)."""
+        ...
+
+    def make_evaluator(self, group: Group, alert_store: AlertStore) -> GroupEvaluator:
+        """Return a new evaluator of ``group`` with the daemon's wiring, saving through ``alert_store``."""
+        ...

@@ -1,0 +1,269 @@
+"""What the status page and the read API show: plain dicts gathered from a running daemon.
+
+This module owns collecting the daemon's state for display — rule groups with their health, the
+current alerts with their bands and trace links, recent notifications, dead letters, silences and
+the outbox's depth and oldest age — and keeping secrets out of it (``Redactor``). It does not own
+the HTML (``page``), the JSON routes (``api``) nor the charts (``charts``).
+
+Every function takes the daemon duck-typed (``settings``, ``store``, ``rules``, ``evaluators``,
+``alert_store``) and reads missing parts as empty, so a partly built daemon still renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.engine import make_url
+from sqlmodel import col, select
+
+from ..core import Alert, AlertState, iso, json_num, trace_to_dict, utc
+from ..notify.silences import Matcher
+from ..notify.templates import trace_link
+from ..redact import Masker, secret_values
+from ..store.tables import OutboxRow, SilenceRow
+from .view import DaemonView
+
+DEFAULT_TRACE_URL = "http://localhost:16686/trace/{trace_id}"
+MASK = "[redacted]"
+
+
+class Redactor:
+    """Replaces every configured secret (and the password inside a secret URL) with ``[redacted]``."""
+
+    def __init__(self, settings: Any) -> None:
+        found: set[str] = set()
+        for value in secret_values(settings):  # SecretStr values and the secret parts of URLs
+            found.add(value)
+            try:
+                url = make_url(value)
+            except Exception:  # not a database URL: the whole value is the secret
+                continue
+            if url.password:
+                found.add(str(url.password))
+        # Longest first, so a URL is masked whole before its password is; tiny values would mask noise.
+        self._masker = Masker(found, mask=MASK)
+
+    def __call__(self, text: str | None) -> str:
+        """Return ``text`` with every secret masked ("" for None)."""
+        return self._masker(text) if text else ""
+
+    def deep(self, obj: Any) -> Any:
+        """Return ``obj`` (JSON-like) with every string masked."""
+        if isinstance(obj, str):
+            return self(obj)
+        if isinstance(obj, Mapping):
+            return {k: self.deep(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [self.deep(v) for v in obj]
+        return obj
+
+
+def trace_url_of(daemon: DaemonView) -> str:
+    """Return the daemon's trace link template."""
+    return str(getattr(daemon.settings, "trace_url", DEFAULT_TRACE_URL))
+
+
+def health_rows(daemon: DaemonView) -> dict[tuple[str, str], dict[str, Any]]:
+    """Return the stored health of every rule, keyed by (group, rule); empty when unreadable."""
+    store = getattr(daemon, "alert_store", None)
+    if store is None:
+        return {}
+    try:
+        rows = store.health()
+    except Exception:  # the status page must render with the store down; readyz says why
+        return {}
+    return {(r["group_name"], r["rule"]): r for r in rows}
+
+
+def current_alerts(daemon: DaemonView) -> list[Alert]:
+    """Return every alert the daemon's evaluators hold."""
+    evaluators: Mapping[str, Any] = getattr(daemon, "evaluators", {}) or {}
+    return [a for ev in list(evaluators.values()) for a in ev.alerts()]
+
+
+def rule_groups(daemon: DaemonView) -> list[dict[str, Any]]:
+    """Return the loaded groups, each with its rules' health, last evaluation, error and alerts."""
+    rules = getattr(daemon, "rules", None)
+    if rules is None:
+        return []
+    health = health_rows(daemon)
+    by_rule: dict[tuple[str, str], list[Alert]] = {}
+    for a in current_alerts(daemon):
+        by_rule.setdefault((a.group, a.rule), []).append(a)
+    out = []
+    for lg in rules.groups:
+        group = lg.group
+        rows = []
+        for rule in group.rules:
+            h = health.get((group.name, rule.alert), {})
+            alerts = by_rule.get((group.name, rule.alert), [])
+            worst = max((a.state for a in alerts), default=AlertState.INACTIVE)
+            rows.append(
+                {
+                    "name": rule.alert,
+                    "group": group.name,
+                    "source": rule.source,
+                    "detector": rule.detector.kind if rule.detector is not None else "expr",
+                    "health": h.get("health", "unknown"),
+                    "lastEvaluation": iso(h.get("last_eval")),
+                    "evaluationTime": h.get("duration_s"),
+                    "lastError": h.get("last_error"),
+                    "evaluations": h.get("evaluations", 0),
+                    "failures": h.get("failures", 0),
+                    "series": h.get("series", 0),
+                    "state": str(worst),
+                    "firing": sum(1 for a in alerts if a.state is AlertState.FIRING),
+                    "pending": sum(1 for a in alerts if a.state is AlertState.PENDING),
+                }
+            )
+        states = {r["health"] for r in rows}
+        out.append(
+            {
+                "name": group.name,
+                "file": str(lg.file),
+                "interval": group.interval.total_seconds(),
+                "health": "err" if "err" in states else ("ok" if states == {"ok"} else "unknown"),
+                "rules": rows,
+            }
+        )
+    return out
+
+
+def alert_dict(alert: Alert, trace_url: str) -> dict[str, Any]:
+    """Return one alert as the API and the page show it."""
+    return {
+        "fingerprint": alert.fingerprint,
+        "group": alert.group,
+        "rule": alert.rule,
+        "labels": {"alertname": alert.rule, **dict(alert.labels)},
+        "annotations": dict(alert.annotations),
+        "state": str(alert.state),
+        "value": json_num(alert.value),
+        "expected": json_num(alert.expected),
+        "lower": json_num(alert.lower),
+        "upper": json_num(alert.upper),
+        "score": json_num(alert.score),
+        "surprise": json_num(alert.surprise),
+        "activeAt": iso(alert.active_at),
+        "firingAt": iso(alert.fired_at),
+        "resolvedAt": iso(alert.resolved_at),
+        "lastEvaluation": iso(alert.last_eval),
+        "traces": [{**trace_to_dict(t), "url": trace_link(trace_url, t.trace_id)} for t in alert.traces],
+    }
+
+
+def _rank(surprise: float) -> float:
+    """Return a sort key for ``surprise`` (NaN, from an alert without data, ranks last)."""
+    return surprise if surprise == surprise else -1.0
+
+
+def active_alerts(
+    daemon: DaemonView, states: Iterable[AlertState] = (AlertState.FIRING, AlertState.PENDING)
+) -> list[dict[str, Any]]:
+    """Return the alerts in ``states``, firing first, the most surprising first, then by rule and labels."""
+    wanted = set(states)
+    monitor = getattr(daemon, "source_down", None)  # WatcherSourceDown belongs to no rule group
+    down = list(monitor.alerts()) if monitor is not None else []
+    alerts = [a for a in [*current_alerts(daemon), *down] if a.state in wanted]
+    alerts.sort(key=lambda a: (-int(a.state), -_rank(a.surprise), a.group, a.rule, repr(a.labels)))
+    url = trace_url_of(daemon)
+    synthetic = {id(a) for a in down}  # no rule page and no series to chart
+    return [{**alert_dict(a, url), "has_rule": id(a) not in synthetic} for a in alerts]
+
+
+def _outbox_dict(row: OutboxRow) -> dict[str, Any]:
+    message = row.message or {}
+    return {
+        "id": row.id,
+        "receiver": row.receiver,
+        "kind": row.kind,
+        "status": row.status,
+        "attempts": row.attempts,
+        "title": str(message.get("title") or ""),
+        "created_at": iso(row.created_at),
+        "sent_at": iso(row.sent_at),
+        "next_attempt_at": iso(row.next_attempt_at),
+        "last_reason": row.last_reason,
+        "last_error": row.last_error,
+    }
+
+
+def notifications(daemon: DaemonView, *, status: str | None = None, limit: int = 25) -> list[dict[str, Any]]:
+    """Return the newest outbox rows (of one ``status``: pending, sent or dead), newest first."""
+    with daemon.store.session() as s:
+        stmt = select(OutboxRow).order_by(col(OutboxRow.id).desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(col(OutboxRow.status) == status)
+        return [_outbox_dict(r) for r in s.exec(stmt).all()]
+
+
+def outbox_stats(store: Any, now: datetime) -> tuple[int, float]:
+    """Return the number of pending outbox rows and the age in seconds of the oldest (0 if none)."""
+    with store.session() as s:
+        stmt = select(func.count(), func.min(OutboxRow.created_at)).where(col(OutboxRow.status) == "pending")
+        n, oldest = s.exec(stmt).one()
+    if not n or oldest is None:
+        return 0, 0.0
+    # min() bypasses the column type on SQLite: it may come back as naive datetime or as text.
+    when = datetime.fromisoformat(oldest) if isinstance(oldest, str) else oldest
+    return int(n), max(0.0, (utc(now) - utc(when)).total_seconds())
+
+
+def silence_state(row: SilenceRow, now: datetime) -> str:
+    """Return ``active``, ``pending`` or ``expired``."""
+    if utc(row.ends_at) <= utc(now):
+        return "expired"
+    return "pending" if utc(row.starts_at) > utc(now) else "active"
+
+
+def silence_dict(row: SilenceRow, now: datetime) -> dict[str, Any]:
+    """Return one silence as the API and the page show it."""
+    matchers = list(row.matchers or [])
+    return {
+        "id": row.id,
+        "matchers": matchers,
+        "text": ", ".join(str(Matcher.from_dict(m)) for m in matchers),
+        "startsAt": iso(row.starts_at),
+        "endsAt": iso(row.ends_at),
+        "createdBy": row.created_by,
+        "comment": row.comment,
+        "createdAt": iso(row.created_at),
+        "state": silence_state(row, now),
+    }
+
+
+def silences(daemon: DaemonView, now: datetime, *, include_expired: bool = False) -> list[dict[str, Any]]:
+    """Return the silences (active and pending; with ``include_expired`` all), oldest start first."""
+    with daemon.store.session() as s:
+        stmt = select(SilenceRow).order_by(col(SilenceRow.starts_at))
+        if not include_expired:
+            stmt = stmt.where(col(SilenceRow.ends_at) > now)
+        return [silence_dict(r, now) for r in s.exec(stmt).all()]
+
+
+def cluster_status(daemon: DaemonView) -> dict[str, Any] | None:
+    """Return this replica's PostgreSQL cluster view (``/readyz``'s ``cluster``), else None."""
+    cluster = getattr(daemon, "cluster", None)
+    status = getattr(cluster, "status", None)
+    if not callable(status):
+        return None
+    view = status()
+    # the SQLite lock is one replica by construction: nothing to show
+    return dict(view) if isinstance(view, dict) and view.get("mode") == "postgresql" else None
+
+
+def endpoint_statuses(daemon: DaemonView) -> list[dict[str, Any]]:
+    """Return each Prometheus endpoint's status after its latest call, by name (errors unredacted)."""
+    sources: Mapping[str, Any] = getattr(daemon, "sources", {}) or {}
+    found: dict[str, Any] = {}
+    for source in {id(s): s for s in sources.values()}.values():
+        report = getattr(source, "endpoint_status", None)
+        if callable(report):
+            found.update(report())
+    return [
+        {"name": name, "up": st.up, "error": st.error, "failures": st.failures}
+        for name, st in sorted(found.items())
+    ]
