@@ -488,9 +488,7 @@ def _traces(
         if not has_values:
             order = "recent"
     n = chi - clo
-    key = None
-    if order != "recent":
-        key = np.nan_to_num(v if order == "value_desc" else -v, nan=-_FMAX, posinf=_FMAX, neginf=-_FMAX)
+    keys: list[FloatArray] = []  # the ranking key, computed at the first question (most never come)
 
     def pick(points: IntArray) -> list[tuple[TraceRef, ...]]:
         """Return the references behind each of ``points`` (none behind a point without a value)."""
@@ -499,12 +497,15 @@ def _traces(
         if len(ok) == 0:
             return out
         sel = points[ok]
-        if key is None:
+        if order == "recent":
             k = np.arange(top)
             valid = k < n[sel, None]
             picked = np.where(valid, cand[np.where(valid, chi[sel, None] - 1 - k, 0)], -1)
         else:
-            picked = top_by_key(cand, key, clo[sel], n[sel], top)
+            if not keys:
+                raw = v if order == "value_desc" else -v
+                keys.append(np.nan_to_num(raw, nan=-_FMAX, posinf=_FMAX, neginf=-_FMAX))
+            picked = top_by_key(cand, keys[0], clo[sel], n[sel], top)
         made = refs.make(np.unique(picked[picked >= 0]))[np.maximum(picked, 0)].tolist()
         for at, row, count in zip(ok.tolist(), made, np.minimum(n[sel], top).tolist(), strict=True):
             out[at] = tuple(row[:count])
