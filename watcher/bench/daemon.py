@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import numpy as np
@@ -546,7 +547,15 @@ def run_isolated(
             target=_child, args=(queue, (backend, shape, spec, target, Path(tmp), ticks, resume))
         )
         proc.start()
-        got: dict[str, Any] = queue.get()
+        while True:
+            try:
+                got: dict[str, Any] = queue.get(timeout=1.0)
+                break
+            except Empty:
+                if not proc.is_alive():  # died before reporting (killed, out of memory, bad import)
+                    error = f"the case's process exited with code {proc.exitcode} without a result"
+                    got = CaseResult(backend, shape, spec.series, spec.days, error=error).as_dict()
+                    break
         proc.join()
     return got
 
