@@ -6,7 +6,13 @@ three passages) and ``chat gpt-4o-mini`` (the wrapped OpenAI call, streamed). Th
 (groundedness against the retrieved passages, refusal) and the user's thumbs-up is recorded as
 feedback, all rows in SQLite.
 
-Run it against the local stub (no network, no key): ``python examples/rag.py``; or against a real
+The LLM metrics (``llm_requests_total``, ``llm_cost_usd_total``, the TTFT histogram …) are served
+on ``http://127.0.0.1:8000/metrics`` (``--metrics-port``); in the OpenMetrics format, which
+Prometheus asks for, each series carries the trace ID of a recent call as an exemplar. ``--serve``
+keeps answering (every ``--interval`` seconds) and serving until Ctrl-C: point Prometheus at it.
+
+Install the example's extra first (``pip install -e '.[examples]'``: the ``openai`` client). Run
+it against the local stub (no network, no key): ``python examples/rag.py``; or against a real
 OpenAI-compatible endpoint: ``OPENAI_BASE_URL=... OPENAI_API_KEY=... python examples/rag.py``.
 """
 
@@ -17,6 +23,8 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +82,24 @@ def answer(client: Any, question: str, *, tenant: str = "acme", model: str = "gp
     return Answer(text, trace_id, tuple(passages))
 
 
+QUESTIONS = (
+    "What is the answer to the ultimate question?",
+    "How long did Deep Thought compute?",
+    "Where is the Eiffel Tower?",
+)
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def exemplar_lines(metrics_url: str, trace_id: str) -> list[str]:
+    """Return the exposition lines whose exemplar is ``trace_id`` (asked for as OpenMetrics)."""
+    request = urllib.request.Request(metrics_url, headers={"Accept": OPENMETRICS})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read().decode()
+    return [line for line in body.splitlines() if f'trace_id="{trace_id}"' in line]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Answer one question, then print the span tree and the rows written for its trace."""
+    """Answer a question, print its span tree, rows and exemplars; with ``--serve``, keep going."""
     import openai
     import sqlalchemy as sa
 
@@ -83,22 +107,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from watcher.store.db import open_store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("question", nargs="?", default="What is the answer to the ultimate question?")
+    parser.add_argument("question", nargs="?", default=QUESTIONS[0])
     parser.add_argument("--db", help="SQLite file (default: a temporary one)")
+    parser.add_argument("--metrics-port", type=int, default=8000, help="serve /metrics here (0: a free port)")
+    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address to serve /metrics on")
+    parser.add_argument("--serve", action="store_true", help="keep answering and serving until Ctrl-C")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between questions (--serve)")
+    parser.add_argument("--count", type=int, default=0, help="with --serve: stop after this many (0: never)")
     args = parser.parse_args(argv)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = CollectorRegistry()
     with contextlib.ExitStack() as stack:
         db = args.db or str(Path(stack.enter_context(tempfile.TemporaryDirectory())) / "rag.db")
         store = open_store(f"sqlite:///{db}")
         stack.callback(store.close)
         evaluator = instrument.OnlineEvaluator(sampler=instrument.Sampler(rate=1.0)).start()
         stack.callback(evaluator.close)
-        instrument.configure(
-            store, tracer_provider=provider, registry=CollectorRegistry(), observer=evaluator
-        )
+        instrument.configure(store, tracer_provider=provider, registry=registry, observer=evaluator)
         stack.callback(instrument.reset)
+        server = instrument.start_metrics_server(args.metrics_port, addr=args.metrics_addr, registry=registry)
+        stack.callback(server.server_close)  # runs after shutdown (last in, first out)
+        stack.callback(server.shutdown)
+        metrics_url = f"http://{args.metrics_addr}:{server.server_port}/metrics"
+        print(f"metrics: {metrics_url}", flush=True)
         if os.environ.get("OPENAI_BASE_URL"):
             client = openai.OpenAI()
         else:
@@ -110,7 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         instrument.record_feedback(result.trace_id, True, tenant="acme", feature="rag")
         instrument.flush(10)  # the call is finished (and offered to the evaluator) in the background
         evaluator.flush(10)
-        instrument.reset()  # flushes and closes the writer: every row is in the store now
         print(f"answer: {result.text}\ntrace:  {result.trace_id}")
         spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
         for s in sorted(spans.values(), key=lambda s: s.start_time or 0):
@@ -118,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             while parent is not None and parent.span_id in spans:
                 depth, parent = depth + 1, spans[parent.span_id].parent
             print(f"  {'  ' * depth}{s.name}")
+        store_flushed = instrument.flush(10)
         with store.engine.connect() as conn:
             call = conn.execute(
                 sa.text(
@@ -125,15 +158,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                     " where trace_id = :t"
                 ),
                 {"t": result.trace_id},
-            ).one()
+            ).one_or_none()
             scores = conn.execute(
                 sa.text("select name, value, source from scores where trace_id = :t order by name"),
                 {"t": result.trace_id},
             ).all()
-        print(f"call:   {call.model} {call.input_tokens}+{call.output_tokens} tokens, "
-              f"${call.cost_usd:.6f}, TTFT {call.ttft_s:.3f} s")
+        if call is not None:
+            print(
+                f"call:   {call.model} {call.input_tokens}+{call.output_tokens} tokens, "
+                f"${call.cost_usd:.6f}, TTFT {call.ttft_s:.3f} s"
+            )
+        elif not store_flushed:
+            print("call:   not yet written (the writer is behind)")
         for name, value, source in scores:
             print(f"score:  {name} = {value:.2f} ({source})")
+        for line in exemplar_lines(metrics_url, result.trace_id)[:3]:
+            print(f"exemplar: {line}")
+        if not args.serve:
+            return 0
+        print(f"serving {metrics_url} (Ctrl-C stops)", flush=True)
+        asked = 1
+        try:
+            while not args.count or asked < args.count:
+                time.sleep(args.interval)
+                result = answer(client, QUESTIONS[asked % len(QUESTIONS)])
+                asked += 1
+                print(f"answered {asked}: trace {result.trace_id}", flush=True)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

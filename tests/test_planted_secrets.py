@@ -43,6 +43,7 @@ HMAC = "PLANTED-hmac-signing-secret"
 ROUTING_KEY = "PLANTEDroutingkey0123456789abcd"
 APPRISE_PATH = "PLANTED-apprise-token-q9w8"
 PROM_BEARER = "PLANTED-prom-bearer-z7"
+SLACK_PATH = "PLANTED-slack-hook-m4n5"
 SECRETS = (
     INGEST,
     ADMIN,
@@ -55,6 +56,7 @@ SECRETS = (
     ROUTING_KEY,
     APPRISE_PATH,
     PROM_BEARER,
+    SLACK_PATH,
 )
 
 RULES = """\
@@ -93,7 +95,8 @@ receivers:
   hook: {{type: webhook, url: "http://127.0.0.1:9/hooks/{HOOK_PATH}", secret: {HMAC}, timeout_s: 1}}
   pd: {{type: pagerduty, routing_key: {ROUTING_KEY}, url: "http://127.0.0.1:9/v2/enqueue", timeout_s: 1}}
   chat: {{type: apprise, urls: ["json://127.0.0.1:9/{APPRISE_PATH}"]}}
-route: {{receivers: [hook, pd, chat]}}
+  slack: {{type: slack, url: "http://127.0.0.1:9/services/{SLACK_PATH}", timeout_s: 1}}
+route: {{receivers: [hook, pd, chat, slack]}}
 notify: {{retry_initial: 1s}}
 """
     )

@@ -96,10 +96,12 @@ def _check_matchers(matchers: list[str]) -> list[str]:
 class ReceiverSettings(_Section):
     """One named notification target."""
 
-    type: Literal["console", "apprise", "pagerduty", "webhook", "alertmanager"] = "apprise"
+    type: Literal["console", "apprise", "pagerduty", "webhook", "alertmanager", "slack"] = "apprise"
     urls: list[SecretStr] = Field(default_factory=list, description="Apprise URLs (secret)")
     url: SecretStr | None = Field(
-        None, description="webhook / Alertmanager URL, or the PagerDuty Events v2 URL override (secret)"
+        None,
+        description="webhook / Alertmanager URL, Slack incoming-webhook URL (or a proxy's), or the "
+        "PagerDuty Events v2 URL override (secret)",
     )
     routing_key: SecretStr | None = Field(None, description="PagerDuty Events v2 integration key (secret)")
     secret: SecretStr | None = Field(None, description="webhook HMAC-SHA256 signing secret (secret)")
@@ -125,7 +127,7 @@ class ReceiverSettings(_Section):
             raise ValueError("an apprise receiver needs at least one entry in `urls`")
         if self.type == "pagerduty" and self.routing_key is None:
             raise ValueError("a pagerduty receiver needs `routing_key`")
-        if self.type in ("webhook", "alertmanager") and self.url is None:
+        if self.type in ("webhook", "alertmanager", "slack") and self.url is None:
             raise ValueError(f"a {self.type} receiver needs `url`")
         return self
 
@@ -436,6 +438,12 @@ class Settings(BaseSettings):
         '("" leaves the label out; {} keeps the metric names); default: the names watcher\'s hooks use',
     )
     external_url: str = Field("http://localhost:9464", description="where the status page is reachable")
+    public_url: str | None = Field(
+        None,
+        description="the status page's address as chat services see it (https://…): Slack messages show "
+        "the alert's chart from {public_url}/chart/alert/{fingerprint}.png; unset: no image (Slack "
+        "refuses a whole message whose image it cannot fetch)",
+    )
     receivers: dict[str, ReceiverSettings] = Field(
         default_factory=lambda: {"console": ReceiverSettings(type="console")}
     )
@@ -465,6 +473,18 @@ class Settings(BaseSettings):
     )
     retention: RetentionSettings = RetentionSettings()
     cluster: ClusterSettings = ClusterSettings()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or any(c in value for c in " <>|\"'`"):
+            raise ValueError("public_url must be an absolute http(s) URL, e.g. https://watcher.example.com")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> Settings:

@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+EXIT_RESERVE_S = 2.0
+"""Of ``stop_timeout`` (a tenth of it, 1 s at least), kept for handing leases back, closing and the
+interpreter's exit (about 1 s on a loaded machine)."""
+
 Clock = Callable[[], datetime]
 
 
@@ -335,8 +339,13 @@ class Daemon:
         while True:
             self.flush(now)
             left = int(self.notifier.pending_count())
-            if left == 0 or now is not None or time.monotonic() >= end:
-                return left
+            if (
+                left == 0
+                or now is not None
+                or time.monotonic() >= end
+                or not self.notifier.outbox.can_start()
+            ):
+                return left  # (the stop budget holds no more sends: waiting would only delay the stop)
             time.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
     def run_once(self, now: datetime | None = None, *, drain_s: float = 30.0) -> list[EvalResult]:
@@ -346,6 +355,10 @@ class Daemon:
         return results
 
     # --- the loop ------------------------------------------------------------------------------
+
+    def busy(self, job: str) -> bool:
+        """Tell whether a run of ``job`` is still going on the pool."""
+        return self.jobs.busy(job)
 
     def dispatch(self, job: str, fn: Callable[[], object]) -> bool:
         """Run ``fn`` on the pool unless the previous run of ``job`` is still going; return whether it was."""
@@ -463,21 +476,23 @@ class Daemon:
         """
         budget = self.settings.stop_timeout.total_seconds()
         end = time.monotonic() + budget
+        reserve = min(EXIT_RESERVE_S, max(1.0, budget / 10))
         logger.info("stopping (within %.0fs): finishing in-flight evaluations and sends", budget)
-        self.notifier.outbox.stop_by(end - 1.0)  # a second for the leases and the exit
+        self.notifier.outbox.stop_by(end - reserve)  # for the leases, closing and the exit
         if http is not None:
             http.stop(timeout=min(5.0, budget / 4))
-        late = self.jobs.shutdown(end - 1.0 - time.monotonic())
+        late = self.jobs.shutdown(end - reserve - time.monotonic())
         left = 0
         if late:
             logger.warning("stop budget spent with %d job(s) still running", late)
         elif self._active():  # a replica whose leases ran out leaves the outbox to the others
-            left = self.drain(deadline_s=max(0.0, end - 1.0 - time.monotonic()))
+            left = self.drain(deadline_s=max(0.0, end - reserve - time.monotonic()))
         if left:
             logger.warning("%d notification(s) left in the outbox; they are sent at the next start", left)
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
+        logger.info("stopped %.1fs into the %.0fs stop budget", budget - (end - time.monotonic()), budget)
 
     def _start_server(self) -> Any:
         """Start the HTTP server when enabled; a port in use is logged, alerting goes on without it."""

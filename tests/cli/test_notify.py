@@ -134,3 +134,48 @@ def test_notify_test_attaches_a_sample_chart_where_files_go(
     (att,) = body["attachments"]
     assert base64.b64decode(att["base64"]).startswith(b"\x89PNG") and att["filename"] == "chart.png"
     assert "value $12.34/h (expected $1.20/h" in body["message"]
+
+
+def test_notify_test_resolved_closes_its_own_test_incident(
+    tmp_path: Path, http_receiver: HTTPReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21: the resolve carried another dedup key, so the PagerDuty test incident stayed open."""
+    config = str(_config(tmp_path, http_receiver.url))
+    http_receiver.set_statuses([202])
+    assert main(["notify", "test", "pd", "--config", config]) == 0
+    assert main(["notify", "test", "pd", "--resolved", "--config", config]) == 0
+    assert main(["notify", "test", "pd", "--config", config]) == 0  # a later run: the same incident
+    (_, _, trigger), (_, _, resolve), (_, _, again) = http_receiver.requests
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    assert trigger["dedup_key"] == resolve["dedup_key"] == again["dedup_key"]
+    config2 = tmp_path / "other.yaml"
+    config2.write_text(Path(config).read_text().replace("pd:", "pd2:").replace("[pd]", "[pd2]"))
+    assert main(["notify", "test", "pd2", "--config", str(config2)]) == 0
+    assert http_receiver.requests[-1][2]["dedup_key"] != trigger["dedup_key"]  # one per receiver
+
+
+def test_notify_test_slack_posts_block_kit_to_the_configured_endpoint(
+    tmp_path: Path, http_receiver: HTTPReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.notify.test_slack import assert_block_kit
+
+    config = tmp_path / "watcher.yaml"
+    config.write_text(
+        f"store: {{url: 'sqlite:///{tmp_path}/w.db'}}\n"
+        "external_url: http://watcher.test\npublic_url: https://watcher.example.com\n"
+        f"receivers:\n  chat: {{type: slack, url: '{http_receiver.url}/proxy/slack/T1/B2/S3cr3tHook'}}\n"
+        "route: {receivers: [chat]}\n"
+    )
+    assert main(["notify", "test", "chat", "--config", str(config)]) == 0
+    assert main(["notify", "test", "chat", "--resolved", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "chat: accepted firing test notification — HTTP 200: ok" in out
+    assert_no_secret(out, ["S3cr3tHook"])
+    (path, _, firing_doc), (_, _, resolved_doc) = http_receiver.requests
+    assert path == "/proxy/slack/T1/B2/S3cr3tHook"
+    for doc in (firing_doc, resolved_doc):
+        assert_block_kit(doc)
+    assert firing_doc["text"].startswith(":red_circle: [FIRING] WatcherTestNotification")
+    assert resolved_doc["text"].startswith(":large_green_circle: [RESOLVED] WatcherTestNotification")
+    images = [b["image_url"] for b in firing_doc["blocks"] if b["type"] == "image"]
+    assert images and images[0].startswith("https://watcher.example.com/chart/alert/")

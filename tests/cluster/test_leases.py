@@ -66,6 +66,9 @@ def test_acquire_renew_and_takeover_after_expiry_bump_the_epoch(store: Store) ->
     assert _acquire(store, "cost", "b") == 2  # changed hands: a new fencing token
     _expire(store, "cost")
     assert _acquire(store, "cost", "a") == 3  # a comes back after expiry: its memory is stale
+    with store.engine.begin() as conn:  # a restarted before its lease ran out: fresh memory, new token
+        assert leases.acquire(conn, "cost", "a", TTL, fresh=True) == 4
+        assert leases.acquire(conn, "cost", "b", TTL, fresh=True) is None
 
 
 def test_released_lease_is_free_at_once(store: Store) -> None:
@@ -226,3 +229,34 @@ def test_fenced_alert_store_writes_nothing_once_the_lease_is_lost(store: Store) 
     with pytest.raises(LeaseLostError):
         alerts.save([firing(labels={"tenant": "two"})], [])
     assert [a.labels["tenant"] for a in AlertStore(store).load()] == ["one"]
+
+
+def _mark(store: Store, group: str, owner: str, epoch: int, tick: datetime = TICK) -> None:
+    with Session(store.engine) as s:
+        leases.check_fence(s, group, owner, epoch)
+        leases.mark_done(s, group, tick, owner, epoch)
+        s.commit()
+
+
+def test_only_done_claims_count_and_a_claim_not_done_passes_to_the_next_epoch_only(store: Store) -> None:
+    later = TICK + timedelta(seconds=1)
+    assert _acquire(store, "cost", "a") == 1
+    assert _claim(store, "cost", "a", 1)
+    _mark(store, "cost", "a", 1)
+    assert _claim(store, "cost", "a", 1, later)  # claimed, then a is killed: never done
+    with store.engine.connect() as conn:
+        assert leases.last_ticks(conn, ["cost", "none"]) == {"cost": TICK.timestamp()}
+    assert not _claim(store, "cost", "a", 1, later)  # the same epoch does not re-claim
+    _expire(store, "cost")  # one lease TTL later
+    assert _acquire(store, "cost", "b") == 2
+    assert not _claim(store, "cost", "b", 2)  # done: evaluated, never again
+    assert _claim(store, "cost", "b", 2, later)  # abandoned by epoch 1: b takes it over
+    with Session(store.engine) as s, pytest.raises(LeaseLostError, match="taken over"):
+        leases.mark_done(s, "cost", later, "a", 1)  # a's late completion cannot mark b's claim
+    _mark(store, "cost", "b", 2, later)
+    with store.engine.connect() as conn:
+        assert leases.last_ticks(conn, ["cost"]) == {"cost": later.timestamp()}
+        rows = conn.execute(
+            sa.text("SELECT replica_id, epoch, done FROM cluster_evaluations ORDER BY tick")
+        ).all()
+    assert [tuple(r) for r in rows] == [("a", 1, True), ("b", 2, True)]

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from watcher.cluster import leases
 from watcher.cluster.assign import assign
 from watcher.cluster.member import REPLICA_ID_FILE, ClusterMember, persisted_replica_id
 from watcher.config import Settings
@@ -375,6 +376,22 @@ def test_a_new_owner_evaluates_the_missed_ticks_in_order_each_at_its_own_time_an
     assert ticks == [T0 + 1005 - k for k in range(60, -1, -1)]
 
 
+def test_a_new_owner_too_busy_to_start_at_once_still_reaches_back_from_when_it_took_the_group(
+    make_member: Any,
+) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.4)
+    a.tick()
+    _expire_replica(a)  # a dies right after T0
+    b = make_member("b", cluster={"catch_up": "3s"})
+    b._now = lambda: T0 + 3.5
+    b.cycle()  # b takes the groups at T0+3.5: the window reaches back to T0+0.5
+    seen = _synchronous(b, T0 + 12.3)  # but b's first tick comes only 9 s later (a loaded machine)
+    b.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + k for k in range(1, 13)]
+
+
 def test_give_back_loses_no_tick(make_member: Any) -> None:
     a = make_member("a")
     a.cycle()
@@ -397,16 +414,160 @@ def test_give_back_loses_no_tick(make_member: Any) -> None:
         assert _claims(b, g) == [(T0, "a"), (T0 + 1, "a"), (T0 + 2, "b"), (T0 + 3, "b")], g
 
 
-def test_a_lost_lease_gives_its_tick_claim_back(make_member: Any) -> None:
+def _done(m: ClusterMember, group: str) -> list[tuple[float, str, bool]]:
+    with m.store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT tick, replica_id, done FROM cluster_evaluations WHERE group_name = :g ORDER BY tick"
+            ),
+            {"g": group},
+        ).all()
+    return [(r.tick.timestamp(), r.replica_id, bool(r.done)) for r in rows]
+
+
+def test_a_lost_lease_leaves_its_claim_not_done_and_the_next_epoch_evaluates_the_tick(
+    make_member: Any,
+) -> None:
     a = make_member("a")
     a.cycle()
 
     def lose(session: Any) -> None:
         raise LeaseLostError("gone")
 
-    a._fence = lambda name, epoch: lose  # type: ignore[method-assign]
+    a._fence = lambda name, epoch, done=None: lose  # type: ignore[method-assign]
     assert a.evaluate("alpha", 1, T0) is False
-    assert _claims(a, "alpha") == []  # the new owner can evaluate T0
+    assert _done(a, "alpha") == [(T0, "a", False)]  # claimed, not evaluated: does not count
+    _expire_replica(a)
+    b = make_member("b")
+    b.cycle()
+    seen = _synchronous(b, T0 + 0.5)
+    b.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0]
+    assert _done(b, "alpha") == [(T0, "b", True)]
+
+
+def test_race_new_owner_reads_the_last_tick_before_the_old_owner_discards_its_evaluation(
+    make_member: Any,
+) -> None:
+    """The old owner claims T0+1, loses its lease mid-evaluation, and the new owner reads the group's
+    last tick before the old owner's evaluation is discarded: T0+1 is evaluated once, by the new owner."""
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    b = make_member("b")
+    b.cycle()
+    b_seen = _synchronous(b, T0 + 2.3)
+    d = a.daemon
+    evaluate = d.evaluate_group
+    interleaved: list[str] = []
+
+    def takeover_mid_evaluation(name: str, now: datetime | None = None, **kw: Any) -> Any:
+        if name == "alpha" and not interleaved:  # a has claimed alpha at T0+1; a dies here
+            interleaved.append("takeover")
+            _expire_replica(a)
+            b.cycle()  # b takes every group and reads where a stopped: a's claim is still there
+            assert b.held()["alpha"] == 2
+        return evaluate(name, now, **kw)
+
+    _synchronous(a, T0 + 1.2)
+    d.evaluate_group = takeover_mid_evaluation
+    a.tick()  # a's evaluation of alpha at T0+1 reaches the fence after the takeover: discarded
+    assert interleaved == ["takeover"]
+    assert (T0 + 1, "a", False) in _done(a, "alpha")
+    b.tick()
+    assert [t for g, t, _ in b_seen if g == "alpha"] == [T0 + 1, T0 + 2]  # T0+1 not skipped
+    assert _done(b, "alpha") == [(T0, "a", True), (T0 + 1, "b", True), (T0 + 2, "b", True)]
+    with a.store.engine.connect() as conn:
+        evals = conn.execute(sa.text("SELECT evaluations FROM eval_runs WHERE group_name = 'alpha'")).scalar()
+    assert evals == 3  # T0 by a, T0+1 and T0+2 by b: a's discarded evaluation wrote nothing
+
+
+def test_race_old_owner_completes_just_before_the_takeover_no_tick_is_evaluated_twice(
+    make_member: Any,
+) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    _synchronous(a, T0 + 1.2)
+    a.tick()  # done at T0+1, then a dies
+    _expire_replica(a)
+    b = make_member("b")
+    b.cycle()
+    seen = _synchronous(b, T0 + 2.4)
+    b.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + 2]
+    assert _done(b, "alpha") == [(T0, "a", True), (T0 + 1, "a", True), (T0 + 2, "b", True)]
+    assert b.metrics.tick_conflicts._value.get() == 0
+
+
+def test_a_claim_abandoned_by_a_killed_owner_is_re_claimed_after_the_lease_ttl(make_member: Any) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    at = datetime.fromtimestamp(T0 + 1, UTC)
+    with a.store.engine.begin() as conn:  # a claims T0+1 and is killed before evaluating it
+        assert leases.claim_tick(conn, "alpha", at, "a", 1)
+    b = make_member("b")
+    b.cycle()
+    assert "alpha" not in b.held()  # a's lease still runs: nothing to take yet
+    with b.store.engine.begin() as conn:
+        assert not leases.claim_tick(conn, "alpha", at, "b", 1)  # b holds no lease
+    _expire_replica(a)  # one lease TTL later
+    b.cycle()
+    seen = _synchronous(b, T0 + 3.1)
+    b.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + 1, T0 + 2, T0 + 3]
+    assert _done(b, "alpha") == [(T0, "a", True), *((T0 + k, "b", True) for k in (1, 2, 3))]
+
+
+def test_a_replica_restarted_under_its_id_before_its_lease_ran_out_re_claims_its_abandoned_tick(
+    make_member: Any,
+) -> None:
+    a = make_member("a")
+    a.cycle()
+    _synchronous(a, T0 + 0.2)
+    a.tick()
+    at = datetime.fromtimestamp(T0 + 1, UTC)
+    with a.store.engine.begin() as conn:  # a claims T0+1 and is killed before evaluating it
+        assert leases.claim_tick(conn, "alpha", at, "a", 1)
+    again = make_member("a")  # restarted at once with the same id: its old lease is still valid
+    again.cycle()
+    assert again.held()["alpha"] == 2  # a new incarnation: a new fencing token
+    seen = _synchronous(again, T0 + 1.5)
+    again.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0 + 1]
+    assert _done(again, "alpha") == [(T0, "a", True), (T0 + 1, "a", True)]
+    a.evaluate("alpha", 1, T0 + 2)  # the old incarnation's epoch is over: it claims nothing
+    assert _done(again, "alpha") == [(T0, "a", True), (T0 + 1, "a", True)]
+
+
+def test_an_evaluation_that_overruns_its_interval_skips_the_ticks_it_overran_and_counts_each_once(
+    make_member: Any,
+) -> None:
+    import threading
+
+    a = make_member("a")
+    a.cycle()
+    seen = _synchronous(a, T0 + 0.2)
+    a.tick()
+    running = threading.Lock()
+    d = a.daemon
+    d.jobs._locks["group:alpha"] = running
+    # inline, but like the daemon's pool: a job whose previous run is still going is refused
+    d.dispatch = lambda job, fn: False if d.busy(job) else (fn(), True)[1]
+    running.acquire()  # alpha's evaluation is still running (a slow source, a loaded machine)
+    for at in (T0 + 1.2, T0 + 1.7, T0 + 2.2, T0 + 2.6):
+        a._now = lambda at=at: at
+        a.tick()
+    running.release()
+    a._now = lambda: T0 + 3.2
+    a.tick()
+    assert [t for g, t, _ in seen if g == "alpha"] == [T0, T0 + 3]  # the present, not a backlog
+    assert [t for g, t, _ in seen if g == "bravo"] == [T0, T0 + 1, T0 + 2, T0 + 3]
+    assert d.metrics.missed_ticks.labels("group:alpha")._value.get() == 2  # once per tick, not per loop
 
 
 def test_the_replica_id_is_persisted_once_and_kept_across_restarts(tmp_path: Path, make_member: Any) -> None:

@@ -1,8 +1,9 @@
 """deploy/docker/Dockerfile and deploy/compose.yaml: linted by the real tools, and shaped right.
 
-Docker does not run on these machines: hadolint lints the Dockerfile, ``docker-compose config``
+No Docker engine runs on these machines: hadolint lints the Dockerfile, ``docker-compose config``
 parses and validates the compose file, promtool/amtool check the configs it mounts, and the
 topology itself is exercised without Docker in ``test_grafana.py`` (demo app → Prometheus).
+``test_image.py`` builds a wheel from exactly the build context and, where podman works, the image.
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ def test_dockerfile_runtime_stage() -> None:
     assert 'CMD ["run", "--config", "/etc/watcher/watcher.yaml"]' in final
     for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in final, f"build tools in the runtime stage: {tool}"
-    ignore = (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text().split()
+    ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") + 1 :] and "!watcher/" in ignore
+    # one ignore file, at the root of the context, where every builder looks (issue 21)
+    assert not (DEPLOY / "docker" / "Dockerfile.dockerignore").exists()
 
 
 def test_compose_publishes_on_loopback_only() -> None:
@@ -107,3 +110,33 @@ def test_compose_publishes_on_loopback_only() -> None:
     for name, ports in published.items():
         assert all(str(p).startswith("127.0.0.1:") for p in ports), (name, ports)
     assert "Exposure" in COMPOSE.read_text() and "Exposure" in DOCKERFILE.read_text()
+
+
+def test_compose_and_kubernetes_agree_with_the_image() -> None:
+    """Issue 21: the Docker, compose and Kubernetes paths all run the image this Dockerfile builds."""
+    import tomllib
+
+    text = DOCKERFILE.read_text()
+    final = text.rsplit("\nFROM ", 1)[1]
+    uid = int(final.split("\nUSER ", 1)[1].split(":", 1)[0])
+    port = int(final.split("\nEXPOSE ", 1)[1].split()[0])
+    cmd = yaml.safe_load(final.split("\nCMD ", 1)[1].splitlines()[0])
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # compose builds from the repository root, where .dockerignore is read, with this Dockerfile
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("watcher", "demo-app"):
+        build = services[name]["build"]
+        assert (DEPLOY / build["context"]).resolve() == ROOT and (ROOT / build["dockerfile"]) == DOCKERFILE
+        assert services[name]["image"] == services["watcher"]["image"]
+    assert services["watcher"]["command"] == cmd
+    assert services["watcher"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    # Kubernetes runs the same image (tagged with the package version), user, port and command
+    deployment = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"watcher:{version}"
+    assert pod["securityContext"]["runAsUser"] == uid and pod["securityContext"]["runAsGroup"] == uid
+    assert container["args"] == cmd
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/var/lib/watcher" in mounts and 'VOLUME ["/var/lib/watcher"]' in final

@@ -66,6 +66,7 @@ def test_public_api_is_sorted_and_complete() -> None:
         "instrument_openai",
         "llm_call",
         "metrics_app",
+        "metrics_asgi_app",
         "record_feedback",
         "record_score",
         "reset",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +27,7 @@ from watcher.store.tables import Call, Score
 openai = pytest.importorskip("openai")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rag.py"
+SERVE_ARGS = ("--metrics-port", "0", "--serve", "--count", "3", "--interval", "0")
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +106,37 @@ def test_example_main_prints_the_tree_row_and_scores(
     rag: ModuleType, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert rag.main([]) == 0
+    assert rag.main(["--metrics-port", "0"]) == 0
     out = capsys.readouterr().out
     assert "answer: The answer is forty-two." in out
     assert "  rag.query\n    retrieval\n    chat gpt-4o-mini\n" in out
     assert "score:  groundedness = 1.00 (heuristic)" in out and "score:  feedback = 1.00" in out
+    # it serves its metrics, with the call's trace ID as the exemplar (OpenMetrics)
+    trace_id = re.search(r"^trace:  ([0-9a-f]{32})$", out, re.M)
+    assert trace_id is not None and re.search(r"^metrics: http://127\.0\.0\.1:\d+/metrics$", out, re.M)
+    exemplars = [line for line in out.splitlines() if line.startswith("exemplar: ")]
+    assert exemplars and all(f'trace_id="{trace_id.group(1)}"' in line for line in exemplars)
+    assert any(line.startswith("exemplar: llm_requests_total{") for line in exemplars)
+
+
+def test_example_runs_as_a_script_and_keeps_serving(tmp_path: Path) -> None:
+    """``python examples/rag.py --serve``, as the README says, against the local stub model server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env["PYTHONPATH"] = str(EXAMPLE.parents[1])
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), *SERVE_ARGS, "--db", str(tmp_path / "rag.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "answer: The answer is forty-two." in proc.stdout and "exemplar: " in proc.stdout
+    assert "answered 3: trace " in proc.stdout
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'rag.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from calls")).scalar_one() == 3
+    engine.dispose()

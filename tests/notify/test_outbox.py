@@ -315,3 +315,34 @@ def test_no_secret_in_errors_outbox_or_logs(
     assert all(SECRET not in r.getMessage() for r in caplog.records)
     assert len(http_receiver.requests) == 2  # it did reach the server, with the secret path
     assert http_receiver.requests[0][0] == f"/hooks/{SECRET}"
+
+
+def test_a_stop_budget_that_holds_no_send_leaves_the_rows_queued_and_says_so(store: SqliteStore) -> None:
+    import time
+
+    n = Notifier(store, make_settings(), {"console": RecordingReceiver()})
+    n.submit([(firing(), [])], T0)
+    assert n.outbox.can_start()  # no stop under way
+    n.outbox.stop_by(time.monotonic() + 5)  # a send may take the receiver's timeout (10 s)
+    assert not n.outbox.can_start()  # the drain stops waiting at once
+    result = n.flush(T0)
+    assert (result.sent, result.pending) == (0, 1)  # stays queued for the next start
+    n.outbox.stop_by(time.monotonic() + 60)
+    assert n.outbox.can_start()
+    assert n.flush(T0).sent == 1
+
+
+@pytest.mark.parametrize("kind", ["webhook", "pagerduty", "alertmanager"])
+def test_the_stop_budget_uses_each_http_receivers_own_timeout(store: SqliteStore, kind: str) -> None:
+    import time
+
+    extra: dict[str, object] = {"routing_key": SecretStr("k" * 32)} if kind == "pagerduty" else {}
+    settings = make_settings(
+        receivers={
+            "r": ReceiverSettings(type=kind, url=SecretStr("http://127.0.0.1:9/x"), timeout_s=2, **extra)
+        },
+        route=RouteSettings(receivers=["r"]),
+    )
+    n = Notifier(store, settings)
+    n.outbox.stop_by(time.monotonic() + 5)  # 2 s + slack fit in 5 s (not the 10 s default)
+    assert n.outbox.can_start()

@@ -266,10 +266,55 @@ def test_a_version_4_store_gets_the_alerts_surprise_column(tmp_path: Path) -> No
     store = open_store(url)
     try:
         with store.engine.connect() as conn:
-            assert schema_version(conn) == SCHEMA_VERSION == 7
+            assert schema_version(conn) == SCHEMA_VERSION
             assert "surprise" in {c["name"] for c in sa.inspect(conn).get_columns("alerts")}
     finally:
         store.close()
+
+
+V5_EVALUATIONS = (
+    "CREATE TABLE cluster_evaluations (group_name VARCHAR(256) NOT NULL, tick {ts} NOT NULL, "
+    "replica_id VARCHAR(128) NOT NULL, epoch INTEGER NOT NULL, claimed_at {ts} NOT NULL, "
+    "PRIMARY KEY (group_name, tick))"
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_6_marks_existing_tick_claims_done_and_new_ones_start_not_done(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/w.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    s = open_store(url)
+    ts = "DATETIME" if s.dialect == "sqlite" else "TIMESTAMP WITH TIME ZONE"
+    with s.engine.begin() as conn:  # the table as version 5 left it, with a claim of an older replica
+        conn.exec_driver_sql("DROP TABLE cluster_evaluations")
+        conn.exec_driver_sql(V5_EVALUATIONS.format(ts=ts))
+        conn.execute(
+            sa.text(
+                "INSERT INTO cluster_evaluations (group_name, tick, replica_id, epoch, claimed_at) "
+                "VALUES ('cost', :t, 'old', 1, :t)"
+            ),
+            {"t": datetime(2026, 11, 27, tzinfo=UTC).replace(tzinfo=None)},
+        )
+        conn.execute(sa.text("UPDATE schema_version SET version = 5"))
+    s.close()
+    s = open_store(url)
+    try:
+        assert _version(s) == 6
+        with s.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO cluster_evaluations (group_name, tick, replica_id, epoch, claimed_at, done) "
+                    "VALUES ('cost', :t, 'new', 2, :t, :d)"
+                ),
+                {"t": datetime(2026, 11, 27, 0, 1), "d": False},
+            )
+            rows = conn.execute(
+                sa.text("SELECT replica_id, done FROM cluster_evaluations ORDER BY tick")
+            ).all()
+    finally:
+        s.close()
+    assert [(r.replica_id, bool(r.done)) for r in rows] == [("old", True), ("new", False)]
 
 
 def test_a_version_5_store_gets_the_detector_state_table(tmp_path: Path) -> None:

@@ -14,14 +14,14 @@ from typing import Any
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|throughput|daemon|hooks|ingest|notify|backtest``."""
+    """Register ``watcher bench detection|flagrate|llm-suite|throughput|daemon|…|backtest|faults``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )
     sub = p.add_subparsers(
         dest="bench",
         required=True,
-        metavar="detection|flagrate|throughput|daemon|hooks|ingest|notify|backtest",
+        metavar="detection|flagrate|llm-suite|throughput|daemon|hooks|ingest|notify|backtest|faults",
     )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
@@ -58,6 +58,14 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     fr.add_argument("--no-generated", action="store_true", help="leave out the generated no-label series")
     fr.add_argument("--json", action="store_true", help="print the results as JSON")
     fr.set_defaults(func=main_flagrate)
+    llm = sub.add_parser(
+        "llm-suite", help="the shipped rules' detectors on a simulated LLM application (5 weeks, 1 minute)"
+    )
+    llm.add_argument("--for", dest="for_", default="5m", help="persistence before a flagged run pages (5m)")
+    llm.add_argument("--no-floors", action="store_true", help="ignore the rules' min_value/max_value")
+    llm.add_argument("--only", action="append", metavar="SUBSTR", help="only series whose name has SUBSTR")
+    llm.add_argument("--json", action="store_true", help="print the results as JSON")
+    llm.set_defaults(func=main_llm_suite)
     thr = sub.add_parser(
         "throughput",
         help="the detector-kernel view: start-up and steady-state ticks of the detectors alone "
@@ -77,6 +85,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_ingest_bench_parser(sub)
     add_storm_parser(sub)
     add_backtest_bench_parser(sub)
+    add_faults_parser(sub)
     return p
 
 
@@ -275,6 +284,94 @@ def _main_storm(args: argparse.Namespace) -> int:
     return main_storm(args)
 
 
+def _print_faults(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    per = result.pop("per_group", None)
+    print(", ".join(f"{k} {v}" for k, v in result.items() if v is not None))
+    if per:
+        for g, m in per.items():
+            print(f"  {g}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
+
+
+def _main_faults(args: argparse.Namespace) -> int:
+    from ..bench.faults import run_replicas, run_shutdown, run_single
+
+    if args.run == "single":
+        result = run_single(
+            args.seed, args.kills, args.error_s, args.close_s, args.quiet, args.tenants, args.keep
+        )
+        bad = (
+            result["lost"]
+            or result["left_in_outbox"]
+            or result["resolve_before_firing"]
+            or result["unresolved"]
+        )
+    elif args.run == "replicas":
+        result = run_replicas(
+            args.seed,
+            args.kills,
+            args.pg,
+            args.lease_ttl,
+            args.down_s,
+            args.every,
+            args.quiet,
+            args.catch_up,
+            args.groups,
+            args.keep,
+        )
+        bad = (
+            result["lost"]
+            or result["left_in_outbox"]
+            or result["resolve_before_firing"]
+            or result["unresolved"]
+            or result["ticks_missed_across_takeover"]
+            or result["ticks_late_beyond_ttl"]
+            or result["ticks_evaluated_twice"]
+        )
+    else:
+        result = run_shutdown(args.pages, args.delay_s, args.stop_timeout, args.timeout_s, args.keep)
+        bad = result["stop_s"] > result["stop_timeout_s"] + 1.0 or result["after_restart_lost"]
+    _print_faults(result, args.json)
+    return 1 if bad else 0
+
+
+def add_faults_parser(sub: Any) -> None:
+    """Register ``watcher bench faults single|replicas|shutdown``."""
+    p = sub.add_parser("faults", help="issue 16's fault campaign against real `watcher run` processes")
+    runs = p.add_subparsers(dest="run", required=True, metavar="single|replicas|shutdown")
+    a = runs.add_parser("single", help="one daemon on SQLite: kill -9 at random moments, a failing receiver")
+    a.add_argument("--kills", type=int, default=20)
+    a.add_argument("--error-s", type=float, default=150.0, help="seconds the receiver answers 500")
+    a.add_argument("--close-s", type=float, default=60.0, help="then seconds it drops connections")
+    a.add_argument("--quiet", type=float, default=120.0, help="at most this long for everything to settle")
+    a.add_argument("--tenants", type=int, default=6)
+    b = runs.add_parser("replicas", help="3 replicas on PostgreSQL: SIGKILL of lease holders")
+    b.add_argument("--kills", type=int, default=8)
+    b.add_argument(
+        "--pg", default="postgresql://127.0.0.1:5432/test", help="admin URL (a database is created)"
+    )
+    b.add_argument("--lease-ttl", type=float, default=3.0)
+    b.add_argument("--down-s", type=float, default=8.0, help="a killed replica restarts this much later")
+    b.add_argument("--groups", type=int, default=3, help="rule groups (1 s interval each)")
+    b.add_argument("--every", type=float, default=20.0, help="seconds between kills (±30 %%)")
+    b.add_argument("--quiet", type=float, default=60.0)
+    b.add_argument("--catch-up", type=float, default=0.0, help="cluster.catch_up (default: 2 × lease TTL)")
+    c = runs.add_parser("shutdown", help="SIGTERM with queued pages and a slow receiver")
+    c.add_argument("--timeout-s", type=float, default=10.0, help="the receiver's timeout_s (default 10)")
+    c.add_argument("--pages", type=int, default=40)
+    c.add_argument("--delay-s", type=float, default=3.0, help="how long the receiver takes to answer")
+    c.add_argument(
+        "--stop-timeout", type=float, default=0.0, help="stop_timeout (default: the daemon's, 20 s)"
+    )
+    for sp in (a, b, c):
+        sp.add_argument("--seed", type=int, default=16)
+        sp.add_argument("--keep", action="store_true", help="keep the folder with the daemons' logs")
+        sp.add_argument("--json", action="store_true")
+    p.set_defaults(func=_main_faults)
+
+
 def main_detection(args: argparse.Namespace) -> int:
     """Run ``watcher bench detection`` and print the table (Markdown) or JSON."""
     import tempfile
@@ -363,6 +460,17 @@ def main_flagrate(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=1))
         return 0
     print(markdown(table, kinds, args.spacing))
+    return 0
+
+
+def main_llm_suite(args: argparse.Namespace) -> int:
+    """Run ``watcher bench llm-suite`` and print the per-incident table (or JSON)."""
+    from ..bench.llmsuite import markdown, run
+    from ..core import parse_duration
+
+    for_minutes = int(parse_duration(args.for_).total_seconds() // 60)
+    res = run(for_minutes, not args.no_floors, only=args.only or ())
+    print(json.dumps(res, indent=1) if args.json else markdown(res, for_minutes, not args.no_floors))
     return 0
 
 

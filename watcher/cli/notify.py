@@ -9,6 +9,7 @@ This module owns their argument parsing and printing. It does not own matcher se
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -198,6 +199,11 @@ def _sample_chart(now: datetime) -> list[tuple[str, bytes]]:
     return [(CHART_NAME, png)] if png is not None else []
 
 
+def sample_dedup_key(receiver: str) -> str:
+    """Return the dedup key of ``watcher notify test RECEIVER`` (the same with ``--resolved``)."""
+    return hashlib.sha256(f"watcher notify test|{receiver}".encode()).hexdigest()[:32]
+
+
 def _cmd_notify_test(args: argparse.Namespace) -> int:
     from ..config import load_settings
     from ..notify.outbox import from_message, to_message
@@ -209,7 +215,7 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     if rs is None:
         known = ", ".join(sorted(settings.receivers))
         raise ConfigError(f"no receiver {args.receiver!r}; configured: {known}")
-    receiver = build_receiver(args.receiver, rs)
+    receiver = build_receiver(args.receiver, rs, settings)
     now = datetime.now(UTC)
     kind = NotificationKind.RESOLVED if args.resolved else NotificationKind.FIRING
     alert = _sample_alert(now)
@@ -229,6 +235,9 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     )
     message = to_message(n)
     message["payload"]["notification_id"] = uuid.uuid4().hex
+    # One test incident per receiver: `notify test` and `notify test --resolved` share the key, so
+    # the resolve closes what the trigger opened (PagerDuty, Alertmanager, webhooks).
+    message["dedup_key"] = message["payload"]["dedup_key"] = sample_dedup_key(args.receiver)
     files = _sample_chart(now) if rs.attach_chart and getattr(receiver, "accepts_files", False) else []
     try:
         if files:

@@ -2,9 +2,9 @@
 
 This module owns ``Host``, the Protocol ``cluster.attach`` and ``ClusterMember`` take instead of
 the daemon (``daemon.Daemon`` satisfies it): its settings, store, self-metrics, the loaded rules
-and their evaluators, the notifier's outbox, and four actions (dispatch a job to the daemon's
-pool, evaluate a group, build an evaluator with the daemon's wiring, load stored alerts). It does
-not own any of them.
+and their evaluators, the notifier's outbox, and five actions (dispatch a job to the daemon's
+pool, tell whether a job is still running, evaluate a group, build an evaluator with the daemon's
+wiring, load stored alerts). It does not own any of them.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ class Host(Protocol):
 
     def dispatch(self, job: str, fn: Callable[[], object]) -> bool:
         """Run ``fn`` on the daemon's pool unless the job ``job`` is still running; say if it was."""
+        ...
+
+    def busy(self, job: str) -> bool:
+        """Tell whether a run of the job ``job`` is still going (``dispatch`` would refuse it now)."""
         ...
 
     def evaluate_group(self, name: str, now: datetime | None = None, *, fence: Any = None) -> EvalResult:

@@ -11,7 +11,11 @@ monotonic clock (``member``).
   others. Acquiring is a conditional upsert that succeeds only if the lease is free, expired or
   already ours; a change of hands increments ``epoch``, the fencing token.
 - A **tick claim** inserts ``(group, tick)`` into ``cluster_evaluations`` only while the caller's
-  lease is valid; the primary key makes a tick evaluated at most once, across all replicas.
+  lease is valid; the primary key makes a tick evaluated at most once, across all replicas. The
+  claim is marked ``done`` in the transaction that commits the evaluation's results (``mark_done``,
+  behind the fence), so only completed evaluations count as evaluated (``last_ticks``). A claim
+  left not done (its evaluation discarded, or its owner killed mid-way) is re-claimable by the
+  group's next lease epoch, i.e. once the claimer's lease has run out (one ``lease_ttl``).
 - The **fence** (``check_fence``) runs inside the transactions that write an evaluation's
   results (alert state, outbox rows): it locks the lease row ``FOR SHARE`` and fails unless the
   lease still has the caller's owner and epoch and has not expired. A takeover's ``UPDATE`` of that
@@ -107,26 +111,29 @@ def read_leases(conn: Connection) -> list[LeaseView]:
     ]
 
 
-def acquire(conn: Connection, group: str, owner: str, ttl: timedelta) -> int | None:
+def acquire(conn: Connection, group: str, owner: str, ttl: timedelta, *, fresh: bool = False) -> int | None:
     """Take or renew the lease of ``group`` for ``owner``; return its epoch, or None if held by another.
 
     The epoch stays when ``owner`` renews a lease it still holds, and grows when the lease changes
-    hands or is taken back after it expired (the holder's memory of the group may be stale).
+    hands or is taken back after it expired (the holder's memory of the group may be stale). With
+    ``fresh`` (the caller does not hold the group in memory: e.g. a replica restarted under the same
+    id before its old lease ran out) it grows too, so the claims the previous holder left not done
+    become re-claimable and the old incarnation's writes fail the fence.
     """
     row = conn.execute(
         sa.text(
             "INSERT INTO cluster_leases AS l (group_name, owner, epoch, acquired_at, expires_at) "
             "VALUES (:g, :o, 1, clock_timestamp(), clock_timestamp() + :ttl) "
             "ON CONFLICT (group_name) DO UPDATE SET "
-            "epoch = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() THEN l.epoch ELSE "
-            "l.epoch + 1 END, "
-            "acquired_at = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() "
+            "epoch = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() AND NOT :fresh "
+            "THEN l.epoch ELSE l.epoch + 1 END, "
+            "acquired_at = CASE WHEN l.owner = :o AND l.expires_at > clock_timestamp() AND NOT :fresh "
             "THEN l.acquired_at ELSE clock_timestamp() END, "
             "owner = :o, expires_at = clock_timestamp() + :ttl "
             "WHERE l.owner = :o OR l.expires_at <= clock_timestamp() "
             "RETURNING l.epoch"
         ),
-        {"g": group, "o": owner, "ttl": ttl},
+        {"g": group, "o": owner, "ttl": ttl, "fresh": fresh},
     ).first()
     return None if row is None else int(row.epoch)
 
@@ -160,46 +167,65 @@ def housekeeping(conn: Connection, ttl: timedelta, keep_evaluations: timedelta) 
 
 
 def claim_tick(conn: Connection, group: str, tick: datetime, owner: str, epoch: int) -> bool:
-    """Record that ``owner`` evaluates ``group`` at ``tick``; False if the tick is taken or the lease gone."""
+    """Record that ``owner`` evaluates ``group`` at ``tick``; False if the tick is taken or the lease gone.
+
+    A tick is taken when it is done, or claimed at this or a later epoch. A claim of an earlier
+    epoch that is not done was abandoned (that lease is over: its owner's results can no longer
+    pass the fence) and is taken over.
+    """
     _timeout(conn)
     result = conn.execute(
         sa.text(
-            "INSERT INTO cluster_evaluations (group_name, tick, replica_id, epoch, claimed_at) "
+            "INSERT INTO cluster_evaluations AS c (group_name, tick, replica_id, epoch, claimed_at, done) "
             "SELECT CAST(:g AS VARCHAR), CAST(:t AS TIMESTAMPTZ), CAST(:o AS VARCHAR), CAST(:e AS INTEGER), "
-            "clock_timestamp() WHERE EXISTS ("
+            "clock_timestamp(), FALSE WHERE EXISTS ("
             "SELECT 1 FROM cluster_leases WHERE group_name = :g AND owner = :o AND epoch = :e "
             "AND expires_at > clock_timestamp()) "
-            "ON CONFLICT (group_name, tick) DO NOTHING"
+            "ON CONFLICT (group_name, tick) DO UPDATE SET replica_id = EXCLUDED.replica_id, "
+            "epoch = EXCLUDED.epoch, claimed_at = EXCLUDED.claimed_at "
+            "WHERE NOT c.done AND c.epoch < EXCLUDED.epoch"
         ),
         {"g": group, "t": tick, "o": owner, "e": epoch},
     )
     return bool(result.rowcount == 1)
 
 
+def mark_done(session: Session, group: str, tick: datetime, owner: str, epoch: int) -> None:
+    """Mark ``owner``'s claim of ``(group, tick)`` done, inside the transaction of its results.
+
+    Call after ``check_fence`` in the same transaction (the lease row is locked, so a takeover waits
+    for this commit and then reads the tick as done). Raise ``LeaseLostError`` if the claim is no
+    longer ``owner``'s at ``epoch`` (a later epoch took it over): the results must not commit.
+    """
+    result = session.connection().execute(
+        sa.text(
+            "UPDATE cluster_evaluations SET done = TRUE WHERE group_name = :g AND tick = :t "
+            "AND replica_id = :o AND epoch = :e"
+        ),
+        {"g": group, "t": tick, "o": owner, "e": epoch},
+    )
+    if result.rowcount != 1:
+        raise LeaseLostError(
+            f"rule group {group}: the claim of {tick.isoformat()} (epoch {epoch}) was taken over"
+        )
+
+
 def last_ticks(conn: Connection, groups: Iterable[str]) -> dict[str, float]:
-    """Return the last tick claimed for each of ``groups`` (epoch s); groups never evaluated are absent."""
+    """Return the last tick evaluated to completion for each of ``groups`` (epoch s); never: absent.
+
+    Claims not done do not count: their ticks are still to be evaluated (by the next epoch).
+    """
     names = list(groups)
     if not names:
         return {}
     rows = conn.execute(
         sa.text(
             "SELECT group_name, max(tick) AS tick FROM cluster_evaluations WHERE group_name = ANY(:gs) "
-            "GROUP BY group_name"
+            "AND done GROUP BY group_name"
         ),
         {"gs": names},
     ).all()
     return {r.group_name: utc(r.tick).timestamp() for r in rows if r.tick is not None}
-
-
-def unclaim_tick(conn: Connection, group: str, tick: datetime, owner: str, epoch: int) -> None:
-    """Delete ``owner``'s claim of ``(group, tick)`` at ``epoch`` (its evaluation was discarded)."""
-    conn.execute(
-        sa.text(
-            "DELETE FROM cluster_evaluations WHERE group_name = :g AND tick = :t AND replica_id = :o "
-            "AND epoch = :e"
-        ),
-        {"g": group, "t": tick, "o": owner, "e": epoch},
-    )
 
 
 def check_fence(session: Session, group: str, owner: str, epoch: int) -> None:

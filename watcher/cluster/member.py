@@ -15,7 +15,9 @@ Safety, in order of defence:
    its groups.
 2. **Tick claims.** Ticks sit on a grid (``floor(now / interval) · interval``); a group is
    evaluated at a tick only after a row ``(group, tick)`` was inserted while the lease was valid,
-   so a tick is evaluated at most once even while a group changes hands.
+   so a tick is evaluated at most once even while a group changes hands. The claim is marked
+   done in the fenced transaction of the evaluation's results; a new owner resumes after the last
+   done tick, and re-claims ticks whose claim was left not done by the previous epoch.
 3. **The fence.** Alert state and outbox rows of an evaluation are written in transactions that
    lock the lease row and check owner, epoch and expiry; a replica that lost its lease mid-way
    writes nothing.
@@ -176,8 +178,10 @@ class ClusterMember:
         self._rules_hash = ""
         self._last_error: str | None = None
         self._last_tick: dict[str, float] = {}
-        self._resume: dict[str, float | None] = {}
-        """Groups just gained: the last tick any replica evaluated (None: never), to catch up from."""
+        self._resume: dict[str, tuple[float | None, float]] = {}
+        """Groups just gained: the last tick any replica evaluated (None: never), to catch up from, and
+        when they were gained (the catch-up window counts back from then, so a new owner too busy to
+        start at once still reaches the ticks the takeover missed)."""
         self._built: dict[str, tuple[int, GroupEvaluator]] = {}
         self._cycles = 0
         self._expired_logged = False
@@ -250,13 +254,13 @@ class ClusterMember:
                 mismatch = self.replica_id not in replicas
                 wanted = [] if mismatch else [g for g in groups if owner_of(g, replicas) == self.replica_id]
                 before = leases.read_leases(conn)
-                held: dict[str, int] = {}
-                for g in wanted:
-                    epoch = leases.acquire(conn, g, self.replica_id, self.ttl)
-                    if epoch is not None:
-                        held[g] = epoch
                 with self._lock:
                     had = dict(self._held)
+                held: dict[str, int] = {}
+                for g in wanted:
+                    epoch = leases.acquire(conn, g, self.replica_id, self.ttl, fresh=g not in had)
+                    if epoch is not None:
+                        held[g] = epoch
                 gained = [g for g, e in held.items() if had.get(g) != e]
                 last = leases.last_ticks(conn, gained)  # where the previous owner stopped
                 mine = [
@@ -308,7 +312,7 @@ class ClusterMember:
         for g in [*lost, *(g for g in gained if g in before)]:  # gone, or back at a new epoch: rebuild
             self._forget(g)
         for g in gained:
-            self._resume[g] = resume.get(g)
+            self._resume[g] = (resume.get(g), self._now())
         if gained:
             logger.info("cluster: %s now holds group(s) %s", self.replica_id, ", ".join(sorted(gained)))
         if lost or released:
@@ -373,14 +377,26 @@ class ClusterMember:
                 continue
             interval = max(1.0, ev.group.interval.total_seconds())
             tick = math.floor(now / interval) * interval
-            if name in self._resume:
-                ticks = catch_up_ticks(self._resume[name], tick, interval, self.catch_up_s)
-            elif self._last_tick.get(name, -math.inf) >= tick:
+            last = self._last_tick.get(name)
+            resuming = name in self._resume
+            if resuming:
+                done, gained = self._resume[name]
+                window = self.catch_up_s + max(0.0, tick - gained) if self.catch_up_s > 0 else 0.0
+                ticks = catch_up_ticks(done, tick, interval, window)
+            elif last is not None and last >= tick:
                 continue
             else:
                 ticks = [tick]
-            if self.daemon.dispatch(f"group:{name}", functools.partial(self._run, name, epoch, ticks)):
+            job = f"group:{name}"
+            if self.daemon.busy(job):
+                continue  # still evaluating (it overran its interval): decided when it is done
+            if self.daemon.dispatch(job, functools.partial(self._run, name, epoch, ticks)):
                 self._resume.pop(name, None)  # a catch-up refused (the job is busy) is retried next tick
+                if last is not None and not resuming and tick - last > interval * 1.5:
+                    # an evaluation that overran its interval: like Prometheus, the ticks it overran
+                    # are skipped, not queued (a group slower than its interval would fall behind
+                    # for ever), and counted once each
+                    self.daemon.metrics.missed_ticks.labels(job).inc(round((tick - last) / interval) - 1)
                 self._last_tick[name] = tick
 
     def _run(self, name: str, epoch: int, ticks: list[float]) -> None:
@@ -431,40 +447,28 @@ class ClusterMember:
         if not won:
             self.metrics.tick_conflicts.inc()
             return True
-        fence = self._fence(name, epoch)
-        self._evaluator(name, epoch, fence)
+        self._evaluator(name, epoch, self._fence(name, epoch))
         try:
-            self.daemon.evaluate_group(name, at, fence=fence)
+            # the results and the claim's done flag commit in one fenced transaction
+            self.daemon.evaluate_group(name, at, fence=self._fence(name, epoch, done=at))
         except LeaseLostError as exc:
+            # the claim stays not done: the group's next epoch re-claims and evaluates this tick
             self.metrics.leases_lost.inc()
             logger.warning("cluster: evaluation of %s at %s discarded: %s", name, at.isoformat(), exc)
             self._built.pop(name, None)
-            self._unclaim(name, at, epoch)
             return False
         self.metrics.evaluations.inc()
         return True
 
-    def _unclaim(self, name: str, at: datetime, epoch: int) -> None:
-        """Give back the claim of a tick whose evaluation was discarded, so the new owner can evaluate it.
+    def _fence(self, name: str, epoch: int, done: datetime | None = None) -> Fence:
+        """Return the fence of ``name`` at ``epoch``; with ``done``, it also marks that tick's claim done."""
 
-        Only while the local lease clock still runs (the lease was handed over, the store answers);
-        once it ran out the store is likely unreachable, and this replica touches it no more.
-        """
-        if not self.valid():
-            return
-        try:
-            with self.store.engine.begin() as conn:
-                leases.unclaim_tick(conn, name, at, self.replica_id, epoch)
-        except SQLAlchemyError as exc:
-            logger.warning(
-                "cluster: could not give back the tick %s of %s: %s", at, name, self._describe(exc)
-            )
-
-    def _fence(self, name: str, epoch: int) -> Fence:
         def fence(session: Session) -> None:
             if not self.valid():
                 raise LeaseLostError(f"rule group {name}: lease ran out by the local clock")
             leases.check_fence(session, name, self.replica_id, epoch)
+            if done is not None:
+                leases.mark_done(session, name, done, self.replica_id, epoch)
 
         return fence
 

@@ -66,8 +66,8 @@ def collect(store: Any, ttl: timedelta) -> dict[str, Any]:
             sa.text(
                 "SELECT l.group_name, l.owner, l.epoch, l.expires_at, "
                 "EXTRACT(EPOCH FROM (l.expires_at - clock_timestamp())) AS left_s, "
-                "(SELECT max(tick) FROM cluster_evaluations e WHERE e.group_name = l.group_name) AS "
-                "last_tick "
+                "(SELECT max(tick) FROM cluster_evaluations e WHERE e.group_name = l.group_name "
+                "AND e.done) AS last_tick "
                 "FROM cluster_leases l ORDER BY l.group_name"
             )
         ).all()

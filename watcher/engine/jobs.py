@@ -38,6 +38,11 @@ class Jobs:
         """Start the pool with ``max_workers`` threads."""
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="watcher")
 
+    def busy(self, job: str) -> bool:
+        """Tell whether a run of ``job`` is still going (a dispatch now would be refused)."""
+        lock = self._locks.get(job)
+        return lock is not None and lock.locked()
+
     def dispatch(self, job: str, fn: Callable[[], object]) -> bool:
         """Run ``fn`` on the pool unless the previous run of ``job`` is still going; return whether it was."""
         lock = self._locks.setdefault(job, threading.Lock())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .call import llm_call
 from .evaluation import OnlineEvaluator, Sampler
-from .exposition import metrics_app, start_metrics_server
+from .exposition import metrics_app, metrics_asgi_app, start_metrics_server
 from .hooks import configure, flush, reset
 from .record import CallRecord
 from .redact import Redactor
@@ -38,6 +38,7 @@ __all__ = [
     "instrument_openai",
     "llm_call",
     "metrics_app",
+    "metrics_asgi_app",
     "record_feedback",
     "record_score",
     "reset",

@@ -1,7 +1,8 @@
-"""Serving the application's LLM metrics: a WSGI app and a one-line HTTP server.
+"""Serving the application's LLM metrics: a WSGI app, an ASGI app and a one-line HTTP server.
 
-This module owns ``metrics_app`` (mount it at ``/metrics`` in any WSGI framework) and
-``start_metrics_server`` (a background HTTP server on loopback by default). Both negotiate the
+This module owns ``metrics_app`` (mount it at ``/metrics`` in any WSGI framework),
+``metrics_asgi_app`` (the same for ASGI: FastAPI, Starlette, Django's ASGI) and
+``start_metrics_server`` (a background HTTP server on loopback by default). All negotiate the
 format from the Accept header: the OpenMetrics exposition, which carries the trace exemplars, is
 served when Prometheus asks for it (its default scrape). It does not own the metrics (``metrics``).
 """
@@ -10,12 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
 
 
 def metrics_app(registry: CollectorRegistry | None = None) -> Any:
     """Return a WSGI app serving ``registry`` (default: the global one) in text or OpenMetrics format."""
     return make_wsgi_app(registry or REGISTRY)
+
+
+def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Any:
+    """Return an ASGI app serving ``registry`` (default: the global one) in text or OpenMetrics format.
+
+    Mount it in FastAPI or Starlette: ``app.mount("/metrics", metrics_asgi_app())``.
+    """
+    return make_asgi_app(registry or REGISTRY)
 
 
 def start_metrics_server(

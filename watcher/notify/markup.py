@@ -73,3 +73,44 @@ def md_link(text: str, url: str | None) -> str:
     if good is None:
         return label
     return f"[{label}]({good.replace('(', '%28').replace(')', '%29')})"
+
+
+# --- Slack mrkdwn (the Slack receiver's Block Kit text objects) -----------------------------------
+#
+# Slack's own rule: in mrkdwn, ``&``, ``<`` and ``>`` are control characters and must be sent as
+# ``&amp;``, ``&lt;`` and ``&gt;``; everything Slack turns into a link, a mention (``<!channel>``,
+# ``<@U…>``, ``<#C…>``) or a date starts with ``<``, so escaping these three keeps data-derived text
+# inert. There is no backslash escape in mrkdwn: ``*_~`` emphasis stays possible (harmless), and a
+# backtick inside a code span is shown as a look-alike (U+02CB) so it cannot close the span. Text
+# objects carrying data are also sent with ``verbatim: true`` (no auto-linking of bare URLs or
+# channel names).
+
+_SLACK_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_SLACK_SPECIAL = re.compile(r"[&<>]")
+
+
+def slack_text(text: str, *, multiline: bool = False) -> str:
+    """Return ``text`` escaped for Slack mrkdwn: ``& < >`` as entities, control characters as spaces."""
+    flat = _CONTROL.sub(" ", str(text)).replace("\r", " " if not multiline else "")
+    if not multiline:
+        flat = flat.replace("\n", " ")
+    return _SLACK_SPECIAL.sub(lambda m: _SLACK_ENTITIES[m.group(0)], flat)
+
+
+def slack_code(text: str) -> str:
+    """Return ``text`` as a Slack inline code span that nothing in it can close or break out of."""
+    inner = slack_text(text).replace("`", "\u02cb")
+    return f"`{inner}`" if inner.strip() else "` `"
+
+
+def slack_link(text: str, url: str | None) -> str:
+    """Return ``<url|text>`` when ``url`` is a safe http(s) URL, else the escaped text alone.
+
+    ``safe_url`` refuses ``|``, ``<``, ``>`` and whitespace, which could end the link early; a
+    ``&`` in the URL is sent as ``&amp;`` as Slack requires.
+    """
+    good = safe_url(url)
+    label = slack_text(text)
+    if good is None:
+        return label
+    return f"<{good.replace('&', '&amp;')}|{label}>"

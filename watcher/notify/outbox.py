@@ -346,6 +346,13 @@ class Outbox:
         """
         self._stop_by = deadline
 
+    def can_start(self) -> bool:
+        """Tell whether the stop budget still holds a send to the quickest receiver (no budget: True)."""
+        if self._stop_by is None:
+            return True
+        timeouts = [float(getattr(r, "timeout_s", 10.0) or 10.0) for r in self._receivers.values()]
+        return time.monotonic() + min(timeouts, default=10.0) + STOP_SLACK_S <= self._stop_by
+
     def _in_budget(self, row: OutboxRow) -> bool:
         if self._stop_by is None:
             return True

@@ -74,6 +74,17 @@ def _v5_alert_surprise(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE alerts ADD COLUMN surprise FLOAT")
 
 
+def _v6_tick_done(conn: Connection) -> None:
+    """Add ``cluster_evaluations.done``: only completed evaluations count as evaluated (#16).
+
+    Rows claimed before this version were written by replicas that deleted a discarded claim, so
+    they count as done.
+    """
+    have = {c["name"] for c in sa.inspect(conn).get_columns("cluster_evaluations")}
+    if "done" not in have:
+        conn.exec_driver_sql("ALTER TABLE cluster_evaluations ADD COLUMN done BOOLEAN NOT NULL DEFAULT TRUE")
+
+
 def _v7_detector_state(conn: Connection) -> None:
     """Add ``detector_state``: checkpointed detector state per series (issue #19)."""
     from .tables import DetectorStateRow
@@ -87,6 +98,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     3: _v3_outbox_key_index,
     4: _v4_payload_access,
     5: _v5_alert_surprise,
+    6: _v6_tick_done,
     7: _v7_detector_state,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""

@@ -308,3 +308,8 @@ class EvaluationRow(SQLModel, table=True):
     replica_id: str = Field(max_length=128)
     epoch: int = 0
     claimed_at: datetime = _ts()
+    done: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.text("TRUE"))
+    )
+    """set in the transaction that commits the evaluation's results; a claim that is not done does
+    not count as evaluated and is re-claimable by the group's next lease epoch (migration 6)"""

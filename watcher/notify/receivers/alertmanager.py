@@ -76,6 +76,7 @@ class AlertmanagerReceiver:
         url = base if base.endswith(API_PATH) else base + API_PATH
         self.horizon = 4 * (rs.repeat_interval or DEFAULT_REPEAT)
         self._http = JsonPoster(name, url, timeout_s=rs.timeout_s, secrets=url_secrets(base))
+        self.timeout_s = rs.timeout_s  # the longest a send may take (the stop budget uses it)
 
     @property
     def last_response(self) -> str | None:

@@ -93,6 +93,7 @@ class PagerDutyReceiver:
         url = rs.url.get_secret_value() if rs.url is not None else PAGERDUTY_EVENTS_URL
         secrets = {self._key} | (url_secrets(url) if rs.url is not None else set())
         self._http = JsonPoster(name, url, timeout_s=rs.timeout_s, secrets=secrets)
+        self.timeout_s = rs.timeout_s  # the longest a send may take (the stop budget uses it)
 
     @property
     def last_response(self) -> str | None:

@@ -49,6 +49,7 @@ class WebhookReceiver:
         self._secret = rs.secret.get_secret_value() if rs.secret is not None else None
         secrets = url_secrets(url) | ({self._secret} if self._secret else set())
         self._http = JsonPoster(name, url, timeout_s=rs.timeout_s, secrets=secrets)
+        self.timeout_s = rs.timeout_s  # the longest a send may take (the stop budget uses it)
 
     @property
     def last_response(self) -> str | None:
