@@ -49,6 +49,7 @@ from .selfmetrics import SelfMetrics
 from .sources.base import Source
 from .sources.build import build_sources
 from .store.db import Store, open_store
+from .store.markers import StoreMarkers
 
 if TYPE_CHECKING:
     from .cluster import Membership
@@ -203,6 +204,7 @@ class Daemon:
             trace_search_labels=self.settings.trace_search_labels,
             checkpoints=self.checkpoints,
             checkpoint_every=self.settings.checkpoint_interval,
+            markers=StoreMarkers(self.store),
         )
 
     def reload(self) -> ReloadResult:

@@ -300,7 +300,7 @@ def test_migration_6_marks_existing_tick_claims_done_and_new_ones_start_not_done
     s.close()
     s = open_store(url)
     try:
-        assert _version(s) == SCHEMA_VERSION  # 6, and every later step
+        assert _version(s) == SCHEMA_VERSION
         with s.engine.begin() as conn:
             conn.execute(
                 sa.text(
@@ -317,6 +317,24 @@ def test_migration_6_marks_existing_tick_claims_done_and_new_ones_start_not_done
     assert [(r.replica_id, bool(r.done)) for r in rows] == [("old", True), ("new", False)]
 
 
+def test_a_version_5_store_gets_the_marker_and_feedback_tables(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old5.db"
+    store = open_store(url)
+    with store.engine.begin() as conn:  # as the release before issue #22 wrote it
+        conn.exec_driver_sql("DROP TABLE release_markers")
+        conn.exec_driver_sql("DROP TABLE alert_feedback")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 5")
+    store.close()
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert schema_version(conn) == SCHEMA_VERSION
+            names = set(sa.inspect(conn).get_table_names())
+            assert {"release_markers", "alert_feedback"} <= names
+    finally:
+        store.close()
+
+
 def test_a_version_5_store_gets_the_detector_state_table(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/old.db"
     store = open_store(url)
@@ -327,7 +345,7 @@ def test_a_version_5_store_gets_the_detector_state_table(tmp_path: Path) -> None
     store = open_store(url)
     try:
         with store.engine.connect() as conn:
-            assert schema_version(conn) == SCHEMA_VERSION == 7
+            assert schema_version(conn) == SCHEMA_VERSION
             cols = {c["name"] for c in sa.inspect(conn).get_columns("detector_state")}
             assert {"group_name", "rule", "fingerprint", "spec", "version", "cursor", "state"} <= cols
     finally:

@@ -48,6 +48,7 @@ from .alerting import Observation, Timing, step
 from .checkpoints import CheckpointStore, SeriesState, spec_digest
 from .history import VerdictRing
 from .state import AlertStore, RuleHealth
+from .why import EXPLAIN_PER_TICK, MarkerFeed, Why
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +245,9 @@ class GroupEvaluator:
         trace_search_labels: Mapping[str, str] | None = None,
         checkpoints: CheckpointStore | None = None,
         checkpoint_every: timedelta | None = None,
+        markers: MarkerFeed | None = None,
+        explain: bool = True,
+        explain_budget: int = EXPLAIN_PER_TICK,
     ) -> None:
         """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests.
 
@@ -251,7 +255,13 @@ class GroupEvaluator:
         time window in the trace UI. With ``checkpoints``, a rule's first evaluation resumes its
         detectors from their last checkpoint (fetching only what came after it) and their state is
         checkpointed every ``checkpoint_every`` of data time (at the first evaluation, then on).
+        ``markers`` (release markers) are named in the alerts they precede and re-baseline the
+        series they apply to; ``explain`` adds the contribution by dimension of SQL and PromQL
+        ``sum by`` rules' alerts (``why``; at most ``explain_budget`` analyses per evaluation, the
+        rest on the next ones).
         """
+        horizon = max((rule_lookback(r, group) for r in group.rules), default=timedelta(0))
+        self._why = Why(markers, explain=explain, horizon=horizon, budget=explain_budget)
         self._checkpoints = checkpoints
         self._checkpoint_every = checkpoint_every
         self.group = group
@@ -322,7 +332,10 @@ class GroupEvaluator:
         changed: list[Alert] = []
         deleted: list[str] = []
         started = time.perf_counter()
+        new_markers = self._why.refresh(now)
         for runner in self._runners:
+            if new_markers:
+                self._why.deliver(new_markers, runner.detectors, runner.rule.labels)
             t0 = time.perf_counter()
             try:
                 n_series, ch, de = self._evaluate_rule(runner, now)
@@ -401,9 +414,11 @@ class GroupEvaluator:
         runner.cursor = max(grid_last, runner.cursor or -math.inf)
 
         observations: dict[str, tuple[Labels, Observation | None]] = {}
+        own_labels: dict[str, Labels] = {}
         for series in series_list:
             labels = runner.intern(series.labels).merge(rule.labels)
             fp = labels.merge({"alertname": rule.alert}).fingerprint
+            own_labels[fp] = series.labels
             observations[fp] = (labels, self._observe(runner, series, grid_last, fp, now))
         absent_fp = Labels(rule.labels).merge({"alertname": rule.alert}).fingerprint
         for fp, alert in runner.alerts.items():
@@ -430,6 +445,9 @@ class GroupEvaluator:
                     del runner.alerts[fp]
                     deleted.append(fp)
                 continue
+            new = self._why.annotate(
+                rule, source, prev, new, own_labels.get(fp), now, rule_lookback(rule, self.group), stp
+            )
             if prev is None or _stored_differs(new, prev):
                 changed.append(new)
             runner.alerts[fp] = new
@@ -533,7 +551,9 @@ class GroupEvaluator:
         else:
             det = runner.detectors.get(series.labels)
             if det is None:
-                det = runner.detectors[series.labels] = self._make_detector(rule, series.labels)
+                made = self._make_detector(rule, series.labels)
+                det = self._why.wrap(made, series.labels.merge(rule.labels))
+                runner.detectors[series.labels] = det
             t0 = time.perf_counter()
             verdicts = det.update_many(series.timestamps, series.values, series.counts)
             if self._metrics:

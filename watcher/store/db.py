@@ -92,6 +92,14 @@ def _v7_detector_state(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[getattr(DetectorStateRow, "__table__")])  # noqa: B009
 
 
+def _v8_markers_feedback(conn: Connection) -> None:
+    """Add release markers (``release_markers``) and on-call feedback (``alert_feedback``, issue #22)."""
+    from .tables import FeedbackRow, MarkerRow
+
+    tables = [getattr(t, "__table__") for t in (MarkerRow, FeedbackRow)]  # noqa: B009
+    SQLModel.metadata.create_all(conn, tables=tables)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
@@ -100,6 +108,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _v5_alert_surprise,
     6: _v6_tick_done,
     7: _v7_detector_state,
+    8: _v8_markers_feedback,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

@@ -21,7 +21,7 @@ from rich.text import Text
 from ...core import Notification, NotificationKind
 from ...errors import NotifyError
 from ...links import NO_EXEMPLARS, TRACE_SEARCH
-from ..templates import format_number, since_line, value_line
+from ..templates import EXPLANATION, RELEASE, format_number, since_line, value_line
 
 
 class ConsoleReceiver:
@@ -66,9 +66,14 @@ def render_lines(n: Notification) -> list[Text]:
     if firing and isinstance(score, float):
         value.append(f"  score {format_number(score)}", style="dim")
     lines.append(value)
+    why = annotations.get(EXPLANATION)
+    if why:
+        lines.append(Text("  why: " + str(why), style="bold"))
     since = since_line(n.alert, n.kind)
     if since:
         lines.append(Text("  " + since, style="dim"))
+    if annotations.get(RELEASE):
+        lines.append(Text("  " + str(annotations[RELEASE]), style="dim"))
     for trace in n.payload.get("traces") or []:
         line = Text("  trace ")
         line.append(str(trace["url"]), style=Style(link=str(trace["url"])))
