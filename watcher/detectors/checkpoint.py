@@ -22,6 +22,7 @@ import importlib
 import json
 import struct
 from collections import deque
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,13 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+def _allowed(module: str, packages: Sequence[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 class _Encoder:
-    def __init__(self) -> None:
+    def __init__(self, packages: Sequence[str]) -> None:
+        self.packages = packages
         self.buffers: list[bytes] = []
         self.size = 0
 
@@ -87,7 +93,7 @@ class _Encoder:
         if isinstance(value, dict):
             return {"d": [[self.encode(k), self.encode(v)] for k, v in value.items()]}
         cls = type(value)
-        if not cls.__module__.startswith(_PACKAGE):
+        if not _allowed(cls.__module__, self.packages):
             raise CheckpointError(f"a {cls.__module__}.{cls.__qualname__} cannot be checkpointed")
         return {
             "o": f"{cls.__module__}:{cls.__qualname__}",
@@ -106,8 +112,9 @@ def _attrs(obj: Any) -> list[tuple[str, Any]]:
 
 
 class _Decoder:
-    def __init__(self, data: memoryview) -> None:
+    def __init__(self, data: memoryview, packages: Sequence[str]) -> None:
         self.data = data
+        self.packages = packages
 
     def decode(self, node: Any) -> Any:
         if not isinstance(node, dict):
@@ -141,7 +148,7 @@ class _Decoder:
 
     def _object(self, name: str, attrs: dict[str, Any]) -> Any:
         module, _, qualname = name.partition(":")
-        if module != _PACKAGE and not module.startswith(_PACKAGE + "."):
+        if not _allowed(module, self.packages):
             raise CheckpointError(f"a checkpoint names a class outside the detectors: {name}")
         cls: Any = importlib.import_module(module)
         for part in qualname.split("."):
@@ -154,19 +161,23 @@ class _Decoder:
         return obj
 
 
-def get_state(det: Detector) -> bytes:
-    """Return ``det``'s whole state as a blob (raise ``CheckpointError`` if it holds anything else)."""
-    enc = _Encoder()
+def get_state(det: Detector, also: Sequence[str] = ()) -> bytes:
+    """Return ``det``'s whole state as a blob (raise ``CheckpointError`` if it holds anything else).
+
+    ``also`` names further modules whose classes may appear (a caller's detector wrapper).
+    """
+    enc = _Encoder((_PACKAGE, *also))
     tree = enc.encode(det)
     head = json.dumps({"v": code_version(), "s": tree}, separators=(",", ":")).encode()
     return b"".join([_HEAD.pack(_MAGIC, FORMAT, len(head)), head, *enc.buffers])
 
 
-def set_state(fresh: Detector, blob: bytes) -> Detector:
-    """Return the detector stored in ``blob``, checked to be of ``fresh``'s class and of this code.
+def set_state(fresh: Detector, blob: bytes, also: Sequence[str] = ()) -> Detector:
+    """Return the detector stored in ``blob``, checked to be of ``fresh``'s kind and of this code.
 
-    ``fresh`` is a new detector of the rule's spec: the blob must hold the same class, so a state
-    written for another detector kind is refused rather than adopted.
+    ``fresh`` is a new detector of the rule's spec: the blob must hold a detector of the same kind,
+    so a state written for another detector kind is refused rather than adopted. ``also`` names
+    the further modules whose classes may be created (as given to ``get_state``).
     """
     view = memoryview(blob)
     try:
@@ -179,10 +190,10 @@ def set_state(fresh: Detector, blob: bytes) -> Detector:
     if head.get("v") != code_version():
         raise CheckpointError("the checkpoint was written by other detector code")
     try:
-        det = _Decoder(view[_HEAD.size + n :]).decode(head["s"])
+        det = _Decoder(view[_HEAD.size + n :], (_PACKAGE, *also)).decode(head["s"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"malformed detector checkpoint: {exc}") from None
-    if type(det) is not type(fresh):
+    if not isinstance(det, Detector) or getattr(det, "kind", None) != getattr(fresh, "kind", None):
         raise CheckpointError(f"the checkpoint holds a {type(det).__name__}, not a {type(fresh).__name__}")
     return det
 

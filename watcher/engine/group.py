@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOP_TRACES = 5
 HISTORY_MIN_POINTS = 360
 """Verdicts kept per series for charts and the status page, at least (more if the lookback is longer)."""
+CHECKPOINT_ALSO = ("watcher.engine.rebaseline",)
+"""Modules besides the detectors' whose classes a detector checkpoint holds (the marker wrapper)."""
 HISTORY_MAX_POINTS = 2880
 """Hard cap on the verdicts kept per series, whatever the lookback."""
 
@@ -485,7 +487,7 @@ class GroupEvaluator:
         bad = 0
         for item in got.series:
             try:
-                det = set_state(self._make_detector(rule, item.labels), item.state)
+                det = set_state(self._make_detector(rule, item.labels), item.state, CHECKPOINT_ALSO)
             except CheckpointError:
                 bad += 1
                 continue
@@ -510,7 +512,7 @@ class GroupEvaluator:
         states = []
         for labels, det in runner.detectors.items():
             try:
-                blob = get_state(det)
+                blob = get_state(det, CHECKPOINT_ALSO)
             except CheckpointError:
                 continue  # this series is rebuilt from history after a restart
             states.append(SeriesState(labels, runner.last_seen.get(labels, grid_last), blob))
