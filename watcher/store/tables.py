@@ -244,6 +244,26 @@ class EvalRunRow(SQLModel, table=True):
     series: int = 0
 
 
+class DetectorStateRow(SQLModel, table=True):
+    """The checkpointed detector state of one series of one rule (``engine.checkpoints``)."""
+
+    __tablename__ = "detector_state"
+
+    group_name: str = Field(primary_key=True, max_length=256)
+    rule: str = Field(primary_key=True, max_length=256)
+    fingerprint: str = Field(primary_key=True, max_length=32)
+    """The series' own labels' fingerprint (before the rule's labels are laid over)."""
+    labels: dict[str, str] = _json()
+    spec: str = Field(max_length=64)
+    """Digest of the rule's detector and step: a changed rule does not resume an old state."""
+    version: str = Field(max_length=64)
+    """``detectors.checkpoint.code_version()`` of the code that wrote it."""
+    cursor: float
+    """The rule's fetch cursor when written (Unix seconds): the resumed rule fetches after it."""
+    last_seen: float
+    state: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
 class SchemaVersionRow(SQLModel, table=True):
     """The schema version the database was migrated to."""
 
