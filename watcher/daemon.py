@@ -39,7 +39,7 @@ from .engine.jobs import Jobs
 from .engine.sourcedown import SourceDownMonitor
 from .engine.state import AlertStore, write_alerts
 from .engine.storedown import StoreDownMonitor
-from .errors import Problem, RuleFileError, StoreError
+from .errors import ConfigError, Problem, RuleFileError, StoreError
 from .notify.pipeline import Notifier
 from .notify.receivers import build_receivers
 from .notify.receivers.base import Receiver
@@ -128,6 +128,8 @@ class Daemon:
         self.settings = settings
         self.clock = clock
         self.metrics = metrics or SelfMetrics()
+        # Rules first: a missing or invalid rules folder must not leave an empty database behind.
+        loaded = rules if rules is not None else self._load_rules()
         self.store = store or open_store(
             settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms
         )
@@ -148,7 +150,7 @@ class Daemon:
         self.store_down = StoreDownMonitor(
             settings, self.notifier.receivers, rule_url=self.rule_url, store_name=self.store.url_display
         )
-        self.rules = rules if rules is not None else self._load_rules()
+        self.rules = loaded
         self.evaluators: dict[str, GroupEvaluator] = {}
         self._install(self.rules)
         self.last_reload_error: str | None = None
@@ -439,9 +441,14 @@ class Daemon:
             self._install_signals()
         from .cluster import attach
 
-        self.cluster = attach(self)  # SQLite: refuse a second replica; PostgreSQL: join the cluster
+        http = self.http = self._start_server()  # first: a port in use fails the start
+        try:
+            self.cluster = attach(self)  # SQLite: refuse a second replica; PostgreSQL: join the cluster
+        except BaseException:
+            if http is not None:
+                http.stop(timeout=5.0)
+            raise
         self.jobs.start(self.settings.max_workers)
-        http = self.http = self._start_server()
         watchdog_s = sdnotify.watchdog_interval()  # WatchdogSec= in the unit: ping at half of it
         next_ping = 0.0
         try:
@@ -497,7 +504,11 @@ class Daemon:
         logger.info("stopped %.1fs into the %.0fs stop budget", budget - (end - time.monotonic()), budget)
 
     def _start_server(self) -> Any:
-        """Start the HTTP server when enabled; a port in use is logged, alerting goes on without it."""
+        """Start the HTTP server when enabled; raise ``ConfigError`` when it cannot listen.
+
+        A daemon without its HTTP server has no status page, no ``/healthz`` and no ingest: its
+        health checks would fail later and obscurely, so a port in use fails the start instead.
+        """
         cfg = self.settings.server
         if not cfg.enabled:
             return None
@@ -505,9 +516,11 @@ class Daemon:
 
         try:
             return ServerThread(build_app(self), cfg.host, cfg.port).start()
-        except RuntimeError as exc:
-            logger.error("HTTP server not started: %s", exc)
-            return None
+        except RuntimeError:
+            raise ConfigError(
+                f"server: cannot listen on {cfg.host}:{cfg.port} (port in use?): stop the other "
+                "process, or set server.port (0 picks a free port) or server.enabled: false"
+            ) from None
 
     def _install_signals(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:

@@ -133,7 +133,10 @@ def test_bad_rows_and_unknown_fields_are_reported(tmp_path: Path) -> None:
     assert "input_calls: unknown column(s) costt" in failure.lines[0]
     (tmp_path / "t.yml").write_text("rule_files: [rules.yml]\npromql_expr_test: []\n")
     (failure,) = run_test_file(tmp_path / "t.yml")
-    assert failure.lines == ["promql_expr_test: Extra inputs are not permitted"]
+    where = tmp_path / "t.yml"  # at file:line:col, like `watcher check`
+    assert failure.lines == [
+        f'{where}:2:1: unknown field "promql_expr_test"; valid here: rule_files, evaluation_interval, tests'
+    ]
 
 
 def test_shipped_pack_unit_tests_pass(capsys: pytest.CaptureFixture[str]) -> None:

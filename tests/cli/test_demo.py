@@ -23,8 +23,23 @@ END = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)  # fixed, so the test is determi
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     db = tmp_path_factory.mktemp("demo") / "demo.db"
-    out = io.StringIO()
-    assert run_demo(db=db, days=4, seed=7, out=out, end=END) == 0
+    out, progress = io.StringIO(), io.StringIO()
+    assert run_demo(db=db, days=4, seed=7, out=out, end=END, progress=progress) == 0
+    lines = progress.getvalue().splitlines()
+    assert lines[0].startswith("watcher demo: phase 1/3: generating 4 days of LLM traffic")
+    assert [line.split(":")[1].strip() for line in lines if " day " in line] == [
+        f"day {d}/4" for d in range(1, 5)
+    ]
+    assert sum(" replayed " in line for line in lines) == 4  # every 12 of the 48 replayed hours
+    assert lines[-1] == "watcher demo: phase 3/3: matching the alerts with the injected incidents"
+    assert (
+        out.getvalue()
+        .rstrip()
+        .endswith(
+            "watcher demo --serve (runs the demo again, then serves it at http://localhost:9464/ "
+            "or, if that port is taken, on a free one it prints, until Ctrl-C)"
+        )
+    )
     return db, out.getvalue()
 
 
@@ -83,3 +98,49 @@ def test_run_once_on_demo_db_delivers_to_json_receiver(demo: tuple[Path, str], t
         ).fetchall()
     assert len(rows) == len(ids)
     assert all(r == ("globex", "agent") for r in rows)  # the runaway loop's own calls
+
+
+def test_demo_serve_serves_its_status_page_with_links_to_itself(tmp_path: Path) -> None:
+    """``watcher demo --serve``: progress on stderr, then the page on a free port until Ctrl-C."""
+    import signal
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[2]
+    args = ["demo", "--db", str(tmp_path / "d.db"), "--end", END.isoformat(), "--serve", "--port", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watcher", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("serving the demo's status page at "):
+                break
+        text = "".join(lines)
+        m = re.search(r"serving the demo's status page at (http://127\.0\.0\.1:(\d+))/", text)
+        assert m is not None, text
+        url, port = m.group(1), m.group(2)
+        assert "summary: 2/2 incidents detected" in text
+        assert "localhost:9464" not in text and ":9464/" not in text  # nothing runs there
+        assert f"{url}/rules/" in text  # the alerts' links point at the served page
+        with urllib.request.urlopen(f"{url}/", timeout=30) as resp:
+            page = resp.read().decode()
+        assert resp.status == 200
+        assert "SpendAnomaly" in page
+        with urllib.request.urlopen(f"{url}/api/v1/alerts", timeout=30) as resp:
+            alerts = resp.read().decode()
+        assert "SpendAnomaly" in alerts and port != "9464"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped serving" in out
+    for phase in ("phase 1/3: generating 4 days", "day 4/4:", "phase 2/3: replaying", "phase 3/3"):
+        assert phase in err, err
+    assert "Traceback" not in err

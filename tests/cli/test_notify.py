@@ -62,9 +62,12 @@ def test_notify_dead_letters_lists_and_requeues(
 
     http_receiver.set_statuses([400])
     config = str(_config(tmp_path, http_receiver.url))
+    assert main(["notify", "dead-letters", "--config", config]) == 2  # a read-only command: no store yet
+    assert "no store at" in capsys.readouterr().err
+    settings = load_settings(config)
+    open_store(settings.store.url.get_secret_value()).close()
     assert main(["notify", "dead-letters", "--config", config]) == 0
     assert "no dead letters" in capsys.readouterr().out
-    settings = load_settings(config)
     store = open_store(settings.store.url.get_secret_value())
     try:
         notifier = Notifier(store, settings)

@@ -90,6 +90,13 @@ def test_import_then_gate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
         ["gate", "--scores", "groundedness", "--baseline", "main", "--candidate", "main", "--store", db]
     )
     assert code == 0 and "gate: passed" in capsys.readouterr().out
+    argv = ["gate", "--scores", "groundedness", "--baseline", "main", "--candidate", "pr-1", "--store", db]
+    assert main([*argv, "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] is False and doc["alpha"] == 0.05
+    (result,) = doc["results"]
+    assert result["score"] == "groundedness" and result["regression"] is True
+    assert result["n_baseline"] == result["n_candidate"] == 300 and result["diff"] < 0
     assert (
         main(["gate", "--scores", "groundedness", "--baseline", "main", "--candidate", "nope", "--store", db])
         == 2

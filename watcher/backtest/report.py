@@ -26,8 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..core import format_duration, parse_duration, utc
 from ..errors import ConfigError
@@ -54,6 +53,14 @@ class Incident(BaseModel):
     expect: Literal["alert", "quiet"] = "alert"
     """``quiet``: a false alarm the rules must not raise again (not an incident to catch)."""
     note: str | None = None
+
+
+class IncidentFile(BaseModel):
+    """An incidents file: a list of incidents, or a mapping with an ``incidents`` list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    incidents: list[Incident] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,21 +119,12 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 
 def load_incidents(path: str | Path) -> list[Incident]:
     """Read an incidents YAML file (a list of ``{id, start, end, alert?, labels?}``)."""
+    from .yamlfile import LocatedError, load_located
+
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []
-        if isinstance(raw, dict) and "incidents" in raw:
-            raw = raw["incidents"]
-        if not isinstance(raw, list):
-            raise ConfigError(f"{path}: expected a list of incidents")
-        return [Incident.model_validate(item) for item in raw]
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: incident {loc}: {first['msg']}") from None
+        return list(load_located(path, IncidentFile, list_key="incidents").incidents)
+    except LocatedError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _matches(ep: Episode, inc: Incident, range_end: datetime) -> bool:

@@ -32,8 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..core import Alert, AlertState, Duration, Labels, format_duration
 from ..engine.group import GroupEvaluator
@@ -133,15 +132,12 @@ def run_test_files(paths: Sequence[str | Path], *, out: TextIO) -> int:
 
 def run_test_file(path: Path) -> list[Failure]:
     """Run one test file; return its failures (empty when every case passes)."""
+    from .yamlfile import LocatedError, load_located
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        spec = TestFile.model_validate(raw)
-    except OSError as exc:
-        return [Failure(str(path), [f"cannot read the file: {exc.strerror or exc}"])]
-    except yaml.YAMLError as exc:
-        return [Failure(str(path), [f"not valid YAML: {exc}".splitlines()[0]])]
-    except ValidationError as exc:
-        return [Failure(str(path), [_pydantic_line(e) for e in exc.errors()])]
+        spec = load_located(path, TestFile)
+    except LocatedError as exc:
+        return [Failure(str(path), [str(p) for p in exc.problems])]
     try:
         rules = load_rule_files([path.parent / f for f in spec.rule_files])
     except RuleFileError as exc:
@@ -157,11 +153,6 @@ def run_test_file(path: Path) -> list[Failure]:
         if lines:
             failures.append(Failure(name, lines))
     return failures
-
-
-def _pydantic_line(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}"
 
 
 def _with_interval(group: Group, default: timedelta) -> Group:

@@ -19,10 +19,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     from ..cluster.status import collect, print_tables
     from ..config import load_settings
-    from ..store.db import open_store
+    from .common import open_existing_store
 
     settings = load_settings(args.config)
-    store = open_store(settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms)
+    store = open_existing_store(settings)
     try:
         try:
             doc = collect(store, settings.cluster.lease_ttl)

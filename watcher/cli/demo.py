@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -169,8 +170,32 @@ def _minutes(start: datetime, end: datetime) -> Iterator[datetime]:
         t += timedelta(minutes=1)
 
 
-def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: datetime | None = None) -> int:
-    """Generate traffic with two incidents into ``db``, replay the shipped rules, print the alerts."""
+DEFAULT_PORT = 9464
+
+
+def _say(progress: TextIO | None, text: str) -> None:
+    """Print one progress line (to stderr by default; nothing with ``-q``)."""
+    if progress is not None:
+        print(f"watcher demo: {text}", file=progress, flush=True)
+
+
+def run_demo(
+    *,
+    db: Path,
+    days: int = 4,
+    seed: int = 7,
+    out: TextIO,
+    end: datetime | None = None,
+    progress: TextIO | None = None,
+    external_url: str = f"http://localhost:{DEFAULT_PORT}",
+    serving: bool = False,
+) -> int:
+    """Generate traffic with two incidents into ``db``, replay the shipped rules, print the alerts.
+
+    ``progress`` gets one line per phase (and per simulated day / replayed 12 hours) with counts.
+    ``external_url`` is where the alerts' status-page links point (``watcher demo --serve``'s
+    server); without ``serving`` the last line says how to see the result.
+    """
     from .. import instrument
     from ..instrument.writer import StoreWriter
     from ..store.db import open_store
@@ -204,11 +229,20 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
     traffic = Traffic(seed, incidents)
     writer = StoreWriter(store, batch_size=2000)
     instrument.configure(store, writer=writer, clock=traffic.clock, metrics=False)
+    _say(progress, f"phase 1/3: generating {days} days of LLM traffic with 2 incidents into {db}")
+    minutes_per_day = 24 * 60
     try:
         for i, minute in enumerate(_minutes(begin, end)):
             traffic.minute(minute)
             if i % 60 == 59:  # a generator outruns the hooks' background finishing: let it catch up
                 instrument.flush(timeout=60)
+            if i % minutes_per_day == minutes_per_day - 1:
+                day = (i + 1) // minutes_per_day
+                _say(
+                    progress,
+                    f"  day {day}/{days}: {traffic.calls:,} calls, {traffic.scores:,} scores "
+                    f"({time.perf_counter() - t_start:.0f}s)",
+                )
         instrument.flush(timeout=60)
     finally:
         instrument.reset()
@@ -248,7 +282,13 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
         rules=[shipped_rules_dir()],
         receivers={"console": ReceiverSettings(type="console")},
         route=RouteSettings(receivers=["console"]),
-        external_url="http://localhost:9464",
+        external_url=external_url,
+    )
+    steps = int(REPLAY / STEP) + 1
+    _say(
+        progress,
+        f"phase 2/3: replaying the last {int(REPLAY.total_seconds() // 3600)}h through the shipped rules "
+        f"({steps} evaluations of each group)",
     )
     sim = {"now": end - REPLAY}
     daemon = Daemon(
@@ -268,8 +308,16 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
                         fired_labels[(a.rule, a.fingerprint)] = dict(a.labels)
             daemon.flush(t)
             t += STEP
+            done = int((t - (end - REPLAY)) / STEP)
+            if done % int(timedelta(hours=12) / STEP) == 0 and t <= end:
+                _say(
+                    progress,
+                    f"  replayed {int((t - (end - REPLAY)).total_seconds() // 3600)}h: "
+                    f"{len(fired)} alert(s) fired so far ({time.perf_counter() - t_start:.0f}s)",
+                )
     finally:
         daemon.close()
+    _say(progress, "phase 3/3: matching the alerts with the injected incidents")
 
     detected, false_alerts = [], []
     for (rule, fp), at in sorted(fired.items(), key=lambda kv: kv[1]):
@@ -296,4 +344,92 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
         f"{time.perf_counter() - t_start:.1f}s in all. Database kept at {db}.",
         file=out,
     )
+    if not serving:
+        print(
+            "\nto browse these alerts, their charts and trace links on the status page: "
+            f"watcher demo --serve (runs the demo again, then serves it at {external_url}/ "
+            "or, if that port is taken, on a free one it prints, until Ctrl-C)",
+            file=out,
+        )
+    return 0
+
+
+def pick_port(host: str, port: int | None) -> int:
+    """Return the port ``watcher demo --serve`` will listen on, checked free now.
+
+    ``None``: 9464 (``watcher run``'s) when free, else any free port; ``0``: any free port; else
+    exactly ``port``, which must be free (``UsageError`` otherwise, before minutes of simulation).
+    """
+    import socket
+
+    from .common import UsageError
+
+    def bind(p: int) -> int | None:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            try:
+                sock.bind((host, p))
+            except OSError:
+                return None
+            return int(sock.getsockname()[1])
+
+    if port is None:
+        return bind(DEFAULT_PORT) or bind(0) or 0
+    got = bind(port)
+    if got is None:
+        raise UsageError(f"cannot listen on {host}:{port} (port in use?): pick another --port, or 0")
+    return got
+
+
+def serve(
+    db: Path,
+    host: str,
+    port: int,
+    out: TextIO,
+    stop: threading.Event | None = None,
+    end: datetime | None = None,
+) -> int:
+    """Serve the demo database's status page on ``host:port`` until Ctrl-C, SIGTERM or ``stop``.
+
+    With ``end`` (``watcher demo --end``) the page's clock stands at the end of the simulated
+    traffic, so its charts show the demo's hours; otherwise it is the wall clock.
+    """
+    import signal
+
+    from ..web.app import ServerThread, build_app
+    from .common import UsageError
+
+    url = f"http://{host}:{port}"
+    settings = Settings(
+        store=StoreSettings(url=f"sqlite:///{db}"),
+        rules=[shipped_rules_dir()],
+        receivers={"console": ReceiverSettings(type="console")},
+        route=RouteSettings(receivers=["console"]),
+        external_url=url,
+    )
+    receivers = {"console": ConsoleReceiver(stream=out)}
+    if end is None:
+        daemon = Daemon(settings, receivers=receivers)
+    else:
+        daemon = Daemon(settings, receivers=receivers, clock=lambda: end)
+    stop = stop or threading.Event()
+    try:
+        try:
+            server = ServerThread(build_app(daemon), host, port).start()
+        except RuntimeError:
+            raise UsageError(f"cannot listen on {host}:{port} (port in use?): pick another --port") from None
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        try:
+            print(f"serving the demo's status page at {url}/ (Ctrl-C to stop)", file=out, flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            server.stop(timeout=5.0)
+    finally:
+        daemon.close()
+    print("stopped serving", file=out, flush=True)
     return 0

@@ -31,7 +31,7 @@ def run_score(args: argparse.Namespace) -> int:
     except (BadInput, DetectorError) as exc:
         print(f"watcher score: {exc}", file=sys.stderr)
         return 2
-    if args.output is None:
+    if args.output is None or args.output == "-":
         sys.stdout.write(buf.getvalue())
         return 0
     try:
@@ -61,13 +61,20 @@ def add_score_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="detector parameter, e.g. --set window=1d --set 'seasons=[1d,1w]' (repeatable)",
     )
     p.add_argument("input", metavar="INPUT.csv")
-    p.add_argument("output", metavar="OUTPUT.csv", nargs="?")
+    p.add_argument(
+        "output", metavar="OUTPUT.csv", nargs="?", help="where to write (default, or -: standard output)"
+    )
     p.set_defaults(func=run_score)
     return p
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
+    from ..config import load_settings
     from ..evals.gate import main_gate
+    from .common import require_existing_store
+
+    overrides: dict[str, Any] = {"store": {"url": args.store}} if args.store else {}
+    require_existing_store(load_settings(args.config, **overrides))
 
     return main_gate(args)
 
@@ -90,6 +97,9 @@ def add_gate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--candidate", required=True, help="candidate evaluation run")
     p.add_argument("--max-drop", type=float, default=0.02, help="allowed drop of the mean (default 0.02)")
     p.add_argument("--alpha", type=float, default=0.05, help="one-sided significance level (default 0.05)")
+    p.add_argument(
+        "--json", action="store_true", help="print the verdict and each score's comparison as JSON"
+    )
     p.add_argument("--config", "-c")
     p.add_argument("--store", help="database URL (overrides the config)")
     p.set_defaults(func=_cmd_gate)

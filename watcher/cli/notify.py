@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,10 +26,9 @@ from ..store.tables import SilenceRow
 
 def _open(config: str | None) -> Any:
     from ..config import load_settings
-    from ..store.db import open_store
+    from .common import open_existing_store
 
-    settings = load_settings(config)
-    return open_store(settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms)
+    return open_existing_store(load_settings(config))
 
 
 def _describe(s: SilenceRow, now: datetime) -> str:
@@ -101,11 +101,37 @@ def _cmd_silence_list(args: argparse.Namespace) -> int:
             rows = list(s.exec(stmt).all())
     finally:
         store.close()
+    if args.json:
+        print(json.dumps([_silence_json(row, now) for row in rows], indent=2, ensure_ascii=False))
+        return 0
     for row in rows:
         print(_describe(row, now))
     if not rows:
         print("no silences")
     return 0
+
+
+def _iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    ts = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _silence_json(s: SilenceRow, now: datetime) -> dict[str, Any]:
+    """Return one silence as ``silence list --json`` prints it (Alertmanager's field names)."""
+    ends = s.ends_at if s.ends_at.tzinfo is not None else s.ends_at.replace(tzinfo=UTC)
+    starts = s.starts_at if s.starts_at.tzinfo is not None else s.starts_at.replace(tzinfo=UTC)
+    state = "expired" if ends <= now else ("pending" if starts > now else "active")
+    return {
+        "id": s.id,
+        "matchers": list(s.matchers or []),
+        "startsAt": _iso(s.starts_at),
+        "endsAt": _iso(s.ends_at),
+        "createdBy": s.created_by,
+        "comment": s.comment,
+        "status": {"state": state},
+    }
 
 
 def _cmd_silence_expire(args: argparse.Namespace) -> int:
@@ -148,6 +174,7 @@ def add_silence_parser(sub: Any) -> None:
     add.set_defaults(func=_cmd_silence_add)
     ls = ssub.add_parser("list", help="list active and pending silences")
     ls.add_argument("--all", action="store_true", help="include expired silences")
+    ls.add_argument("--json", action="store_true", help="print the silences as a JSON list")
     ls.set_defaults(func=_cmd_silence_list)
     exp = ssub.add_parser("expire", help="end a silence now")
     exp.add_argument("id")
@@ -246,9 +273,21 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
             receiver.send(from_message(message))
     except NotifyError as exc:
         retry = "retryable" if exc.retryable else "not retryable"
-        print(f"{args.receiver}: FAILED ({exc.reason}, {retry}): {exc}")
+        if args.json:
+            doc = {"receiver": args.receiver, "kind": str(kind), "dedup_key": message["dedup_key"]}
+            doc["accepted"] = False
+            doc |= {"reason": str(exc.reason), "retryable": exc.retryable, "error": str(exc)}
+            print(json.dumps(doc, indent=2, ensure_ascii=False))
+        else:
+            print(f"{args.receiver}: FAILED ({exc.reason}, {retry}): {exc}")
         return 1
     response = getattr(receiver, "last_response", None)
+    if args.json:
+        doc = {"receiver": args.receiver, "kind": str(kind), "dedup_key": message["dedup_key"]}
+        doc |= {"accepted": True, "chart": bool(files)}
+        doc["response"] = str(response) if response else None
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
     what = f"{kind} test notification" + (" with a chart" if files else "")
     print(f"{args.receiver}: accepted {what}" + (f" — {response}" if response else ""))
     return 0
@@ -268,6 +307,21 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
         letters = list_dead_letters(store, limit=args.limit, receiver=args.receiver)
     finally:
         store.close()
+    if args.json:
+        doc = [
+            {
+                "id": d.id,
+                "created_at": _iso(d.created_at),
+                "receiver": d.receiver,
+                "reason": d.reason,
+                "attempts": d.attempts,
+                "title": d.title,
+                "error": d.error,
+            }
+            for d in letters
+        ]
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
     for d in letters:
         when = d.created_at.strftime("%Y-%m-%d %H:%M UTC")
         print(f"{d.id}  {when}  {d.receiver}  {d.reason} after {d.attempts} attempt(s)  {d.title}")
@@ -285,6 +339,7 @@ def add_notify_parser(sub: Any) -> None:
     test = nsub.add_parser("test", help="send a realistic sample alert to RECEIVER and show its answer")
     test.add_argument("receiver")
     test.add_argument("--resolved", action="store_true", help="send the resolve of the sample")
+    test.add_argument("--json", action="store_true", help="print the outcome as JSON")
     test.add_argument("--config", "-c", help="settings file (default: ./watcher.yaml if present)")
     test.set_defaults(func=_cmd_notify_test)
     dead = nsub.add_parser(
@@ -295,5 +350,6 @@ def add_notify_parser(sub: Any) -> None:
     dead.add_argument(
         "--requeue", type=int, metavar="ID", help="deliver dead letter ID again (fresh max_age)"
     )
+    dead.add_argument("--json", action="store_true", help="print the dead letters as a JSON list")
     dead.add_argument("--config", "-c", help="settings file (default: ./watcher.yaml if present)")
     dead.set_defaults(func=_cmd_dead_letters)

@@ -13,17 +13,17 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from ..errors import ConfigError
 from ..store.db import Store
 from ..web.payloads import TRACE_ID_RE, audit_log, iso_utc, read_payloads
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Store]:
     from ..config import load_settings
-    from ..store.db import open_store
+    from .common import open_existing_store
 
     settings = load_settings(args.config)
-    store = open_store(settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms)
-    return settings, store
+    return settings, open_existing_store(settings)
 
 
 def cli_user() -> str:
@@ -65,9 +65,15 @@ def cmd_audit(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     since = None
     if args.since:
+        now = datetime.now(UTC)
         try:
-            since = datetime.now(UTC) - parse_duration(args.since)
-        except (ValueError, OverflowError) as exc:
+            try:
+                since = now - parse_duration(args.since)  # "7d": the last seven days
+            except ValueError:
+                from ..backtest.report import parse_time
+
+                since = parse_time(args.since, now)  # "-7d", "now-7d" or an ISO-8601 time
+        except (OverflowError, ConfigError) as exc:
             print(f"watcher: error: --since {args.since!r}: {exc}", file=sys.stderr)
             return 2
     _, store = _open(args)
@@ -109,7 +115,7 @@ def add_payloads_parser(sub: Any) -> None:
     show.set_defaults(func=cmd_show)
     audit = cmds.add_parser("audit", help="list who read which trace's payloads, when")
     audit.add_argument("--config", "-c")
-    audit.add_argument("--since", help="only reads in this last span, e.g. 7d")
+    audit.add_argument("--since", help="only reads in this last span (7d, -7d) or since a time (ISO-8601)")
     audit.add_argument("--trace", help="only reads of this trace id")
     audit.add_argument("--limit", type=int, default=1000)
     audit.add_argument("--json", action="store_true")

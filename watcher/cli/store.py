@@ -19,11 +19,10 @@ from ..config import Settings
 def _open(args: argparse.Namespace) -> tuple[Settings, Any]:
     """Return the settings and the open store named by ``--config``."""
     from ..config import load_settings
-    from ..store.db import open_store
+    from .common import open_existing_store
 
     settings = load_settings(args.config)
-    store = open_store(settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms)
-    return settings, store
+    return settings, open_existing_store(settings)
 
 
 def _human_bytes(n: int) -> str:

@@ -31,10 +31,9 @@ from ..store.markers import KINDS, MarkerIn, add_marker, list_markers
 
 def _open(config: str | None) -> Any:
     from ..config import load_settings
-    from ..store.db import open_store
+    from .common import open_existing_store
 
-    settings = load_settings(config)
-    return open_store(settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms)
+    return open_existing_store(load_settings(config))  # a mistyped store path is an error, not a new file
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -165,7 +164,7 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
             print("no feedback")
         return 0
     text = yaml.safe_dump(incidents_document(rows), sort_keys=False, allow_unicode=True)
-    if args.out:
+    if args.out and args.out != "-":  # "-": standard output, like every output-file option
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"wrote {len(rows)} incident(s) to {args.out}")
     else:
@@ -214,7 +213,7 @@ def add_feedback_parser(sub: Any) -> None:
         sp.add_argument("--from", dest="from_", help="episodes since (ISO-8601 or -30d)")
         sp.add_argument("--to", help="episodes until")
         if name == "export":
-            sp.add_argument("--out", "-o", help="file to write (default: standard output)")
+            sp.add_argument("--out", "-o", help="file to write (default, or -: standard output)")
     for sp in (mark, *(fsub.choices[n] for n in ("list", "export"))):
         sp.add_argument("--config", "-c", help="settings file (default: ./watcher.yaml if present)")
     p.set_defaults(func=_cmd_feedback)

@@ -224,7 +224,23 @@ def main_gate(args: Any, out: TextIO | None = None) -> int:
             results.append(compare_runs(base, cand, alpha=args.alpha, max_drop=args.max_drop, score=name))
     finally:
         store.close()
-    out.write(format_table(results, args.alpha, args.max_drop) + "\n")
     failed = [r.score for r in results if r.regression]
+    if getattr(args, "json", False):
+        import json
+        import math
+        from dataclasses import asdict
+
+        def finite(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}
+
+        doc = {
+            "passed": not failed,
+            "alpha": args.alpha,
+            "max_drop": args.max_drop,
+            "results": [finite(asdict(r)) for r in results],
+        }
+        out.write(json.dumps(doc, indent=2) + "\n")
+        return 1 if failed else 0
+    out.write(format_table(results, args.alpha, args.max_drop) + "\n")
     out.write(f"gate: {'FAILED (' + ', '.join(failed) + ')' if failed else 'passed'}\n")
     return 1 if failed else 0

@@ -213,9 +213,12 @@ def score_stream(stream: TextIO, name: str, spec: Any, out: TextIO, err: TextIO 
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(OUTPUT_COLUMNS)
     flagged = 0
+    warming: list[str] = []
     for row, v in zip(rows, verdicts, strict=True):
         assert v is not None  # every row is scored at a time newer than the previous one
         flagged += v.anomalous
+        if not v.ready and v.reason.startswith("warming up"):
+            warming.append(v.reason)
         writer.writerow(
             (
                 row.text,
@@ -227,5 +230,18 @@ def score_stream(stream: TextIO, name: str, spec: Any, out: TextIO, err: TextIO 
                 int(v.anomalous),
                 f"{v.surprise:.4f}",
             )
+        )
+    if warming and err is not None:
+        # Warm-up rows have empty expected/lower/upper and anomaly 0: say so, or a series too short
+        # for the detector reads as "nothing anomalous, score 0".
+        every = (
+            " (every row: the series is shorter than the detector's warm-up)"
+            if len(warming) == len(rows)
+            else ""
+        )
+        print(
+            f"{name}: {len(warming)} of {len(rows)} rows are the detector's warm-up{every}: no band, "
+            f"never anomalous; last: {warming[-1]}",
+            file=err,
         )
     return flagged

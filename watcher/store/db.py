@@ -189,7 +189,12 @@ def open_store(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> 
             connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
         try:
             engine = sa.create_engine(parsed, echo=echo, pool_pre_ping=True, connect_args=connect_args)
-        except (sa.exc.SQLAlchemyError, ImportError) as exc:
+        except ImportError:
+            raise StoreError(
+                f"store {display}: PostgreSQL needs psycopg, which is not installed: "
+                "pip install 'watcher-llm[postgres]'"
+            ) from None
+        except sa.exc.SQLAlchemyError as exc:
             why = Masker(secrets)(describe_error(exc))
             raise StoreError(f"store {display}: cannot create engine: {why}") from None
     else:
