@@ -63,12 +63,18 @@ def history(prometheus_module_factory: Any) -> PrometheusServer:
 
 @pytest.fixture
 def queries(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[float, float]]]:
-    """Record the (start, end) of every range query sent to Prometheus."""
+    """Record the (start, end) of every range query of the rule's own expression.
+
+    An episode's explanation (issue 22) asks Prometheus for the expression's inner ``by``-less
+    sum around the episode: those queries are the contribution analysis, not the rule's fetch.
+    """
     seen: list[tuple[float, float]] = []
     real = _Endpoint.query_range
+    rule_expr = GROUP.rules[0].expr
 
     def counting(self: _Endpoint, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
-        seen.append((start, end))
+        if expr == rule_expr:
+            seen.append((start, end))
         return real(self, expr, start, end, step_s)
 
     monkeypatch.setattr(_Endpoint, "query_range", counting)
