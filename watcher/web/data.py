@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 from ..core import Alert, AlertState, iso, json_num, trace_to_dict, utc
+from ..notify.document import trace_link
 from ..notify.silences import Matcher
-from ..notify.templates import trace_link
 from ..redact import Masker, secret_values
 from ..store.tables import OutboxRow, SilenceRow
 from .view import DaemonView
