@@ -48,6 +48,7 @@ from .selfmetrics import SelfMetrics
 from .sources.base import Source
 from .sources.build import build_sources
 from .store.db import Store, open_store
+from .store.markers import StoreMarkers
 
 if TYPE_CHECKING:
     from .cluster import Membership
@@ -199,6 +200,7 @@ class Daemon:
             metrics=self.metrics,
             trace_search_url=self.settings.trace_search_url,
             trace_search_labels=self.settings.trace_search_labels,
+            markers=StoreMarkers(self.store),
         )
 
     def reload(self) -> ReloadResult:

@@ -221,10 +221,13 @@ def test_cli_reports_incidents_and_writes_json(
     ]
     ep = doc["rules"][0]["episodes"][0]
     assert (
-        set(ep) == {"labels", "start", "end", "peak_value", "trace_ids"}
+        set(ep) == {"labels", "start", "end", "peak_value", "trace_ids", "explanation", "release"}
         and ep["labels"]["tenant"] == "globex"
     )
     assert doc["rules"][0]["fires_per_week"] == pytest.approx(7 * 24 / 11, rel=1e-3)
+    # the runaway agent loop of globex: its agent feature (always on gpt-4o) spent the difference
+    assert ep["explanation"].startswith("sum cost_usd +"), ep["explanation"]
+    assert "feature=agent" in ep["explanation"].split("; ")[0] and ep["release"] is None
     by_id = {i["id"]: i for i in doc["incidents"]}
     assert by_id["never"] == {"id": "never", "detected": False, "time_to_detect_s": None}
     assert by_id["spend"]["detected"] and 0 <= by_id["spend"]["time_to_detect_s"] <= 3600

@@ -35,6 +35,12 @@ def test_demo_catches_both_incidents_and_nothing_else(demo: tuple[Path, str]) ->
     firing = re.findall(r"\[FIRING\] (\w+)", text)
     assert set(firing) == {"SpendAnomaly", "GroundednessDrop"}, text
     assert "[RESOLVED] GroundednessDrop" in text
+    # each incident says which label values drove it, and the canary's release marker is cited
+    assert "why: mean groundedness -" in text and "from prompt_version=rag-v8" in text, text
+    assert "why: sum cost_usd +" in text and "feature=agent" in text, text
+    assert re.search(r"started \d+ min after prompt version rag-v8 canary \(2026-11-20 08:00 UTC\)", text), (
+        text
+    )
     # every alert carries trace deep links, and they point at calls that exist
     links = re.findall(r"http://localhost:16686/trace/([0-9a-f]{32})", text)
     assert links, text

@@ -238,3 +238,22 @@ def test_unit_filter_in_custom_templates() -> None:
         body_template="p95 {{ value | unit('ms') }} vs {{ expected | unit('ms') }}",
     )
     assert n.body == "p95 12.35 ms vs 1.20 ms"
+
+
+def test_the_explanation_and_the_release_marker_are_in_every_message() -> None:
+    why = "sum cost_usd +11.15: 94 % from feature=agent on model=gpt-4o"
+    release = "started 4 min after deploy api-v2.3 (2026-11-26 14:01 UTC)"
+    alert = replace(firing(), annotations={**firing().annotations, "explanation": why, "release": release})
+    for kind, a in ((NotificationKind.FIRING, alert), (NotificationKind.RESOLVED, resolved(alert, T0))):
+        n = _render(a, kind)
+        assert "Why: sum cost_usd +11.15: 94 % from feature=agent on model=gpt-4o" in n.body
+        if kind is NotificationKind.FIRING:
+            assert "(for 25m) · started 4 min after deploy api-v2.3" in n.body
+        assert "api-v2.3" in n.body
+        assert "- explanation:" not in n.body  # shown once, in its own line
+        assert notification_document(n)["annotations"]["explanation"] == why  # structured receivers: as it is
+    hostile = replace(
+        alert, annotations={"explanation": "rate +1 pp: 90 % from tenant=<@here> [x](http://evil)"}
+    )
+    body = _render(hostile).body
+    assert "[x](http://evil)" not in body and "<@here>" not in body

@@ -300,7 +300,7 @@ def test_migration_6_marks_existing_tick_claims_done_and_new_ones_start_not_done
     s.close()
     s = open_store(url)
     try:
-        assert _version(s) == 6
+        assert _version(s) == SCHEMA_VERSION
         with s.engine.begin() as conn:
             conn.execute(
                 sa.text(
@@ -315,3 +315,21 @@ def test_migration_6_marks_existing_tick_claims_done_and_new_ones_start_not_done
     finally:
         s.close()
     assert [(r.replica_id, bool(r.done)) for r in rows] == [("old", True), ("new", False)]
+
+
+def test_a_version_5_store_gets_the_marker_and_feedback_tables(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old5.db"
+    store = open_store(url)
+    with store.engine.begin() as conn:  # as the release before issue #22 wrote it
+        conn.exec_driver_sql("DROP TABLE release_markers")
+        conn.exec_driver_sql("DROP TABLE alert_feedback")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 5")
+    store.close()
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert schema_version(conn) == SCHEMA_VERSION
+            names = set(sa.inspect(conn).get_table_names())
+            assert {"release_markers", "alert_feedback"} <= names
+    finally:
+        store.close()

@@ -25,8 +25,10 @@ from ..core import Alert, AlertState, Labels, Verdict, to_epoch
 from ..detectors import Detector, make_detector
 from ..engine.group import GroupEvaluator, rule_lookback
 from ..errors import WatcherError
+from ..notify.templates import EXPLANATION, RELEASE
 from ..rules.schema import Group, Rule
 from ..sources.base import Source
+from ..store.markers import Marker, StaticMarkers
 from .batch import RulePlan, fallback_plan, plan_rule, slice_starts
 from .cache import CachedSource, group_ticks, shared_caches
 from .parallel import Workers, start_workers
@@ -47,6 +49,10 @@ class Episode:
     end: datetime | None
     peak_value: float
     trace_ids: list[str] = field(default_factory=list)
+    explanation: str | None = None
+    """Which label values drove it (``engine.contribution``), as the alert said when it fired."""
+    release: str | None = None
+    """The release marker it followed ("started 4 min after deploy X"), if any."""
 
 
 @dataclass
@@ -93,6 +99,8 @@ class ReplayOptions:
     """Score each series once over the range and run the evaluator only where something can change."""
     jobs: int | None = 1
     """Worker processes that fetch and score a batch replay (None: one per CPU)."""
+    markers: Sequence[Marker] = ()
+    """Release markers: cited by the alerts they precede, re-baselining the series they name."""
 
 
 def replay(
@@ -107,6 +115,7 @@ def replay(
     batch: bool = True,
     caches: dict[str, CachedSource] | None = None,
     jobs: int | None = 1,
+    markers: Sequence[Marker] = (),
 ) -> ReplayResult:
     """Step every group's real evaluator over ``[start, end]``; return the would-have-fired episodes.
 
@@ -116,8 +125,13 @@ def replay(
     ``caches`` (from ``shared_caches``) lets two replays of one range fetch each series once.
     ``jobs`` fetches and scores the rules of a batch replay in that many worker processes (None:
     one per CPU, see ``parallel``); the evaluation stays here, so the result is the same.
+    ``markers`` (release markers) are named in the alerts and re-baseline the series they apply
+    to, as in the daemon; with a marker that re-baselines inside the range the replay runs live
+    detectors (a batch-scored series cannot take one).
     """
-    opts = ReplayOptions(record_verdicts, progress, retention, batch, jobs)
+    if any(m.grace.total_seconds() > 0 and start - m.grace <= m.ts <= end for m in markers):
+        batch = False
+    opts = ReplayOptions(record_verdicts, progress, retention, batch, jobs, markers)
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if caches is None or any(c.start != start or c.end != end for c in caches.values()):
@@ -228,7 +242,12 @@ def _replay_group(
         return det if det is not None else make_detector(rule.detector)
 
     ev = GroupEvaluator(
-        group, dict(caches), resolved_retention=opts.retention, render=_no_render, detector_factory=detector
+        group,
+        dict(caches),
+        resolved_retention=opts.retention,
+        render=_no_render,
+        detector_factory=detector,
+        markers=StaticMarkers(opts.markers) if opts.markers else None,
     )
     # Rules scored by live detectors (every rule without ``batch``) record verdicts as they come.
     live = {r.alert for r in group.rules if id(r) not in plans or not plans[id(r)].precomputed}
@@ -301,6 +320,8 @@ def _track(alert: Alert, open_: dict[tuple[str, str], Episode], done: list[Episo
     if alert.state is AlertState.FIRING and not math.isnan(v) and (math.isnan(ep.peak_value) or beyond):
         ep.peak_value = v
     ep.trace_ids = [t.trace_id for t in alert.traces]
+    ep.explanation = ep.explanation or alert.annotations.get(EXPLANATION)
+    ep.release = ep.release or alert.annotations.get(RELEASE)
     if alert.resolved:
         ep.end = alert.resolved_at
         done.append(replace(ep))

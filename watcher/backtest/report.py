@@ -10,6 +10,10 @@ Matching: an episode matches an incident when the incident names no alert or the
 every label the incident gives is on the episode, and the two overlap in time (an incident
 without ``end`` lasts to the end of the range). Time to detect is from the incident's start to
 the first matching episode's start (0 when it was already firing).
+
+An incident with ``expect: quiet`` is a window the rules must stay quiet in (a false alarm marked
+from the pager, ``watcher feedback export``): it takes no part in recall, and the report says
+whether an episode fired in it again. Release markers in the store are honoured (``replay``).
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +34,7 @@ from ..errors import ConfigError
 from ..rules.loader import load_rule_files
 from ..rules.schema import Group
 from ..sources.base import Source
+from ..store.markers import Marker
 from .cache import CachedSource, group_ticks
 from .replay import Episode, ReplayResult, replay
 
@@ -46,6 +51,9 @@ class Incident(BaseModel):
     end: datetime | None = None
     alert: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    expect: Literal["alert", "quiet"] = "alert"
+    """``quiet``: a false alarm the rules must not raise again (not an incident to catch)."""
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,8 @@ class BacktestReport:
     precision: float | None
     recall: float | None
     seconds: float
+    quiet: list[tuple[str, bool]] = field(default_factory=list)
+    """Per ``expect: quiet`` window: its id and whether an episode fired in it again."""
 
     @property
     def weeks(self) -> float:
@@ -131,7 +141,8 @@ def _matches(ep: Episode, inc: Incident, range_end: datetime) -> bool:
 def score_incidents(
     episodes: Sequence[Episode], incidents: Sequence[Incident], range_end: datetime
 ) -> tuple[list[IncidentResult], int, float | None, float | None]:
-    """Return per-incident results, false episodes, precision and recall."""
+    """Return per-incident results, false episodes, precision and recall (quiet windows aside)."""
+    incidents = [i for i in incidents if i.expect == "alert"]
     results = []
     for inc in incidents:
         hits = sorted((e for e in episodes if _matches(e, inc, range_end)), key=lambda e: e.start)
@@ -158,6 +169,7 @@ def run_backtest(
     console: Any = None,
     caches: dict[str, CachedSource] | None = None,
     jobs: int | None = 1,
+    markers: Sequence[Marker] = (),
 ) -> BacktestReport:
     """Replay ``groups`` over ``[start, end]`` and score the episodes against ``incidents``.
 
@@ -182,16 +194,30 @@ def run_backtest(
                 progress=lambda n: bar.advance(task, n),
                 caches=caches,
                 jobs=jobs,
+                markers=markers,
             )
     else:
         result = replay(
-            groups, sources, start, end, record_verdicts=record_verdicts, caches=caches, jobs=jobs
+            groups,
+            sources,
+            start,
+            end,
+            record_verdicts=record_verdicts,
+            caches=caches,
+            jobs=jobs,
+            markers=markers,
         )
     scored: list[IncidentResult] = []
     false = precision = recall = None
     if incidents is not None:
         scored, false, precision, recall = score_incidents(result.episodes, incidents, end)
-    return BacktestReport(start, end, result, scored, false, precision, recall, time.perf_counter() - t0)
+    quiet = [
+        (i.id, any(_matches(e, i, end) for e in result.episodes))
+        for i in incidents or []
+        if i.expect == "quiet"
+    ]
+    seconds = time.perf_counter() - t0
+    return BacktestReport(start, end, result, scored, false, precision, recall, seconds, quiet)
 
 
 def _t(ts: datetime | None) -> str | None:
@@ -214,6 +240,8 @@ def report_json(report: BacktestReport) -> dict[str, Any]:
                         "end": _t(e.end),
                         "peak_value": e.peak_value,
                         "trace_ids": e.trace_ids,
+                        "explanation": e.explanation,
+                        "release": e.release,
                     }
                     for e in report.result.episodes
                     if e.alert == rule.alert
@@ -226,6 +254,7 @@ def report_json(report: BacktestReport) -> dict[str, Any]:
             {"id": r.id, "detected": r.detected, "time_to_detect_s": r.time_to_detect_s}
             for r in report.incidents
         ],
+        "quiet": [{"id": q, "fired_again": fired} for q, fired in report.quiet],
         "false_episodes": report.false_episodes,
         "precision": report.precision,
         "recall": report.recall,
@@ -254,6 +283,10 @@ def print_report(report: BacktestReport, out: TextIO) -> None:
                 f"  {e.start:%Y-%m-%d %H:%M}Z – {end}  {e.labels!r}  "
                 f"peak {e.peak_value:.4g}  traces: {traces}\n"
             )
+            if e.explanation:
+                out.write(f"    why: {e.explanation}\n")
+            if e.release:
+                out.write(f"    {e.release}\n")
     if report.incidents:
         found = sum(r.detected for r in report.incidents)
         out.write(f"\nincidents: {found}/{len(report.incidents)} detected\n")
@@ -263,6 +296,11 @@ def print_report(report: BacktestReport, out: TextIO) -> None:
             else:
                 what = "MISSED"
             out.write(f"  {r.id}: {what}\n")
+    if report.quiet:
+        again = [q for q, fired in report.quiet if fired]
+        out.write(f"\nfalse alarms fired again: {len(again)}/{len(report.quiet)}\n")
+        for q in again:
+            out.write(f"  {q}: FIRED AGAIN\n")
     if report.false_episodes is not None:
         p = "n/a" if report.precision is None else f"{report.precision:.2f}"
         r_ = "n/a" if report.recall is None else f"{report.recall:.2f}"

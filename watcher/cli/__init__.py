@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .payloads import add_payloads_parser
 
     add_payloads_parser(sub)
+    from .why import add_annotate_parser, add_feedback_parser
+
+    add_annotate_parser(sub)
+    add_feedback_parser(sub)
     return p
 
 

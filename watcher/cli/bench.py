@@ -14,14 +14,14 @@ from typing import Any
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|throughput|hooks|ingest|notify|backtest|faults``."""
+    """Register ``watcher bench detection|flagrate|llm-suite|throughput|…|backtest|faults``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )
     sub = p.add_subparsers(
         dest="bench",
         required=True,
-        metavar="detection|flagrate|throughput|hooks|ingest|notify|backtest|faults",
+        metavar="detection|flagrate|llm-suite|throughput|hooks|ingest|notify|backtest|faults",
     )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
@@ -58,6 +58,14 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     fr.add_argument("--no-generated", action="store_true", help="leave out the generated no-label series")
     fr.add_argument("--json", action="store_true", help="print the results as JSON")
     fr.set_defaults(func=main_flagrate)
+    llm = sub.add_parser(
+        "llm-suite", help="the shipped rules' detectors on a simulated LLM application (5 weeks, 1 minute)"
+    )
+    llm.add_argument("--for", dest="for_", default="5m", help="persistence before a flagged run pages (5m)")
+    llm.add_argument("--no-floors", action="store_true", help="ignore the rules' min_value/max_value")
+    llm.add_argument("--only", action="append", metavar="SUBSTR", help="only series whose name has SUBSTR")
+    llm.add_argument("--json", action="store_true", help="print the results as JSON")
+    llm.set_defaults(func=main_llm_suite)
     thr = sub.add_parser("throughput", help="time start-up and steady-state ticks per detector")
     thr.add_argument("--series", type=int, default=10_000)
     thr.add_argument("--history", default="7d")
@@ -369,6 +377,17 @@ def main_flagrate(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=1))
         return 0
     print(markdown(table, kinds, args.spacing))
+    return 0
+
+
+def main_llm_suite(args: argparse.Namespace) -> int:
+    """Run ``watcher bench llm-suite`` and print the per-incident table (or JSON)."""
+    from ..bench.llmsuite import markdown, run
+    from ..core import parse_duration
+
+    for_minutes = int(parse_duration(args.for_).total_seconds() // 60)
+    res = run(for_minutes, not args.no_floors, only=args.only or ())
+    print(json.dumps(res, indent=1) if args.json else markdown(res, for_minutes, not args.no_floors))
     return 0
 
 

@@ -37,6 +37,10 @@ FEATURE_SHARE = (("support-rag", 0.45), ("summarize", 0.30), ("agent", 0.25))
 # USD per 1M tokens (input, output): the demo's own price list so its numbers never drift.
 PRICES = {"gpt-4o-mini": (0.15, 0.60), "claude-sonnet-4": (3.0, 15.0), "gpt-4o": (2.5, 10.0)}
 REFUSAL_RATE = 0.02
+PROMPTS = {"support-rag": "rag-v7", "summarize": "sum-v3", "agent": "agent-v12"}
+"""The prompt version each feature runs; the groundedness incident is a canary of ``CANARY``."""
+CANARY = ("support-rag", "rag-v8", 0.8)
+"""(feature, prompt version, share of the feature's calls) rolled out as the groundedness incident starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class Traffic:
 
     def __init__(self, seed: int, incidents: list[Incident]) -> None:
         self.rng = random.Random(seed)
+        self.canary = random.Random(seed + 1)  # its own stream: the rest of the traffic is unchanged
         self.now = datetime(2000, 1, 1, tzinfo=UTC)
         self.incidents = {i.rule: i for i in incidents}
         self.calls = 0
@@ -104,6 +109,10 @@ class Traffic:
         rng = self.rng
         model, provider, ttft_median, tin, tout = FEATURES[feature]
         self.now = ts
+        prompt = PROMPTS[feature]
+        canary = feature == CANARY[0] and self._active("GroundednessDrop", ts)
+        if canary and self.canary.random() < CANARY[2]:
+            prompt = CANARY[1]
         with llm_call(
             provider=provider,
             model=model,
@@ -111,6 +120,7 @@ class Traffic:
             tenant=tenant,
             feature=feature,
             user_id=f"user-{rng.randrange(5000)}",
+            prompt_version=prompt,
             temperature=0.2,
         ) as rec:
             rec.input_tokens = int(tin * rng.lognormvariate(0, 0.35) * (4 if runaway else 1))
@@ -126,10 +136,8 @@ class Traffic:
             trace_id = rec.trace_id
         self.calls += 1
         if feature == "support-rag" and not refused:
-            if self._active("GroundednessDrop", ts):
-                value = rng.betavariate(5.5, 4.5)  # the retriever serves stale documents
-            else:
-                value = rng.betavariate(17.2, 2.8)
+            # the canary's prompt ignores the retrieved documents
+            value = rng.betavariate(5.5, 4.5) if prompt == CANARY[1] else rng.betavariate(17.2, 2.8)
             record_score(
                 trace_id,
                 "groundedness",
@@ -166,6 +174,7 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
     from .. import instrument
     from ..instrument.writer import StoreWriter
     from ..store.db import open_store
+    from ..store.markers import Marker, add_marker
 
     t_start = time.perf_counter()
     days = max(3, days)
@@ -174,7 +183,8 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
     begin = end - timedelta(days=days)
     incidents = [
         Incident(
-            "groundedness drop on feature support-rag (the retriever serves stale documents)",
+            "groundedness drop on feature support-rag (prompt rag-v8, canaried to 80 % of its calls, "
+            "ignores the retrieved documents)",
             end - timedelta(hours=10),
             end - timedelta(hours=8, minutes=30),
             "GroundednessDrop",
@@ -214,6 +224,19 @@ def run_demo(*, db: Path, days: int = 4, seed: int = 7, out: TextIO, end: dateti
     for inc in incidents:
         until = f"{inc.end:%H:%M}Z" if inc.end else "now"
         print(f"  • {inc.start:%Y-%m-%d %H:%M}Z – {until}  {inc.name}", file=out)
+    # The canary's release marker, as a deploy pipeline would post it (POST /api/v1/annotations).
+    marker = add_marker(
+        store,
+        Marker(
+            incidents[0].start,
+            "prompt_version",
+            f"{CANARY[1]} canary",
+            {"feature": CANARY[0], "prompt_version": CANARY[1]},
+            created_by="demo",
+        ),
+        now=incidents[0].start,
+    )
+    print(f"release marker: {marker.title()} at {marker.ts:%Y-%m-%d %H:%M}Z {dict(marker.labels)}", file=out)
     print(
         f"replaying the last {int(REPLAY.total_seconds() // 3600)}h through the shipped rules "
         f"({shipped_rules_dir()}), one evaluation every {int(STEP.total_seconds() // 60)}m …\n",

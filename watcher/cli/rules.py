@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
 from typing import Any
 
 from ..errors import ConfigError
@@ -92,6 +93,7 @@ def main_backtest(args: argparse.Namespace) -> int:
     from ..config import load_settings
     from ..sources.build import build_sources
     from ..store.db import open_store
+    from ..store.markers import list_markers
 
     overrides: dict[str, Any] = {"store": {"url": args.store}} if args.store else {}
     settings = load_settings(args.config, **overrides)
@@ -103,6 +105,7 @@ def main_backtest(args: argparse.Namespace) -> int:
     store = open_store(settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms)
     sources = build_sources(settings, store)
     try:
+        markers = list_markers(store, start - timedelta(days=1), end)  # the day before: restarts replay it
         if args.compare:
             from ..backtest.compare import compare_main
 
@@ -116,6 +119,7 @@ def main_backtest(args: argparse.Namespace) -> int:
             record_verdicts=bool(args.plot),
             show_progress=sys.stderr.isatty(),
             jobs=getattr(args, "jobs", None),
+            markers=markers,
         )
     finally:
         for src in {id(s): s for s in sources.values()}.values():

@@ -34,12 +34,20 @@ Residuals join the rings ``DELAY`` points after their verdict (causal). An anoma
 than ``BURST_POINTS`` points is an incident: it and the residuals still waiting (its ramp, which had
 not crossed the band yet) never join, so an incident cannot widen its own band and resolve itself;
 shorter episodes join like any other point, so a series that bursts often learns that its bursts
-are normal. Until a ring holds ``MIN_RING`` values, or when only one side of it has been seen (a
-young series, a trend), that side's tail is a conservative Laplace one with unit variance; when
-neither side has (a flat series), any move is news at the floors' scale.
+are normal. Until a ring holds ``MIN_RING`` values, or when a side holds too few values for its
+tail's threshold u to lie on that side of 0 (a young series, a trend), that side's tail is a
+conservative Laplace one with unit variance; when neither side has (a flat series), any move is
+news at the floors' scale. A side seen in only a few percent of the ring is still a side: the
+residuals of a mostly-zero series are slightly negative at every zero and large at every burst,
+and its bursts (5–9 % of the ring) are its upper tail, fitted like any other.
 
-Cost per point (measured in docs/benchmarks.md): about 8 µs of CPU and, per series, two rings of
-1,024 float32 values with their sorted copies and up to ``DELAY`` waiting residuals (~30 kB).
+Tails are refitted lazily: a side's fit depends only on the ring's values from its u outwards, so
+a refit whose side saw no push or eviction at or beyond u since the last one reuses the last
+moments (only the shape smoothing steps): the same fits, bit for bit, without the moments' cost.
+
+Cost per point (measured in docs/benchmarks.md): ~10 µs of CPU and, per series, two rings of
+1,024 float32 values with their sorted copies (16 kB) and the ``DELAY`` waiting residuals as one
+flat array of doubles (1 kB): ~18 kB in all. ``warmup`` turns these sizes into spans of history.
 """
 
 from __future__ import annotations
@@ -48,7 +56,6 @@ import bisect
 import math
 import operator
 from array import array
-from collections import deque
 
 from ..core import Verdict
 from .stats import Direction, normal_sf
@@ -113,6 +120,9 @@ _LN2 = math.log(2.0)
 _DEFAULT_RATE = math.sqrt(2.0)
 """Decay rate of the default (Laplace) tail: unit variance, heavier than any Gaussian."""
 
+_DEFAULT_FIT = (0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0)
+"""The conservative default tail ``(u, log_pu, beta, xi)``: a Laplace one with unit variance."""
+
 Fit = tuple[float, float, float, float, float, float, float]
 """A fitted tail: u, log P(X > u), GPD scale and shape, x_c, log P(X > x_c), scale beyond x_c."""
 
@@ -161,7 +171,20 @@ def _pwm_weights(k: int) -> list[float]:
 class EmpiricalTail:
     """The recent distribution of one statistic: a ring of values and both of its fitted tails."""
 
-    __slots__ = ("_crit", "_fits", "_shape", "_stale", "head", "log_p_thr", "min_excess", "ring", "sorted")
+    __slots__ = (
+        "_crit",
+        "_dirty",
+        "_excess",
+        "_fits",
+        "_shape",
+        "_stale",
+        "_thr",
+        "head",
+        "log_p_thr",
+        "min_excess",
+        "ring",
+        "sorted",
+    )
 
     def __init__(self, log_p_thr: float, min_excess: float = MIN_EXCESS) -> None:
         self.log_p_thr = log_p_thr
@@ -173,19 +196,38 @@ class EmpiricalTail:
         self._fits: dict[int, Fit] = {}
         self._crit: dict[int, float] = {}
         self._shape = {1: math.nan, -1: math.nan}
+        # Lazy refits: a side's fit depends only on the values from its u outwards. ``_thr`` is that
+        # side's u as a signed value (±inf: refit always); a push or eviction at or beyond it marks
+        # the side dirty, and a clean side reuses its last moments (only the shape smoothing steps).
+        self._thr = [math.inf, -math.inf]  # [upper side's u, lower side's -u]
+        self._dirty = [True, True]
+        self._excess: dict[int, tuple[float, float, float]] = {}  # side: (u, a0, raw shape)
 
     def push(self, x: float) -> None:
         """Add a value, evicting the oldest once the ring is full."""
         ring, s = self.ring, self.sorted
         x = max(-3e38, min(3e38, x))  # float32 range
         self._stale += 1
+        up, down = self._thr
         if len(ring) < RING:
             ring.append(x)
+            x = ring[-1]  # as stored (float32)
+            self._dirty[0] = self._dirty[1] = True  # n changed: every order statistic moved
         else:
-            old = ring[self.head]
+            head = self.head
+            old = ring[head]
             del s[bisect.bisect_left(s, old)]
-            ring[self.head] = x
-            self.head = (self.head + 1) % RING
+            ring[head] = x
+            x = ring[head]
+            self.head = (head + 1) % RING
+            if old >= up:
+                self._dirty[0] = True
+            if old <= down:
+                self._dirty[1] = True
+        if x >= up:
+            self._dirty[0] = True
+        if x <= down:
+            self._dirty[1] = True
         # Rounding to float32 is monotonic, so the position found for x keeps ``s`` sorted.
         bisect.insort(s, x)
 
@@ -245,39 +287,71 @@ class EmpiricalTail:
         """
         s = self.sorted
         n = len(s)
+        i = 0 if side > 0 else 1
         if n < MIN_RING:
-            return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
+            return _DEFAULT_FIT
         k = max(MIN_TAIL, int(TAIL_FRACTION * n))
         above, below = n - bisect.bisect_right(s, 0.0), bisect.bisect_left(s, 0.0)
         on_side, other = (above, below) if side > 0 else (below, above)
-        if on_side < 2 * k:
+        if on_side <= k:  # u would not lie on this side of 0
+            self._thr[i] = -side * math.inf  # always refit
+            self._excess.pop(side, None)
             if other >= 2 * k:  # only the other side was seen (a young ring, a trend): stay cautious
-                return 0.0, math.log(0.5), 1.0 / _DEFAULT_RATE, 0.0
+                return _DEFAULT_FIT
             # A flat series (residuals all but 0): any move is news, at the floors' scale.
             return 0.0, math.log(k / (n + 1.0)), self.min_excess, 0.0
-        if side > 0:
-            u = float(s[n - k - 1])
-            tail = [x - u for x in s[n - k : n - TRIM]]
+        cached = self._excess.get(side)
+        if cached is not None and not self._dirty[i]:
+            # Nothing at or beyond u was added or evicted and n is the same: the same moments.
+            u, a0, xi = cached
         else:
-            u = -float(s[k])
-            tail = [-x - u for x in reversed(s[TRIM:k])]
-        tail += [tail[-1]] * TRIM
-        a0 = sum(tail) / k
-        a1 = sum(map(operator.mul, tail, _pwm_weights(k))) / (k * k)
-        d = a0 - 2.0 * a1
-        # d <= 0: no spread among the excesses (quantised, or all equal): no evidence of a heavy tail.
-        xi = 2.0 - a0 / d if d > 1e-12 and a0 > 1e-12 else 0.0
-        xi = min(MAX_SHAPE, max(-0.5, xi))
+            self._dirty[i] = False
+            if side > 0:
+                u = float(s[n - k - 1])
+                tail = [x - u for x in s[n - k : n - TRIM]]
+            else:
+                u = -float(s[k])
+                tail = [-x - u for x in reversed(s[TRIM:k])]
+            self._thr[i] = side * u
+            tail += [tail[-1]] * TRIM
+            a0 = sum(tail) / k
+            a1 = sum(map(operator.mul, tail, _pwm_weights(k))) / (k * k)
+            d = a0 - 2.0 * a1
+            # d <= 0: no spread among the excesses (quantised, or all equal): no evidence of a heavy tail.
+            xi = 2.0 - a0 / d if d > 1e-12 and a0 > 1e-12 else 0.0
+            xi = min(MAX_SHAPE, max(-0.5, xi))
+            self._excess[side] = (u, a0, xi)
         kept = self._shape[side]
         kept = self._shape[side] = xi if kept != kept else kept + SHAPE_SMOOTHING * (xi - kept)
         xi = max(MIN_SHAPE, kept)
-        return u, math.log(k / (n + 1.0)), max(a0, self.min_excess) * (1.0 - xi), xi
+        fit = u, math.log(k / (n + 1.0)), max(a0, self.min_excess) * (1.0 - xi), xi
+        if on_side < 2 * k and self._over(fit) < self._over(_DEFAULT_FIT):
+            # A side seen in under twice the tail's share of the ring is fitted (the bursts of a
+            # mostly-zero series are such a side) but never claimed narrower than the default tail.
+            return _DEFAULT_FIT
+        return fit
+
+    def _over(self, fit: tuple[float, float, float, float]) -> float:
+        """Return the critical value of a fitted tail ``(u, log_pu, beta, xi)`` (in x·side units)."""
+        u, log_pu, beta, xi = fit
+        room = max(0.0, log_pu - self.log_p_thr)
+        return u + (beta * room if xi == 0.0 else beta / xi * math.expm1(xi * room))
 
 
 class TailCalibrator:
     """Maps residuals to calibrated tail probabilities, bands and verdicts (see the module docstring)."""
 
-    __slots__ = ("direction", "log_p_thr", "pending", "point", "recent", "run", "streak")
+    __slots__ = (
+        "direction",
+        "log_p_thr",
+        "pend_head",
+        "pend_n",
+        "pending",
+        "point",
+        "recent",
+        "run",
+        "streak",
+    )
 
     def __init__(self, sensitivity: float, direction: Direction) -> None:
         self.direction: Direction = direction
@@ -286,7 +360,11 @@ class TailCalibrator:
         self.point = EmpiricalTail(self.log_p_thr)
         self.run = EmpiricalTail(self.log_p_thr, MIN_EXCESS / 2.0)  # a mean of RUN: its scale is smaller
         self.recent: list[float] = []  # the last RUN - 1 clipped residuals (admitted or not)
-        self.pending: deque[tuple[float, float]] = deque()  # (z, run median) waiting to be admitted
+        # Residuals waiting to be admitted: a circular buffer of (z, run mean) pairs, flat, so a
+        # series holds 1 kB here instead of 64 tuples of boxed floats (~7 kB).
+        self.pending = array("d", bytes(16 * DELAY))
+        self.pend_head = 0  # index of the oldest pair
+        self.pend_n = 0
         self.streak = 0  # anomalous points in a row
 
     def verdict(self, ts: float, value: float, expected: float, sigma: float) -> Verdict:
@@ -351,11 +429,17 @@ class TailCalibrator:
         """
         self.streak = self.streak + 1 if anomalous else 0
         if self.streak > BURST_POINTS:
-            self.pending.clear()
+            self.pend_n = 0
             return
-        self.pending.append((z, median))
-        if len(self.pending) > DELAY:
-            self._push(*self.pending.popleft())
+        pend, head = self.pending, self.pend_head
+        if self.pend_n == DELAY:  # the oldest has waited long enough: admit it, put the new one there
+            self._push(pend[2 * head], pend[2 * head + 1])
+            pend[2 * head], pend[2 * head + 1] = z, median
+            self.pend_head = head + 1 if head + 1 < DELAY else 0
+        else:
+            tail = (head + self.pend_n) % DELAY
+            pend[2 * tail], pend[2 * tail + 1] = z, median
+            self.pend_n += 1
 
     def _push(self, z: float, mean: float) -> None:
         self.point.push(z)

@@ -46,6 +46,7 @@ from ..sources.base import Source
 from .alerting import Observation, Timing, step
 from .history import VerdictRing
 from .state import AlertStore, RuleHealth
+from .why import EXPLAIN_PER_TICK, MarkerFeed, Why
 
 logger = logging.getLogger(__name__)
 
@@ -224,12 +225,20 @@ class GroupEvaluator:
         keep_history: bool = True,
         trace_search_url: str | None = None,
         trace_search_labels: Mapping[str, str] | None = None,
+        markers: MarkerFeed | None = None,
+        explain: bool = True,
+        explain_budget: int = EXPLAIN_PER_TICK,
     ) -> None:
         """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests.
 
         ``trace_search_url`` (the setting) links an alert left without exemplar trace IDs to its
-        time window in the trace UI.
+        time window in the trace UI. ``markers`` (release markers) are named in the alerts they
+        precede and re-baseline the series they apply to; ``explain`` adds the contribution by
+        dimension of SQL and PromQL ``sum by`` rules' alerts (``why``; at most ``explain_budget`` analyses
+        per evaluation, the rest on the next ones).
         """
+        horizon = max((rule_lookback(r, group) for r in group.rules), default=timedelta(0))
+        self._why = Why(markers, explain=explain, horizon=horizon, budget=explain_budget)
         self.group = group
         self._trace_search_url = trace_search_url
         self._trace_search_labels = dict(trace_search_labels or {})
@@ -298,7 +307,10 @@ class GroupEvaluator:
         changed: list[Alert] = []
         deleted: list[str] = []
         started = time.perf_counter()
+        new_markers = self._why.refresh(now)
         for runner in self._runners:
+            if new_markers:
+                self._why.deliver(new_markers, runner.detectors, runner.rule.labels)
             t0 = time.perf_counter()
             try:
                 n_series, ch, de = self._evaluate_rule(runner, now)
@@ -375,9 +387,11 @@ class GroupEvaluator:
         runner.cursor = max(grid_last, runner.cursor or -math.inf)
 
         observations: dict[str, tuple[Labels, Observation | None]] = {}
+        own_labels: dict[str, Labels] = {}
         for series in series_list:
             labels = series.labels.merge(rule.labels)
             fp = labels.merge({"alertname": rule.alert}).fingerprint
+            own_labels[fp] = series.labels
             observations[fp] = (labels, self._observe(runner, series, grid_last, fp, now))
         absent_fp = Labels(rule.labels).merge({"alertname": rule.alert}).fingerprint
         for fp, alert in runner.alerts.items():
@@ -404,6 +418,9 @@ class GroupEvaluator:
                     del runner.alerts[fp]
                     deleted.append(fp)
                 continue
+            new = self._why.annotate(
+                rule, source, prev, new, own_labels.get(fp), now, rule_lookback(rule, self.group), stp
+            )
             if new != prev:
                 changed.append(new)
             runner.alerts[fp] = new
@@ -441,7 +458,9 @@ class GroupEvaluator:
         else:
             det = runner.detectors.get(series.labels)
             if det is None:
-                det = runner.detectors[series.labels] = self._make_detector(rule, series.labels)
+                made = self._make_detector(rule, series.labels)
+                det = self._why.wrap(made, series.labels.merge(rule.labels))
+                runner.detectors[series.labels] = det
             t0 = time.perf_counter()
             verdicts = det.update_many(series.timestamps, series.values, series.counts)
             if self._metrics:

@@ -30,6 +30,10 @@ MAX_POINTS = 480
 """The newest points a chart shows (8 h of one-minute points): enough on 800 pixels, small in the outbox."""
 
 
+MARKER_COLOUR = "#7b2cbf"
+"""Release markers (deploys, prompt versions, model switches) on charts."""
+
+
 def _json(x: float) -> float | None:
     return float(f"{x:.6g}") if math.isfinite(x) else None  # PostgreSQL JSON has no NaN
 
@@ -107,10 +111,14 @@ def render_chart(
     anomalous: Sequence[bool] | None = None,
     title: str = "",
     unit: str = "",
+    markers: Sequence[tuple[float, str]] = (),
 ) -> bytes | None:
-    """Return a PNG of the series (Unix-second ``timestamps``) with band and anomalies, or None on failure."""
+    """Return a PNG of the series (Unix-second ``timestamps``) with band and anomalies, or None on failure.
+
+    ``markers`` are release markers ``(Unix seconds, title)`` drawn as dashed vertical lines.
+    """
     try:
-        return _draw(timestamps, values, lower, upper, expected, anomalous, title, unit)
+        return _draw(timestamps, values, lower, upper, expected, anomalous, title, unit, markers)
     except Exception as exc:  # a chart is decoration: never let it stop the notification
         logger.warning("chart rendering failed, sending without it: %s: %s", type(exc).__name__, exc)
         return None
@@ -125,6 +133,7 @@ def _draw(
     anomalous: Sequence[bool] | None,
     title: str,
     unit: str,
+    markers: Sequence[tuple[float, str]] = (),
 ) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
@@ -159,6 +168,20 @@ def _draw(
                 alpha=0.2,
                 label="anomalous" if i == 0 else None,
             )
+    for i, (at, text) in enumerate(m for m in markers if timestamps[0] <= m[0] <= timestamps[-1]):
+        ax.axvline(
+            num(at), color=MARKER_COLOUR, linestyle="--", linewidth=1.2, label="release" if i == 0 else None
+        )
+        ax.annotate(
+            text[:40],
+            (num(at), 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            color=MARKER_COLOUR,
+            rotation=90,
+            va="top",
+            ha="right",
+        )
     locator = AutoDateLocator()  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]

@@ -53,6 +53,11 @@ def format_number(x: float | None) -> str:
     return text
 
 
+EXPLANATION = "explanation"
+"""The annotation the engine writes with an alert's contribution by dimension (``engine.contribution``)."""
+RELEASE = "release"
+"""The annotation the engine writes when an episode follows a release marker (``engine.why``)."""
+
 UNIT_ANNOTATION = "unit"
 """A rule annotation naming the series' unit (``USD``, ``USD/h``, ``%``, ``ms``, ``tokens``…)."""
 
@@ -238,10 +243,15 @@ def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, A
             blocks.append(md_text(notes.pop(key), multiline=True))
     notes.pop(UNIT_ANNOTATION, None)  # shown with the numbers
     gap, search = notes.pop(NO_EXEMPLARS, None), notes.pop(TRACE_SEARCH, None)  # shown with the traces
+    why, release = notes.pop(EXPLANATION, None), notes.pop(RELEASE, None)  # shown with the numbers
     blocks.append(md_text(value_line(alert, kind)))
+    if why:
+        blocks.append("Why: " + md_text(why))
     since = since_line(alert, kind)
     if since:
-        blocks.append(since)
+        blocks.append(since + (" · " + md_text(release) if release else ""))
+    elif release:
+        blocks.append(md_text(release))
     if alert.labels:
         blocks.append("Labels: " + ", ".join(md_code(f"{k}={v}") for k, v in alert.labels.items()))
     if notes:

@@ -85,6 +85,14 @@ def _v6_tick_done(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE cluster_evaluations ADD COLUMN done BOOLEAN NOT NULL DEFAULT TRUE")
 
 
+def _v8_markers_feedback(conn: Connection) -> None:
+    """Add release markers (``release_markers``) and on-call feedback (``alert_feedback``, issue #22)."""
+    from .tables import FeedbackRow, MarkerRow
+
+    tables = [getattr(t, "__table__") for t in (MarkerRow, FeedbackRow)]  # noqa: B009
+    SQLModel.metadata.create_all(conn, tables=tables)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
@@ -92,6 +100,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     4: _v4_payload_access,
     5: _v5_alert_surprise,
     6: _v6_tick_done,
+    8: _v8_markers_feedback,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -293,3 +293,41 @@ class EvaluationRow(SQLModel, table=True):
     )
     """set in the transaction that commits the evaluation's results; a claim that is not done does
     not count as evaluated and is re-claimable by the group's next lease epoch (migration 6)"""
+
+
+class MarkerRow(SQLModel, table=True):
+    """A release marker: a deploy, a prompt version or a model switch, with the labels it touches."""
+
+    __tablename__ = "release_markers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ts: datetime = _ts(index=True)
+    """when the change happened"""
+    kind: str = Field(max_length=32)
+    """deploy | prompt_version | model_switch"""
+    text: str = Field(default="", max_length=512)
+    labels: dict[str, str] = _json()
+    grace_s: float = 0.0
+    """how long after ``ts`` matching series re-baseline instead of alerting (0: only annotate)"""
+    created_by: str = Field(default="", max_length=128)
+    created_at: datetime = _ts()
+
+
+class FeedbackRow(SQLModel, table=True):
+    """The on-call's verdict on one alert episode: a real incident or a false alarm."""
+
+    __tablename__ = "alert_feedback"
+    __table_args__ = (sa.UniqueConstraint("fingerprint", "episode_start", name="uq_feedback_episode"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(index=True, max_length=32)
+    rule: str = Field(max_length=256)
+    group_name: str = Field(default="", max_length=256)
+    labels: dict[str, str] = _json()
+    episode_start: datetime = _ts()
+    episode_end: datetime | None = _ts(nullable=True)
+    verdict: str = Field(max_length=16)
+    """real | false"""
+    note: str = ""
+    created_by: str = Field(default="", max_length=128)
+    created_at: datetime = _ts(index=True)

@@ -16,6 +16,8 @@ This module owns the FastAPI app (``build_app``) and running it on a background 
 - ``GET /``, ``/rules/{group}/{rule}`` and their chart PNGs: the status page (``page``).
 - ``GET /api/v1/payloads/{trace_id}``: captured prompts/responses, scope ``payload_read`` only,
   every read audited (``payloads``).
+- ``POST/GET /api/v1/annotations``: release markers (``web.annotations``; writes: ``admin`` or
+  ``ingest``); ``POST/GET /api/v1/alerts/feedback``: verdicts on alert episodes (``web.feedback``).
 
 Reads (the page, its charts, the read API) need scope ``read`` once ``server.read_token`` is set;
 ``/healthz``, ``/readyz`` and ``/metrics`` stay open. Scopes and tokens: ``tokens``.
@@ -45,8 +47,10 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 
 from .. import __version__
+from .annotations import add_annotation_routes
 from .api import add_api_routes
-from .data import Redactor, outbox_stats
+from .data import Redactor, current_alerts, outbox_stats
+from .feedback import add_feedback_routes
 from .ingest import (
     CALLS,
     SCORES,
@@ -206,14 +210,17 @@ def build_app(daemon: DaemonView) -> FastAPI:
 
     tokens = TokenTable(server)
 
-    def require(scope: TokenScope, challenge: str = "Bearer") -> Callable[..., Grant]:
-        """Return the dependency that admits a request carrying a token with ``scope``."""
+    def require(
+        scope: TokenScope, challenge: str = "Bearer", *, also: tuple[TokenScope, ...] = ()
+    ) -> Callable[..., Grant]:
+        """Return the dependency that admits a request with a token of ``scope`` (or one of ``also``)."""
 
         def dependency(
             request: Request, _doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
         ) -> Grant:
             try:
-                return tokens.check(scope, request.headers.get("authorization"), challenge=challenge)
+                auth = request.headers.get("authorization")
+                return tokens.check(scope, auth, challenge=challenge, also=also)
             except AuthProblem as problem:
                 counters.denied.labels(scope.value, problem.reason).inc()
                 if scope is TokenScope.INGEST:
@@ -260,6 +267,8 @@ def build_app(daemon: DaemonView) -> FastAPI:
     add_api_routes(app, daemon, require, redact)
     add_status_routes(app, daemon, redact, require)
     add_payload_routes(app, daemon, require, redact)
+    add_annotation_routes(app, daemon.store, now, require)
+    add_feedback_routes(app, daemon.store, now, require, lambda: current_alerts(daemon))
 
     @app.post(
         "/api/v1/calls",

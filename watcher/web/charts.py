@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..core import Labels, Verdict, to_epoch
+from ..core import Labels, Verdict, from_epoch, to_epoch
 from ..detectors import make_detector
 from ..engine.group import rule_lookback, rule_step
+from ..errors import WatcherError
 from ..notify.charts import render_chart
 from ..rules.schema import NO_TRACES, Group, RollingDetector, Rule
+from ..store.markers import list_markers
 from .view import DaemonView
 
 RULE_CHART_SPAN = timedelta(days=7)
@@ -40,8 +42,10 @@ def _labels_text(labels: Labels) -> str:
     return ", ".join(f"{k}={v}" for k, v in labels.items()) or "(no labels)"
 
 
-def chart_of(verdicts: Sequence[Verdict], title: str) -> bytes | None:
-    """Return the PNG of ``verdicts`` (value, band, anomalous span), or None when there are none."""
+def chart_of(
+    verdicts: Sequence[Verdict], title: str, markers: Sequence[tuple[float, str]] = ()
+) -> bytes | None:
+    """Return the PNG of ``verdicts`` (value, band, anomalous span, release markers), or None when empty."""
     if not verdicts:
         return None
     # A one-sided detector (direction up or down) has no finite lower (upper) bound: shade the
@@ -56,6 +60,7 @@ def chart_of(verdicts: Sequence[Verdict], title: str) -> bytes | None:
         expected=[v.expected for v in verdicts],
         anomalous=[v.anomalous for v in verdicts],
         title=title,
+        markers=markers,
     )
 
 
@@ -68,13 +73,22 @@ def alert_history(daemon: DaemonView, fingerprint: str) -> tuple[Any, list[Verdi
     return None
 
 
+def release_marks(daemon: DaemonView, labels: Labels, start: float, end: float) -> list[tuple[float, str]]:
+    """Return the release markers in ``[start, end]`` that apply to ``labels`` (none if the store fails)."""
+    try:
+        found = list_markers(daemon.store, from_epoch(start), from_epoch(end))
+    except WatcherError:
+        return []
+    return [(to_epoch(m.ts), m.title()) for m in found if m.applies_to(labels)]
+
+
 class AlertChartCache:
     """The last PNG of each alert, redrawn only when its series has a new verdict (drawing takes ~0.1 s)."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[tuple[int, float], bytes]] = {}
+        self._entries: dict[str, tuple[tuple[int, float, int], bytes]] = {}
 
     def get(self, daemon: DaemonView, fingerprint: str) -> bytes | None:
         """Return the PNG of one alert's series, or None when the alert or its history is unknown."""
@@ -82,12 +96,13 @@ class AlertChartCache:
         if found is None or not found[1]:
             return None
         alert, verdicts = found
-        key = (len(verdicts), verdicts[-1].ts)
+        marks = release_marks(daemon, alert.labels, verdicts[0].ts, verdicts[-1].ts)
+        key = (len(verdicts), verdicts[-1].ts, len(marks))
         with self._lock:
             hit = self._entries.get(fingerprint)
         if hit is not None and hit[0] == key:
             return hit[1]
-        png = chart_of(verdicts, f"{alert.rule} {{{_labels_text(alert.labels)}}}")
+        png = chart_of(verdicts, f"{alert.rule} {{{_labels_text(alert.labels)}}}", marks)
         if png is not None:
             with self._lock:
                 self._entries.pop(fingerprint, None)

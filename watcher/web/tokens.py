@@ -9,7 +9,9 @@ with the status, a reason for the metrics and a message that names the setting t
 scope               granted by                       needed for
 ==================  ===============================  ==========================================
 ``ingest``          ``server.ingest_token``          POST /api/v1/calls|scores|feedback
-``admin``           ``server.admin_token``           POST/DELETE /api/v1/silences (and reads)
+``admin``           ``server.admin_token``           POST/DELETE /api/v1/silences, POST
+                                                     /api/v1/alerts/feedback (and reads)
+``admin|ingest``    either token                     POST /api/v1/annotations (release markers)
 ``read``            ``server.read_token``, admin     the status page, its charts, GET /api/v1/*
                                                      (only when ``server.read_token`` is set)
 ``payload_read``    ``server.payload_tokens[name]``  GET /api/v1/payloads/{trace_id} (audited)
@@ -52,7 +54,7 @@ ENV: Final = {scope: "WATCHER_" + setting.upper().replace(".", "__") for scope, 
 
 _WHAT: Final = {
     Scope.INGEST: "ingest",
-    Scope.ADMIN: "writes to silences",
+    Scope.ADMIN: "admin writes (silences, alert feedback)",
     Scope.READ: "reading the status page and the API",
     Scope.PAYLOAD_READ: "reading captured prompts and responses",
 }
@@ -141,8 +143,15 @@ class TokenTable:
                 found = grant
         return found
 
-    def check(self, scope: Scope, authorization: str | None, *, challenge: str = "Bearer") -> Grant:
-        """Return the grant for a request with header ``authorization`` that needs ``scope``.
+    def check(
+        self,
+        scope: Scope,
+        authorization: str | None,
+        *,
+        challenge: str = "Bearer",
+        also: tuple[Scope, ...] = (),
+    ) -> Grant:
+        """Return the grant of a request with header ``authorization`` needing ``scope`` or one of ``also``.
 
         Raise ``AuthProblem``: 403 when nothing grants ``scope`` (naming the setting), 401 without a
         credential or with an unknown one, 403 when the token is known but lacks ``scope``.
@@ -151,19 +160,21 @@ class TokenTable:
             token = credential(authorization)
             grant = self.identify(token) if token is not None else None
             return grant or ANONYMOUS
-        if scope not in self.configured:
-            raise AuthProblem(403, "disabled", disabled_message(scope))
+        wanted = (scope, *also)
+        if not any(s in self.configured for s in wanted):
+            raise AuthProblem(403, "disabled", "; or ".join(disabled_message(s) for s in wanted))
         token = credential(authorization)
         if token is None:
             raise AuthProblem(401, "unauthenticated", "missing `Authorization: Bearer <token>`", challenge)
         grant = self.identify(token)
         if grant is None:
             raise AuthProblem(401, "bad_token", "bad bearer token", challenge)
-        if scope not in grant.scopes:
+        if not any(s in grant.scopes for s in wanted):
             raise AuthProblem(
                 403,
                 "forbidden",
-                f"this token may not do {_WHAT[scope]}: that needs the token of {SETTING[scope]}",
+                f"this token may not do {_WHAT[scope]}: that needs the token of "
+                + " or ".join(SETTING[s] for s in wanted),
             )
         return grant
 
