@@ -456,6 +456,11 @@ class Settings(BaseSettings):
     default_prometheus: str | None = Field(
         None, description="endpoint for rules that name none; default: the only one, if exactly one"
     )
+    checkpoint_interval: Duration | None = Field(
+        timedelta(minutes=10),
+        description="write each rule's detector state to the store this often (data time), so a restart "
+        "or a takeover resumes from it instead of replaying history; null: never",
+    )
     max_workers: int = Field(4, ge=1, le=64)
     stop_timeout: Duration = Field(
         timedelta(seconds=20),

@@ -228,7 +228,8 @@ class Series:
     ``timestamps`` are Unix seconds, strictly increasing. ``values`` may hold NaN for a step with no
     data. ``counts`` is the number of observations behind each point (calls, scores), used by
     sample-size-aware detectors and ``min_count``; ``None`` when the source cannot know it.
-    ``traces[i]`` are the trace references behind point ``i`` (possibly empty), best offenders first.
+    ``traces[i]`` are the trace references behind point ``i`` (possibly empty), best offenders first;
+    a source may hand a lazy sequence that builds them only for the points asked for (an alert's).
     ``exemplars`` says where the source looked for them in exemplars (None: it did not look).
     """
 
@@ -236,7 +237,7 @@ class Series:
     timestamps: FloatArray
     values: FloatArray
     counts: FloatArray | None = None
-    traces: tuple[tuple[TraceRef, ...], ...] = ()
+    traces: Sequence[tuple[TraceRef, ...]] = ()
     exemplars: ExemplarLookup | None = None
 
     def __post_init__(self) -> None:

@@ -33,6 +33,7 @@ from sqlmodel import Session
 from . import sdnotify
 from .config import Settings
 from .core import Alert, Verdict
+from .engine.checkpoints import CheckpointStore
 from .engine.group import EvalResult, GroupEvaluator
 from .engine.jobs import Jobs
 from .engine.sourcedown import SourceDownMonitor
@@ -131,6 +132,7 @@ class Daemon:
             settings.store.url.get_secret_value(), busy_timeout_ms=settings.store.busy_timeout_ms
         )
         self.alert_store = AlertStore(self.store)
+        self.checkpoints = CheckpointStore(self.store)
         self.sources = dict(sources) if sources is not None else build_sources(settings, self.store)
         self.notifier = Notifier(
             self.store,
@@ -200,6 +202,8 @@ class Daemon:
             metrics=self.metrics,
             trace_search_url=self.settings.trace_search_url,
             trace_search_labels=self.settings.trace_search_labels,
+            checkpoints=self.checkpoints,
+            checkpoint_every=self.settings.checkpoint_interval,
             markers=StoreMarkers(self.store),
         )
 

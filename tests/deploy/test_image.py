@@ -109,7 +109,7 @@ def test_wheel_builds_from_exactly_the_build_context(tmp_path: Path) -> None:
     replay_copies(ROOT, files, build_stage_copies(DOCKERFILE.read_text()), src)
     proc = _wheel(src, tmp_path / "dist")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (wheel,) = (tmp_path / "dist").glob("watcher-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("watcher_llm-*.whl")  # the distribution is watcher-llm
     names = set(zipfile.ZipFile(wheel).namelist())
     checkout = checkout_files(ROOT)
     for pack, inside in (

@@ -285,3 +285,33 @@ def test_series_gone_longer_than_their_state_reaches_are_forgotten(store: Store)
     assert ev.history("CostHigh", Labels(tenant="gone")) == []
     assert ev.history("CostHigh", Labels(tenant="acme")) != []
     assert any(a.labels["tenant"] == "acme" for a in ev.alerts())
+
+
+def test_annotations_rendered_only_for_alerting_series_and_unchanged_alerts_not_rewritten() -> None:
+    """Of 50 series one crosses the threshold: only its annotations are rendered; a firing alert
+    whose evaluation changes nothing but the time is not written again."""
+    from watcher.notify.templates import render_annotations
+
+    rendered: list[str] = []
+
+    def counting(*args: object, **kw: object) -> dict[str, str]:
+        labels = kw["labels"]
+        assert isinstance(labels, Labels)
+        rendered.append(labels["tenant"])
+        return render_annotations(*args, **kw)  # type: ignore[arg-type]
+
+    src = MemorySource()
+    for minute in range(5):
+        for i in range(50):
+            value = 50.0 if i == 7 else 1.0
+            src.series("CostHigh", {"tenant": f"t{i:02d}"}).add(to_epoch(T0 + minute * M), value)
+    ev = GroupEvaluator(Group.model_validate(GROUP), {"prometheus": src}, render=counting)
+    first = ev.evaluate(T0 + 2 * M, persist=False)
+    assert rendered == ["t07"] and [a.state for a in first.changed] == [AlertState.PENDING]
+    ev.saved(first)
+    fired = ev.evaluate(T0 + 4 * M, persist=False)
+    assert [a.state for a in fired.changed] == [AlertState.FIRING]
+    ev.saved(fired)
+    again = ev.evaluate(T0 + 4 * M + timedelta(seconds=20), persist=False)  # same point, same value
+    assert again.changed == [] and [a.state for a in again.alerts] == [AlertState.FIRING]
+    assert set(rendered) == {"t07"}

@@ -50,3 +50,46 @@ def test_round_trip(url: str) -> None:
         assert (h["evaluations"], h["failures"], h["health"], h["last_error"]) == (2, 1, "err", "boom")
     finally:
         store.close()
+
+
+def test_many_alerts_upsert_in_one_batch(url: str) -> None:
+    """A tick's changed alerts are written in one batched upsert: new rows, updated rows, NaN/None."""
+    store = open_store(url)
+    try:
+        alerts = AlertStore(store)
+
+        def make(i: int, state: AlertState, value: float) -> Alert:
+            return Alert(
+                rule="R",
+                group="g",
+                labels=Labels(tenant=f"t{i:04d}"),
+                state=state,
+                active_at=T0,
+                fired_at=T0 if state is AlertState.FIRING else None,
+                last_eval=T0 + timedelta(minutes=i % 7),
+                value=value,
+                annotations={"summary": f"tenant {i}"},
+                traces=(TraceRef(f"tr{i}", None, None, None, None),) if i % 2 else (),
+            )
+
+        first = [make(i, AlertState.PENDING, float(i)) for i in range(300)]
+        alerts.save(first, [])
+        second = [make(i, AlertState.FIRING, float("nan") if i == 5 else i * 2.0) for i in range(0, 300, 3)]
+        alerts.save(second, [first[1].fingerprint])
+        back = {a.fingerprint: a for a in alerts.load("g")}
+        want = {a.fingerprint: a for a in first}
+        want.update({a.fingerprint: a for a in second})
+        del want[first[1].fingerprint]
+        assert set(back) == set(want)
+        for fp, a in want.items():
+            b = back[fp]
+            assert (b.state, b.labels, b.annotations, b.traces, b.fired_at) == (
+                a.state,
+                a.labels,
+                a.annotations,
+                a.traces,
+                a.fired_at,
+            )
+            assert b.value == a.value or (b.value != b.value and a.value != a.value)
+    finally:
+        store.close()

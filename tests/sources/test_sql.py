@@ -416,3 +416,26 @@ def test_scores_fetch_on_sqlite_reads_by_time_not_by_score_name(store: Store) ->
         sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
         plan = " ".join(str(row) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
     assert "ix_scores_ts" in plan and "ix_scores_name" not in plan, plan
+
+
+def test_lazy_trace_refs_match_brute_force_in_any_order(store: Store) -> None:
+    """References are ranked only for the points asked for (in blocks): whatever the order of the
+    questions, and through ``Series.after`` views, each point gets the top rows of its window."""
+    rng = np.random.default_rng(7)
+    costs = rng.permutation(np.arange(1, 601)).astype(float)
+    _add(store, [_call(m, float(costs[m - 1])) for m in range(1, 601)])
+    rule = _rule({"agg": "sum", "field": "cost_usd", "window": "5m"}, traces={"from": "rows", "top": 3})
+    forward, backward = _fetch(store, rule, 1, 600)[0], _fetch(store, rule, 1, 600)[0]
+    n = len(forward)
+    assert len(forward.traces) == n == 600
+    back = {i: _ids(backward, i) for i in reversed(range(n))}
+    tail = forward.after(float(forward.timestamps[299]))
+    for i in range(n):
+        window = [m for m in range(i - 3, i + 2) if 1 <= m <= 600]  # minutes (i+1-5, i+1]
+        want = [f"t{m}acme" for m in sorted(window, key=lambda m: -costs[m - 1])[:3]]
+        assert _ids(forward, i) == want == back[i]
+        if i >= 300:
+            assert _ids(tail, i - 300) == want
+    assert forward.traces == backward.traces and forward.traces[-1] == tail.traces[-1]
+    with pytest.raises(IndexError):
+        forward.traces_at(n)

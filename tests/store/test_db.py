@@ -333,3 +333,20 @@ def test_a_version_5_store_gets_the_marker_and_feedback_tables(tmp_path: Path) -
             assert {"release_markers", "alert_feedback"} <= names
     finally:
         store.close()
+
+
+def test_a_version_5_store_gets_the_detector_state_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    store = open_store(url)
+    with store.engine.begin() as conn:  # as the release before checkpoints wrote it
+        conn.exec_driver_sql("DROP TABLE detector_state")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 5")
+    store.close()
+    store = open_store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert schema_version(conn) == SCHEMA_VERSION
+            cols = {c["name"] for c in sa.inspect(conn).get_columns("detector_state")}
+            assert {"group_name", "rule", "fingerprint", "spec", "version", "cursor", "state"} <= cols
+    finally:
+        store.close()

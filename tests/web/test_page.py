@@ -373,6 +373,13 @@ def test_page_renders_with_the_store_down(
     assert "reading silences failed" in page.text and "reading the outbox failed" in page.text
     assert 'data-state="firing"' in page.text  # alerts come from the evaluators, not the store
     assert client.get("/api/v1/silences").status_code == 503
+    # the alerts API still answers, saying what it could not tell
+    api = client.get("/api/v1/alerts")
+    assert api.status_code == 200 and api.json()["data"]["alerts"]
+    assert api.json()["warnings"] == ["the store is unavailable: silencedBy/inhibitedBy are missing"]
+    fp = api.json()["data"]["alerts"][0]["fingerprint"]
+    detail = client.get(f"/alerts/{fp}")
+    assert detail.status_code == 200 and "reading the state history failed" in detail.text
 
 
 def test_alert_chart_is_redrawn_only_when_the_series_moves(client: TestClient, daemon: Daemon) -> None:

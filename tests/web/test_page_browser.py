@@ -2,12 +2,14 @@
 
 The page marks each chart ``data-rendered="yes"`` with its ``naturalWidth`` once the browser has
 decoded it; ``--dump-dom`` returns the DOM after the load event, so the test reads what the browser
-actually drew. The screenshot is kept under ``test-artifacts/`` (ignored by git) and its path printed.
+actually drew. The screenshot is kept under ``$WATCHER_TEST_ARTIFACTS/status-page/`` when that is
+set, else under ``test-artifacts/`` (ignored by git), and its path printed.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -25,7 +27,11 @@ from tests.conftest import missing_component
 from tests.web.test_page import SECRETS, make_daemon
 from watcher.daemon import Daemon
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARTIFACTS = (
+    Path(os.environ["WATCHER_TEST_ARTIFACTS"]) / "status-page"
+    if os.environ.get("WATCHER_TEST_ARTIFACTS")
+    else Path(__file__).resolve().parents[2] / "test-artifacts"
+)
 
 
 @pytest.fixture
@@ -106,7 +112,7 @@ def test_status_page_in_headless_chromium(chromium: str, running: tuple[Daemon, 
     with Image.open(io.BytesIO(png.content)) as chart:
         assert chart.format == "PNG" and chart.size == (800, 300)
 
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "status-page.png"
     shot.unlink(missing_ok=True)
     r = _browser(

@@ -14,14 +14,14 @@ from typing import Any
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|llm-suite|throughput|…|backtest|faults``."""
+    """Register ``watcher bench detection|flagrate|llm-suite|throughput|daemon|…|backtest|faults``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )
     sub = p.add_subparsers(
         dest="bench",
         required=True,
-        metavar="detection|flagrate|llm-suite|throughput|hooks|ingest|notify|backtest|faults",
+        metavar="detection|flagrate|llm-suite|throughput|daemon|hooks|ingest|notify|backtest|faults",
     )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
@@ -66,7 +66,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     llm.add_argument("--only", action="append", metavar="SUBSTR", help="only series whose name has SUBSTR")
     llm.add_argument("--json", action="store_true", help="print the results as JSON")
     llm.set_defaults(func=main_llm_suite)
-    thr = sub.add_parser("throughput", help="time start-up and steady-state ticks per detector")
+    thr = sub.add_parser(
+        "throughput",
+        help="the detector-kernel view: start-up and steady-state ticks of the detectors alone "
+        "(the whole daemon path: bench daemon)",
+    )
     thr.add_argument("--series", type=int, default=10_000)
     thr.add_argument("--history", default="7d")
     thr.add_argument("--step", default="1m")
@@ -76,12 +80,91 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     thr.add_argument("--detector", action="append", help="detector kind (repeatable)")
     thr.set_defaults(func=main_throughput)
+    add_daemon_bench_parser(sub)
     add_hooks_bench_parser(sub)
     add_ingest_bench_parser(sub)
     add_storm_parser(sub)
     add_backtest_bench_parser(sub)
     add_faults_parser(sub)
     return p
+
+
+DAEMON_SHAPES = ("ewma-traces", "rolling", "seasonal")
+"""The rule shapes of ``watcher.bench.daemon.SHAPES`` (named here so ``--help`` needs no numpy)."""
+DAEMON_BACKENDS = ("sqlite", "postgresql", "prometheus")
+
+
+def add_daemon_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``watcher bench daemon`` on the ``bench`` command's subparsers."""
+    import tempfile
+    from pathlib import Path
+
+    p: argparse.ArgumentParser = bench_subparsers.add_parser(
+        "daemon",
+        help="the real daemon end to end (store → rules → sources → detectors → alert state → store)",
+    )
+    p.add_argument("--backend", action="append", choices=DAEMON_BACKENDS, help="(repeatable; default sqlite)")
+    p.add_argument(
+        "--shape", action="append", choices=DAEMON_SHAPES, help="rule shape (repeatable; default ewma-traces)"
+    )
+    p.add_argument("--series", action="append", type=int, help="series count (repeatable; default 1000)")
+    p.add_argument("--days", type=float, default=1.0, help="history before the cold start (1)")
+    p.add_argument("--ticks", type=int, default=5, help="steady ticks timed after the cold start (5)")
+    p.add_argument("--alerting", type=float, default=0.01, help="fraction of series that jump (0.01)")
+    p.add_argument(
+        "--data-dir",
+        default=str(Path(tempfile.gettempdir()) / "watcher-bench-daemon"),
+        help="where generated stores and Prometheus data are kept and reused",
+    )
+    p.add_argument(
+        "--pg-url",
+        default="postgresql+psycopg://127.0.0.1:5432/test",
+        help="PostgreSQL server (a database of its own per data set is created there)",
+    )
+    p.add_argument("--no-restart", action="store_true", help="skip the restart from the detector checkpoint")
+    p.add_argument("--allow-100k", action="store_true", help="allow more than 10,000 series")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=main_daemon_bench)
+    return p
+
+
+def main_daemon_bench(args: argparse.Namespace) -> int:
+    """Run ``watcher bench daemon``: a row per case as it comes, then the whole table (or JSON)."""
+    from pathlib import Path
+
+    sizes = args.series or [1_000]
+    if any(n > 10_000 for n in sizes) and not args.allow_100k:
+        print("more than 10,000 series needs --allow-100k (hours of data generation and GBs of disk)")
+        return 2
+    from ..bench.daemon import run_all, table
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(f"  … {msg}", flush=True)
+
+    def each(row: dict[str, Any]) -> None:
+        if not args.json:
+            print(table([row]).splitlines()[-1], flush=True)
+
+    results = run_all(
+        sizes=sizes,
+        backends=args.backend or ["sqlite"],
+        shapes=args.shape or ["ewma-traces"],
+        days=args.days,
+        ticks=args.ticks,
+        alerting=args.alerting,
+        data_dir=Path(args.data_dir),
+        pg_url=args.pg_url,
+        restart=not args.no_restart,
+        log=log,
+        each=each,
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print()
+        print(table(results))
+    return 1 if any(r.get("error") for r in results) else 0
 
 
 def _main_hooks(args: argparse.Namespace) -> int:

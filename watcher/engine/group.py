@@ -21,14 +21,15 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
 
 from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_epoch, to_epoch
 from ..detectors import Detector, make_detector
-from ..errors import SourceError, WatcherError
+from ..detectors.checkpoint import CheckpointError, get_state, set_state
+from ..errors import SourceError, StoreError, WatcherError
 from ..links import NO_EXEMPLARS, NOTE_KEYS, TRACE_SEARCH, no_exemplars_note, search_link
 from ..notify.templates import render_annotations
 from ..rules.schema import (
@@ -44,6 +45,7 @@ from ..rules.schema import (
 from ..selfmetrics import SelfMetrics
 from ..sources.base import Source
 from .alerting import Observation, Timing, step
+from .checkpoints import CheckpointStore, SeriesState, spec_digest
 from .history import VerdictRing
 from .state import AlertStore, RuleHealth
 from .why import EXPLAIN_PER_TICK, MarkerFeed, Why
@@ -53,6 +55,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOP_TRACES = 5
 HISTORY_MIN_POINTS = 360
 """Verdicts kept per series for charts and the status page, at least (more if the lookback is longer)."""
+CHECKPOINT_ALSO = ("watcher.engine.rebaseline",)
+"""Modules besides the detectors' whose classes a detector checkpoint holds (the marker wrapper)."""
 HISTORY_MAX_POINTS = 2880
 """Hard cap on the verdicts kept per series, whatever the lookback."""
 
@@ -127,6 +131,17 @@ class _RuleRunner:
     last_seen: dict[Labels, float] = field(default_factory=dict)
     """Series labels → the time of the series' newest point seen."""
     pruned_at: float = -math.inf
+    checkpointed_at: float = -math.inf
+    """Grid time of the rule's last detector checkpoint (or of the one it resumed from)."""
+    interned: dict[Labels, Labels] = field(default_factory=dict)
+    """Series labels → the first equal label set seen, whose merges and fingerprint are cached."""
+
+    def intern(self, labels: Labels) -> Labels:
+        """Return the label set kept for ``labels`` (a source builds new ones at every fetch)."""
+        kept = self.interned.get(labels)
+        if kept is None:
+            kept = self.interned[labels] = labels
+        return kept
 
     @property
     def history_points(self) -> int:
@@ -181,7 +196,7 @@ class _RuleRunner:
             alert_labels = labels.merge(self.rule.labels)
             if alert_labels.merge({"alertname": self.rule.alert}).fingerprint in self.alerts:
                 continue
-            for state in (self.detectors, self.last_verdicts, self.history, self.last_seen):
+            for state in (self.detectors, self.last_verdicts, self.history, self.last_seen, self.interned):
                 state.pop(labels, None)
             self.by_alert_labels.pop(alert_labels, None)
             dropped += 1
@@ -192,6 +207,11 @@ class _RuleRunner:
         if r.min_value is not None and not value >= r.min_value:
             return False
         return not (r.max_value is not None and not value <= r.max_value)
+
+
+def _stored_differs(new: Alert, prev: Alert) -> bool:
+    """Tell whether ``new`` must be written: anything but the time of the evaluation changed."""
+    return new != prev and replace(new, last_eval=prev.last_eval) != prev
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +245,8 @@ class GroupEvaluator:
         keep_history: bool = True,
         trace_search_url: str | None = None,
         trace_search_labels: Mapping[str, str] | None = None,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_every: timedelta | None = None,
         markers: MarkerFeed | None = None,
         explain: bool = True,
         explain_budget: int = EXPLAIN_PER_TICK,
@@ -232,13 +254,18 @@ class GroupEvaluator:
         """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests.
 
         ``trace_search_url`` (the setting) links an alert left without exemplar trace IDs to its
-        time window in the trace UI. ``markers`` (release markers) are named in the alerts they
-        precede and re-baseline the series they apply to; ``explain`` adds the contribution by
-        dimension of SQL and PromQL ``sum by`` rules' alerts (``why``; at most ``explain_budget`` analyses
-        per evaluation, the rest on the next ones).
+        time window in the trace UI. With ``checkpoints``, a rule's first evaluation resumes its
+        detectors from their last checkpoint (fetching only what came after it) and their state is
+        checkpointed every ``checkpoint_every`` of data time (at the first evaluation, then on).
+        ``markers`` (release markers) are named in the alerts they precede and re-baseline the
+        series they apply to; ``explain`` adds the contribution by dimension of SQL and PromQL
+        ``sum by`` rules' alerts (``why``; at most ``explain_budget`` analyses per evaluation, the
+        rest on the next ones).
         """
         horizon = max((rule_lookback(r, group) for r in group.rules), default=timedelta(0))
         self._why = Why(markers, explain=explain, horizon=horizon, budget=explain_budget)
+        self._checkpoints = checkpoints
+        self._checkpoint_every = checkpoint_every
         self.group = group
         self._trace_search_url = trace_search_url
         self._trace_search_labels = dict(trace_search_labels or {})
@@ -379,6 +406,8 @@ class GroupEvaluator:
         stp = rule_step(rule, self.group)
         step_s = stp.total_seconds()
         grid_last = math.floor(to_epoch(now) / step_s) * step_s
+        if runner.cursor is None and self._checkpoints is not None and rule.detector is not None:
+            self._resume(runner, now)
         start = (
             from_epoch(runner.cursor) if runner.cursor is not None else now - rule_lookback(rule, self.group)
         )
@@ -389,7 +418,7 @@ class GroupEvaluator:
         observations: dict[str, tuple[Labels, Observation | None]] = {}
         own_labels: dict[str, Labels] = {}
         for series in series_list:
-            labels = series.labels.merge(rule.labels)
+            labels = runner.intern(series.labels).merge(rule.labels)
             fp = labels.merge({"alertname": rule.alert}).fingerprint
             own_labels[fp] = series.labels
             observations[fp] = (labels, self._observe(runner, series, grid_last, fp, now))
@@ -421,7 +450,7 @@ class GroupEvaluator:
             new = self._why.annotate(
                 rule, source, prev, new, own_labels.get(fp), now, rule_lookback(rule, self.group), stp
             )
-            if new != prev:
+            if prev is None or _stored_differs(new, prev):
                 changed.append(new)
             runner.alerts[fp] = new
         for fp in [f for f in runner.episode_start if f not in runner.alerts or runner.alerts[f].resolved]:
@@ -429,7 +458,73 @@ class GroupEvaluator:
         for series in series_list:
             runner.see(series)
         runner.prune(grid_last)
+        self._checkpoint(runner, grid_last)
         return len(series_list), changed, deleted
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def _resume(self, runner: _RuleRunner, now: datetime) -> None:
+        """Adopt the rule's checkpointed detectors when they are recent enough to continue from.
+
+        The cursor moves to the checkpoint's, so the first fetch brings exactly what a daemon that
+        had kept running would have fetched since. A checkpoint older than the lookback, of another
+        spec or detector code, or unreadable, is ignored: the state is rebuilt from history.
+        """
+        assert self._checkpoints is not None
+        rule = runner.rule
+        step_s = rule_step(rule, self.group).total_seconds()
+        try:
+            got = self._checkpoints.load(self.name, rule.alert, spec_digest(rule, step_s))
+        except StoreError as exc:
+            logger.warning("detector checkpoint not read: %s", exc, extra={"group": self.name})
+            return
+        if (
+            got is None
+            or got.cursor > to_epoch(now)
+            or got.cursor < to_epoch(now - rule_lookback(rule, self.group))
+        ):
+            return
+        bad = 0
+        for item in got.series:
+            try:
+                det = set_state(self._make_detector(rule, item.labels), item.state, CHECKPOINT_ALSO)
+            except CheckpointError:
+                bad += 1
+                continue
+            runner.detectors[item.labels] = det
+            runner.last_seen[item.labels] = item.last_seen
+        if bad and not runner.detectors:
+            return
+        runner.cursor = runner.checkpointed_at = got.cursor
+        logger.info(
+            "resumed %d series from a detector checkpoint (%d unreadable)",
+            len(runner.detectors),
+            bad,
+            extra={"group": self.name, "rule": rule.alert},
+        )
+
+    def _checkpoint(self, runner: _RuleRunner, grid_last: float) -> None:
+        """Write the rule's detector state when ``checkpoint_every`` has passed since the last one."""
+        if self._checkpoints is None or self._checkpoint_every is None or runner.rule.detector is None:
+            return
+        if grid_last - runner.checkpointed_at < self._checkpoint_every.total_seconds():
+            return
+        states = []
+        for labels, det in runner.detectors.items():
+            try:
+                blob = get_state(det, CHECKPOINT_ALSO)
+            except CheckpointError:
+                continue  # this series is rebuilt from history after a restart
+            states.append(SeriesState(labels, runner.last_seen.get(labels, grid_last), blob))
+        step_s = rule_step(runner.rule, self.group).total_seconds()
+        try:
+            self._checkpoints.save(
+                self.name, runner.rule.alert, spec_digest(runner.rule, step_s), grid_last, states
+            )
+        except StoreError as exc:
+            logger.warning("detector checkpoint not written: %s", exc, extra={"group": self.name})
+            return
+        runner.checkpointed_at = grid_last
 
     def _fetch(
         self, source: Source, rule: Rule, start: datetime, end: datetime, stp: timedelta
@@ -499,7 +594,9 @@ class GroupEvaluator:
         elif not active and prev is not None and ongoing:
             # a resolving alert keeps its traces (alerting), and so what it said about having none
             notes = {k: prev.annotations[k] for k in NOTE_KEYS if k in prev.annotations}
-        return self._obs(rule, series.labels.merge(rule.labels), latest, active, traces, notes)
+        # The annotations of a series without an alert, and staying without one, are never read.
+        render = active or ongoing
+        return self._obs(rule, series.labels.merge(rule.labels), latest, active, traces, notes, render=render)
 
     def _no_exemplars(self, series: Series, start: float, end: float) -> dict[str, str]:
         """Return the notes of an alert without exemplar traces: whence none came, and a search link."""
@@ -520,6 +617,8 @@ class GroupEvaluator:
         active: bool,
         traces: tuple[TraceRef, ...],
         notes: Mapping[str, str] | None = None,
+        *,
+        render: bool = True,
     ) -> Observation:
         annotations = (
             self._render(
@@ -531,7 +630,7 @@ class GroupEvaluator:
                 upper=v.upper,
                 score=v.score,
             )
-            if rule.annotations
+            if rule.annotations and render
             else {}
         )
         if notes:

@@ -105,8 +105,18 @@ def write_alerts(session: Session, changed: Iterable[Alert], deleted: Iterable[s
     The daemon calls it in the transaction that also writes the notification log and the outbox,
     so a state transition and the message about it are committed together or not at all.
     """
-    for alert in changed:
-        session.merge(alert_to_row(alert))
+    rows = [alert_to_row(alert).model_dump() for alert in changed]
+    if rows:
+        # One upsert for the whole tick (executemany): a merge per alert costs a SELECT and an
+        # UPDATE each, ~1 ms, which is seconds per tick in an alert storm.
+        table = AlertRow.__table__  # type: ignore[attr-defined]
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.fingerprint],
+            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != "fingerprint"},
+        )
+        session.execute(stmt, rows)
     gone = list(deleted)
     if gone:
         session.exec(delete(AlertRow).where(col(AlertRow.fingerprint).in_(gone)))

@@ -26,10 +26,17 @@ GEN_AI_REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
 GEN_AI_REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
 GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
 GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
 
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
 GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+"""Seconds from the request to the first chunk of a streamed response (the hooks: first content)."""
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
 
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
@@ -59,6 +66,7 @@ WATCHER_COST_KNOWN: Final = "watcher.cost_known"
 """Set (to false) only when the model has no price: its cost 0 is not a real cost."""
 WATCHER_TOKENS_ESTIMATED: Final = "watcher.tokens_estimated"
 WATCHER_TTFT_S: Final = "watcher.ttft_s"
+"""Deprecated for ``gen_ai.response.time_to_first_chunk``: not emitted (the OTLP receiver reads both)."""
 
 REQUEST_PARAM_ATTRIBUTES: Final[dict[str, str]] = {
     "temperature": GEN_AI_REQUEST_TEMPERATURE,

@@ -51,6 +51,24 @@ def _messages_attr(role: str, text: str) -> str:
     return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}], ensure_ascii=False)
 
 
+def _messages_json(
+    state: _State, rec: CallRecord, prompt: str | None, response: str | None
+) -> tuple[str | None, str | None]:
+    """Return the redacted input and output messages as JSON (structured when the wrapper read them)."""
+    from .messages import redacted_json
+
+    scrub = state.scrub
+    if rec.input_messages is not None:
+        in_json: str | None = redacted_json(rec.input_messages, scrub)
+    else:
+        in_json = None if prompt is None else _messages_attr("user", prompt)
+    if rec.output_messages is not None:
+        out_json: str | None = redacted_json(rec.output_messages, scrub)
+    else:
+        out_json = None if response is None else _messages_attr("assistant", response)
+    return in_json, out_json
+
+
 class _LLMCall(ContextDecorator):
     """The context manager behind ``llm_call``; a fresh copy runs for each decorated call."""
 
@@ -59,10 +77,12 @@ class _LLMCall(ContextDecorator):
         call: dict[str, Any],
         params: dict[str, Any] | Callable[[], dict[str, Any]],
         labels: Mapping[str, Any],
+        server: tuple[str, int | None] | None = None,
     ) -> None:
         self._call = call
         self._params = params
         self._labels = labels
+        self._server = server
         self._state: _State | None = None
         self._rec: CallRecord | None = None
         self._span: trace.Span | None = None
@@ -72,7 +92,7 @@ class _LLMCall(ContextDecorator):
         self._done = False
 
     def _recreate_cm(self) -> _LLMCall:
-        return _LLMCall(self._call, self._params, self._labels)
+        return _LLMCall(self._call, self._params, self._labels, self._server)
 
     def __enter__(self) -> CallRecord:
         state = self._state = hooks._state
@@ -146,6 +166,10 @@ class _LLMCall(ContextDecorator):
         }
         if state.emit_gen_ai_system:
             attrs[attr.GEN_AI_SYSTEM] = call["provider"]
+        if self._server is not None:  # the conventions ask for it at the start: samplers may use it
+            attrs[attr.SERVER_ADDRESS] = self._server[0]
+            if self._server[1] is not None:
+                attrs[attr.SERVER_PORT] = self._server[1]
         outer = hooks._current.get()
         span = state.tracer.start_span(
             f"{call['operation']} {call['model']}",
@@ -205,13 +229,19 @@ class _LLMCall(ContextDecorator):
             if settle:
                 self._settle(state, rec, exc)
             capture = state.capture_calls and state.writer is not None
-            content = state.capture_content and (rec.prompt is not None or rec.response is not None)
-            prompt = response = None
+            content = state.capture_content and (
+                rec.prompt is not None
+                or rec.response is not None
+                or rec.input_messages is not None
+                or rec.output_messages is not None
+            )
+            prompt = response = in_json = out_json = None
             if content:
                 prompt, response = state.scrub(rec.prompt), state.scrub(rec.response)
+                in_json, out_json = _messages_json(state, rec, prompt, response)
             if span is not None:
                 try:
-                    self._annotate(span, rec, exc, prompt, response)
+                    self._annotate(span, rec, exc, in_json, out_json)
                 except Exception as err:
                     _note_error("span attributes", err)
             metrics = state.metrics()
@@ -220,6 +250,13 @@ class _LLMCall(ContextDecorator):
                     metrics.observe(rec, exemplar=self._sampled or capture)
                 except Exception as err:
                     _note_error("metrics", err)
+            if state.otel_metrics:
+                try:
+                    meters = state.meters()
+                    if meters is not None:
+                        meters.record(rec, self._server)
+                except Exception as err:
+                    _note_error("otel metrics", err)
             if capture:
                 assert state.writer is not None
                 try:
@@ -258,8 +295,8 @@ class _LLMCall(ContextDecorator):
         span: trace.Span,
         rec: CallRecord,
         exc: BaseException | None,
-        prompt: str | None,
-        response: str | None,
+        input_messages: str | None,
+        output_messages: str | None,
     ) -> None:
         if not span.is_recording():
             return
@@ -271,6 +308,8 @@ class _LLMCall(ContextDecorator):
             values[attr.WATCHER_FEATURE] = call["feature"]
         if call["prompt_version"]:
             values[attr.WATCHER_PROMPT_VERSION] = call["prompt_version"]
+        if rec.conversation_id:
+            values[attr.GEN_AI_CONVERSATION_ID] = rec.conversation_id
         params = self._params
         if callable(params):
             try:
@@ -295,22 +334,24 @@ class _LLMCall(ContextDecorator):
             values[attr.WATCHER_COST_KNOWN] = False
         if rec.cached_tokens:
             values[attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = rec.cached_tokens
+        if rec.cache_creation_tokens:
+            values[attr.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = rec.cache_creation_tokens
         if rec.reasoning_tokens:
             values[attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = rec.reasoning_tokens
         if rec.tokens_estimated:
             values[attr.WATCHER_TOKENS_ESTIMATED] = True
         if rec.ttft_s is not None:
-            values[attr.WATCHER_TTFT_S] = rec.ttft_s
+            values[attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = rec.ttft_s
         if rec.response_model:
             values[attr.GEN_AI_RESPONSE_MODEL] = rec.response_model
         if rec.finish_reason:
             values[attr.GEN_AI_RESPONSE_FINISH_REASONS] = (rec.finish_reason,)
         if rec.response_id:
             values[attr.GEN_AI_RESPONSE_ID] = rec.response_id
-        if prompt is not None:
-            values[attr.GEN_AI_INPUT_MESSAGES] = _messages_attr("user", prompt)
-        if response is not None:
-            values[attr.GEN_AI_OUTPUT_MESSAGES] = _messages_attr("assistant", response)
+        if input_messages is not None:
+            values[attr.GEN_AI_INPUT_MESSAGES] = input_messages
+        if output_messages is not None:
+            values[attr.GEN_AI_OUTPUT_MESSAGES] = output_messages
         span.set_attributes(values)
         if exc is not None:
             span.set_attribute(attr.ERROR_TYPE, type(exc).__name__)
@@ -328,6 +369,9 @@ def llm_call(
     user_id: str | None = None,
     prompt_version: str | None = None,
     labels: Mapping[str, Any] | None = None,
+    conversation_id: str | None = None,
+    server_address: str | None = None,
+    server_port: int | None = None,
     **request_params: Any,
 ) -> _LLMCall:
     """Return a context manager (or decorator) that traces, meters and records one model call.
@@ -335,14 +379,24 @@ def llm_call(
     ``with llm_call(provider="openai", model="gpt-4o", temperature=0.2) as rec:`` yields a
     ``CallRecord`` to fill from the response. Request parameters become ``gen_ai.request.<name>``
     span attributes; ``labels`` give values to extra metric labels configured beyond tenant and
-    feature. Used as a decorator, the function reaches its record via ``current_call()``.
+    feature. ``conversation_id`` becomes ``gen_ai.conversation.id`` (and the row's column);
+    ``server_address``/``server_port`` name the endpoint called (``server.*`` attributes).
+    Used as a decorator, the function reaches its record via ``current_call()``.
     """
-    call = call_fields(provider, model, operation, tenant, feature, user_id, prompt_version)
-    return _LLMCall(call, request_params, labels or {})
+    call = call_fields(provider, model, operation, tenant, feature, user_id, prompt_version, conversation_id)
+    server = (str(server_address), server_port) if server_address else None
+    return _LLMCall(call, request_params, labels or {}, server)
 
 
 def call_fields(
-    provider: Any, model: Any, operation: Any, tenant: Any, feature: Any, user_id: Any, prompt_version: Any
+    provider: Any,
+    model: Any,
+    operation: Any,
+    tenant: Any,
+    feature: Any,
+    user_id: Any,
+    prompt_version: Any,
+    conversation_id: Any = None,
 ) -> dict[str, Any]:
     """Return what a call is known by before it starts (the ``CallRecord``'s first fields)."""
     return {
@@ -353,4 +407,5 @@ def call_fields(
         "feature": str(feature),
         "user_id": user_id,
         "prompt_version": prompt_version,
+        "conversation_id": None if conversation_id is None else str(conversation_id),
     }

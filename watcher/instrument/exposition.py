@@ -9,13 +9,16 @@ served when Prometheus asks for it (its default scrape). It does not own the met
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
+if TYPE_CHECKING:  # prometheus_client is imported when serving, not with the hooks
+    from prometheus_client import CollectorRegistry
 
 
 def metrics_app(registry: CollectorRegistry | None = None) -> Any:
     """Return a WSGI app serving ``registry`` (default: the global one) in text or OpenMetrics format."""
+    from prometheus_client import REGISTRY, make_wsgi_app
+
     return make_wsgi_app(registry or REGISTRY)
 
 
@@ -24,6 +27,8 @@ def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Any:
 
     Mount it in FastAPI or Starlette: ``app.mount("/metrics", metrics_asgi_app())``.
     """
+    from prometheus_client import REGISTRY, make_asgi_app
+
     return make_asgi_app(registry or REGISTRY)
 
 
@@ -34,5 +39,7 @@ def start_metrics_server(
 
     ``port=0`` picks a free port: read it from ``server.server_port``.
     """
+    from prometheus_client import REGISTRY, start_http_server
+
     server, _thread = start_http_server(port, addr=addr, registry=registry or REGISTRY)
     return server

@@ -23,16 +23,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import sqlalchemy as sa
 from opentelemetry import trace
 from opentelemetry.trace import Tracer, TracerProvider
-from prometheus_client import REGISTRY, CollectorRegistry
 
-from ..store.tables import Call, Payload, Score
 from .finisher import FINISHER, FinisherStats, register_at_exit
-from .metrics import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS, LLMMetrics, metrics_for
+from .labels import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS
 from .pricing import load_pricing
 from .record import CallRecord
 from .redact import DEFAULT_REDACTOR, Redactor
@@ -42,20 +39,54 @@ from .writer import StoreWriter, WriterStats
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import LLMMetrics
+    from .otelmetrics import GenAIMeters
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
 TRACER_NAME: Final = "watcher.instrument"
 
-_CALLS = cast(sa.Table, Call.__table__)  # type: ignore[attr-defined]
-_SCORES = cast(sa.Table, Score.__table__)  # type: ignore[attr-defined]
-_PAYLOADS = cast(sa.Table, Payload.__table__)  # type: ignore[attr-defined]
+# Table names, not tables: the writer resolves them, so the ORM is imported only with a store.
+_CALLS: Final = "calls"
+_SCORES: Final = "scores"
+_PAYLOADS: Final = "payloads"
 _LIMITS: Final[dict[str, dict[str, int]]] = {
-    t.name: {c.name: getattr(c.type, "length", 0) for c in t.columns if getattr(c.type, "length", None)}
-    for t in (_CALLS, _SCORES, _PAYLOADS)
+    "calls": {
+        "trace_id": 64,
+        "span_id": 32,
+        "provider": 64,
+        "model": 128,
+        "operation": 32,
+        "tenant": 128,
+        "feature": 128,
+        "user_id": 128,
+        "prompt_version": 64,
+        "conversation_id": 128,
+        "finish_reason": 32,
+        "outcome": 16,
+        "error_type": 128,
+    },
+    "scores": {
+        "trace_id": 64,
+        "name": 128,
+        "label": 128,
+        "source": 16,
+        "evaluator": 128,
+        "tenant": 128,
+        "feature": 128,
+        "model": 128,
+        "eval_run": 128,
+    },
+    "payloads": {"trace_id": 64},
 }
+"""The string columns' lengths of ``store.tables`` (a test checks they agree)."""
 MAX_PAYLOAD_CHARS: Final = 32_000
+GLOBAL_REGISTRY: Final = "global"
+"""The registry setting meaning prometheus_client's global ``REGISTRY``, imported on first use."""
 
 
 class CallObserver(Protocol):
@@ -78,7 +109,7 @@ class _State:
     writer: StoreWriter | None = None
     owns_writer: bool = False
     tracer: Tracer = field(default_factory=lambda: trace.get_tracer(TRACER_NAME))
-    registry: CollectorRegistry | None = REGISTRY
+    registry: CollectorRegistry | str | None = GLOBAL_REGISTRY
     clock: Clock = _utcnow
     timer: Callable[[], float] = time.perf_counter
     capture_calls: bool = True
@@ -91,12 +122,32 @@ class _State:
     labels: tuple[str, ...] = DEFAULT_LABELS
     label_limit: int = DEFAULT_LABEL_LIMIT
     _metrics: LLMMetrics | None = None
+    otel_metrics: bool = True
+    meter_provider: Any = None
+    """None: OpenTelemetry's global meter provider (a no-op until the application sets one)."""
+    _meters: GenAIMeters | None = None
 
     def metrics(self) -> LLMMetrics | None:
         """Return the metrics of the configured registry (created on first use), or None if off."""
         if self._metrics is None and self.registry is not None:
-            self._metrics = metrics_for(self.registry, self.labels, self.label_limit)
+            # prometheus_client loads here, with the first metric, not with `import watcher.instrument`
+            from .metrics import metrics_for
+
+            registry = self.registry
+            if isinstance(registry, str):
+                from prometheus_client import REGISTRY
+
+                registry = REGISTRY
+            self._metrics = metrics_for(registry, self.labels, self.label_limit)
         return self._metrics
+
+    def meters(self) -> GenAIMeters | None:
+        """Return the OpenTelemetry GenAI histograms (created on first use), or None if off."""
+        if self._meters is None and self.otel_metrics:
+            from .otelmetrics import GenAIMeters
+
+            self._meters = GenAIMeters(self.meter_provider)
+        return self._meters
 
     def scrub(self, text: str | None) -> str | None:
         """Return ``text`` cut to ``MAX_PAYLOAD_CHARS`` and redacted (unless redaction is off)."""
@@ -139,6 +190,8 @@ def configure(
     pricing: str | Path | None = None,
     observer: CallObserver | None = None,
     evaluation_events: bool = False,
+    meter_provider: Any = None,
+    otel_metrics: bool = True,
 ) -> None:
     """Set the process-wide hook state; a previous configuration's own writer is closed.
 
@@ -153,6 +206,8 @@ def configure(
     ``pricing`` is a YAML file merged over the shipped prices. ``observer`` (the online
     evaluator) is offered every finished call. ``evaluation_events`` adds a
     ``gen_ai.evaluation.result`` span event per ``record_score`` on the current span.
+    ``otel_metrics`` records the conventions' ``gen_ai.client.token.usage`` and
+    ``gen_ai.client.operation.duration`` histograms on ``meter_provider`` (default: the global one).
     """
     global _state
     if writer is None and store is not None:
@@ -167,10 +222,12 @@ def configure(
         writer=writer,
         owns_writer=owns,
         tracer=tracer,
-        registry=(registry or REGISTRY) if metrics else None,
+        registry=(registry or GLOBAL_REGISTRY) if metrics else None,
         clock=clock or _utcnow,
         timer=time.perf_counter if clock is None else (lambda: clock().timestamp()),
         capture_calls=capture_calls,
+        otel_metrics=otel_metrics,
+        meter_provider=meter_provider,
         emit_gen_ai_system=emit_gen_ai_system,
         capture_content=capture_content,
         redactor=redactor,

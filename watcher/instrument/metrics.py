@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.samples import Exemplar
 from prometheus_client.values import MutexValue
 
+from .labels import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS
 from .record import CallRecord
 
 TTFT_BUCKETS: Final = (
@@ -64,8 +65,6 @@ DURATION_BUCKETS: Final = (
 )
 SCORE_BUCKETS: Final = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
-DEFAULT_LABELS: Final = ("tenant", "feature")
-DEFAULT_LABEL_LIMIT: Final = 200
 OTHER: Final = "other"
 _RESERVED: Final = frozenset(
     {"provider", "model", "operation", "outcome", "type", "reason", "name", "source"}

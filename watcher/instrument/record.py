@@ -41,7 +41,9 @@ class CallRecord:
     """One model call as the application fills it in inside ``llm_call``.
 
     Set what the response tells you: ``response_model``, ``input_tokens``, ``output_tokens``,
-    ``cached_tokens``, ``reasoning_tokens``, ``finish_reason``, ``response_id``, ``refused``;
+    ``cached_tokens`` (cache reads), ``cache_creation_tokens`` (cache writes; both are part of
+    ``input_tokens``), ``reasoning_tokens``, ``finish_reason``, ``response_id``, ``refused``;
+    ``conversation_id`` (``gen_ai.conversation.id``) ties the calls of one session;
     call ``first_token()`` when the first content arrives (or set ``ttft_s``); set ``cost_usd`` to
     override the price table and ``duration_s`` to override the measured duration.
     ``trace_id``/``span_id`` are read-only hex strings, valid from the start of the call. The
@@ -49,31 +51,38 @@ class CallRecord:
     on the writer's thread.
 
     For payload capture and online evaluation set ``prompt``, ``response`` and ``context`` (the
-    retrieved passages); ``flagged`` and ``confidence`` steer the evaluation sampler; ``labels``
-    holds values for configured extra metric labels beyond tenant and feature.
+    retrieved passages); ``input_messages``/``output_messages`` (the conventions' structure, roles
+    and tool calls) go on the span, redacted, when content capture is on; ``flagged`` and
+    ``confidence`` steer the evaluation sampler; ``labels`` holds values for configured extra
+    metric labels beyond tenant and feature.
     """
 
     __slots__ = (
         "_cost",
+        "_final",
         "_price",
         "_span_id",
         "_start_mark",
         "_timer",
         "_trace_id",
         "_ts",
+        "cache_creation_tokens",
         "cached_tokens",
         "confidence",
         "context",
+        "conversation_id",
         "duration_s",
         "error_type",
         "feature",
         "finish_reason",
         "flagged",
+        "input_messages",
         "input_tokens",
         "labels",
         "model",
         "operation",
         "outcome",
+        "output_messages",
         "output_tokens",
         "prompt",
         "prompt_version",
@@ -103,6 +112,7 @@ class CallRecord:
         span_id: str,
         ts: datetime | float,
         timer: Callable[[], float],
+        conversation_id: str | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
@@ -116,7 +126,9 @@ class CallRecord:
         self.input_tokens: int = 0
         self.output_tokens: int = 0
         self.cached_tokens: int = 0
+        self.cache_creation_tokens: int = 0
         self.reasoning_tokens: int = 0
+        self.conversation_id = conversation_id
         self.tokens_estimated = False
         self.finish_reason: str | None = None
         self.response_id: str | None = None
@@ -129,10 +141,13 @@ class CallRecord:
         self.prompt: str | None = None
         self.response: str | None = None
         self.context: list[str] | None = None
+        self.input_messages: list[dict[str, Any]] | None = None
+        self.output_messages: list[dict[str, Any]] | None = None
         self.flagged = False
         self.confidence: float | None = None
         self._cost: float | None = None
-        self._price: tuple[float, bool] | None = None  # the table's answer, fixed by stop()
+        self._price: tuple[float, bool] | None = None  # the table's answer, kept once stop() ran
+        self._final = False
         self._trace_id = trace_id
         self._span_id = span_id
         self._timer = timer
@@ -212,6 +227,10 @@ class CallRecord:
             self.cached_tokens = _count(self.cached_tokens)
         if not _is_count(self.reasoning_tokens):
             self.reasoning_tokens = _count(self.reasoning_tokens)
+        if not _is_count(self.cache_creation_tokens):
+            self.cache_creation_tokens = _count(self.cache_creation_tokens)
+        if self.conversation_id is not None and type(self.conversation_id) is not str:
+            self.conversation_id = str(self.conversation_id)
         if self.ttft_s is not None:
             self.ttft_s = _seconds(self.ttft_s)
         self.duration_s = _seconds(self.duration_s)
@@ -223,8 +242,11 @@ class CallRecord:
             self.response_id = str(self.response_id)
         if self.response_model is not None and type(self.response_model) is not str:
             self.response_model = str(self.response_model)
+        # Priced on first use after this (the finisher's thread: the span, metrics and row), not
+        # here: a directly used llm_call stops on the caller's thread, and the first price loads
+        # the maintained table.
         self._price = None
-        self._price = self._priced()
+        self._final = True
 
     def row(self) -> dict[str, Any]:
         """Return the ``calls`` row of this call (every column but ``id``)."""
@@ -244,6 +266,8 @@ class CallRecord:
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cache_creation_tokens": self.cache_creation_tokens,
+            "conversation_id": self.conversation_id,
             "tokens_estimated": bool(self.tokens_estimated),
             "cost_usd": cost,
             "cost_known": known,
@@ -258,13 +282,15 @@ class CallRecord:
         if self._price is not None:
             return self._price
         model = self.response_model or self.model
-        tokens = tuple(
+        inp, out, cached, write = (
             v if _is_count(v) else _count(v)
-            for v in (self.input_tokens, self.output_tokens, self.cached_tokens)
+            for v in (self.input_tokens, self.output_tokens, self.cached_tokens, self.cache_creation_tokens)
         )
-        cost, known = priced_cost(model, *tokens)
+        cost, known = priced_cost(model, inp, out, cached, write, provider=self.provider, at=self.ts)
         if not known and model != self.model:
-            cost, known = priced_cost(self.model, *tokens)
+            cost, known = priced_cost(self.model, inp, out, cached, write, provider=self.provider, at=self.ts)
+        if self._final:
+            self._price = (cost, known)
         return cost, known
 
     def __repr__(self) -> str:

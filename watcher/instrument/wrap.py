@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from . import hooks
+from .access import get as get  # re-exported: the wrappers and their tests read with it
 from .call import _LLMCall, call_fields
 from .hooks import _note_error
 from .raw import is_raw_response, wrap_raw
@@ -29,15 +30,18 @@ from .streams import AsyncStreamProxy, OnItem, StreamState, SyncStreamProxy
 WRAPPED_MARK: Final = "__watcher_original__"
 WRAPPER_SELF: Final = "__watcher_wrapper__"
 RESTORE_MARK: Final = "__watcher_restore__"
-_MISSING: Final = object()
 _NO_ATTRIBUTION: Final[Mapping[str, Any]] = MappingProxyType({})
 _attribution: ContextVar[Mapping[str, Any]] = ContextVar("watcher_attribution", default=_NO_ATTRIBUTION)
-_ATTRIBUTION_KEYS: Final = frozenset({"tenant", "feature", "user_id", "prompt_version", "labels", "context"})
+_ATTRIBUTION_KEYS: Final = frozenset(
+    {"tenant", "feature", "user_id", "prompt_version", "conversation_id", "labels", "context"}
+)
 
 
 @contextmanager
 def attribution(**values: Any) -> Iterator[None]:
     """Attribute the wrapped calls made inside the block: tenant, feature, user_id, prompt_version, labels.
+
+    ``conversation_id`` ties the calls of one session or thread (``gen_ai.conversation.id``).
 
     ``context`` (the retrieved passages, a list of strings) is given to the online evaluator's
     groundedness heuristic. Nested blocks inherit and override: ``with attribution(tenant="acme"):``.
@@ -53,19 +57,19 @@ def attribution(**values: Any) -> Iterator[None]:
         _attribution.reset(token)
 
 
-def get(obj: Any, *path: str) -> Any:
-    """Return ``obj.a.b`` (or ``obj["a"]["b"]``) along ``path``, None where anything is missing."""
-    for name in path:
-        if obj is None:
+def server_of(client: Any) -> tuple[str, int | None] | None:
+    """Return the host and port of an SDK client's ``base_url`` (None when it has none)."""
+    try:
+        url = getattr(client, "base_url", None)
+        host = getattr(url, "host", None)
+        if not host:
             return None
-        if isinstance(obj, dict):
-            obj = obj.get(name)
-        else:  # vendor objects: an attribute (the Mapping ABC check is slower: only when needed)
-            value = getattr(obj, name, _MISSING)
-            if (value is _MISSING or callable(value)) and isinstance(obj, Mapping):
-                value = obj.get(name)  # a mapping's key, not its method (``items``, ``values``)
-            obj = None if value is _MISSING else value
-    return obj
+        port = getattr(url, "port", None)
+        if port is None:
+            port = {"https": 443, "http": 80}.get(str(getattr(url, "scheme", "")))
+        return str(host), (int(port) if port is not None else None)
+    except Exception:  # an unusual client: no server attributes, never an error
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,12 @@ class WrapSpec:
     """Fill the record from one stream item (first token, text, usage, finish reason)."""
     prepare: Callable[[dict[str, Any]], None] | None = None
     """Adjust the request keyword arguments in place before the call (e.g. ask for usage)."""
+    server: tuple[str, int | None] | None = None
+    """The client's endpoint (``server.address``, ``server.port``)."""
+    input_messages: Callable[[Mapping[str, Any]], list[dict[str, Any]] | None] | None = None
+    """Request keyword arguments → the conventions' input messages (content capture only)."""
+    output_messages: Callable[[Any], list[dict[str, Any]] | None] | None = None
+    """A non-streamed response → the conventions' output messages (content capture only)."""
 
 
 def _wants() -> tuple[bool, bool]:
@@ -110,9 +120,11 @@ def _begin(spec: WrapSpec, kwargs: dict[str, Any]) -> tuple[_LLMCall, bool]:
             attrib.get("feature", ""),
             attrib.get("user_id"),
             attrib.get("prompt_version"),
+            attrib.get("conversation_id"),
         ),
         functools.partial(spec.params, kwargs),  # read on the finisher's thread
         labels or {},
+        spec.server,
     )
     return call, kwargs.get("stream") is True
 
@@ -125,19 +137,21 @@ def _enter(call: Any) -> None:
         rec.context = [str(c) for c in context]
 
 
-def _after(spec: WrapSpec, call: Any, result: Any, kwargs: Mapping[str, Any], stream: bool) -> Any:
+def _after(
+    spec: WrapSpec, call: Any, result: Any, kwargs: Mapping[str, Any], stream: bool, is_async: bool
+) -> Any:
     """Return what the application gets: the result, or a proxy that ends the call later."""
     want_text, want_prompt = _wants()
     if is_raw_response(result):
         return wrap_raw(
             result,
             call,
-            lambda parsed: _deliver(spec, call, parsed, kwargs, stream, want_text, want_prompt),
+            lambda parsed: _deliver(spec, call, parsed, kwargs, stream, want_text, want_prompt, is_async),
             stream,
         )
     if stream:
         call.detach()
-    return _deliver(spec, call, result, kwargs, stream, want_text, want_prompt)
+    return _deliver(spec, call, result, kwargs, stream, want_text, want_prompt, is_async)
 
 
 def _deliver(
@@ -148,10 +162,23 @@ def _deliver(
     stream: bool,
     want_text: bool,
     want_prompt: bool,
+    is_async: bool | None = None,
 ) -> Any:
-    """Record a typed result and end the call, or wrap a stream so that it ends the call."""
+    """Record a typed result and end the call, or wrap a stream so that it ends the call.
+
+    ``is_async`` says whether the wrapped method was a coroutine: another instrumentation's stream
+    proxy (OpenLLMetry's) has both ``__next__`` and ``__anext__``, so the stream's own methods
+    cannot tell. None (the stream helpers) falls back to them.
+    """
 
     def prompt() -> str | None:
+        # Called on the finisher's thread when the prompt is wanted: the structured messages too.
+        rec = call.record
+        if spec.input_messages is not None and rec is not None and hooks._state.capture_content:
+            try:
+                rec.input_messages = spec.input_messages(kwargs)
+            except Exception as exc:
+                _note_error("request messages", exc)
         try:
             return spec.prompt(kwargs)
         except Exception as exc:
@@ -160,7 +187,7 @@ def _deliver(
 
     if stream:
         state = StreamState(prompt, want_prompt)
-        if hasattr(result, "__anext__"):
+        if is_async if is_async is not None else hasattr(result, "__anext__"):
             return AsyncStreamProxy(result, call, spec.on_item, state, want_text)
         return SyncStreamProxy(result, call, spec.on_item, state, want_text)
     call.finish(None, functools.partial(_fill, spec, call.record, result, prompt, want_text, want_prompt))
@@ -177,6 +204,11 @@ def _fill(
 ) -> None:
     """Read a typed result into the record (on the finisher's thread)."""
     spec.on_response(rec, result)
+    if spec.output_messages is not None and hooks._state.capture_content:
+        try:
+            rec.output_messages = spec.output_messages(result)
+        except Exception as exc:
+            _note_error("response messages", exc)
     if not want_text:
         rec.response = None
     if want_prompt and rec.prompt is None:
@@ -199,7 +231,7 @@ def wrap_method(original: Callable[..., Any], spec: WrapSpec) -> Callable[..., A
             except BaseException as exc:
                 call.finish(exc)
                 raise
-            return _after(spec, call, result, kwargs, stream)
+            return _after(spec, call, result, kwargs, stream, True)
 
         setattr(async_wrapper, WRAPPED_MARK, original)
         return async_wrapper
@@ -213,7 +245,7 @@ def wrap_method(original: Callable[..., Any], spec: WrapSpec) -> Callable[..., A
         except BaseException as exc:
             call.finish(exc)
             raise
-        return _after(spec, call, result, kwargs, stream)
+        return _after(spec, call, result, kwargs, stream, False)
 
     setattr(wrapper, WRAPPED_MARK, original)
     return wrapper

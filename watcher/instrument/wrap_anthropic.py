@@ -14,12 +14,14 @@ does not own the generic wrapping (``wrap``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from .managers import wrap_stream_helper
+from .messages import anthropic_input, anthropic_output
 from .record import CallRecord
 from .streams import StreamState
-from .wrap import WrapSpec, get, patch, rebuild_variants, unpatch
+from .wrap import WrapSpec, get, patch, rebuild_variants, server_of, unpatch
 
 _PARAMS: Final = {
     "temperature": "temperature",
@@ -27,6 +29,7 @@ _PARAMS: Final = {
     "top_k": "top_k",
     "max_tokens": "max_tokens",
     "stop_sequences": "stop_sequences",
+    "stream": "stream",
 }
 
 
@@ -56,6 +59,7 @@ def _usage(rec: CallRecord, usage: Any, *, output_only: bool = False) -> None:
     write = get(usage, "cache_creation_input_tokens") or 0
     rec.input_tokens = (get(usage, "input_tokens") or 0) + read + write
     rec.cached_tokens = read
+    rec.cache_creation_tokens = write
 
 
 def _stop(rec: CallRecord, reason: Any) -> None:
@@ -103,7 +107,16 @@ def _item(rec: CallRecord, event: Any, state: StreamState) -> None:
 
 def messages_spec(provider: str = "anthropic") -> WrapSpec:
     """Return the spec of ``messages.create``."""
-    return WrapSpec(provider, "chat", _params, _prompt, _response, _item)
+    return WrapSpec(
+        provider,
+        "chat",
+        _params,
+        _prompt,
+        _response,
+        _item,
+        input_messages=anthropic_input,
+        output_messages=anthropic_output,
+    )
 
 
 _VARIANTS: Final = ("with_raw_response", "with_streaming_response")
@@ -119,7 +132,7 @@ def instrument_anthropic(client: Any, *, provider: str = "anthropic") -> Any:
     """
     messages = get(client, "messages")
     if messages is not None:
-        spec = messages_spec(provider)
+        spec = replace(messages_spec(provider), server=server_of(client))
         patch(messages, "create", spec)
         patch(messages, "parse", spec)
         patch(messages, "stream", spec, wrap_stream_helper)

@@ -14,11 +14,13 @@ own the generic wrapping (``wrap``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 
+from .messages import openai_input, openai_output
 from .record import CallRecord
 from .streams import StreamState
-from .wrap import WrapSpec, get, patch, rebuild_variants, unpatch
+from .wrap import WrapSpec, get, patch, rebuild_variants, server_of, unpatch
 
 _PARAMS: Final = {
     "temperature": "temperature",
@@ -31,6 +33,7 @@ _PARAMS: Final = {
     "stop": "stop",
     "seed": "seed",
     "n": "n",
+    "stream": "stream",
 }
 _SENTINELS: Final = frozenset({"Omit", "NotGiven"})
 _INCOMPLETE: Final = {"max_output_tokens": "length", "content_filter": "content_filter"}
@@ -189,6 +192,8 @@ def chat_spec(provider: str = "openai", *, include_usage: bool = False) -> WrapS
         _chat_response,
         _chat_item,
         _include_usage if include_usage else None,
+        input_messages=openai_input,
+        output_messages=openai_output,
     )
 
 
@@ -213,15 +218,16 @@ def instrument_openai(client: Any, *, provider: str = "openai", include_usage: b
     estimated from the text and flagged. ``provider`` names the backend (``azure.ai.openai``,
     ``vllm``...).
     """
+    server = server_of(client)
     chat = get(client, "chat", "completions")
     if chat is not None:
-        spec = chat_spec(provider, include_usage=include_usage)
+        spec = replace(chat_spec(provider, include_usage=include_usage), server=server)
         patch(chat, "create", spec)
         patch(chat, "parse", spec)
         rebuild_variants(chat, _VARIANTS)
     responses = get(client, "responses")
     if responses is not None:
-        spec = responses_spec(provider)
+        spec = replace(responses_spec(provider), server=server)
         patch(responses, "create", spec)
         patch(responses, "parse", spec)
         rebuild_variants(responses, _VARIANTS)

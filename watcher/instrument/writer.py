@@ -7,6 +7,10 @@ costs the caller a thread switch. It never
 blocks and never raises into the caller: a full queue drops the row and counts it, a failed
 insert is logged and counted and its rows are lost. It does not own the engine (``store.db``
 builds it, with its pragmas) nor the shape of the rows (``hooks`` builds them).
+
+SQLAlchemy and the store's tables are imported when a writer is created, not with this module:
+an application that configures no store never loads the ORM (``import watcher.instrument`` stays
+light). Rows name their table (``"calls"``, ``"scores"``, ``"payloads"``) or pass it.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import sqlalchemy as sa
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
 _IDLE_WAIT_S: Final = 1.0
 
-_Item = tuple[sa.Table, Mapping[str, Any] | Callable[[], Mapping[str, Any]]]
+_Item = tuple["sa.Table | str", Mapping[str, Any] | Callable[[], Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,8 @@ class WriterStats:
 
 def _engine_of(engine_or_store: Any) -> sa.Engine:
     """Return the engine of a ``Store``-like object (``.engine``) or the engine itself."""
+    import sqlalchemy as sa
+
     engine = getattr(engine_or_store, "engine", engine_or_store)
     if not isinstance(engine, sa.Engine):
         raise TypeError(f"expected an Engine or an object with .engine, got {type(engine_or_store)!r}")
@@ -72,11 +79,15 @@ class StoreWriter:
         if batch_size < 1 or max_queue < 1 or flush_interval_s < 0:
             raise ValueError("batch_size and max_queue must be >= 1, flush_interval_s >= 0")
         self._engine = _engine_of(engine_or_store)
+        from ..store.tables import Call, Payload, Score  # the ORM loads with the first store, not before
+
+        tables = {m.__tablename__: m.__table__ for m in (Call, Score, Payload)}  # type: ignore[union-attr]
+        self._tables: dict[str, sa.Table] = {str(k): v for k, v in tables.items()}
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._max_queue = max_queue
         self._buffer: deque[_Item] = deque()
-        self._statements: dict[sa.Table, sa.Insert] = {}
+        self._statements: dict[sa.Table | str, sa.Insert] = {}
         self._cond = threading.Condition()
         self._pending = 0
         self._submitted = 0
@@ -101,8 +112,8 @@ class StoreWriter:
 
     # -- caller side -------------------------------------------------------------------------
 
-    def submit(self, table: sa.Table, row: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> bool:
-        """Queue one row for ``table``; return False (and count a drop) when full or closed.
+    def submit(self, table: sa.Table | str, row: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> bool:
+        """Queue one row for ``table`` (a table or its name); return False (and count a drop) when full.
 
         ``row`` may be a function returning it, called on the writer's thread (a failure there
         counts the row as lost). Rows of one table in one batch must have the same keys.
@@ -204,7 +215,7 @@ class StoreWriter:
                 return
 
     def _write(self, batch: list[_Item]) -> None:
-        by_table: dict[sa.Table, list[Mapping[str, Any]]] = {}
+        by_table: dict[sa.Table | str, list[Mapping[str, Any]]] = {}
         unbuilt = 0
         for table, row in batch:
             if callable(row):  # built here rather than on the caller's thread
@@ -247,8 +258,11 @@ class StoreWriter:
                 self._pending -= len(batch)
                 self._cond.notify_all()
 
-    def _insert(self, table: sa.Table) -> sa.Insert:
+    def _insert(self, table: sa.Table | str) -> sa.Insert:
         stmt = self._statements.get(table)
         if stmt is None:
-            stmt = self._statements[table] = sa.insert(table)
+            import sqlalchemy as sa
+
+            target = self._tables[table] if isinstance(table, str) else table
+            stmt = self._statements[table] = sa.insert(target)
         return stmt

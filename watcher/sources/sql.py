@@ -4,7 +4,8 @@ This module owns turning a rule's ``query`` block into labelled series: one SQL 
 selects the rows of ``(first point - window, last point]`` (only the needed columns, filters in
 SQL), and every windowed aggregate is then computed in numpy (``searchsorted`` window bounds,
 cumulative sums; the min/max, quantile and top-row kernels are in ``windows``), together with the
-top trace references behind each point. It does not own the tables (``store.tables``), the
+top trace references behind each point (ranked only for the points asked for: ``PointTraces``).
+It does not own the tables (``store.tables``), the
 connection (``store.db``) nor anything Prometheus serves (``sources.prometheus``).
 
 Timestamps are handled as integer microseconds so that a row exactly on a window edge falls on the
@@ -14,11 +15,11 @@ documented side: point ``t`` aggregates rows with ``t - window < ts <= t``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import Any, get_args
+from typing import Any, get_args, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -448,7 +449,7 @@ def _series(
     if q.per is not None:
         values = values * (q.per.total_seconds() * _US / window_us)
     values[n < max(q.min_count, 1)] = math.nan
-    traces: tuple[tuple[TraceRef, ...], ...] = ()
+    traces: Sequence[tuple[TraceRef, ...]] = ()
     if refs is not None:
         traces = _traces(rule, q, ts, v, matched, lo, hi, values, refs)
     return Series(labels, grid.copy(), values, counts, traces)
@@ -464,8 +465,12 @@ def _traces(
     hi: IntArray,
     values: FloatArray,
     refs: _RefMaker,
-) -> tuple[tuple[TraceRef, ...], ...]:
-    """Return the top trace references behind each point (none behind a point without a value)."""
+) -> PointTraces:
+    """Return the top trace references behind each point, built when a point is first asked for.
+
+    Only an alert's points are ever asked for (``engine.group``): ranking the rows of every window
+    of every series, each tick, was most of the cost of a tick.
+    """
     spec = rule.traces
     top = spec.top if spec is not None else DEFAULT_TOP
     order = spec.order if spec is not None else "value_desc"
@@ -483,21 +488,93 @@ def _traces(
         if not has_values:
             order = "recent"
     n = chi - clo
-    sel = np.flatnonzero((n > 0) & ~np.isnan(values))
-    out: list[tuple[TraceRef, ...]] = [()] * len(values)
-    if len(sel) == 0:
-        return tuple(out)
-    if order == "recent":
-        k = np.arange(top)
-        valid = k < n[sel, None]
-        picked = np.where(valid, cand[np.where(valid, chi[sel, None] - 1 - k, 0)], -1)
-    else:
-        key = np.nan_to_num(v if order == "value_desc" else -v, nan=-_FMAX, posinf=_FMAX, neginf=-_FMAX)
-        picked = top_by_key(cand, key, clo[sel], n[sel], top)
-    made = refs.make(np.unique(picked[picked >= 0]))[np.maximum(picked, 0)].tolist()
-    for point, row, count in zip(sel.tolist(), made, np.minimum(n[sel], top).tolist(), strict=True):
-        out[point] = tuple(row[:count])
-    return tuple(out)
+    keys: list[FloatArray] = []  # the ranking key, computed at the first question (most never come)
+
+    def pick(points: IntArray) -> list[tuple[TraceRef, ...]]:
+        """Return the references behind each of ``points`` (none behind a point without a value)."""
+        out: list[tuple[TraceRef, ...]] = [()] * len(points)
+        ok = np.flatnonzero((n[points] > 0) & ~np.isnan(values[points]))
+        if len(ok) == 0:
+            return out
+        sel = points[ok]
+        if order == "recent":
+            k = np.arange(top)
+            valid = k < n[sel, None]
+            picked = np.where(valid, cand[np.where(valid, chi[sel, None] - 1 - k, 0)], -1)
+        else:
+            if not keys:
+                raw = v if order == "value_desc" else -v
+                keys.append(np.nan_to_num(raw, nan=-_FMAX, posinf=_FMAX, neginf=-_FMAX))
+            picked = top_by_key(cand, keys[0], clo[sel], n[sel], top)
+        made = refs.make(np.unique(picked[picked >= 0]))[np.maximum(picked, 0)].tolist()
+        for at, row, count in zip(ok.tolist(), made, np.minimum(n[sel], top).tolist(), strict=True):
+            out[at] = tuple(row[:count])
+        return out
+
+    return PointTraces(pick, len(values))
 
 
-__all__ = ["CALL_FIELDS", "CALL_LABELS", "SCORE_LABELS", "SqlSource", "SqlSourceRecipe"]
+class PointTraces(Sequence[tuple[TraceRef, ...]]):
+    """The trace references behind each point of one series, built on first access, in blocks.
+
+    Indexing builds (and keeps) the references of a block of points from the one asked for on,
+    so an alert's few points cost a few, and a backtest walking every point still ranks them in
+    vectorised blocks. A slice is a view sharing what was built.
+    """
+
+    BLOCK = 256
+
+    def __init__(
+        self,
+        pick: Callable[[IntArray], list[tuple[TraceRef, ...]]],
+        n: int,
+        offset: int = 0,
+        built: dict[int, tuple[TraceRef, ...]] | None = None,
+    ) -> None:
+        self._pick = pick
+        self._n = n
+        self._offset = offset
+        self._built: dict[int, tuple[TraceRef, ...]] = {} if built is None else built
+        self._total = offset + n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[TraceRef, ...]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[tuple[TraceRef, ...]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[TraceRef, ...] | Sequence[tuple[TraceRef, ...]]:
+        if isinstance(i, slice):
+            start, stop, stride = i.indices(self._n)
+            if stride != 1:
+                return tuple(self[k] for k in range(start, stop, stride))
+            view = PointTraces(self._pick, max(0, stop - start), self._offset + start, self._built)
+            view._total = self._total
+            return view
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("point index out of range")
+        k = self._offset + i
+        got = self._built.get(k)
+        if got is None:
+            block = np.arange(k, min(k + self.BLOCK, self._total), dtype=np.int64)
+            block = block[[int(b) not in self._built for b in block]]
+            for b, refs in zip(block.tolist(), self._pick(block), strict=True):
+                self._built[b] = refs
+            got = self._built[k]
+        return got
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+__all__ = ["CALL_FIELDS", "CALL_LABELS", "SCORE_LABELS", "PointTraces", "SqlSource", "SqlSourceRecipe"]

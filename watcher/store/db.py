@@ -85,12 +85,28 @@ def _v6_tick_done(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE cluster_evaluations ADD COLUMN done BOOLEAN NOT NULL DEFAULT TRUE")
 
 
+def _v7_detector_state(conn: Connection) -> None:
+    """Add ``detector_state``: checkpointed detector state per series (issue #19)."""
+    from .tables import DetectorStateRow
+
+    SQLModel.metadata.create_all(conn, tables=[getattr(DetectorStateRow, "__table__")])  # noqa: B009
+
+
 def _v8_markers_feedback(conn: Connection) -> None:
     """Add release markers (``release_markers``) and on-call feedback (``alert_feedback``, issue #22)."""
     from .tables import FeedbackRow, MarkerRow
 
     tables = [getattr(t, "__table__") for t in (MarkerRow, FeedbackRow)]  # noqa: B009
     SQLModel.metadata.create_all(conn, tables=tables)
+
+
+def _v9_call_cache_writes(conn: Connection) -> None:
+    """Add ``calls.cache_creation_tokens`` and ``calls.conversation_id`` (GenAI conventions, issue #20)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("calls")}
+    if "cache_creation_tokens" not in have:
+        conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0")
+    if "conversation_id" not in have:
+        conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN conversation_id VARCHAR(128)")
 
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
@@ -100,7 +116,9 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     4: _v4_payload_access,
     5: _v5_alert_surprise,
     6: _v6_tick_done,
+    7: _v7_detector_state,
     8: _v8_markers_feedback,
+    9: _v9_call_cache_writes,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -77,6 +77,10 @@ class Call(SQLModel, table=True):
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_creation_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """input tokens written to the provider's cache (part of ``input_tokens``; migration 9)"""
+    conversation_id: str | None = Field(default=None, max_length=128)
+    """``gen_ai.conversation.id``: the session or thread the call belongs to (migration 9)"""
     tokens_estimated: bool = False
     cost_usd: float = 0.0
     cost_known: bool = True
@@ -238,6 +242,26 @@ class EvalRunRow(SQLModel, table=True):
     evaluations: int = 0
     failures: int = 0
     series: int = 0
+
+
+class DetectorStateRow(SQLModel, table=True):
+    """The checkpointed detector state of one series of one rule (``engine.checkpoints``)."""
+
+    __tablename__ = "detector_state"
+
+    group_name: str = Field(primary_key=True, max_length=256)
+    rule: str = Field(primary_key=True, max_length=256)
+    fingerprint: str = Field(primary_key=True, max_length=32)
+    """The series' own labels' fingerprint (before the rule's labels are laid over)."""
+    labels: dict[str, str] = _json()
+    spec: str = Field(max_length=64)
+    """Digest of the rule's detector and step: a changed rule does not resume an old state."""
+    version: str = Field(max_length=64)
+    """``detectors.checkpoint.code_version()`` of the code that wrote it."""
+    cursor: float
+    """The rule's fetch cursor when written (Unix seconds): the resumed rule fetches after it."""
+    last_seen: float
+    state: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
 class SchemaVersionRow(SQLModel, table=True):

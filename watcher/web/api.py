@@ -17,17 +17,27 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..core import AlertState, format_duration, parse_duration, utc
 from ..notify.silences import Matcher, matches_everything, parse_matcher
 from ..regex import compile_linear
 from ..store.tables import SilenceRow
-from .data import Redactor, active_alerts, rule_groups, silence_dict, silences
+from .data import (
+    Redactor,
+    active_alerts,
+    filter_alerts,
+    mute_status,
+    parse_filters,
+    rule_groups,
+    silence_dict,
+    silences,
+    with_thresholds,
+)
 from .tokens import Scope
 from .view import DaemonView
 
@@ -127,6 +137,29 @@ class SilenceIn(BaseModel):
         return out
 
 
+def silence_row(daemon: DaemonView, body: SilenceIn, t: datetime) -> SilenceRow:
+    """Return the row of a new silence asked for at ``t`` (raise ValueError saying what is wrong).
+
+    The API and the status page's silence form both create silences through here.
+    """
+    notify = getattr(daemon.settings, "notify", None)
+    start, end = body.window(t, getattr(notify, "max_silence", MAX_SILENCE))
+    if not body.matchAll and matches_everything(body.matcher_dicts()):
+        raise ValueError(
+            "these matchers mute (nearly) every alert; name a value (tenant=acme) "
+            "or confirm with matchAll: true"
+        )
+    return SilenceRow(
+        id=str(uuid.uuid4()),
+        matchers=body.matcher_dicts(),
+        starts_at=start,
+        ends_at=end,
+        created_by=body.createdBy,
+        comment=body.comment,
+        created_at=t,
+    )
+
+
 def _envelope(**data: Any) -> dict[str, Any]:
     return {"status": "success", "data": data}
 
@@ -149,13 +182,35 @@ def add_api_routes(app: FastAPI, daemon: DaemonView, require: Callable[..., Any]
 
     now = daemon.clock
 
-    @app.get("/api/v1/alerts", tags=["alerts"], dependencies=read, responses={401: {}, 403: {}})
-    def list_alerts(state: Literal["firing", "pending", "all"] = "all") -> dict[str, Any]:
-        """List the current alerts: labels, state, value, expected band, since when, trace links."""
+    @app.get("/api/v1/alerts", tags=["alerts"], dependencies=read, responses={400: {}, 401: {}, 403: {}})
+    def list_alerts(
+        state: Literal["firing", "pending", "all"] = "all",
+        filter: Annotated[  # Alertmanager's name for it
+            list[str] | None,
+            Query(
+                max_length=2048,
+                description="label matchers, Alertmanager's syntax: "
+                'filter=tenant="acme"&filter=severity=~"page|ticket"',
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """List the current alerts: labels, state, value, expected band or threshold, since when,
+        trace links, and why an alert is muted (``silencedBy``, ``inhibitedBy``, ``maintenance``)."""
         wanted = {"firing": [AlertState.FIRING], "pending": [AlertState.PENDING]}.get(
             state, [AlertState.FIRING, AlertState.PENDING]
         )
-        return redact.deep(_envelope(alerts=active_alerts(daemon, wanted)))  # type: ignore[no-any-return]
+        try:
+            matchers = parse_filters(("filter", f) for f in filter or [])
+        except ValueError as exc:
+            raise HTTPException(400, f"bad filter: {exc}"[:500]) from None
+        alerts = with_thresholds(daemon, filter_alerts(active_alerts(daemon, wanted), matchers))
+        body = _envelope(alerts=alerts)
+        try:
+            mute_status(daemon, alerts, now())
+        except sa.exc.SQLAlchemyError as exc:  # the alerts are still served, without why they are muted
+            log.warning("api: reading silences for the alerts failed: %s", type(exc).__name__)
+            body["warnings"] = ["the store is unavailable: silencedBy/inhibitedBy are missing"]
+        return redact.deep(body)  # type: ignore[no-any-return]
 
     @app.get("/api/v1/rules", tags=["alerts"], dependencies=read, responses={401: {}, 403: {}, 503: {}})
     def list_rules() -> dict[str, Any]:
@@ -181,26 +236,10 @@ def add_api_routes(app: FastAPI, daemon: DaemonView, require: Callable[..., Any]
     def create_silence(body: SilenceIn) -> dict[str, Any]:
         """Mute the alerts matching every matcher between startsAt and endsAt."""
         t = now()
-        notify = getattr(daemon.settings, "notify", None)
         try:
-            start, end = body.window(t, getattr(notify, "max_silence", MAX_SILENCE))
+            row = silence_row(daemon, body, t)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        if not body.matchAll and matches_everything(body.matcher_dicts()):
-            raise HTTPException(
-                422,
-                "these matchers mute (nearly) every alert; name a value (tenant=acme) "
-                "or confirm with matchAll: true",
-            )
-        row = SilenceRow(
-            id=str(uuid.uuid4()),
-            matchers=body.matcher_dicts(),
-            starts_at=start,
-            ends_at=end,
-            created_by=body.createdBy,
-            comment=body.comment,
-            created_at=t,
-        )
         with store_errors("creating a silence"), daemon.store.session() as s:
             s.add(row)
             s.commit()

@@ -11,9 +11,11 @@ This module owns the FastAPI app (``build_app``) and running it on a background 
   (scope ``ingest``: ``server.ingest_token``; unset: 403), a body limit
   (``server.max_body_bytes``: 413) and a batch limit (``server.max_batch``: 413). Every rejection
   is a 4xx with a reason; a store failure is 503. The OpenAPI document is at ``/openapi.json``.
+- ``POST /v1/traces``: OTLP/HTTP traces, scope ``ingest`` (``web.otlp``): GenAI spans become calls.
 - ``GET /api/v1/alerts|rules|silences``, ``POST /api/v1/silences``, ``DELETE /api/v1/silences/{id}``
   (``statusapi``; writes need scope ``admin``: ``server.admin_token``, unset: 403).
-- ``GET /``, ``/rules/{group}/{rule}`` and their chart PNGs: the status page (``page``).
+- ``GET /``, ``/alerts/{fingerprint}``, ``/rules/{group}/{rule}`` and their chart PNGs, and the
+  silence form ``POST /alerts/{fingerprint}/silence`` (admin token, same origin): the status page (``page``).
 - ``GET /api/v1/payloads/{trace_id}``: captured prompts/responses, scope ``payload_read`` only,
   every read audited (``payloads``).
 - ``POST/GET /api/v1/annotations``: release markers (``web.annotations``; writes: ``admin`` or
@@ -64,6 +66,8 @@ from .ingest import (
     score_row,
     time_problems,
 )
+from .otlp import PATH as OTLP_PATH
+from .otlp import add_otlp_routes, receiver_of
 from .page import add_status_routes
 from .payloads import add_payload_routes
 from .tokens import AuthProblem, Grant, TokenTable
@@ -129,7 +133,8 @@ class BodyLimit:
         self.rejected = rejected
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(API_PREFIX):
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or not (path.startswith(API_PREFIX) or path == OTLP_PATH):
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -265,10 +270,18 @@ def build_app(daemon: DaemonView) -> FastAPI:
     auth = [Depends(require(TokenScope.INGEST))]
     redact = Redactor(daemon.settings)
     add_api_routes(app, daemon, require, redact)
-    add_status_routes(app, daemon, redact, require)
+    add_status_routes(
+        app,
+        daemon,
+        redact,
+        require,
+        tokens,
+        denied=lambda scope, reason: counters.denied.labels(scope, reason).inc(),
+    )
     add_payload_routes(app, daemon, require, redact)
     add_annotation_routes(app, daemon.store, now, require)
     add_feedback_routes(app, daemon.store, now, require, lambda: current_alerts(daemon))
+    add_otlp_routes(app, receiver_of(daemon, counters.rejected, counters.items), require(TokenScope.INGEST))
 
     @app.post(
         "/api/v1/calls",

@@ -1,7 +1,13 @@
-"""Charts for the status page: an alert's recent series, and a rule's last seven days.
+"""Charts for the status page: an alert's episode with context, and a rule's last seven days.
 
-This module owns choosing the data behind each PNG. An alert's chart is the series' recent
-verdicts as the running evaluator kept them (``GroupEvaluator.history``: value, band, anomalies).
+This module owns choosing the data behind each PNG and drawing it. An alert's chart is the
+series' recent verdicts as the running evaluator kept them (``GroupEvaluator.history``: value,
+band, anomalies), cropped to the alert's episode (active since … resolved at, or now) plus a
+proportionate margin on each side (``episode_window``), so a one-hour incident fills the chart
+instead of being a sliver at the edge of the detector's lookback; ``widen`` multiplies the margin
+by four per step. A threshold rule (``kind: threshold``, or a PromQL ``expr`` ending in a
+comparison with a number) draws its threshold as a line (``thresholds_of``); points where the
+detector was still warming up are shaded grey and labelled "warm-up".
 A rule's seven-day chart fetches the rule's series from its source once, at a coarse step, and runs
 a fresh detector of the rule's configuration over it in time order — exactly what the evaluator
 does with its first fetch, so the band is the one the rule would have drawn — with trace lookups
@@ -12,22 +18,28 @@ It does not own drawing (``notify.charts.render_chart``) nor serving (``page``).
 
 from __future__ import annotations
 
+import io
+import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
-from ..core import Labels, Verdict, from_epoch, to_epoch
+from ..core import Labels, Verdict, from_epoch, to_epoch, utc
 from ..detectors import make_detector
 from ..engine.group import rule_lookback, rule_step
 from ..errors import WatcherError
-from ..notify.charts import render_chart
-from ..rules.schema import NO_TRACES, Group, RollingDetector, Rule
+from ..notify.charts import MARKER_COLOUR
+from ..rules.schema import NO_TRACES, Group, RollingDetector, Rule, ThresholdDetector
 from ..store.markers import list_markers
 from .view import DaemonView
+
+log = logging.getLogger(__name__)
 
 RULE_CHART_SPAN = timedelta(days=7)
 RULE_CHART_POINTS = 1008
@@ -42,35 +54,223 @@ def _labels_text(labels: Labels) -> str:
     return ", ".join(f"{k}={v}" for k, v in labels.items()) or "(no labels)"
 
 
+# --- thresholds -------------------------------------------------------------------------------
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_TRAILING_COMPARISON = re.compile(rf"(>=|<=|==|!=|>|<)\s*(?:bool\s+)?({_NUMBER})\s*$")
+_LEADING_COMPARISON = re.compile(rf"^\s*({_NUMBER})\s*(>=|<=|==|!=|>|<)\s*(?:bool\s+)?")
+_FLIP = {">": "<", "<": ">", ">=": "<=", "<=": ">=", "==": "==", "!=": "!="}
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """One line a rule fires across: ``op`` is the firing side (``>`` fires above ``value``)."""
+
+    op: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"threshold {self.op} {self.value:.6g}"
+
+
+def _top_level(prefix: str) -> bool:
+    """Tell whether the end of ``prefix`` is outside every bracket (the comparison is the outermost)."""
+    depth = 0
+    for ch in prefix:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def promql_threshold(expr: str) -> Threshold | None:
+    """Return the threshold of a PromQL ``expr`` whose outermost operator compares with a number.
+
+    ``sum(rate(x[5m])) > 0.5`` → ``> 0.5``; ``0.5 < sum(...)`` → ``> 0.5``; an expression
+    comparing two series, or one inside ``and``/``or``/``unless``, has no single line: None.
+    """
+    text = " ".join(expr.split())
+    while text.startswith("(") and text.endswith(")") and _top_level(text[1:-1]):
+        text = text[1:-1].strip()
+    if re.search(r"\b(and|or|unless)\b", text):
+        return None
+    m = _TRAILING_COMPARISON.search(text)
+    if m is not None and _top_level(text[: m.start()]) and text[: m.start()].strip():
+        return Threshold(m.group(1), float(m.group(2)))
+    m = _LEADING_COMPARISON.match(text)
+    if m is not None and _top_level(text[m.end() :]) and text[m.end() :].strip():
+        return Threshold(_FLIP[m.group(2)], float(m.group(1)))
+    return None
+
+
+def thresholds_of(rule: Rule) -> list[Threshold]:
+    """Return the fixed lines ``rule`` fires across (none for a detector with a learned band)."""
+    det = rule.detector
+    if isinstance(det, ThresholdDetector):
+        found = [Threshold(">", det.above)] if det.above is not None else []
+        return found + ([Threshold("<", det.below)] if det.below is not None else [])
+    if det is None and rule.expr is not None:
+        found_expr = promql_threshold(rule.expr)
+        return [found_expr] if found_expr is not None else []
+    return []
+
+
+# --- drawing -----------------------------------------------------------------------------------
+
+WIDTH_IN, HEIGHT_IN, DPI = 8.0, 3.0, 100
+
+
+def _runs(ts: Sequence[float], flags: Sequence[bool]) -> list[tuple[float, float]]:
+    """Return (first, last) timestamps of each run of consecutive flagged points."""
+    runs: list[tuple[float, float]] = []
+    start: float | None = None
+    for i, flag in enumerate(flags):
+        if flag and start is None:
+            start = ts[i]
+        if not flag and start is not None:
+            runs.append((start, ts[i - 1]))
+            start = None
+    if start is not None:
+        runs.append((start, ts[-1]))
+    return runs
+
+
+def _with_gaps(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Return ``verdicts`` with an empty point in each gap longer than 1.5 steps.
+
+    A PromQL comparison has no points while it is false and the evaluator keeps only points it
+    saw: without the break, two episodes would be drawn as one line and one anomalous span.
+    """
+    if len(verdicts) < 3:
+        return list(verdicts)
+    diffs = sorted(b.ts - a.ts for a, b in pairwise(verdicts))
+    step = diffs[len(diffs) // 2]
+    if step <= 0:
+        return list(verdicts)
+    out = [verdicts[0]]
+    for v in verdicts[1:]:
+        if v.ts - out[-1].ts > 1.5 * step:
+            out.append(Verdict(ts=out[-1].ts + step, value=math.nan, ready=False))
+        out.append(v)
+    return out
+
+
 def chart_of(
-    verdicts: Sequence[Verdict], title: str, markers: Sequence[tuple[float, str]] = ()
+    verdicts: Sequence[Verdict],
+    title: str,
+    *,
+    thresholds: Sequence[Threshold] = (),
+    episode: tuple[float, float | None] | None = None,
+    span: tuple[float, float] | None = None,
+    markers: Sequence[tuple[float, str]] = (),
 ) -> bytes | None:
-    """Return the PNG of ``verdicts`` (value, band, anomalous span, release markers), or None when empty."""
+    """Return the PNG of ``verdicts``, or None when there are none (or drawing fails; never raises).
+
+    Drawn: the value; the detector's band and expected value where it had one (a one-sided
+    detector's band is shaded from the expected value to the bound it has); each threshold as a
+    red dashed line; anomalous runs in red; warm-up runs (points with a value but no verdict yet)
+    in grey; the alert's episode (start, end or None while it lasts) as a thin orange bar on top.
+    ``span`` (Unix seconds) fixes the time axis: a PromQL comparison has no points where it is
+    false, and the chart still shows the context around the episode. ``markers`` are release
+    markers ``(Unix seconds, title)``, drawn as dashed vertical lines.
+    """
     if not verdicts:
         return None
-    # A one-sided detector (direction up or down) has no finite lower (upper) bound: shade the
-    # normal side from the expected value to the bound it has, so the band is still drawn.
-    lower = [v.lower if math.isfinite(v.lower) else v.expected for v in verdicts]
-    upper = [v.upper if math.isfinite(v.upper) else v.expected for v in verdicts]
-    return render_chart(
-        [v.ts for v in verdicts],
-        [v.value for v in verdicts],
-        lower=lower,
-        upper=upper,
-        expected=[v.expected for v in verdicts],
-        anomalous=[v.anomalous for v in verdicts],
-        title=title,
-        markers=markers,
-    )
+    try:
+        return _draw(verdicts, title, thresholds, episode, span, markers)
+    except Exception as exc:  # a chart is decoration: the page renders without it
+        log.warning("status page chart failed: %s: %s", type(exc).__name__, exc)
+        return None
 
 
-def alert_history(daemon: DaemonView, fingerprint: str) -> tuple[Any, list[Verdict]] | None:
-    """Return the alert with ``fingerprint`` and its series' recent verdicts, or None if unknown."""
-    for ev in list((getattr(daemon, "evaluators", {}) or {}).values()):
-        for alert in ev.alerts():
-            if alert.fingerprint == fingerprint:
-                return alert, ev.history(alert.rule, alert.labels)
-    return None
+def _draw(
+    verdicts: Sequence[Verdict],
+    title: str,
+    thresholds: Sequence[Threshold],
+    episode: tuple[float, float | None] | None,
+    span: tuple[float, float] | None,
+    markers: Sequence[tuple[float, str]] = (),
+) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+    from matplotlib.figure import Figure
+
+    def num(t: float) -> float:
+        return float(date2num(from_epoch(t)))  # type: ignore[no-untyped-call]
+
+    verdicts = _with_gaps(verdicts)
+    ts = [v.ts for v in verdicts]
+    when = [num(t) for t in ts]
+    pad = (ts[1] - ts[0]) / 2 if len(ts) > 1 else 30.0
+    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    banded = [v.ready and (math.isfinite(v.lower) or math.isfinite(v.upper)) for v in verdicts]
+    if any(banded) and not thresholds:
+        lo = [
+            (v.lower if math.isfinite(v.lower) else v.expected) if ok else math.nan
+            for v, ok in zip(verdicts, banded, strict=True)
+        ]
+        hi = [
+            (v.upper if math.isfinite(v.upper) else v.expected) if ok else math.nan
+            for v, ok in zip(verdicts, banded, strict=True)
+        ]
+        ax.fill_between(when, lo, hi, color="tab:blue", alpha=0.15, linewidth=0, label="expected band")
+        expected = [v.expected if v.ready else math.nan for v in verdicts]
+        if any(math.isfinite(x) for x in expected):
+            ax.plot(when, expected, color="tab:blue", linewidth=1, linestyle="--", label="expected")
+    for th in thresholds:
+        ax.axhline(th.value, color="tab:red", linewidth=1.2, linestyle="--", label=str(th))
+    ax.plot(when, [v.value for v in verdicts], color="black", linewidth=1.4, label="value")
+    for i, (a, b) in enumerate(_runs(ts, [v.anomalous for v in verdicts])):
+        ax.axvspan(
+            num(a - pad), num(b + pad), color="tab:red", alpha=0.2, label="anomalous" if i == 0 else None
+        )
+    warm = [not v.ready and math.isfinite(v.value) for v in verdicts]
+    for i, (a, b) in enumerate(_runs(ts, warm)):
+        ax.axvspan(num(a - pad), num(b + pad), color="0.5", alpha=0.2, label="warm-up" if i == 0 else None)
+    first, last = span if span is not None else (ts[0] - pad, ts[-1] + pad)
+    if episode is not None:
+        start, end = episode
+        ax.axvspan(
+            num(max(start, first)),
+            num(min(end if end is not None else last, last)),
+            ymin=0.97,
+            ymax=1.0,
+            color="tab:orange",
+            label="this episode",
+        )
+    for i, (at, text) in enumerate(m for m in markers if first <= m[0] <= last):
+        ax.axvline(
+            num(at), color=MARKER_COLOUR, linewidth=1.2, linestyle="--", label="release" if i == 0 else None
+        )
+        ax.annotate(
+            text[:40],
+            (num(at), 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            color=MARKER_COLOUR,
+            rotation=90,
+            va="top",
+            ha="right",
+        )
+    ax.set_xlim(num(first), num(last))
+    ax.margins(y=0.15)
+    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# --- an alert's chart --------------------------------------------------------------------------
 
 
 def release_marks(daemon: DaemonView, labels: Labels, start: float, end: float) -> list[tuple[float, str]]:
@@ -82,33 +282,126 @@ def release_marks(daemon: DaemonView, labels: Labels, start: float, end: float) 
     return [(to_epoch(m.ts), m.title()) for m in found if m.applies_to(labels)]
 
 
+MAX_WIDEN = 4
+"""``widen`` steps: the margin grows four-fold per step (4**4 = 256 times the episode)."""
+
+
+def episode_window(
+    start: datetime | None, end: datetime | None, now: datetime, step: timedelta, widen: int = 0
+) -> tuple[datetime, datetime]:
+    """Return the span to chart for an episode from ``start`` to ``end`` (None: still active at ``now``).
+
+    The margin on each side is the episode's length, at least ten steps and 30 minutes, times
+    ``4 ** widen``; the span never reaches past ``now``. Without a ``start`` the span is the
+    margin before ``now``.
+    """
+    now = utc(now)
+    last = min(utc(end), now) if end is not None else now
+    first = min(utc(start), last) if start is not None else last
+    length = last - first
+    margin = max(length, 10 * step, timedelta(minutes=30)) * 4 ** max(0, min(widen, MAX_WIDEN))
+    return first - margin, min(last + margin, now)
+
+
+def alert_history(daemon: DaemonView, fingerprint: str) -> tuple[Any, list[Verdict], Any] | None:
+    """Return the alert with ``fingerprint``, its series' recent verdicts and its evaluator, or None."""
+    for ev in list((getattr(daemon, "evaluators", {}) or {}).values()):
+        for alert in ev.alerts():
+            if alert.fingerprint == fingerprint:
+                return alert, ev.history(alert.rule, alert.labels), ev
+    return None
+
+
+def _rule_of(evaluator: Any, name: str) -> tuple[Group, Rule] | None:
+    group = getattr(evaluator, "group", None)
+    if not isinstance(group, Group):
+        return None
+    for r in group.rules:
+        if r.alert == name:
+            return group, r
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeView:
+    """What an alert's chart shows: the verdicts in the window, the window, thresholds and episode."""
+
+    alert: Any
+    verdicts: list[Verdict]
+    """the series' verdicts inside ``start``–``end`` (oldest first)"""
+    history: int
+    """how many verdicts the evaluator keeps for the series (the chart shows a part of them)"""
+    start: datetime
+    end: datetime
+    thresholds: list[Threshold]
+    episode: tuple[float, float | None] | None
+
+
+def episode_view(daemon: DaemonView, fingerprint: str, widen: int = 0) -> EpisodeView | None:
+    """Return what the chart of one alert shows (``widen`` steps wider), or None when unknown."""
+    found = alert_history(daemon, fingerprint)
+    if found is None or not found[1]:
+        return None
+    alert, verdicts, ev = found
+    now = daemon.clock()
+    if alert.last_eval is not None and utc(alert.last_eval) > utc(now):
+        now = alert.last_eval  # a run_once ahead of the clock: its verdicts are still shown
+    grp_rule = _rule_of(ev, alert.rule)
+    step = rule_step(grp_rule[1], grp_rule[0]) if grp_rule is not None else timedelta(minutes=1)
+    start = alert.active_at or alert.fired_at
+    first, last = episode_window(start, alert.resolved_at, now, step, widen)
+    lo, hi = to_epoch(first), to_epoch(last)
+    shown = [v for v in verdicts if lo <= v.ts <= hi] or verdicts[-2:]
+    episode = (
+        (to_epoch(start), to_epoch(alert.resolved_at) if alert.resolved_at is not None else None)
+        if start is not None
+        else None
+    )
+    return EpisodeView(
+        alert,
+        shown,
+        len(verdicts),
+        first,
+        last,
+        thresholds_of(grp_rule[1]) if grp_rule is not None else [],
+        episode,
+    )
+
+
 class AlertChartCache:
-    """The last PNG of each alert, redrawn only when its series has a new verdict (drawing takes ~0.1 s)."""
+    """The last PNGs of each alert, redrawn only when its series has a new verdict (drawing takes ~0.1 s)."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[tuple[int, float, int], bytes]] = {}
+        self._entries: dict[tuple[str, int], tuple[tuple[int, float, float, float, int], bytes]] = {}
 
-    def get(self, daemon: DaemonView, fingerprint: str) -> bytes | None:
-        """Return the PNG of one alert's series, or None when the alert or its history is unknown."""
-        found = alert_history(daemon, fingerprint)
-        if found is None or not found[1]:
+    def get(self, daemon: DaemonView, fingerprint: str, widen: int = 0) -> bytes | None:
+        """Return the PNG of one alert's episode (``widen`` steps wider), or None when unknown."""
+        view = episode_view(daemon, fingerprint, widen)
+        if view is None:
             return None
-        alert, verdicts = found
-        marks = release_marks(daemon, alert.labels, verdicts[0].ts, verdicts[-1].ts)
-        key = (len(verdicts), verdicts[-1].ts, len(marks))
+        marks = release_marks(daemon, view.alert.labels, to_epoch(view.start), to_epoch(view.end))
+        key = (view.history, view.verdicts[-1].ts, to_epoch(view.start), to_epoch(view.end), len(marks))
+        cache_key = (fingerprint, widen)
         with self._lock:
-            hit = self._entries.get(fingerprint)
+            hit = self._entries.get(cache_key)
         if hit is not None and hit[0] == key:
             return hit[1]
-        png = chart_of(verdicts, f"{alert.rule} {{{_labels_text(alert.labels)}}}", marks)
+        png = chart_of(
+            view.verdicts,
+            f"{view.alert.rule} {{{_labels_text(view.alert.labels)}}}",
+            thresholds=view.thresholds,
+            episode=view.episode,
+            span=(to_epoch(view.start), to_epoch(view.end)),
+            markers=marks,
+        )
         if png is not None:
             with self._lock:
-                self._entries.pop(fingerprint, None)
+                self._entries.pop(cache_key, None)
                 while len(self._entries) >= self._size:
                     del self._entries[next(iter(self._entries))]
-                self._entries[fingerprint] = (key, png)
+                self._entries[cache_key] = (key, png)
         return png
 
 
@@ -224,7 +517,16 @@ class RuleChartCache:
             png = pngs.get(index)
         if png is None:
             s = series[index]
-            png = chart_of(s.verdicts, f"{rule.alert} {{{_labels_text(s.labels)}}} — last 7 days")
+            # a series younger than the span starts where its data does, not as a sliver at the edge
+            first = next((i for i, v in enumerate(s.verdicts) if math.isfinite(v.value)), 0)
+            when = (
+                "last 7 days" if first == 0 else f"since {from_epoch(s.verdicts[first].ts):%Y-%m-%d %H:%M}Z"
+            )
+            png = chart_of(
+                s.verdicts[max(0, first - 1) :],
+                f"{rule.alert} {{{_labels_text(s.labels)}}} — {when}",
+                thresholds=thresholds_of(rule),
+            )
             if png is not None:
                 with self._lock:
                     pngs[index] = png

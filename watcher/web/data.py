@@ -2,8 +2,12 @@
 
 This module owns collecting the daemon's state for display — rule groups with their health, the
 current alerts with their bands and trace links, recent notifications, dead letters, silences and
-the outbox's depth and oldest age — and keeping secrets out of it (``Redactor``). It does not own
-the HTML (``page``), the JSON routes (``api``) nor the charts (``charts``).
+the outbox's depth and oldest age — and keeping secrets out of it (``Redactor``). It also owns
+what the page adds to an alert: why it is muted (``mute_status``: the silences, maintenance window
+and inhibiting alert that keep it from being notified, as the notification pipeline decides it),
+its threshold for a threshold rule, label filters on the alert list (``parse_filters``,
+Alertmanager's matchers) and one alert's state history from the store (``state_history``). It does
+not own the HTML (``page``), the JSON routes (``api``) nor the charts (``charts``).
 
 Every function takes the daemon duck-typed (``settings``, ``store``, ``rules``, ``evaluators``,
 ``alert_store``) and reads missing parts as empty, so a partly built daemon still renders.
@@ -20,10 +24,15 @@ from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 from ..core import Alert, AlertState, iso, json_num, trace_to_dict, utc
+from ..engine.state import row_to_alert
 from ..notify.document import trace_link
-from ..notify.silences import Matcher
+from ..notify.inhibit import inhibiting
+from ..notify.maintenance import open_window
+from ..notify.mute import firing_in_store
+from ..notify.silences import Matcher, active_silences, matches_all, parse_matcher
 from ..redact import Masker, secret_values
-from ..store.tables import OutboxRow, SilenceRow
+from ..store.tables import AlertRow, OutboxRow, SilenceRow
+from .charts import thresholds_of
 from .view import DaemonView
 
 DEFAULT_TRACE_URL = "http://localhost:16686/trace/{trace_id}"
@@ -85,7 +94,11 @@ def current_alerts(daemon: DaemonView) -> list[Alert]:
 
 
 def rule_groups(daemon: DaemonView) -> list[dict[str, Any]]:
-    """Return the loaded groups, each with its rules' health, last evaluation, error and alerts."""
+    """Return the loaded groups, each with its rules' health, last evaluation, error and alerts.
+
+    ``warmingUp`` counts the rule's series whose detector has not enough history for a verdict
+    yet (``warmUp``: one of their reasons, e.g. ``warming up: 40/288 points``).
+    """
     rules = getattr(daemon, "rules", None)
     if rules is None:
         return []
@@ -93,6 +106,15 @@ def rule_groups(daemon: DaemonView) -> list[dict[str, Any]]:
     by_rule: dict[tuple[str, str], list[Alert]] = {}
     for a in current_alerts(daemon):
         by_rule.setdefault((a.group, a.rule), []).append(a)
+    warming: dict[tuple[str, str], list[str]] = {}
+    for name, ev in list((getattr(daemon, "evaluators", {}) or {}).items()):
+        latest = getattr(ev, "verdicts", None)
+        for rule_name, per_series in (latest() if callable(latest) else {}).items():
+            reasons = [
+                v.reason for v in per_series.values() if not v.ready and v.reason.startswith("warming up")
+            ]
+            if reasons:
+                warming[(name, rule_name)] = reasons
     out = []
     for lg in rules.groups:
         group = lg.group
@@ -117,6 +139,8 @@ def rule_groups(daemon: DaemonView) -> list[dict[str, Any]]:
                     "state": str(worst),
                     "firing": sum(1 for a in alerts if a.state is AlertState.FIRING),
                     "pending": sum(1 for a in alerts if a.state is AlertState.PENDING),
+                    "warmingUp": len(warming.get((group.name, rule.alert), [])),
+                    "warmUp": next(iter(warming.get((group.name, rule.alert), [])), None),
                 }
             )
         states = {r["health"] for r in rows}
@@ -153,6 +177,192 @@ def alert_dict(alert: Alert, trace_url: str) -> dict[str, Any]:
         "lastEvaluation": iso(alert.last_eval),
         "traces": [{**trace_to_dict(t), "url": trace_link(trace_url, t.trace_id)} for t in alert.traces],
     }
+
+
+def _rules_by_name(daemon: DaemonView) -> dict[tuple[str, str], Any]:
+    rules = getattr(daemon, "rules", None)
+    return {
+        (lg.group.name, r.alert): r
+        for lg in (rules.groups if rules is not None else ())
+        for r in lg.group.rules
+    }
+
+
+def with_thresholds(daemon: DaemonView, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``thresholds`` (``["threshold > 5"]``; empty for a learned band) to each alert dict."""
+    by_name = _rules_by_name(daemon)
+    for a in alerts:
+        rule = by_name.get((a["group"], a["rule"]))
+        a["thresholds"] = [str(t) for t in thresholds_of(rule)] if rule is not None else []
+    return alerts
+
+
+def mute_status(daemon: DaemonView, alerts: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """Add why each alert is muted at ``now``, as the notification pipeline decides it.
+
+    Each dict gains ``silencedBy`` (ids of the silences in force that match it), ``inhibitedBy``
+    (the fingerprints of firing alerts that inhibit it, with ``inhibitedByNames``), ``maintenance``
+    (the open window's name, or None) and ``muted`` (any of these). Labels include ``alertname``.
+    """
+    settings = daemon.settings
+    notify = getattr(settings, "notify", None)
+    windows = list(getattr(notify, "maintenance_windows", []) or [])
+    rules = list(getattr(notify, "inhibit_rules", []) or [])
+    with daemon.store.session() as s:
+        sil = active_silences(s, now)
+        firing = firing_in_store(s) if rules else []
+    firing += [dict(a["labels"]) for a in alerts if a["state"] == "firing"]
+    for a in alerts:
+        labels = dict(a["labels"])
+        a["silencedBy"] = [x.id for x in sil if matches_all(x.matchers or [], labels)]
+        window = open_window(windows, labels, now) if windows else None
+        a["maintenance"] = window.name if window is not None else None
+        hit = inhibiting(rules, labels, firing) if rules else None
+        src = dict(hit[1]) if hit is not None else None
+        a["inhibitedBy"] = [_fingerprint_of(src)] if src is not None else []
+        a["inhibitedByNames"] = [src.get("alertname", "?")] if src is not None else []
+        a["muted"] = bool(a["silencedBy"] or a["maintenance"] or a["inhibitedBy"])
+    return alerts
+
+
+def _fingerprint_of(labels: Mapping[str, str]) -> str:
+    from ..core import Labels
+
+    return Labels(dict(labels)).fingerprint
+
+
+RESERVED_PARAMS = frozenset({"filter", "refresh"})
+"""Query parameters of the alert list that are not label filters (filter those labels with
+``filter=refresh="x"``)."""
+
+
+def parse_filters(params: Iterable[tuple[str, str]]) -> list[Matcher]:
+    """Return the label matchers of a query string (raise ValueError with the reason when bad).
+
+    ``filter=tenant=~"ac.*"`` takes Alertmanager's matcher syntax (``=``, ``!=``, ``=~``, ``!~``;
+    regexes anchored, RE2); any other parameter ``name=value`` that is not one of
+    ``RESERVED_PARAMS`` is an equality matcher (``?tenant=acme&severity=page``).
+    """
+    out: list[Matcher] = []
+    for key, value in params:
+        if "\x00" in key or "\x00" in value:
+            raise ValueError("NUL characters are not allowed in a filter")
+        if key == "filter":
+            for part in _split_filter(value):
+                out.append(parse_matcher(part))
+        elif key not in RESERVED_PARAMS:
+            out.append(parse_matcher(f"{key}={_quote(value)}"))
+        if len(out) > 50:
+            raise ValueError("at most 50 label filters")
+    return out
+
+
+def _quote(value: str) -> str:
+    return '"' + value + '"'
+
+
+def _split_filter(text: str) -> list[str]:
+    """Split ``{a="x", b=~"y,z"}`` (braces optional) at commas outside quotes."""
+    body = text.strip()
+    if body.startswith("{") and body.endswith("}"):
+        body = body[1:-1]
+    parts: list[str] = []
+    cur: list[str] = []
+    quote = ""
+    escaped = False
+    for ch in body:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quote:
+            escaped = True
+        elif quote and ch == quote:
+            quote = ""
+        elif not quote and ch in "\"'":
+            quote = ch
+        elif not quote and ch == ",":
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur))
+    return [p for p in (x.strip() for x in parts) if p]
+
+
+def filter_alerts(alerts: list[dict[str, Any]], matchers: list[Matcher]) -> list[dict[str, Any]]:
+    """Return the alerts whose labels (with ``alertname``) satisfy every matcher."""
+    return [a for a in alerts if all(m.matches(a["labels"]) for m in matchers)]
+
+
+def find_alert(daemon: DaemonView, fingerprint: str) -> tuple[Alert, bool] | None:
+    """Return the alert with ``fingerprint`` and whether it has a rule, from the evaluators or the store.
+
+    A resolved alert the evaluators have let go is read from the store's ``alerts`` table while
+    it is kept there; ``WatcherSourceDown`` (no rule) comes from the source-down monitor.
+    """
+    for a in current_alerts(daemon):
+        if a.fingerprint == fingerprint:
+            return a, True
+    monitor = getattr(daemon, "source_down", None)
+    for a in list(monitor.alerts()) if monitor is not None else []:
+        if a.fingerprint == fingerprint:
+            return a, False
+    with daemon.store.session() as s:
+        row = s.get(AlertRow, fingerprint)
+        return (row_to_alert(row), True) if row is not None else None
+
+
+def state_history(daemon: DaemonView, alert: Alert, limit: int = 200) -> list[dict[str, Any]]:
+    """Return the alert's state transitions, newest first: ``{at, state, episode, source}``.
+
+    The current episode's come from the alert itself as the store keeps it (pending at
+    ``active_at``, firing at ``fired_at``, resolved at ``resolved_at``). Earlier episodes come from
+    the notifications written for it (the outbox keeps each firing and resolved message with its
+    episode's start and end): pending at the episode's start, firing when first notified,
+    resolved at its end. Each transition appears once whatever the number of receivers.
+    """
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(state: str, at: datetime | str | None, episode: str | None, source: str) -> None:
+        when = at if isinstance(at, str) or at is None else iso(at)
+        if when is None:
+            return
+        seen.setdefault((state, when), {"at": when, "state": state, "episode": episode, "source": source})
+
+    start = iso(alert.active_at or alert.fired_at)
+    add("pending", alert.active_at, start, "alert")
+    add("firing", alert.fired_at, start, "alert")
+    add("resolved", alert.resolved_at, start, "alert")
+    with daemon.store.session() as s:
+        stmt = (
+            select(OutboxRow)
+            .where(col(OutboxRow.fingerprint) == alert.fingerprint)
+            .order_by(col(OutboxRow.id).desc())
+            .limit(limit)
+        )
+        rows = list(s.exec(stmt).all())
+    for row in reversed(rows):  # oldest first, so "first notified" wins
+        payload = (row.message or {}).get("payload") or {}
+        episode = payload.get("starts_at") if isinstance(payload.get("starts_at"), str) else None
+        if episode is not None and episode != start:
+            add("pending", episode, episode, "notification")
+        if row.kind == "firing":
+            if episode is None or episode != start or alert.fired_at is None:
+                add("firing", row.created_at, episode, "notification")
+        elif row.kind == "resolved":
+            ends = payload.get("ends_at")
+            if episode != start or alert.resolved_at is None:
+                add("resolved", ends if isinstance(ends, str) else row.created_at, episode, "notification")
+    # one firing per episode: the first notification of an episode is when it was seen firing
+    out: list[dict[str, Any]] = []
+    firing_seen: set[str | None] = set()
+    for item in sorted(seen.values(), key=lambda x: x["at"]):
+        repeated = item["episode"] is not None and item["episode"] in firing_seen
+        if item["state"] == "firing" and item["source"] == "notification" and repeated:
+            continue
+        if item["state"] == "firing":
+            firing_seen.add(item["episode"])
+        out.append(item)
+    return sorted(out, key=lambda x: x["at"], reverse=True)
 
 
 def _rank(surprise: float) -> float:

@@ -79,6 +79,8 @@ class CallIn(_In):
     output_tokens: Count = 0
     cached_tokens: Count = 0
     reasoning_tokens: Count = 0
+    cache_creation_tokens: Count = Field(0, description="input tokens written to the provider's cache")
+    conversation_id: Str128 | None = None
     tokens_estimated: Flag = False
     cost_usd: float | None = Field(
         None,
@@ -188,7 +190,13 @@ def call_row(item: CallIn, now: datetime) -> dict[str, Any]:
     row["ts"] = item.ts or now
     if item.cost_usd is None:
         row["cost_usd"], row["cost_known"] = cost_usd(
-            item.model, item.input_tokens, item.output_tokens, item.cached_tokens
+            item.model,
+            item.input_tokens,
+            item.output_tokens,
+            item.cached_tokens,
+            item.cache_creation_tokens,
+            provider=item.provider,
+            at=row["ts"],
         )
     else:
         row["cost_known"] = True

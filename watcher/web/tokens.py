@@ -8,7 +8,8 @@ with the status, a reason for the metrics and a message that names the setting t
 ==================  ===============================  ==========================================
 scope               granted by                       needed for
 ==================  ===============================  ==========================================
-``ingest``          ``server.ingest_token``          POST /api/v1/calls|scores|feedback
+``ingest``          ``server.ingest_token``          POST /api/v1/calls|scores|feedback,
+                                                     POST /v1/traces (OTLP)
 ``admin``           ``server.admin_token``           POST/DELETE /api/v1/silences, POST
                                                      /api/v1/alerts/feedback (and reads)
 ``admin|ingest``    either token                     POST /api/v1/annotations (release markers)
