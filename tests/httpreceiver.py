@@ -30,6 +30,7 @@ class HTTPReceiver:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._requests: list[tuple[str, dict[str, str], Any]] = []
+        self._raw: list[bytes] = []
         self._served: list[int] = []
         self._open = threading.Event()
         self._open.set()
@@ -54,6 +55,12 @@ class HTTPReceiver:
         """Return a copy of the requests received so far, in order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def raw_bodies(self) -> list[bytes]:
+        """Return the body of each request as it arrived (the exact bytes), in order."""
+        with self._lock:
+            return list(self._raw)
 
     @property
     def served_statuses(self) -> list[int]:
@@ -94,6 +101,7 @@ class HTTPReceiver:
         with self._cond:
             status = self._statuses.pop(0) if len(self._statuses) > 1 else self._statuses[0]
             self._requests.append((path, headers, body))
+            self._raw.append(raw)
             self._served.append(status)
             self._cond.notify_all()
         return status

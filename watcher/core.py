@@ -468,8 +468,53 @@ class NotificationKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TraceLink:
+    """One of an alert's top traces with its deep link (the configured ``trace_url`` filled in)."""
+
+    trace: TraceRef
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One alert as a notification lists it: whether it fires, its rule's page, its top traces' links."""
+
+    alert: Alert
+    kind: NotificationKind
+    rule_url: str = ""
+    traces: tuple[TraceLink, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRef:
+    """The group a grouped receiver's message is about: its notification-log key and its labels."""
+
+    key: str
+    labels: Labels
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What a notice about watcher itself (a message given up, a receiver failing) adds to its alert.
+
+    Its structured form differs from an alert's: ``value`` stands for what the notice counts (the
+    failed attempts of a failing receiver, or None), ``score`` is null, there is no ``surprise``,
+    and a dead-letter notice names the outbox row given up (``dead_outbox_id``).
+    """
+
+    value: float | None = None
+    dead_outbox_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
-    """A rendered message for one receiver about one alert, ready for the outbox."""
+    """A rendered message for one receiver about one alert or one group of alerts, ready for the outbox.
+
+    Everything a receiver needs is typed here: ``alert`` is the lead alert (the first listed),
+    ``listed`` every alert the message is about with its rule page and trace links (one for an
+    ungrouped receiver), ``group`` the group of a grouped receiver's message, ``notification_id`` the
+    ID fixed when the outbox took the message (empty before).
+    """
 
     receiver: str
     kind: NotificationKind
@@ -480,5 +525,28 @@ class Notification:
     alert: Alert
     links: tuple[tuple[str, str], ...] = ()
     """(text, url) pairs: trace deep links first, then the rule on the status page."""
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    """A JSON-ready structured form of the alert, for receivers that send structured data."""
+    listed: tuple[Listed, ...] = ()
+    """The alerts the message lists, firing then resolved, the lead (``alert``) first; empty: just it."""
+    group: GroupRef | None = None
+    notification_id: str = ""
+    notice: Notice | None = None
+
+    @property
+    def lead(self) -> Listed:
+        """Return the lead alert as the message lists it (without links when nothing is listed)."""
+        return self.listed[0] if self.listed else Listed(self.alert, self.kind)
+
+    @property
+    def items(self) -> tuple[Listed, ...]:
+        """Return every alert the message lists (the lead alone when ``listed`` is empty)."""
+        return self.listed or (self.lead,)
+
+    @property
+    def rule_url(self) -> str:
+        """Return the lead alert's rule page on the status page ("" without one)."""
+        return self.lead.rule_url
+
+    @property
+    def message_id(self) -> str:
+        """Return the ID a consumer de-duplicates on: ``notification_id``, else the dedup key."""
+        return self.notification_id or self.dedup_key

@@ -28,6 +28,7 @@ from typing import Any
 
 from tests.httpreceiver import CLOSE, HTTPReceiver
 from tests.procs import Proc
+from watcher.notify.deadletter import stored_notification_id
 
 RULE = """\
 groups:
@@ -81,7 +82,7 @@ def _outbox(db: Path) -> list[tuple[str, str, str]]:
         rows = con.execute("SELECT status, kind, message FROM outbox").fetchall()
     import json
 
-    return [(s, k, json.loads(m)["payload"]["notification_id"]) for s, k, m in rows]
+    return [(s, k, stored_notification_id(json.loads(m))) for s, k, m in rows]
 
 
 def _settled(db: Path) -> bool:

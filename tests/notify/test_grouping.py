@@ -69,9 +69,10 @@ def test_grouping_timing_table(store: SqliteStore) -> None:
         assert len(got) == len(expected), (at, [n.title for n in got])
         for n, (title, n_firing, n_resolved) in zip(got, expected, strict=True):
             assert n.title.startswith(title), (at, n.title)
-            statuses = [a["status"] for a in n.payload["alerts"]]
+            statuses = [str(item.kind) for item in n.listed]
             assert (statuses.count("firing"), statuses.count("resolved")) == (n_firing, n_resolved), at
-            keys.setdefault(n.payload["group_labels"]["tenant"], set()).add(n.dedup_key)
+            assert n.group is not None
+            keys.setdefault(n.group.labels["tenant"], set()).add(n.dedup_key)
     # one dedup key (PagerDuty incident) per group episode, different across groups
     assert len(keys["acme"]) == 1 and len(keys["globex"]) == 1 and keys["acme"] != keys["globex"]
     last = rec.sent[-1]

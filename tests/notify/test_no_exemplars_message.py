@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from tests.notify.factory import T0, firing, make_settings, resolved
 from watcher.config import ReceiverSettings
 from watcher.core import Alert, Notification, NotificationKind
+from watcher.notify.document import notification_document
 from watcher.notify.receivers.alertmanager import postable_alerts
 from watcher.notify.receivers.console import render_lines
 from watcher.notify.receivers.pagerduty import event
@@ -33,9 +34,9 @@ def test_body_says_no_exemplars_and_links_the_window_first() -> None:
     assert f"Traces: {NOTE} · [{TRACE_SEARCH_TEXT}]({LINK})" in n.body
     assert "Top traces" not in n.body and "- no_exemplars:" not in n.body and "- trace_search:" not in n.body
     assert n.links == ((TRACE_SEARCH_TEXT, LINK), ("rule SpendAnomaly", RULE_URL))
-    assert n.payload["traces"] == []
+    assert n.lead.traces == () and notification_document(n)["traces"] == []
     notes = {"summary": "acme spends too much", "no_exemplars": NOTE, "trace_search": LINK}
-    assert n.payload["annotations"] == notes
+    assert notification_document(n)["annotations"] == notes
     # the resolve says it too
     done = render(resolved(alert(no_exemplars=NOTE, trace_search=LINK), T0 + timedelta(minutes=40)),
                   NotificationKind.RESOLVED)  # fmt: skip

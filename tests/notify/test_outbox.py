@@ -6,6 +6,7 @@ import logging
 import random
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,8 +15,9 @@ from sqlmodel import select
 
 from tests.httpreceiver import HTTPReceiver
 from tests.notify.factory import T0, SqliteStore, firing, make_settings
+from tests.notify.test_golden_bodies import OLD_ROWS
 from watcher.config import ReceiverSettings, RouteSettings, Settings
-from watcher.core import Notification
+from watcher.core import Notification, alert_from_dict
 from watcher.errors import NotifyError
 from watcher.notify.outbox import backoff, from_message, to_message
 from watcher.notify.pipeline import Notifier
@@ -166,8 +168,8 @@ def test_restart_delivers_what_the_old_notifier_enqueued(store: SqliteStore) -> 
         original.dedup_key,
         original.kind,
     )
-    assert {k: v for k, v in sent.payload.items() if k != "notification_id"} == dict(original.payload)
-    assert len(sent.payload["notification_id"]) == 32
+    assert replace(sent, notification_id="") == original  # every typed field survives the outbox
+    assert len(sent.notification_id) == 32
     assert sent.alert.fingerprint == original.alert.fingerprint
 
 
@@ -199,29 +201,43 @@ def test_message_round_trip_rebuilds_the_alert() -> None:
 
 def test_message_round_trip_keeps_every_alert_field() -> None:
     """The outbox stores the whole alert (``core.alert_to_dict``): nothing is rebuilt from the payload."""
-    from dataclasses import replace
-
     a = replace(firing(), keep_firing_since=datetime(2026, 3, 1, 12, 7, tzinfo=UTC), surprise=6.5)
     n = render_notification(a, kind=_kind("firing"), receiver="r", settings=make_settings(), rule_url="u")
     assert from_message(to_message(n)).alert == n.alert
 
 
 def test_message_of_an_older_row_still_rebuilds_the_alert_from_its_payload() -> None:
-    """A row enqueued before the message held the whole alert is still sent after an upgrade."""
-    n = render_notification(
-        firing(), kind=_kind("firing"), receiver="r", settings=make_settings(), rule_url="u"
-    )
-    old = to_message(n)
-    old["alert"] = {k: old["alert"][k] for k in ("fired_at", "last_eval")}  # the earlier format
-    b = from_message(old).alert
-    assert (b.rule, b.group, b.labels, b.fired_at, b.last_eval, b.value) == (
+    """Rows queued by earlier versions (a payload dict, the alert whole or in part) are still sent."""
+    old = dict(OLD_ROWS["single"][0])  # as the previous version stored it (tests/notify/golden.py)
+    assert "payload" in old and "listed" not in old
+    n = from_message(old)
+    assert n.alert == alert_from_dict(old["alert"])
+    assert n.notification_id == old["payload"]["notification_id"]
+    assert n.rule_url == old["payload"]["rule_url"] and n.group is None
+    assert [t.url for t in n.lead.traces] == [t["url"] for t in old["payload"]["traces"]]
+    older = {**old, "alert": {k: old["alert"][k] for k in ("fired_at", "last_eval")}}  # before that
+    b = from_message(older).alert
+    assert (b.rule, b.group, b.labels, b.fired_at, b.last_eval, b.value, b.active_at) == (
         n.alert.rule,
         n.alert.group,
         n.alert.labels,
         n.alert.fired_at,
         n.alert.last_eval,
         n.alert.value,
+        n.alert.active_at,
     )
+    group = from_message(OLD_ROWS["group"][0])
+    assert group.group is not None and len(group.listed) == 2
+    members = OLD_ROWS["group"][0]["payload"]["alerts"]
+    assert [i.rule_url for i in group.listed] == [a["rule_url"] for a in members]
+
+
+def test_a_group_round_trips_typed() -> None:
+    """A group's members, rule pages, trace links, group key and notification ID survive the outbox."""
+    rows = OLD_ROWS["group"]
+    n = replace(from_message(rows[1]), notification_id="abc")
+    assert from_message(to_message(n)) == n
+    assert {"listed", "group", "notification_id"} <= set(to_message(n))
 
 
 def _kind(name: str):  # type: ignore[no-untyped-def]

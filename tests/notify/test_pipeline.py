@@ -15,6 +15,7 @@ from tests.notify.factory import T0, SqliteStore, firing, make_settings, resolve
 from watcher.config import ReceiverSettings, RouteRule, RouteSettings
 from watcher.core import Alert, AlertState, Labels, NotificationKind
 from watcher.errors import StoreError
+from watcher.notify.outbox import from_message
 from watcher.notify.pipeline import Notifier, route_receivers
 from watcher.notify.receivers.base import RecordingReceiver
 from watcher.store.tables import NotificationLogRow, OutboxRow, SilenceRow
@@ -143,9 +144,12 @@ def test_outbox_row_and_log_written_together(store: SqliteStore) -> None:
     assert log is not None and log.dedup_key == row.dedup_key and log.notified_at == T0
     assert row.status == "pending" and row.attempts == 0
     m = row.message
-    assert {"title", "body", "links", "payload", "kind", "dedup_key", "receiver"} <= set(m)
-    assert m["payload"]["status"] == "firing" and m["title"].startswith("[FIRING] SpendAnomaly")
-    assert m["payload"]["rule_url"] == "http://watcher.test/rules/llm-cost/SpendAnomaly"
+    assert {"title", "body", "links", "alert", "listed", "kind", "dedup_key", "receiver"} <= set(m)
+    assert "payload" not in m  # the typed notification is stored, its JSON document built at delivery
+    n = from_message(m)
+    assert n.kind == "firing" and m["title"].startswith("[FIRING] SpendAnomaly")
+    assert n.rule_url == "http://watcher.test/rules/llm-cost/SpendAnomaly"
+    assert n.notification_id == m["notification_id"] and len(n.notification_id) == 32
 
 
 def test_custom_rule_url(store: SqliteStore) -> None:
@@ -156,7 +160,7 @@ def test_custom_rule_url(store: SqliteStore) -> None:
         rule_url=lambda g, r: f"x://{g}/{r}",
     )
     notifier.submit([(firing(), [])], T0)
-    assert _outbox(store)[0].message["payload"]["rule_url"] == "x://llm-cost/SpendAnomaly"
+    assert from_message(_outbox(store)[0].message).rule_url == "x://llm-cost/SpendAnomaly"
 
 
 ROUTE = RouteSettings(

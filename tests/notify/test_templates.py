@@ -1,4 +1,4 @@
-"""Rendering: annotations, trace links, the default title/body and the JSON payload."""
+"""Rendering: annotations, trace links, the default title/body and the JSON document."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from tests.notify.factory import T0, firing, make_settings, resolved
 from watcher.core import NotificationKind
-from watcher.notify.templates import format_number, render_annotations, render_notification, trace_link
+from watcher.notify.document import notification_document, trace_link
+from watcher.notify.templates import format_number, render_annotations, render_notification
 
 RULE_URL = "http://watcher.test/rules/llm-cost/SpendAnomaly"
 
@@ -119,7 +120,7 @@ def test_default_firing_message() -> None:
 def test_top_traces_limit() -> None:
     n = _render(settings=make_settings(notify={"top_traces": 1}))
     assert n.body.count("jaeger.test/trace/") == 1
-    assert len(n.payload["traces"]) == 1
+    assert len(n.lead.traces) == 1 and len(notification_document(n)["traces"]) == 1
 
 
 def test_default_resolved_message() -> None:
@@ -128,14 +129,15 @@ def test_default_resolved_message() -> None:
     assert n.title == '[RESOLVED] SpendAnomaly {tenant="acme"}'
     assert "resolved at 2026-11-26 14:45 UTC, lasted 40m" in n.body
     assert "final value 12.35" in n.body
-    assert n.payload["status"] == "resolved"
-    assert n.payload["ends_at"] == "2026-11-26T14:45:00Z"
+    doc = notification_document(n)
+    assert doc["status"] == "resolved"
+    assert doc["ends_at"] == "2026-11-26T14:45:00Z"
 
 
 def test_payload_is_json_with_nan_as_null() -> None:
     alert = firing(expected=math.nan, lower=math.nan, upper=math.inf)
     n = _render(alert)
-    text = json.dumps(n.payload, allow_nan=False)  # raises on NaN/inf
+    text = json.dumps(notification_document(n), allow_nan=False)  # raises on NaN/inf
     p = json.loads(text)
     assert p["expected"] is None and p["lower"] is None and p["upper"] is None
     assert p["value"] == 12.3456 and p["status"] == "firing" and p["version"] == "1"
@@ -249,7 +251,7 @@ def test_the_explanation_and_the_release_marker_are_in_every_message() -> None:
             assert "(for 25m) · started 4 min after deploy api-v2.3" in n.body
         assert "api-v2.3" in n.body
         assert "- explanation:" not in n.body  # shown once, in its own line
-        assert n.payload["annotations"]["explanation"] == why  # structured receivers get it as it is
+        assert notification_document(n)["annotations"]["explanation"] == why  # structured receivers: as it is
     hostile = replace(
         alert, annotations={"explanation": "rate +1 pp: 90 % from tenant=<@here> [x](http://evil)"}
     )

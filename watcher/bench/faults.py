@@ -250,11 +250,12 @@ def _outbox(engine: Any) -> list[tuple[str, str, datetime]]:
     from sqlmodel import Session, select
 
     from ..core import utc
+    from ..notify.deadletter import stored_notification_id
     from ..store.tables import OutboxRow
 
     with Session(engine) as s:
         rows = s.exec(select(OutboxRow)).all()
-        return [(r.status, str(r.message["payload"]["notification_id"]), utc(r.created_at)) for r in rows]
+        return [(r.status, stored_notification_id(r.message or {}), utc(r.created_at)) for r in rows]
 
 
 def analyse(accepted: list[Hit], outbox: list[tuple[str, str, datetime]]) -> dict[str, Any]:

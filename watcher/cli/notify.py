@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -247,8 +248,6 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     kind = NotificationKind.RESOLVED if args.resolved else NotificationKind.FIRING
     alert = _sample_alert(now)
     if args.resolved:
-        from dataclasses import replace
-
         alert = replace(alert, state=AlertState.INACTIVE, resolved_at=now)
     rule_url = f"{settings.external_url.rstrip('/')}/rules/watcher/WatcherTestNotification"
     n = render_notification(
@@ -260,11 +259,10 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
         title_template=rs.title_template,
         body_template=rs.body_template,
     )
-    message = to_message(n)
-    message["payload"]["notification_id"] = uuid.uuid4().hex
     # One test incident per receiver: `notify test` and `notify test --resolved` share the key, so
     # the resolve closes what the trigger opened (PagerDuty, Alertmanager, webhooks).
-    message["dedup_key"] = message["payload"]["dedup_key"] = sample_dedup_key(args.receiver)
+    n = replace(n, notification_id=uuid.uuid4().hex, dedup_key=sample_dedup_key(args.receiver))
+    message = to_message(n)  # sent as the outbox would send it
     files = _sample_chart(now) if rs.attach_chart and getattr(receiver, "accepts_files", False) else []
     try:
         if files:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from ..core import Alert, AlertState, Labels, Notification, NotificationKind, utc
+from ..core import Alert, AlertState, Labels, Listed, Notice, Notification, NotificationKind, utc
 from ..store.tables import OutboxRow
 
 ALERTNAME = "WatcherDeliveryFailed"
@@ -63,7 +63,7 @@ def _dead_letter(row: OutboxRow) -> DeadLetter:
         reason=row.last_reason or "unknown",
         error=row.last_error or "",
         dedup_key=row.dedup_key,
-        notification_id=str((message.get("payload") or {}).get("notification_id") or ""),
+        notification_id=stored_notification_id(message),
         is_notice=is_notice(message),
     )
 
@@ -112,7 +112,14 @@ _NOTICES = frozenset({ALERTNAME, "WatcherReceiverFailing"})  # the latter: ``fai
 
 def is_notice(message: Mapping[str, Any]) -> bool:
     """Tell whether a stored outbox message is itself a delivery-failure notice (dead letter or failing)."""
-    return (message.get("payload") or {}).get("alertname") in _NOTICES
+    alert = message.get("alert") or {}
+    name = alert.get("rule") if "rule" in alert else (message.get("payload") or {}).get("alertname")
+    return name in _NOTICES
+
+
+def stored_notification_id(message: Mapping[str, Any]) -> str:
+    """Return the ``notification_id`` of a stored outbox message ("" if it has none), either shape."""
+    return str(message.get("notification_id") or (message.get("payload") or {}).get("notification_id") or "")
 
 
 def failure_notice(
@@ -138,30 +145,9 @@ def failure_notice(
         active_at=now,
         fired_at=now,
         last_eval=now,
-        annotations={"summary": summary},
+        annotations={"summary": summary, "error": error, "original": original},
     )
     key = hashlib.sha256(f"dead|{row_id}|{dead_receiver}".encode()).hexdigest()[:32]
-    iso = utc(now).isoformat().replace("+00:00", "Z")
-    payload: dict[str, Any] = {
-        "version": "1",
-        "status": "firing",
-        "alertname": ALERTNAME,
-        "group": "watcher",
-        "labels": dict(labels),
-        "annotations": {"summary": summary, "error": error, "original": original},
-        "value": None,
-        "expected": None,
-        "lower": None,
-        "upper": None,
-        "score": None,
-        "starts_at": iso,
-        "ends_at": None,
-        "fingerprint": alert.fingerprint,
-        "dedup_key": key,
-        "traces": [],
-        "rule_url": "",
-        "dead_outbox_id": row_id,
-    }
     body = f"{summary}.\n\nMessage: {original}\n\nLast error: {error}"
     return Notification(
         receiver=to,
@@ -170,5 +156,6 @@ def failure_notice(
         title=f"[DELIVERY FAILED] {dead_receiver}: {reason}",
         body=body,
         alert=alert,
-        payload=payload,
+        listed=(Listed(alert, NotificationKind.FIRING),),
+        notice=Notice(dead_outbox_id=row_id),
     )

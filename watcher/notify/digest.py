@@ -1,12 +1,12 @@
 """The message for one flush of a group: a single alert as ``templates`` words it, or a digest.
 
-This module owns the title, Markdown body and payload of a group notification (``[FIRING:3] …``,
-firing alerts then resolved ones, each with value vs band, since when and its top trace link) and
-the group fields of the payload (``group_key``, ``group_labels``, ``alerts``). It does not own the
-wording of one alert (``templates``) nor deciding what to send (``grouping``).
+This module owns the title and Markdown body of a group notification (``[FIRING:3] …``, firing
+alerts then resolved ones, each with value vs band, since when and its top trace link) and what
+it lists (``Notification.listed``, ``group``). It does not own the wording of one alert
+(``templates``), the structured form (``document``) nor deciding what to send (``grouping``).
 
 A group listing one alert is worded exactly like an ungrouped alert, so grouping changes nothing
-for the common case; its payload still carries the group fields when the receiver groups.
+for the common case; its structured form still carries the group fields when the receiver groups.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..config import Settings
-from ..core import Alert, Labels, Notification, NotificationKind
+from ..core import Alert, GroupRef, Labels, Notification, NotificationKind
 from .grouping import AggGroup, Decision, group_dedup_key
 from .templates import render_notification, since_line, value_line
 
@@ -103,14 +103,6 @@ def render_group(
                     blocks.append(f"… and {len(part) - _MAX_LISTED} more")
         body = "\n\n".join(blocks)
     key = group_dedup_key(group.key, episode)
-    payload = dict(base.payload)
-    payload.update(
-        status=str(decision.kind),
-        dedup_key=key,
-        group_key=group.key,
-        group_labels=dict(group.labels),
-        alerts=[dict(n.payload) for n in singles],
-    )
     links: list[tuple[str, str]] = []
     for n in singles:
         links += [link for link in n.links if link not in links]
@@ -122,5 +114,6 @@ def render_group(
         body=body,
         alert=base.alert,
         links=tuple(links),
-        payload=payload,
+        listed=tuple(n.lead for n in singles),
+        group=GroupRef(group.key, group.labels),
     )

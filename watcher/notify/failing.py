@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from sqlmodel import Session
 
-from ..core import Alert, AlertState, Labels, Notification, NotificationKind, utc
+from ..core import Alert, AlertState, Labels, Listed, Notice, Notification, NotificationKind, utc
 from ..store.tables import NotificationLogRow
 from .templates import _fmt_duration
 
@@ -106,29 +106,17 @@ def receiver_notice(
         fired_at=now if firing else since,
         resolved_at=None if firing else now,
         last_eval=now,
-        annotations={"summary": summary},
+        annotations={"summary": summary, "error": error} if firing else {"summary": summary},
     )
-    payload: dict[str, Any] = {
-        "version": "1",
-        "status": str(kind),
-        "alertname": ALERTNAME,
-        "group": "watcher",
-        "labels": dict(labels),
-        "annotations": {"summary": summary, "error": error} if firing else {"summary": summary},
-        "value": float(attempts),
-        "expected": None,
-        "lower": None,
-        "upper": None,
-        "score": None,
-        "starts_at": _iso(since),
-        "ends_at": None if firing else _iso(now),
-        "fingerprint": alert.fingerprint,
-        "dedup_key": key,
-        "traces": [],
-        "rule_url": "",
-    }
     return Notification(
-        receiver=to, kind=kind, dedup_key=key, title=title, body=body, alert=alert, payload=payload
+        receiver=to,
+        kind=kind,
+        dedup_key=key,
+        title=title,
+        body=body,
+        alert=alert,
+        listed=(Listed(alert, kind),),
+        notice=Notice(value=float(attempts)),
     )
 
 

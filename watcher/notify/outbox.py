@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -49,12 +49,17 @@ from sqlmodel import Session, col, select
 from ..core import (
     Alert,
     AlertState,
+    GroupRef,
     Labels,
+    Listed,
+    Notice,
     Notification,
     NotificationKind,
-    TraceRef,
+    TraceLink,
     alert_from_dict,
     alert_to_dict,
+    trace_from_dict,
+    trace_to_dict,
     utc,
 )
 from ..errors import NotifyError
@@ -95,10 +100,6 @@ class FlushResult:
     pending: int = 0
 
 
-def _iso(ts: datetime | None) -> str | None:
-    return utc(ts).isoformat() if ts is not None else None
-
-
 def _parse(ts: Any) -> datetime | None:
     return utc(datetime.fromisoformat(str(ts).replace("Z", "+00:00"))) if ts else None
 
@@ -107,8 +108,30 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
+def _listed_to_dict(item: Listed) -> dict[str, Any]:
+    return {
+        "alert": alert_to_dict(item.alert),
+        "kind": str(item.kind),
+        "rule_url": item.rule_url,
+        "traces": [{"trace": trace_to_dict(t.trace), "url": t.url} for t in item.traces],
+    }
+
+
+def _listed_from_dict(d: Mapping[str, Any]) -> Listed:
+    return Listed(
+        alert=alert_from_dict(d["alert"]),
+        kind=NotificationKind(d["kind"]),
+        rule_url=str(d.get("rule_url") or ""),
+        traces=tuple(TraceLink(trace_from_dict(t["trace"]), str(t["url"])) for t in d.get("traces") or []),
+    )
+
+
 def to_message(n: Notification) -> dict[str, Any]:
-    """Return the JSON form of ``n`` stored in ``OutboxRow.message``: enough to send it again."""
+    """Return the JSON form of ``n`` stored in ``OutboxRow.message``: enough to send it again.
+
+    Every alert goes through the one codec (``core.alert_to_dict``); the structured form a webhook
+    receives is rebuilt from these typed fields at delivery (``document``), never stored.
+    """
     return {
         "receiver": n.receiver,
         "kind": str(n.kind),
@@ -116,31 +139,90 @@ def to_message(n: Notification) -> dict[str, Any]:
         "title": n.title,
         "body": n.body,
         "links": [list(link) for link in n.links],
-        "payload": dict(n.payload),
+        "notification_id": n.notification_id,
         "alert": alert_to_dict(n.alert),
+        "listed": [_listed_to_dict(item) for item in n.listed],
+        "group": {"key": n.group.key, "labels": dict(n.group.labels)} if n.group is not None else None,
+        "notice": (
+            {"value": n.notice.value, "dead_outbox_id": n.notice.dead_outbox_id}
+            if n.notice is not None
+            else None
+        ),
     }
 
 
 def from_message(m: Mapping[str, Any]) -> Notification:
-    """Rebuild the notification stored by ``to_message`` (the alert with ``core.alert_from_dict``)."""
+    """Rebuild the notification stored by ``to_message`` (or, from its payload, by an earlier version)."""
+    if "listed" not in m:
+        return _from_payload_message(m)
+    group: Mapping[str, Any] | None = m.get("group")
+    notice: Mapping[str, Any] | None = m.get("notice")
+    return Notification(
+        receiver=str(m["receiver"]),
+        kind=NotificationKind(m["kind"]),
+        dedup_key=str(m["dedup_key"]),
+        title=str(m["title"]),
+        body=str(m["body"]),
+        alert=alert_from_dict(m["alert"]),
+        links=tuple((str(t), str(u)) for t, u in m.get("links") or []),
+        listed=tuple(_listed_from_dict(d) for d in m["listed"]),
+        group=GroupRef(str(group["key"]), Labels(group.get("labels") or {})) if group else None,
+        notification_id=str(m.get("notification_id") or ""),
+        notice=(
+            Notice(
+                value=None if notice.get("value") is None else float(notice["value"]),
+                dead_outbox_id=notice.get("dead_outbox_id"),
+            )
+            if notice
+            else None
+        ),
+    )
+
+
+def _from_payload_message(m: Mapping[str, Any]) -> Notification:
+    """Rebuild a row an earlier version queued: title, body, links and the webhook payload as a dict.
+
+    The typed fields are read back from the payload (each listed alert, its rule page and trace
+    links, the group, the notification ID, a notice's fields), so the row is sent as it would have
+    been; the lead alert comes from the stored alert when the row has it whole.
+    """
     p: Mapping[str, Any] = m.get("payload") or {}
     kind = NotificationKind(m["kind"])
     extra: Mapping[str, Any] = m.get("alert") or {}
-    alert = alert_from_dict(extra) if "rule" in extra else _legacy_alert(p, kind, extra)
+    lead = alert_from_dict(extra) if "rule" in extra else _legacy_alert(p, kind, extra)
+    lead = replace(lead, annotations=dict(p.get("annotations") or lead.annotations))
+    members: list[Mapping[str, Any]] = list(p.get("alerts") or [p])
+    listed = []
+    for i, doc in enumerate(members):
+        item_kind = NotificationKind(doc.get("status") or kind)
+        alert = lead if i == 0 else _legacy_alert(doc, item_kind, {})
+        traces = tuple(
+            TraceLink(trace_from_dict(t), str(t.get("url") or "")) for t in doc.get("traces") or []
+        )
+        listed.append(Listed(alert, item_kind, str(doc.get("rule_url") or ""), traces))
+    notice = None
+    if is_notice(m):
+        value = p.get("value")
+        notice = Notice(value=None if value is None else float(value), dead_outbox_id=p.get("dead_outbox_id"))
     return Notification(
         receiver=str(m["receiver"]),
         kind=kind,
         dedup_key=str(m["dedup_key"]),
         title=str(m["title"]),
         body=str(m["body"]),
-        alert=alert,
+        alert=lead,
         links=tuple((str(t), str(u)) for t, u in m.get("links") or []),
-        payload=p,
+        listed=tuple(listed),
+        group=GroupRef(str(p["group_key"]), Labels(p.get("group_labels") or {}))
+        if "group_key" in p
+        else None,
+        notification_id=str(p.get("notification_id") or ""),
+        notice=notice,
     )
 
 
 def _legacy_alert(p: Mapping[str, Any], kind: NotificationKind, extra: Mapping[str, Any]) -> Alert:
-    """Rebuild the alert of a row enqueued before the message held the whole alert (from its payload)."""
+    """Rebuild an alert from its payload document (rows of earlier versions)."""
     return Alert(
         rule=str(p.get("alertname", "")),
         group=str(p.get("group", "")),
@@ -157,10 +239,7 @@ def _legacy_alert(p: Mapping[str, Any], kind: NotificationKind, extra: Mapping[s
         score=_num(p.get("score")) if p.get("score") is not None else 0.0,
         surprise=_num(p.get("surprise")) if p.get("surprise") is not None else 0.0,
         annotations=dict(p.get("annotations") or {}),
-        traces=tuple(
-            TraceRef(t["trace_id"], t.get("span_id"), t.get("value"), _parse(t.get("ts")), t.get("note"))
-            for t in p.get("traces") or []
-        ),
+        traces=tuple(trace_from_dict(t) for t in p.get("traces") or []),
     )
 
 
@@ -180,12 +259,11 @@ def enqueue(
 ) -> OutboxRow:
     """Add ``n`` to the outbox, due at ``now``, in the caller's transaction (no commit here).
 
-    The stored payload gains ``notification_id`` (see ``notification_id``); ``fingerprint`` (default:
+    The stored message gains ``notification_id`` (see ``notification_id``); ``fingerprint`` (default:
     the alert's) is what the row is about, a group key for grouped notifications. ``chart`` is a
     ``charts.chart_snapshot``, drawn at delivery for receivers that take files.
     """
-    message = to_message(n)
-    message["payload"]["notification_id"] = notification_id(n, now)
+    message = to_message(replace(n, notification_id=notification_id(n, now)))
     if chart:
         message["chart"] = dict(chart)
     row = OutboxRow(

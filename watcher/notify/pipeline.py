@@ -286,7 +286,7 @@ class Notifier:
         n = render_group(
             group, closing, settings=self.settings, rule_url=self._rule_url, episode=prev.episode_start
         )
-        n = replace(n, dedup_key=prev.dedup_key, payload={**n.payload, "dedup_key": prev.dedup_key})
+        n = replace(n, dedup_key=prev.dedup_key)
         enqueue(session, n, now, fingerprint=group.key)
         logger.info(
             "resolved %s → %s: superseded by a new episode",

@@ -1,4 +1,4 @@
-"""Rendering: rule annotations, trace deep links, and the title/body/payload of a notification.
+"""Rendering: rule annotations and the title, body and links of a notification about one alert.
 
 This module owns the sandboxed Jinja2 environment and the default wording of every message. It does
 not own deciding what to send (``pipeline``), queueing (``outbox``) nor delivery (``receivers``).
@@ -17,25 +17,23 @@ a custom title/body falls back to the default, and the error is logged.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import Settings
-from ..core import Alert, Notification, NotificationKind, TraceRef, iso, json_num, utc
+from ..core import Alert, Listed, Notification, NotificationKind, utc
 from ..links import NO_EXEMPLARS, TRACE_SEARCH
+from .document import alert_document, trace_document, trace_links
 from .markup import md_code, md_link, md_text, safe_url
 
 logger = logging.getLogger(__name__)
 
-PAYLOAD_VERSION = "1"
 _TRACE_ID_SHOWN = 8
 TRACE_SEARCH_TEXT = "search traces in the alert's window"
 
@@ -181,61 +179,8 @@ def render_annotations(
     return out
 
 
-def trace_link(trace_url: str, trace_id: str) -> str:
-    """Return the deep link to one trace: ``trace_url`` with ``{trace_id}`` replaced (URL-quoted)."""
-    return trace_url.replace("{trace_id}", quote(trace_id, safe=""))
-
-
-def _dedup_key(alert: Alert) -> str:
-    """Return a key stable across re-sends of one alert episode and different for the next one."""
-    start = alert.active_at or alert.fired_at
-    material = alert.fingerprint + "|" + (iso(start) or "")
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
-
-
 def _label_text(alert: Alert) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in alert.labels.items() if k != "alertname") + "}"
-
-
-def _trace_dicts(alert: Alert, settings: Settings) -> list[dict[str, Any]]:
-    top = alert.traces[: settings.notify.top_traces]
-    return [_trace_dict(t, settings.trace_url) for t in top]
-
-
-def _trace_dict(t: TraceRef, trace_url: str) -> dict[str, Any]:
-    return {
-        "trace_id": t.trace_id,
-        "span_id": t.span_id,
-        "value": json_num(t.value),
-        "ts": iso(t.ts),
-        "url": trace_link(trace_url, t.trace_id),
-        "note": t.note,
-    }
-
-
-def _payload(
-    alert: Alert, kind: NotificationKind, traces: list[dict[str, Any]], rule_url: str
-) -> dict[str, Any]:
-    return {
-        "version": PAYLOAD_VERSION,
-        "status": str(kind),
-        "alertname": alert.rule,
-        "group": alert.group,
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "value": json_num(alert.value),
-        "expected": json_num(alert.expected),
-        "lower": json_num(alert.lower),
-        "upper": json_num(alert.upper),
-        "score": json_num(alert.score),
-        "surprise": json_num(alert.surprise),
-        "starts_at": iso(alert.active_at or alert.fired_at),
-        "ends_at": iso(alert.resolved_at) if kind is NotificationKind.RESOLVED else None,
-        "fingerprint": alert.fingerprint,
-        "dedup_key": _dedup_key(alert),
-        "traces": traces,
-        "rule_url": rule_url,
-    }
 
 
 def value_line(alert: Alert, kind: NotificationKind) -> str:
@@ -347,13 +292,14 @@ def render_notification(
     title_template: str | None = None,
     body_template: str | None = None,
 ) -> Notification:
-    """Render the title, Markdown body, links and JSON payload of one notification.
+    """Render the title, Markdown body and links of one notification about one alert.
 
     An alert without trace IDs whose annotations say why (``no_exemplars``) shows that line in
     place of its top traces, with the ``trace_search`` link, which also leads ``links``.
     """
-    traces = _trace_dicts(alert, settings)
-    payload = _payload(alert, kind, traces, rule_url)
+    item = Listed(alert, kind, rule_url, trace_links(alert, settings.trace_url, settings.notify.top_traces))
+    traces = [trace_document(t) for t in item.traces]
+    payload = alert_document(item)  # the template context: the webhook's field names
     title = _default_title(alert, kind)
     body = _default_body(alert, kind, traces, rule_url)
     if title_template or body_template:
@@ -381,5 +327,5 @@ def render_notification(
         body=body,
         alert=alert,
         links=tuple(links),
-        payload=payload,
+        listed=(item,),
     )

@@ -23,13 +23,14 @@ from sqlalchemy import func
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
-from ..core import Alert, AlertState, iso, json_num, trace_to_dict, utc
+from ..core import Alert, AlertState, NotificationKind, iso, json_num, trace_to_dict, utc
 from ..engine.state import row_to_alert
+from ..notify.document import trace_link
 from ..notify.inhibit import inhibiting
 from ..notify.maintenance import open_window
 from ..notify.mute import firing_in_store
+from ..notify.outbox import from_message
 from ..notify.silences import Matcher, active_silences, matches_all, parse_matcher
-from ..notify.templates import trace_link
 from ..redact import Masker, secret_values
 from ..store.tables import AlertRow, OutboxRow, SilenceRow
 from .charts import thresholds_of
@@ -341,17 +342,20 @@ def state_history(daemon: DaemonView, alert: Alert, limit: int = 200) -> list[di
         )
         rows = list(s.exec(stmt).all())
     for row in reversed(rows):  # oldest first, so "first notified" wins
-        payload = (row.message or {}).get("payload") or {}
-        episode = payload.get("starts_at") if isinstance(payload.get("starts_at"), str) else None
+        try:
+            lead = from_message(row.message or {}).lead
+        except (KeyError, TypeError, ValueError):  # a row this version cannot read adds nothing
+            continue
+        episode = iso(lead.alert.active_at or lead.alert.fired_at)
         if episode is not None and episode != start:
             add("pending", episode, episode, "notification")
         if row.kind == "firing":
             if episode is None or episode != start or alert.fired_at is None:
                 add("firing", row.created_at, episode, "notification")
         elif row.kind == "resolved":
-            ends = payload.get("ends_at")
+            ends = iso(lead.alert.resolved_at) if lead.kind is NotificationKind.RESOLVED else None
             if episode != start or alert.resolved_at is None:
-                add("resolved", ends if isinstance(ends, str) else row.created_at, episode, "notification")
+                add("resolved", ends or row.created_at, episode, "notification")
     # one firing per episode: the first notification of an episode is when it was seen firing
     out: list[dict[str, Any]] = []
     firing_seen: set[str | None] = set()

@@ -14,12 +14,12 @@ does). A resolved alert is sent once with ``endsAt`` = when it resolved.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from ...config import ReceiverSettings
-from ...core import Notification, utc
+from ...core import Listed, Notification, NotificationKind, json_num, utc
+from ..document import shown_value
 from .http import JsonPoster, url_secrets
 
 DEFAULT_REPEAT = timedelta(minutes=1)
@@ -30,40 +30,41 @@ def _iso(ts: datetime) -> str:
     return utc(ts).isoformat().replace("+00:00", "Z")
 
 
-def _parse(text: Any) -> datetime | None:
-    return utc(datetime.fromisoformat(str(text).replace("Z", "+00:00"))) if text else None
-
-
-def _one(a: Mapping[str, Any], n: Notification, horizon: timedelta) -> dict[str, Any]:
-    labels = {str(k): str(v) for k, v in (a.get("labels") or {}).items()}
-    labels["alertname"] = str(a.get("alertname") or n.payload.get("alertname") or "watcher")
-    notes = {str(k): str(v) for k, v in (a.get("annotations") or {}).items()}
-    for key in ("value", "expected", "lower", "upper"):
-        if a.get(key) is not None:
-            notes[key] = f"{a[key]:.6g}"
-    for i, t in enumerate(a.get("traces") or [], 1):
-        notes[f"trace_{i}"] = str(t["url"])
-    notes["watcher_notification_id"] = str(n.payload.get("notification_id") or n.dedup_key)
+def _one(item: Listed, n: Notification, horizon: timedelta) -> dict[str, Any]:
+    a = item.alert
+    labels = {str(k): str(v) for k, v in a.labels.items()}
+    labels["alertname"] = a.rule or "watcher"
+    notes = {str(k): str(v) for k, v in a.annotations.items()}
+    numbers = {
+        "value": shown_value(n, item),
+        "expected": json_num(a.expected),
+        "lower": json_num(a.lower),
+        "upper": json_num(a.upper),
+    }
+    for key, x in numbers.items():
+        if x is not None:
+            notes[key] = f"{x:.6g}"
+    for i, t in enumerate(item.traces, 1):
+        notes[f"trace_{i}"] = t.url
+    notes["watcher_notification_id"] = n.message_id
     out: dict[str, Any] = {"labels": labels, "annotations": notes}
-    start = _parse(a.get("starts_at"))
+    start = a.active_at or a.fired_at
     if start is not None:
         out["startsAt"] = _iso(start)
-    end = _parse(a.get("ends_at"))
-    if a.get("status") == "resolved" and end is not None:
-        out["endsAt"] = _iso(end)
+    if item.kind is NotificationKind.RESOLVED and a.resolved_at is not None:
+        out["endsAt"] = _iso(a.resolved_at)
     else:
         seen = n.alert.last_eval or start
         if seen is not None:
             out["endsAt"] = _iso(seen + horizon)
-    if a.get("rule_url") or n.payload.get("rule_url"):
-        out["generatorURL"] = str(a.get("rule_url") or n.payload.get("rule_url"))
+    if item.rule_url or n.rule_url:
+        out["generatorURL"] = item.rule_url or n.rule_url
     return out
 
 
 def postable_alerts(n: Notification, horizon: timedelta) -> list[dict[str, Any]]:
-    """Return the ``/api/v2/alerts`` body for ``n``: one entry per alert of the group."""
-    members = n.payload.get("alerts") or [n.payload]
-    return [_one(a, n, horizon) for a in members]
+    """Return the ``/api/v2/alerts`` body for ``n``: one entry per alert it lists."""
+    return [_one(item, n, horizon) for item in n.items]
 
 
 class AlertmanagerReceiver:

@@ -10,15 +10,16 @@ URLs are printed in full and never wrapped, so terminals make them clickable.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from ...core import Notification, NotificationKind
+from ...core import Notification, NotificationKind, json_num
 from ...errors import NotifyError
 from ...links import NO_EXEMPLARS, TRACE_SEARCH
 from ..templates import EXPLANATION, RELEASE, format_number, since_line, value_line
@@ -57,13 +58,14 @@ def render_lines(n: Notification) -> list[Text]:
     firing = n.kind is NotificationKind.FIRING
     colour = "bold red" if firing else "bold green"
     lines = [Text(n.title, style=colour)]
-    annotations: dict[str, Any] = dict(n.payload.get("annotations") or n.alert.annotations)
+    lead = n.lead
+    annotations = dict(lead.alert.annotations)
     summary = annotations.get("summary") or annotations.get("description")
     if summary:
         lines.append(Text("  " + str(summary)))
     value = Text("  " + value_line(n.alert, n.kind))
-    score = n.payload.get("score")
-    if firing and isinstance(score, float):
+    score = n.alert.score
+    if firing and n.notice is None and math.isfinite(score):  # a notice has no score
         value.append(f"  score {format_number(score)}", style="dim")
     lines.append(value)
     why = annotations.get(EXPLANATION)
@@ -74,22 +76,23 @@ def render_lines(n: Notification) -> list[Text]:
         lines.append(Text("  " + since, style="dim"))
     if annotations.get(RELEASE):
         lines.append(Text("  " + str(annotations[RELEASE]), style="dim"))
-    for trace in n.payload.get("traces") or []:
+    for link in lead.traces:
         line = Text("  trace ")
-        line.append(str(trace["url"]), style=Style(link=str(trace["url"])))
-        if trace.get("value") is not None:
-            line.append(f"  value {format_number(trace['value'])}")
-        if trace.get("note"):
-            line.append(f" · {trace['note']}", style="dim")
+        line.append(link.url, style=Style(link=link.url))
+        value_of = json_num(link.trace.value)
+        if value_of is not None:
+            line.append(f"  value {format_number(value_of)}")
+        if link.trace.note:
+            line.append(f" · {link.trace.note}", style="dim")
         lines.append(line)
-    if not n.payload.get("traces") and annotations.get(NO_EXEMPLARS):
+    if not lead.traces and annotations.get(NO_EXEMPLARS):
         lines.append(Text(f"  traces: {annotations[NO_EXEMPLARS]}", style="dim"))
         search = annotations.get(TRACE_SEARCH)
         if search:
             line = Text("  search ")
             line.append(str(search), style=Style(link=str(search)))
             lines.append(line)
-    rule_url = n.payload.get("rule_url")
+    rule_url = lead.rule_url
     if rule_url:
         line = Text("  rule  ", style="dim")
         line.append(str(rule_url), style=Style(link=str(rule_url)))

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...config import PAGERDUTY_EVENTS_URL, ReceiverSettings
-from ...core import Notification, NotificationKind
+from ...core import Notification, NotificationKind, iso, json_num
+from ..document import shown_value
 from .http import JsonPoster, url_secrets
 
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -34,20 +35,22 @@ def map_severity(labels: Mapping[str, str], rs: ReceiverSettings) -> str:
     return rs.default_severity
 
 
-def _details(payload: Mapping[str, Any]) -> dict[str, Any]:
+def _details(n: Notification) -> dict[str, Any]:
+    lead = n.lead
+    a = lead.alert
     details: dict[str, Any] = {
-        "value": payload.get("value"),
-        "expected": payload.get("expected"),
-        "band": [payload.get("lower"), payload.get("upper")],
-        "labels": payload.get("labels") or {},
-        "annotations": payload.get("annotations") or {},
-        "starts_at": payload.get("starts_at"),
-        "rule_url": payload.get("rule_url"),
+        "value": shown_value(n, lead),
+        "expected": json_num(a.expected),
+        "band": [json_num(a.lower), json_num(a.upper)],
+        "labels": dict(a.labels),
+        "annotations": dict(a.annotations),
+        "starts_at": iso(a.active_at or a.fired_at),
+        "rule_url": lead.rule_url,
     }
-    alerts = payload.get("alerts")
-    if alerts:
+    if n.group is not None:
         details["alerts"] = [
-            {"status": a.get("status"), "labels": a.get("labels"), "value": a.get("value")} for a in alerts
+            {"status": str(item.kind), "labels": dict(item.alert.labels), "value": shown_value(n, item)}
+            for item in n.items
         ]
     return details
 
@@ -56,8 +59,9 @@ def event(n: Notification, routing_key: str, rs: ReceiverSettings) -> dict[str, 
     """Return the Events v2 body (trigger or resolve) for ``n``."""
     if n.kind is NotificationKind.RESOLVED:
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": n.dedup_key}
-    p = n.payload
-    labels: Mapping[str, str] = p.get("labels") or {}
+    a = n.alert
+    labels = a.labels
+    starts_at = iso(a.active_at or a.fired_at)
     body: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -67,17 +71,17 @@ def event(n: Notification, routing_key: str, rs: ReceiverSettings) -> dict[str, 
             "source": str(labels.get("instance") or labels.get("tenant") or "watcher"),
             "severity": map_severity(labels, rs),
             "component": str(labels.get("model") or labels.get("feature") or "") or None,
-            "group": str(p.get("group") or "") or None,
-            "class": str(p.get("alertname") or "") or None,
-            "custom_details": _details(p),
+            "group": a.group or None,
+            "class": a.rule or None,
+            "custom_details": _details(n),
         },
         "links": [{"href": url, "text": text} for text, url in n.links],
         "client": "watcher",
     }
-    if p.get("starts_at"):
-        body["payload"]["timestamp"] = p["starts_at"]
-    if p.get("rule_url"):
-        body["client_url"] = p["rule_url"]
+    if starts_at:
+        body["payload"]["timestamp"] = starts_at
+    if n.rule_url:
+        body["client_url"] = n.rule_url
     body["payload"] = {k: v for k, v in body["payload"].items() if v is not None}
     return body
 

@@ -31,9 +31,10 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from ...config import ReceiverSettings
-from ...core import Alert, Notification, NotificationKind, utc
+from ...core import Alert, Listed, Notification, NotificationKind, TraceLink, json_num, utc
 from ...errors import NotifyError
 from ...links import NO_EXEMPLARS, TRACE_SEARCH
+from ..document import shown_value
 from ..markup import safe_url, slack_code, slack_link, slack_text
 from ..silences import Matcher
 from ..templates import UNIT_ANNOTATION, _fmt_duration, _fmt_time, format_number, with_unit
@@ -169,16 +170,17 @@ def _fields(alert: Alert, kind: NotificationKind) -> list[dict[str, Any]]:
     return [_mrkdwn(text[:FIELD_MAX]) for text in out[:FIELDS_MAX]]
 
 
-def _trace_lines(traces: Sequence[Mapping[str, Any]]) -> list[str]:
+def _trace_lines(traces: Sequence[TraceLink]) -> list[str]:
     lines = []
-    for t in traces:
-        tid = str(t.get("trace_id", ""))
+    for link in traces:
+        tid = link.trace.trace_id
         shown = tid[:_TRACE_ID_SHOWN] + _ELLIPSIS if len(tid) > _TRACE_ID_SHOWN else tid
-        line = "• " + slack_link(f"trace {shown}", str(t.get("url") or ""))
-        if t.get("value") is not None:
-            line += f" value {format_number(float(t['value']))}"
-        if t.get("note"):
-            line += " · " + fit(str(t["note"]), 200)
+        line = "• " + slack_link(f"trace {shown}", link.url)
+        value = json_num(link.trace.value)
+        if value is not None:
+            line += f" value {format_number(value)}"
+        if link.trace.note:
+            line += " · " + fit(link.trace.note, 200)
         lines.append(line)
     return lines
 
@@ -205,10 +207,8 @@ def silence_labels(n: Notification) -> dict[str, str]:
     A group message silences the group (its ``group_by`` labels); a label the group is keyed on
     but an alert lacks is matched as empty, as Alertmanager does.
     """
-    members = n.payload.get("alerts") or []
-    group = n.payload.get("group_labels")
-    if len(members) > 1 and isinstance(group, Mapping):
-        return {str(k): str(v) for k, v in group.items()}
+    if n.group is not None and len(n.items) > 1:
+        return dict(n.group.labels)
     alert = n.alert
     return {"alertname": alert.rule, **{k: v for k, v in alert.labels.items() if k != "alertname"}}
 
@@ -229,19 +229,19 @@ def _button(text: str, url: str, action_id: str, style: str | None = None) -> di
     return b
 
 
-def _alert_line(a: Mapping[str, Any]) -> str:
+def _alert_line(n: Notification, item: Listed) -> str:
     """One member of a group: ``• *RULE* `k=v` … — value …`` (escaped)."""
-    labels = a.get("labels") or {}
-    items = [(k, v) for k, v in labels.items() if k != "alertname"]
+    a = item.alert
+    items = [(k, v) for k, v in a.labels.items() if k != "alertname"]
     shown = " ".join(_code(f"{k}={v}", LABEL_MAX // 2) for k, v in items[:6]) + (
         " …" if len(items) > 6 else ""
     )
-    status = "resolved" if a.get("status") == "resolved" else "firing"
-    value = a.get("value")
-    unit = str((a.get("annotations") or {}).get(UNIT_ANNOTATION, ""))
-    text = f"• {status} *{fit(str(a.get('alertname', '')), 200)}* {shown}"
+    status = str(item.kind)
+    value = shown_value(n, item)
+    unit = a.annotations.get(UNIT_ANNOTATION, "")
+    text = f"• {status} *{fit(a.rule, 200)}* {shown}"
     if value is not None:
-        text += f" — value {slack_text(with_unit(float(value), unit))}"
+        text += f" — value {slack_text(with_unit(value, unit))}"
     return text
 
 
@@ -249,7 +249,7 @@ def blocks(
     n: Notification, *, external_url: str, public_url: str | None, chart: bool = True
 ) -> dict[str, Any]:
     """Return the Block Kit message (``text`` + ``blocks``) for ``n``."""
-    alert, p = n.alert, n.payload
+    alert, lead = n.alert, n.lead
     firing = n.kind is NotificationKind.FIRING
     icon = ":red_circle:" if firing else ":large_green_circle:"
     out: list[dict[str, Any]] = [{"type": "header", "text": _plain(n.title, HEADER_MAX)}]
@@ -271,7 +271,7 @@ def blocks(
                 "title": _plain(f"{alert.rule} {_label_text(alert)}", HEADER_MAX),
             }
         )
-    traces = list(p.get("traces") or [])
+    traces = lead.traces
     if traces:
         listed = _join_within(
             _trace_lines(traces[:MAX_TRACES]), SECTION_MAX - 20, hidden=max(0, len(traces) - MAX_TRACES)
@@ -282,9 +282,9 @@ def blocks(
         if safe_url(notes.get(TRACE_SEARCH)):
             line += " · " + slack_link("search traces in the alert's window", notes[TRACE_SEARCH])
         out.append({"type": "section", "text": _mrkdwn(line[:SECTION_MAX])})
-    members = list(p.get("alerts") or [])
+    members = n.items if n.group is not None else ()
     if len(members) > 1:
-        lines = [_alert_line(a) for a in members[:MAX_GROUP_ALERTS]]
+        lines = [_alert_line(n, item) for item in members[:MAX_GROUP_ALERTS]]
         listed = _join_within(lines, SECTION_MAX - 40, hidden=max(0, len(members) - MAX_GROUP_ALERTS))
         out.append({"type": "section", "text": _mrkdwn(f"*{len(members)} alerts in this group*\n{listed}")})
     label_items = [_code(f"{k}={v}") for k, v in alert.labels.items()]
@@ -292,14 +292,14 @@ def blocks(
         labels_text = _join_within(label_items, SECTION_MAX, sep="  ")
         out.append({"type": "context", "elements": [_mrkdwn(labels_text)]})
     buttons = []
-    rule_url = safe_url(str(p.get("rule_url") or ""))
+    rule_url = safe_url(lead.rule_url)
     if rule_url and len(rule_url) <= URL_MAX:
         buttons.append(_button("Open rule", rule_url, "watcher-open-rule", "primary"))
     if firing:
         silence = silence_url(external_url, silence_labels(n))
         if silence:
             buttons.append(_button(f"Silence {SILENCE_DURATION}…", silence, "watcher-silence"))
-    first = next((str(t.get("url")) for t in traces if safe_url(str(t.get("url") or ""))), None)
+    first = next((t.url for t in traces if safe_url(t.url)), None)
     if first and len(first) <= URL_MAX:
         buttons.append(_button("Top trace", first, "watcher-top-trace"))
     if buttons:

@@ -1,6 +1,6 @@
 """The webhook receiver: the notification's JSON payload, POSTed and signed with HMAC-SHA256.
 
-This module owns the webhook body (the versioned payload of ``templates`` plus ``notification_id``,
+This module owns the webhook body (the versioned document of ``document`` plus ``notification_id``,
 ``receiver``, ``title`` and ``body``; documented in ``docs/notifications.md``) and its signature
 header ``X-Watcher-Signature: sha256=<hex HMAC-SHA256 of the raw body with the secret>``. It does
 not own the HTTP edge (``http``) nor retries (``outbox``).
@@ -18,6 +18,7 @@ from typing import Any
 
 from ...config import ReceiverSettings
 from ...core import Notification
+from ..document import notification_document
 from .http import JsonPoster, url_secrets
 
 SIGNATURE_HEADER = "X-Watcher-Signature"
@@ -31,8 +32,7 @@ def sign(body: bytes, secret: str) -> str:
 
 def webhook_body(n: Notification) -> dict[str, Any]:
     """Return the JSON document a webhook consumer receives for ``n``."""
-    doc = dict(n.payload)
-    doc["notification_id"] = str(n.payload.get("notification_id") or n.dedup_key)
+    doc = notification_document(n)
     doc["receiver"] = n.receiver
     doc["title"] = n.title
     doc["body"] = n.body
