@@ -115,7 +115,7 @@ def test_parse_matcher_rejects(bad: str) -> None:
 def test_silence_cli_add_list_expire_mutes_exactly_the_matching_alerts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from watcher.store.db import open_store
+    from watcher.store.db import migrate, open_store
 
     config = tmp_path / "watcher.yaml"
     config.write_text(f"store: {{url: 'sqlite:///{tmp_path}/w.db'}}\nserver: {{enabled: false}}\n")
@@ -135,6 +135,12 @@ def test_silence_cli_add_list_expire_mutes_exactly_the_matching_alerts(
         "--config",
         str(config),
     ]
+    # a silence goes into the store the daemon reads: a mistyped path is refused, not created
+    assert main(args) == 2 and not (tmp_path / "w.db").exists()
+    capsys.readouterr()
+    created = open_store(f"sqlite:///{tmp_path}/w.db")
+    migrate(created)
+    created.close()
     assert main(args) == 0
     line = capsys.readouterr().out
     sid = line.split()[0]
