@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from watcher.notify.charts import _spans, render_chart
+from watcher.notify.charts import flagged_runs, render_chart
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -32,7 +32,7 @@ def test_chart_is_a_png_of_the_right_size() -> None:
 
 
 def test_spans_of_consecutive_anomalies() -> None:
-    assert _spans([1, 2, 3, 4, 5, 6], [False, True, True, False, True, True]) == [(2, 3), (5, 6)]
+    assert flagged_runs([1, 2, 3, 4, 5, 6], [False, True, True, False, True, True]) == [(2, 3), (5, 6)]
 
 
 @pytest.mark.parametrize(("ts", "values"), [([], []), ([1.0, 2.0], [1.0])])

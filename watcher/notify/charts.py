@@ -86,8 +86,8 @@ def snapshot_png(snapshot: Mapping[str, Any] | None) -> bytes | None:
     )
 
 
-def _spans(ts: Sequence[float], flags: Sequence[bool]) -> list[tuple[float, float]]:
-    """Return (start, end) of each run of consecutive anomalous points."""
+def flagged_runs(ts: Sequence[float], flags: Sequence[bool]) -> list[tuple[float, float]]:
+    """Return (first, last) timestamps of each run of consecutive flagged points."""
     spans: list[tuple[float, float]] = []
     start: float | None = None
     for i, flag in enumerate(flags):
@@ -159,7 +159,7 @@ def _draw(
         ax.plot(when, list(expected), color="tab:blue", linewidth=1, linestyle="--", label="expected")
     ax.plot(when, list(values), color="black", linewidth=1.4, label="value")
     if anomalous is not None:
-        for i, (a, b) in enumerate(_spans(list(timestamps), list(anomalous))):
+        for i, (a, b) in enumerate(flagged_runs(list(timestamps), list(anomalous))):
             pad = (timestamps[1] - timestamps[0]) / 2 if len(timestamps) > 1 else 30.0
             ax.axvspan(
                 num(a - pad),
@@ -168,20 +168,7 @@ def _draw(
                 alpha=0.2,
                 label="anomalous" if i == 0 else None,
             )
-    for i, (at, text) in enumerate(m for m in markers if timestamps[0] <= m[0] <= timestamps[-1]):
-        ax.axvline(
-            num(at), color=MARKER_COLOUR, linestyle="--", linewidth=1.2, label="release" if i == 0 else None
-        )
-        ax.annotate(
-            text[:40],
-            (num(at), 1.0),
-            xycoords=("data", "axes fraction"),
-            fontsize=7,
-            color=MARKER_COLOUR,
-            rotation=90,
-            va="top",
-            ha="right",
-        )
+    draw_markers(ax, [(num(at), text) for at, text in markers if timestamps[0] <= at <= timestamps[-1]])
     locator = AutoDateLocator()  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
@@ -195,3 +182,19 @@ def _draw(
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def draw_markers(ax: Any, markers: Sequence[tuple[float, str]]) -> None:
+    """Draw release markers ``(x in the axis' date units, title)`` as labelled dashed vertical lines."""
+    for i, (x, text) in enumerate(markers):
+        ax.axvline(x, color=MARKER_COLOUR, linestyle="--", linewidth=1.2, label="release" if i == 0 else None)
+        ax.annotate(
+            text[:40],
+            (x, 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            color=MARKER_COLOUR,
+            rotation=90,
+            va="top",
+            ha="right",
+        )

@@ -34,7 +34,7 @@ from ..core import Labels, Verdict, from_epoch, to_epoch, utc
 from ..detectors import make_detector
 from ..engine.group import rule_lookback, rule_step
 from ..errors import WatcherError
-from ..notify.charts import MARKER_COLOUR
+from ..notify.charts import draw_markers, flagged_runs
 from ..rules.schema import NO_TRACES, Group, RollingDetector, Rule, ThresholdDetector
 from ..store.markers import list_markers
 from .view import DaemonView
@@ -119,21 +119,6 @@ def thresholds_of(rule: Rule) -> list[Threshold]:
 # --- drawing -----------------------------------------------------------------------------------
 
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 3.0, 100
-
-
-def _runs(ts: Sequence[float], flags: Sequence[bool]) -> list[tuple[float, float]]:
-    """Return (first, last) timestamps of each run of consecutive flagged points."""
-    runs: list[tuple[float, float]] = []
-    start: float | None = None
-    for i, flag in enumerate(flags):
-        if flag and start is None:
-            start = ts[i]
-        if not flag and start is not None:
-            runs.append((start, ts[i - 1]))
-            start = None
-    if start is not None:
-        runs.append((start, ts[-1]))
-    return runs
 
 
 def _with_gaps(verdicts: Sequence[Verdict]) -> list[Verdict]:
@@ -223,12 +208,12 @@ def _draw(
     for th in thresholds:
         ax.axhline(th.value, color="tab:red", linewidth=1.2, linestyle="--", label=str(th))
     ax.plot(when, [v.value for v in verdicts], color="black", linewidth=1.4, label="value")
-    for i, (a, b) in enumerate(_runs(ts, [v.anomalous for v in verdicts])):
+    for i, (a, b) in enumerate(flagged_runs(ts, [v.anomalous for v in verdicts])):
         ax.axvspan(
             num(a - pad), num(b + pad), color="tab:red", alpha=0.2, label="anomalous" if i == 0 else None
         )
     warm = [not v.ready and math.isfinite(v.value) for v in verdicts]
-    for i, (a, b) in enumerate(_runs(ts, warm)):
+    for i, (a, b) in enumerate(flagged_runs(ts, warm)):
         ax.axvspan(num(a - pad), num(b + pad), color="0.5", alpha=0.2, label="warm-up" if i == 0 else None)
     first, last = span if span is not None else (ts[0] - pad, ts[-1] + pad)
     if episode is not None:
@@ -241,20 +226,7 @@ def _draw(
             color="tab:orange",
             label="this episode",
         )
-    for i, (at, text) in enumerate(m for m in markers if first <= m[0] <= last):
-        ax.axvline(
-            num(at), color=MARKER_COLOUR, linewidth=1.2, linestyle="--", label="release" if i == 0 else None
-        )
-        ax.annotate(
-            text[:40],
-            (num(at), 1.0),
-            xycoords=("data", "axes fraction"),
-            fontsize=7,
-            color=MARKER_COLOUR,
-            rotation=90,
-            va="top",
-            ha="right",
-        )
+    draw_markers(ax, [(num(at), text) for at, text in markers if first <= at <= last])
     ax.set_xlim(num(first), num(last))
     ax.margins(y=0.15)
     locator = AutoDateLocator()  # type: ignore[no-untyped-call]
