@@ -27,6 +27,7 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.values import MutexValue
 
 from .labels import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS
+from .otelmetrics import DURATION_BUCKETS  # the conventions' advised buckets, on both faces
 from .record import CallRecord
 
 TTFT_BUCKETS: Final = (
@@ -46,22 +47,6 @@ TTFT_BUCKETS: Final = (
     5.0,
     7.5,
     10.0,
-)
-DURATION_BUCKETS: Final = (
-    0.01,
-    0.02,
-    0.04,
-    0.08,
-    0.16,
-    0.32,
-    0.64,
-    1.28,
-    2.56,
-    5.12,
-    10.24,
-    20.48,
-    40.96,
-    81.92,
 )
 SCORE_BUCKETS: Final = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
