@@ -333,15 +333,21 @@ class Notifier:
                 self.metrics.outbox_dead.labels(name).set(counts.get(name, 0))
         return counts
 
-    def forget_group(self, rule_group: str) -> None:
+    def forget_group(self, rule_group: str, only: Callable[[Alert], bool] | None = None) -> None:
         """Drop the alerts of ``rule_group`` from the in-memory groups (it moved to another replica).
 
         What was notified is in the notification log; the group's new owner rebuilds its own
         in-memory groups from its evaluations, so this replica must not act on stale copies.
+        ``only`` limits it to some of the group's alerts (a shard of it that moved).
         """
         with self._lock:
             for key, group in list(self.groups.groups.items()):
-                for fp in [fp for fp, a in group.alerts.items() if a.group == rule_group]:
+                gone = [
+                    fp
+                    for fp, a in group.alerts.items()
+                    if a.group == rule_group and (only is None or only(a))
+                ]
+                for fp in gone:
                     del group.alerts[fp]
                     group.seen.pop(fp, None)
                 if not group.alerts:
