@@ -63,6 +63,7 @@ from .assign import Peer, Unit, eligible, majority_hash, owner_of, owns, parse_u
 from .host import Host
 from .metrics import ClusterMetrics
 from .sharedfetch import SharedFetch
+from .sharedgroups import StoreGroupPeers
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class ClusterMember:
     def start(self) -> ClusterMember:
         """Run a first cycle, share the outbox, and start heartbeating in the background."""
         self.daemon.notifier.outbox.share(self.replica_id, self.claim_for, self.valid)
+        self.daemon.notifier.peers = StoreGroupPeers()
         self.cycle()
         self._thread = threading.Thread(target=self._loop, name="watcher-cluster", daemon=True)
         self._thread.start()

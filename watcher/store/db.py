@@ -110,12 +110,16 @@ def _v9_call_cache_writes(conn: Connection) -> None:
 
 
 def _v12_shard_stats(conn: Connection) -> None:
-    """Add ``cluster_leases.series`` and ``tick_s``: what each unit's holder last evaluated (#19)."""
+    """Add ``cluster_leases.series``/``tick_s`` (what a unit's holder last evaluated) and an index of
+    ``notification_log`` by group dedup key (a group's alerts on other replicas), issue #19."""
     have = {c["name"] for c in sa.inspect(conn).get_columns("cluster_leases")}
     if "series" not in have:
         conn.exec_driver_sql("ALTER TABLE cluster_leases ADD COLUMN series INTEGER")
     if "tick_s" not in have:
         conn.exec_driver_sql("ALTER TABLE cluster_leases ADD COLUMN tick_s FLOAT")
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_notification_log_dedup ON notification_log (receiver, dedup_key)"
+    )
 
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {

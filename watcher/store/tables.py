@@ -173,6 +173,8 @@ class NotificationLogRow(SQLModel, table=True):
     """What each receiver was last told about each alert; dedup reads it."""
 
     __tablename__ = "notification_log"
+    __table_args__ = (sa.Index("ix_notification_log_dedup", "receiver", "dedup_key"),)
+    """The alerts a receiver was told about under one group dedup key (``cluster.sharedgroups``)."""
 
     receiver: str = Field(primary_key=True, max_length=128)
     fingerprint: str = Field(primary_key=True, max_length=32)
