@@ -245,6 +245,10 @@ class Notifier:
                 decision = replace(
                     decision, kind=NotificationKind.FIRING, firing=(*decision.firing, *elsewhere)
                 )
+                for alert in elsewhere:  # their log rows are updated with the group's
+                    rows[alert.fingerprint] = session.get(
+                        NotificationLogRow, (group.receiver, alert.fingerprint)
+                    )
             if decision is not None and decision.reason == "repeat_interval":
                 # the alerts passed the mute stage when submitted, but a cause (or a silence or
                 # window) may have appeared since: a repeat re-checks, and the log stays as it
