@@ -88,11 +88,11 @@ def collect(store: Any, ttl: timedelta) -> dict[str, Any]:
     valid = [lz for lz in leases if float(lz.left_s) > 0]
     held = Counter(lz.owner for lz in valid)
     series: Counter[str] = Counter()
-    tick_s: Counter[str] = Counter()
+    tick_s: dict[str, float] = {}
     last: dict[str, float] = {}
     for lz in valid:
         series[lz.owner] += int(lz.series or 0)
-        tick_s[lz.owner] += float(lz.tick_s or 0.0)
+        tick_s[lz.owner] = tick_s.get(lz.owner, 0.0) + float(lz.tick_s or 0.0)
         if lz.lag_s is not None:
             last[lz.owner] = max(last.get(lz.owner, float("-inf")), -float(lz.lag_s))
     total = sum(series.values())
