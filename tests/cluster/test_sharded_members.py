@@ -194,3 +194,50 @@ def test_a_group_split_across_replicas_pages_as_one_group_and_resolves_once(make
     assert [m["kind"] for m in msgs] == ["firing", "firing", "firing", "resolved"], msgs
     assert {m["dedup_key"] for m in msgs} == {first["dedup_key"]}
     assert _tenants(msgs[-1], "resolved") == {on_b}
+
+
+ROLLING = """\
+groups:
+  - name: spend
+    interval: 10s
+    rules:
+      - alert: CallBurst
+        source: calls
+        query: {agg: count, window: 10s, by: [tenant]}
+        detector: {kind: rolling, window: 5m, min_points: 5, direction: up}
+"""
+
+
+def test_a_taken_over_shard_resumes_its_detectors_from_its_checkpoint(
+    make_member: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = make_member("a", text=ROLLING)
+    start = T - timedelta(minutes=6)
+    with a.daemon.store.session() as s:
+        for i in range(380):  # six minutes and more of one call a second for each of four tenants
+            for k in range(4):
+                at = start + timedelta(seconds=i)
+                s.add(Call(trace_id=f"{k}{i:031x}", ts=at, tenant=f"t{k:02d}", cost_usd=0.1))
+        s.commit()
+    a.cycle()
+    assert sorted(a.held()) == shard_units("spend", SHARDS)
+    _evaluate(a, T)  # every shard checkpoints its detectors at its first evaluation
+    with a.store.engine.connect() as conn:
+        keys = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT group_name FROM detector_state")).all()}
+    holding = {
+        shard_units("spend", SHARDS)[shard_of(Labels({"tenant": f"t{k:02d}"}), SHARDS)] for k in range(4)
+    }
+    assert keys == holding  # one checkpoint per shard with series, under the shard's name
+    with a.store.engine.begin() as conn:  # a dies
+        conn.execute(
+            sa.text("UPDATE cluster_replicas SET heartbeat_at = clock_timestamp() - interval '1 hour'")
+        )
+        conn.execute(sa.text("UPDATE cluster_leases SET expires_at = clock_timestamp() - interval '1s'"))
+    b = make_member("b", text=ROLLING)
+    b.cycle()
+    caplog.set_level("INFO", logger="watcher.engine.group")
+    _evaluate(b, T + timedelta(seconds=10))
+    resumed = [r for r in caplog.records if "from a detector checkpoint" in r.getMessage()]
+    assert len(resumed) == len(holding)
+    verdicts = [v for _, ev, _ in b._built.values() for v in ev.verdicts()["CallBurst"].values()]
+    assert len(verdicts) == 4 and all(v.ready for v in verdicts)  # not blind after the takeover
