@@ -241,3 +241,38 @@ def test_a_taken_over_shard_resumes_its_detectors_from_its_checkpoint(
     assert len(resumed) == len(holding)
     verdicts = [v for _, ev, _ in b._built.values() for v in ev.verdicts()["CallBurst"].values()]
     assert len(verdicts) == 4 and all(v.ready for v in verdicts)  # not blind after the takeover
+
+
+def test_cluster_status_shows_units_series_per_replica_tick_and_lag(
+    make_member: Any, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from watcher.cli import main
+
+    a, b = make_member("a"), make_member("b")
+    _settle(a, b)
+    _calls(a, T - timedelta(seconds=5), {t: 1.0 for t in TENANTS})
+    for m in (a, b):
+        _evaluate(m, T)
+    _settle(a, b)
+    cfg = tmp_path / "status.yaml"
+    cfg.write_text(f"store: {{url: '{pg_url}'}}\ncluster: {{lease_ttl: 30s}}\n")
+    assert main(["cluster", "status", "--config", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    units = shard_units("spend", SHARDS)
+    assert sorted(lz["group"] for lz in doc["leases"]) == units
+    assert {(lz["rule_group"], lz["shards"]) for lz in doc["leases"]} == {("spend", SHARDS)}
+    assert sorted(lz["shard"] for lz in doc["leases"]) == list(range(SHARDS))
+    mine = {m.replica_id: [u for u in units if owner_of(u, ["a", "b"]) == m.replica_id] for m in (a, b)}
+    per_unit = {lz["group"]: lz["series"] for lz in doc["leases"]}
+    assert doc["series_per_replica"] == {r: sum(per_unit[u] for u in us) for r, us in mine.items()}
+    assert doc["series_total"] == len(TENANTS)
+    assert doc["series_balance"] == round(max(doc["series_per_replica"].values()) / (len(TENANTS) / 2), 3)
+    for r in doc["replicas"]:
+        assert r["units"] == len(mine[r["replica_id"]]) and r["tick_s"] > 0
+        assert r["last_tick_age_s"] is not None and r["last_tick_age_s"] > 0  # T is in the past: lag
+    assert all(lz["lag_s"] is not None and lz["tick_s"] is not None for lz in doc["leases"])
+    assert main(["cluster", "status", "--config", str(cfg)]) == 0
+    table = capsys.readouterr().out
+    assert "series per replica" in table and "spend#0/8" in table

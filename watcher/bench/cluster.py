@@ -131,23 +131,23 @@ def _rules(groups: list[str]) -> str:
     return text
 
 
-def _fresh_database(base_url: str) -> str:
+def _fresh_database(base_url: str, name: str) -> str:
     import psycopg
 
     admin = base_url.replace("postgresql+psycopg://", "postgresql://")
-    url = base_url.rsplit("/", 1)[0] + "/" + DB_NAME
+    url = base_url.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
     return url
 
 
-def _drop_database(base_url: str) -> None:
+def _drop_database(base_url: str, name: str) -> None:
     import psycopg
 
     admin = base_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _kill(member: Any) -> dict[str, int]:
@@ -191,7 +191,7 @@ def run(
     ticks: int = 3,
     anomalous: float = 0.001,
     log: Callable[[str], None] = lambda _: None,
-    keep_db: bool = False,
+    db_name: str = DB_NAME,
 ) -> dict[str, Any]:
     """Run the simulation; return its results as plain data."""
     from prometheus_client import CollectorRegistry
@@ -209,7 +209,7 @@ def run(
     per_group = {g: series // groups + (1 if i < series % groups else 0) for i, g in enumerate(names)}
     start = EPOCH + timedelta(seconds=STEP_S * warm)
     source = SyntheticSource(per_group, anomalous=anomalous, jump=(start + timedelta(minutes=1)).timestamp())
-    url = _fresh_database(pg_url)
+    url = _fresh_database(pg_url, db_name)
     tmp = Path(tempfile.mkdtemp(prefix="watcher-bench-cluster-"))
     (tmp / "rules.yaml").write_text(_rules(names))
     ids = [f"r{i + 1}" for i in range(replicas)]
@@ -337,8 +337,7 @@ def run(
     finally:
         for d in daemons:
             d.close()
-        if not keep_db:
-            _drop_database(pg_url)
+        _drop_database(pg_url, db_name)
 
 
 def table(doc: dict[str, Any]) -> str:
