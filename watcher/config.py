@@ -380,6 +380,13 @@ class ClusterSettings(_Section):
     state_dir: Path | None = Field(
         None, description="where the persisted replica id lives; default the working directory"
     )
+    shards: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="series shards per rule group: each group's series are split by a hash of their "
+        "labels into this many units, leased separately (1: whole groups)",
+    )
     catch_up: Duration | None = Field(
         None,
         description="a group's new owner evaluates the ticks missed up to this far back; default "

@@ -32,7 +32,7 @@ from sqlmodel import Session
 
 from . import sdnotify
 from .config import Settings
-from .core import Alert, Verdict
+from .core import Alert, Labels, Verdict
 from .engine.checkpoints import CheckpointStore
 from .engine.group import EvalResult, GroupEvaluator
 from .engine.jobs import Jobs
@@ -194,11 +194,25 @@ class Daemon:
         self.metrics.signals.retain(new)
         self.rules = rules
 
-    def make_evaluator(self, group: Group, alert_store: AlertStore) -> GroupEvaluator:
-        """Return a new evaluator of ``group`` wired as every evaluator of this daemon is."""
+    def make_evaluator(
+        self,
+        group: Group,
+        alert_store: AlertStore,
+        *,
+        sources: Mapping[str, Source] | None = None,
+        shard: Callable[[Labels], bool] | None = None,
+        checkpoint_key: str | None = None,
+    ) -> GroupEvaluator:
+        """Return a new evaluator of ``group`` wired as every evaluator of this daemon is.
+
+        A cluster shard passes its ``shard`` predicate, its ``checkpoint_key`` and ``sources``
+        that share one fetch among the shards of a group this replica holds.
+        """
         return GroupEvaluator(
             group,
-            self.sources,
+            sources if sources is not None else self.sources,
+            shard=shard,
+            checkpoint_key=checkpoint_key,
             alert_store=alert_store,
             resolved_retention=self.settings.notify.resolved_retention,
             metrics=self.metrics,
@@ -238,16 +252,30 @@ class Daemon:
 
     # --- work ----------------------------------------------------------------------------------
 
-    def evaluate_group(self, name: str, now: datetime | None = None, *, fence: Any = None) -> EvalResult:
-        """Evaluate one group at ``now`` (default: the clock) and enqueue its notifications."""
-        ev = self.evaluators[name]
+    def evaluate_group(
+        self,
+        name: str,
+        now: datetime | None = None,
+        *,
+        fence: Any = None,
+        evaluator: GroupEvaluator | None = None,
+        speaks_for_sources: bool | None = None,
+    ) -> EvalResult:
+        """Evaluate one group at ``now`` (default: the clock) and enqueue its notifications.
+
+        A cluster shard passes its own ``evaluator`` and whether it ``speaks_for_sources`` (the
+        source-down alerts, paged by one unit of the cluster only).
+        """
+        ev = evaluator if evaluator is not None else self.evaluators[name]
         at = now or self.clock()
         result = ev.evaluate(at, persist=False)
         self.metrics.signals.set(name, ev.verdicts())
         self.metrics.last_evaluation.labels(name).set(at.timestamp())
         # one alert per unavailable endpoint that some rule still queries
         down = self.source_down.update(self.sources, at, self._endpoints_in_use())
-        if fence is not None and name != min(self.evaluators):
+        if speaks_for_sources is None:
+            speaks_for_sources = fence is None or name == min(self.evaluators)
+        if not speaks_for_sources:
             # replicas: every one tracks the endpoints, but only the holder of the first group's
             # lease speaks for them, so an outage seen by all replicas pages once
             down = []

@@ -69,14 +69,14 @@ def _config(tmp: Path, url: str, hook: str, groups: list[str]) -> Path:
     return cfg
 
 
-def _incident(url: str, start: datetime, seconds: float) -> None:
+def _incident(url: str, start: datetime, seconds: float, tenant: str = "acme") -> None:
     """Insert the whole scripted incident at once: calls every 0.5 s from ``start`` on."""
     engine = sa.create_engine(url)
     rows = [
         {
-            "trace_id": f"{i:032x}",
+            "trace_id": f"{tenant}{i:x}".rjust(32, "0"),
             "ts": start + timedelta(seconds=i * 0.5),
-            "tenant": "acme",
+            "tenant": tenant,
             "cost_usd": 1.0,
             "input_tokens": 1,
             "output_tokens": 1,
@@ -173,7 +173,7 @@ def test_three_replicas_share_groups_and_page_once_through_a_kill(
     ), pages
 
     # the survivor that took the group over restored its firing alert from the store first
-    taken = [line for p in procs[1:] for line in p.lines if f"cluster: group {moved} taken at epoch" in line]
+    taken = [line for p in procs[1:] for line in p.lines if f"cluster: {moved} taken at epoch" in line]
     assert any("1 alert(s) restored (1 firing)" in line for line in taken), taken
 
     ticks = _ticks(engine)
@@ -295,3 +295,56 @@ def test_a_second_replica_on_sqlite_is_refused(tmp_path: Path, capsys: pytest.Ca
             third.close()
     finally:
         first.close()
+
+
+def test_three_replicas_share_one_groups_series_by_shard_and_page_once_through_a_kill(
+    pg_url: str, tmp_path: Path, http_receiver: HTTPReceiver
+) -> None:
+    from watcher.cluster.assign import owner_of, shard_of, shard_units
+    from watcher.core import Labels
+
+    shards = 6
+    units = shard_units("g0", shards)
+    cfg = _config(tmp_path, pg_url, f"{http_receiver.url}/hook", ["g0"])
+    cfg.write_text(cfg.read_text().replace("cluster: {", f"cluster: {{shards: {shards}, "))
+    owner: dict[str, str | None] = {}
+    for i in itertools.count():  # two tenants whose series sit on each replica
+        t = f"tenant{i}"
+        o = owner_of(units[shard_of(Labels({"tenant": t}), shards)], REPLICAS)
+        if list(owner.values()).count(o) < 2:
+            owner[t] = o
+        if len(owner) == 2 * len(REPLICAS):
+            break
+    tenants = sorted(owner)
+    engine = sa.create_engine(pg_url)
+    procs = [Replica(r, cfg) for r in REPLICAS]
+    try:
+        for p in procs:
+            p.wait_for("watcher running", timeout=40)
+        want = {u: owner_of(u, REPLICAS) for u in units}
+        _wait(lambda: _leases(engine) == want, 30, "shard leases to settle")
+        start = datetime.now(UTC) + timedelta(seconds=1)
+        for t in tenants:
+            _incident(pg_url, start, seconds=10, tenant=t)
+        n = len(tenants)
+        _wait(lambda: len(http_receiver.requests) >= n, 30, f"{n} firing pages")
+        procs[0].kill()  # r1 dies mid-incident with its shards' alerts firing
+        _wait(lambda: len(http_receiver.requests) >= 2 * n, 45, f"{n} resolves")
+        _let_ticks_pass(engine, units, 2)
+        for p in procs[1:]:
+            assert p.stop() == 0
+    finally:
+        for p in procs:
+            p.close()
+    engine.dispose()
+    bodies = [b for _, _, b in http_receiver.requests]
+    ids = [b["notification_id"] for b in bodies]
+    assert len(set(ids)) == len(ids), ids
+    assert Counter((b["labels"]["tenant"], b["status"]) for b in bodies) == Counter(
+        {(t, s): 1 for t in tenants for s in ("firing", "resolved")}
+    ), bodies
+    # r1's shards with firing alerts were taken over with those alerts restored from the store
+    firing_moved = {units[shard_of(Labels({"tenant": t}), shards)] for t, o in owner.items() if o == "r1"}
+    lines = [ln for p in procs[1:] for ln in p.lines if " taken at epoch" in ln]
+    for u in firing_moved:
+        assert any(f"cluster: {u} taken" in ln and "(0 firing)" not in ln for ln in lines), (u, lines)

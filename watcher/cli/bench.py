@@ -21,7 +21,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(
         dest="bench",
         required=True,
-        metavar="detection|flagrate|llm-suite|throughput|daemon|hooks|ingest|notify|backtest|faults",
+        metavar="detection|flagrate|llm-suite|throughput|daemon|cluster|hooks|ingest|notify|backtest|faults",
     )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
@@ -81,6 +81,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     thr.add_argument("--detector", action="append", help="detector kind (repeatable)")
     thr.set_defaults(func=main_throughput)
     add_daemon_bench_parser(sub)
+    add_cluster_bench_parser(sub)
     add_hooks_bench_parser(sub)
     add_ingest_bench_parser(sub)
     add_storm_parser(sub)
@@ -165,6 +166,51 @@ def main_daemon_bench(args: argparse.Namespace) -> int:
         print()
         print(table(results))
     return 1 if any(r.get("error") for r in results) else 0
+
+
+def add_cluster_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``watcher bench cluster`` on the ``bench`` command's subparsers."""
+    p: argparse.ArgumentParser = bench_subparsers.add_parser(
+        "cluster",
+        help="replicas sharing groups' series by shard on PostgreSQL: balance, tick CPU, takeover",
+    )
+    p.add_argument("--series", type=int, default=100_000, help="series in total (100000)")
+    p.add_argument("--replicas", type=int, default=4, help="replicas (4)")
+    p.add_argument("--groups", type=int, default=4, help="rule groups sharing the series equally (4)")
+    p.add_argument("--shards", type=int, default=16, help="cluster.shards: shards per group (16)")
+    p.add_argument("--ticks", type=int, default=3, help="steady ticks timed after the cold start (3)")
+    p.add_argument(
+        "--pg-url",
+        default="postgresql+psycopg://127.0.0.1:5432/test",
+        help="PostgreSQL server (a database watcher_bench_cluster is created there and dropped after)",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=main_cluster_bench)
+    return p
+
+
+def main_cluster_bench(args: argparse.Namespace) -> int:
+    """Run ``watcher bench cluster`` and print its tables (or JSON)."""
+    if args.replicas < 3 or args.series < args.replicas or args.groups < 1 or args.shards < 1:
+        print("bench cluster: needs 3+ replicas (two are killed), a group, a shard and a series per replica")
+        return 2
+    from ..bench.cluster import run, table
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(f"  … {msg}", flush=True)
+
+    doc = run(
+        pg_url=args.pg_url,
+        series=args.series,
+        replicas=args.replicas,
+        groups=args.groups,
+        shards=args.shards,
+        ticks=args.ticks,
+        log=log,
+    )
+    print(json.dumps(doc, indent=2) if args.json else table(doc))
+    return 0
 
 
 def _main_hooks(args: argparse.Namespace) -> int:

@@ -9,18 +9,20 @@ wiring, load stored alerts). It does not own any of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..core import Labels
     from ..engine.group import EvalResult, GroupEvaluator
     from ..engine.state import AlertStore
     from ..notify.pipeline import Notifier
     from ..rules.loader import LoadedRules
     from ..rules.schema import Group
     from ..selfmetrics import SelfMetrics
+    from ..sources.base import Source
     from ..store.db import Store
 
 
@@ -33,6 +35,7 @@ class Host(Protocol):
     rules: LoadedRules
     notifier: Notifier
     evaluators: dict[str, GroupEvaluator]
+    sources: dict[str, Source]
     alert_store: AlertStore
 
     def dispatch(self, job: str, fn: Callable[[], object]) -> bool:
@@ -43,10 +46,26 @@ class Host(Protocol):
         """Tell whether a run of the job ``job`` is still going (``dispatch`` would refuse it now)."""
         ...
 
-    def evaluate_group(self, name: str, now: datetime | None = None, *, fence: Any = None) -> EvalResult:
-        """Evaluate one rule group at ``now`` (the daemon's clock when None)."""
+    def evaluate_group(
+        self,
+        name: str,
+        now: datetime | None = None,
+        *,
+        fence: Any = None,
+        evaluator: GroupEvaluator | None = None,
+        speaks_for_sources: bool | None = None,
+    ) -> EvalResult:
+        """Evaluate one rule group (or a shard of it, ``evaluator``) at ``now`` (None: the daemon's clock)."""
         ...
 
-    def make_evaluator(self, group: Group, alert_store: AlertStore) -> GroupEvaluator:
+    def make_evaluator(
+        self,
+        group: Group,
+        alert_store: AlertStore,
+        *,
+        sources: Mapping[str, Source] | None = None,
+        shard: Callable[[Labels], bool] | None = None,
+        checkpoint_key: str | None = None,
+    ) -> GroupEvaluator:
         """Return a new evaluator of ``group`` with the daemon's wiring, saving through ``alert_store``."""
         ...

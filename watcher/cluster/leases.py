@@ -138,6 +138,19 @@ def acquire(conn: Connection, group: str, owner: str, ttl: timedelta, *, fresh: 
     return None if row is None else int(row.epoch)
 
 
+def report(conn: Connection, owner: str, held: Iterable[str], stats: dict[str, tuple[int, float]]) -> None:
+    """Record, on the leases ``owner`` holds, the series and seconds of its last evaluation of each."""
+    mine = set(held)
+    rows = [{"g": g, "o": owner, "n": n, "s": s} for g, (n, s) in stats.items() if g in mine]
+    if rows:
+        conn.execute(
+            sa.text(
+                "UPDATE cluster_leases SET series = :n, tick_s = :s WHERE group_name = :g AND owner = :o"
+            ),
+            rows,
+        )
+
+
 def release(conn: Connection, groups: Iterable[str], owner: str) -> list[str]:
     """Let the leases of ``groups`` held by ``owner`` expire now; return the groups released."""
     names = list(groups)

@@ -2,9 +2,14 @@
 
 This module owns the replica's runtime: a heartbeat thread that runs one coordination cycle every
 ``heartbeat_interval`` (sooner when another replica's lease is about to run out, so a dead
-replica's groups move as soon as its lease expires), the set of groups this replica holds with
+replica's groups move as soon as its lease expires), the set of units this replica holds with
 their epochs, the tick grid, and wiring the daemon's evaluation and outbox to the leases. It does
 not own the SQL (``leases``), who should own what (``assign``) nor evaluation itself (``engine``).
+
+A **unit** is a rule group, or with ``cluster.shards: N`` one of its N series shards
+(``group#k/N``, ``assign``): leases, tick claims, the fence and detector checkpoints are per unit.
+Each held shard has its own evaluator, which keeps only its series; the shards of a group held by
+one replica share one fetch per tick (``sharedfetch``).
 
 Safety, in order of defence:
 
@@ -22,9 +27,10 @@ Safety, in order of defence:
    lock the lease row and check owner, epoch and expiry; a replica that lost its lease mid-way
    writes nothing.
 
-A group that arrives (or comes back) at a new epoch gets a fresh evaluator restored from the
-store's alert state, so it neither re-pages a firing alert nor forgets it; its detectors warm up
-from history on the first fetch (``engine.group``: the first fetch reaches back ``lookback``).
+A unit that arrives (or comes back) at a new epoch gets a fresh evaluator restored from the
+store's alert state (its own shard's alerts), so it neither re-pages a firing alert nor forgets
+it; its detectors resume from the unit's last detector checkpoint when there is a recent one, and
+otherwise warm up from history on the first fetch (``engine.group``).
 """
 
 from __future__ import annotations
@@ -53,9 +59,11 @@ from ..engine.state import AlertStore, SessionSource, _translated, alert_to_row
 from ..errors import ConfigError, LeaseLostError
 from ..store.tables import AlertRow
 from . import leases
-from .assign import Peer, eligible, majority_hash, owner_of, rules_hash
+from .assign import Peer, Unit, eligible, majority_hash, owner_of, owns, parse_unit, rules_hash, shard_units
 from .host import Host
 from .metrics import ClusterMetrics
+from .sharedfetch import SharedFetch
+from .sharedgroups import StoreGroupPeers
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +165,7 @@ class ClusterMember:
         self.catch_up_s = float(
             (cfg.catch_up if cfg.catch_up is not None else cfg.lease_ttl * 2).total_seconds()
         )
+        self.shards: int = cfg.shards
         self._id_file: IO[str] | None = None
         rid = cfg.replica_id
         if not rid:
@@ -182,7 +191,12 @@ class ClusterMember:
         """Groups just gained: the last tick any replica evaluated (None: never), to catch up from, and
         when they were gained (the catch-up window counts back from then, so a new owner too busy to
         start at once still reaches the ticks the takeover missed)."""
-        self._built: dict[str, tuple[int, GroupEvaluator]] = {}
+        self._built: dict[str, tuple[int, GroupEvaluator, GroupEvaluator]] = {}
+        """Unit → (epoch, its evaluator, the daemon's evaluator of the group it was built from)."""
+        self._shared: dict[str, dict[str, SharedFetch]] = {}
+        """Group → its sources, sharing one fetch among the group's shards held here."""
+        self._stats: dict[str, tuple[int, float]] = {}
+        """Unit → (series, seconds) of its last evaluation here, reported at the next heartbeat."""
         self._cycles = 0
         self._expired_logged = False
         self._stop = threading.Event()
@@ -199,6 +213,7 @@ class ClusterMember:
     def start(self) -> ClusterMember:
         """Run a first cycle, share the outbox, and start heartbeating in the background."""
         self.daemon.notifier.outbox.share(self.replica_id, self.claim_for, self.valid)
+        self.daemon.notifier.peers = StoreGroupPeers()
         self.cycle()
         self._thread = threading.Thread(target=self._loop, name="watcher-cluster", daemon=True)
         self._thread.start()
@@ -245,14 +260,15 @@ class ClusterMember:
         """Heartbeat, acquire/renew/release leases; return the seconds until the next cycle."""
         t0 = time.monotonic()
         groups = [lg.group.name for lg in self.daemon.rules.groups]
-        rhash = rules_hash(lg.group for lg in self.daemon.rules.groups)
+        units = [u for g in groups for u in shard_units(g, self.shards)]
+        rhash = self._hash()
         self._cycles += 1
         try:
             with self.store.engine.begin() as conn:
                 peers = leases.heartbeat(conn, self.me, rhash, self.ttl)
                 replicas = eligible(peers)
                 mismatch = self.replica_id not in replicas
-                wanted = [] if mismatch else [g for g in groups if owner_of(g, replicas) == self.replica_id]
+                wanted = [] if mismatch else [u for u in units if owner_of(u, replicas) == self.replica_id]
                 before = leases.read_leases(conn)
                 with self._lock:
                     had = dict(self._held)
@@ -269,6 +285,9 @@ class ClusterMember:
                     if lv.owner == self.replica_id and lv.valid and lv.group not in held
                 ]
                 released = leases.release(conn, mine, self.replica_id)
+                with self._lock:
+                    stats = {u: st for u, st in self._stats.items() if u in held}
+                leases.report(conn, self.replica_id, held, stats)
                 pruned = 0
                 if not mismatch and self.replica_id == min(replicas) and self._cycles % 10 == 1:
                     pruned = leases.prune_alerts(conn, groups)  # alerts of groups the rules dropped
@@ -330,6 +349,13 @@ class ClusterMember:
         self.metrics.replicas.set(len(peers))
         self.metrics.rules_hash_mismatch.set(1 if mismatch else 0)
 
+    def _hash(self) -> str:
+        """Return the hash replicas must agree on: the rules, and the shard count when sharding."""
+        groups: list[object] = [lg.group for lg in self.daemon.rules.groups]
+        if self.shards > 1:
+            groups.append({"cluster.shards": self.shards})
+        return rules_hash(groups)
+
     def _failed(self, exc: BaseException) -> None:
         message = self._describe(exc)
         self.metrics.heartbeat_failures.inc()
@@ -343,12 +369,19 @@ class ClusterMember:
         err = self.store.error("cluster heartbeat", exc)
         return str(err)
 
-    def _forget(self, group: str) -> None:
-        """Drop what this replica knows about ``group`` in memory (its new owner has the store)."""
-        self._built.pop(group, None)
-        self._last_tick.pop(group, None)
-        self._resume.pop(group, None)
-        self.daemon.notifier.forget_group(group)
+    def _forget(self, name: str) -> None:
+        """Drop what this replica knows about unit ``name`` in memory (its new owner has the store)."""
+        self._built.pop(name, None)
+        self._last_tick.pop(name, None)
+        self._resume.pop(name, None)
+        with self._lock:
+            self._stats.pop(name, None)
+        unit = parse_unit(name)
+        if unit.shards > 1:
+            keep = owns(unit)
+            self.daemon.notifier.forget_group(unit.group, lambda a: keep(a.labels))
+        else:
+            self.daemon.notifier.forget_group(name)
 
     # --- what the daemon asks --------------------------------------------------------------------
 
@@ -372,7 +405,7 @@ class ClusterMember:
             return
         now = self._now()
         for name, epoch in self.held().items():
-            ev = self.daemon.evaluators.get(name)
+            ev = self.daemon.evaluators.get(parse_unit(name).group)
             if ev is None:
                 continue
             interval = max(1.0, ev.group.interval.total_seconds())
@@ -447,10 +480,19 @@ class ClusterMember:
         if not won:
             self.metrics.tick_conflicts.inc()
             return True
-        self._evaluator(name, epoch, self._fence(name, epoch))
+        unit = parse_unit(name)
+        ev = self._evaluator(unit, epoch, self._fence(name, epoch))
+        first = shard_units(min(self.daemon.evaluators), self.shards)[0] if self.daemon.evaluators else name
+        t0 = time.perf_counter()
         try:
             # the results and the claim's done flag commit in one fenced transaction
-            self.daemon.evaluate_group(name, at, fence=self._fence(name, epoch, done=at))
+            result = self.daemon.evaluate_group(
+                unit.group,
+                at,
+                fence=self._fence(name, epoch, done=at),
+                evaluator=ev,
+                speaks_for_sources=name == first,  # one unit of the cluster pages source outages
+            )
         except LeaseLostError as exc:
             # the claim stays not done: the group's next epoch re-claims and evaluates this tick
             self.metrics.leases_lost.inc()
@@ -458,6 +500,8 @@ class ClusterMember:
             self._built.pop(name, None)
             return False
         self.metrics.evaluations.inc()
+        with self._lock:
+            self._stats[name] = (sum(h.series for h in result.health), time.perf_counter() - t0)
         return True
 
     def _fence(self, name: str, epoch: int, done: datetime | None = None) -> Fence:
@@ -472,25 +516,39 @@ class ClusterMember:
 
         return fence
 
-    def _evaluator(self, name: str, epoch: int, fence: Fence) -> GroupEvaluator:
-        """Return the evaluator for ``name`` at ``epoch``: a fresh one restored from the store on arrival."""
-        current = self.daemon.evaluators[name]
-        built = self._built.get(name)
-        if built is not None and built[0] == epoch and built[1] is current:
-            return current
+    def _evaluator(self, unit: Unit, epoch: int, fence: Fence) -> GroupEvaluator:
+        """Return the evaluator of ``unit`` at ``epoch``: a fresh one restored from the store on arrival.
+
+        A whole group's evaluator replaces the daemon's (the status page reads it); a shard's is
+        kept here, sees only its series and alerts, and checkpoints its detectors under its name.
+        """
         d = self.daemon
-        fenced = FencedAlertStore(d.store, self._fence(name, epoch))
-        ev = d.make_evaluator(current.group, fenced)
-        stored: list[Alert] = d.alert_store.load(name)
+        current = d.evaluators[unit.group]
+        built = self._built.get(unit.name)
+        if built is not None and built[0] == epoch and built[2] is current:
+            return built[1]
+        fenced = FencedAlertStore(d.store, self._fence(unit.name, epoch))
+        stored: list[Alert] = d.alert_store.load(unit.group)
+        if unit.shards > 1:
+            keep = owns(unit)
+            stored = [a for a in stored if keep(a.labels)]
+            shared = self._shared.setdefault(unit.group, {})
+            for name, src in d.sources.items():
+                if name not in shared or shared[name].inner is not src:
+                    shared[name] = SharedFetch(src)
+            ev = d.make_evaluator(current.group, fenced, sources=shared, shard=keep, checkpoint_key=unit.name)
+        else:
+            ev = d.make_evaluator(current.group, fenced)
         orphans = ev.restore(stored)  # alerts of rules the group no longer has
         if orphans:
             fenced.save([], orphans)
-        d.evaluators[name] = ev
-        self._built[name] = (epoch, ev)
+        if unit.shards == 1:
+            d.evaluators[unit.group] = ev
+        self._built[unit.name] = (epoch, ev, d.evaluators[unit.group])
         firing = sum(1 for a in stored if a.state.name == "FIRING")
         logger.info(
-            "cluster: group %s taken at epoch %d, %d alert(s) restored (%d firing)",
-            name,
+            "cluster: %s taken at epoch %d, %d alert(s) restored (%d firing)",
+            unit.name,
             epoch,
             len(stored),
             firing,
@@ -511,6 +569,8 @@ class ClusterMember:
                 "rules_hash_mismatch": self._mismatch,
                 "replicas_live": len(peers),
                 "groups_held": sorted(self._held) if time.monotonic() < self._valid_until else [],
+                "shards": self.shards,
+                "series": sum(n for n, _ in self._stats.values()),
                 "lease_valid_for_s": round(max(0.0, self._valid_until - time.monotonic()), 3)
                 if self._valid_until > -math.inf
                 else 0.0,

@@ -1,8 +1,10 @@
-"""``watcher cluster status``: the replicas, their leases and the outbox, read from the store.
+"""``watcher cluster status``: the replicas, their shards, series, leases and the outbox, from the store.
 
 This module owns collecting the cluster's state into one document (``collect``) and printing it
-as tables or JSON (``add_cluster_parser``). It does not own the tables' meaning (``leases``,
+as tables or JSON (``print_tables``). It does not own the tables' meaning (``leases``,
 ``member``). Ages and expiries are computed by the database clock, like the leases themselves.
+A lease's ``series`` and ``tick_s`` are what its holder reported of its last evaluation of the
+unit (a group or one of its shards); ``lag_s`` is the age of the unit's last evaluated tick.
 Exit codes follow ``watcher.cli``: 0 ok, 1 a store error (one line, without the password).
 """
 
@@ -15,7 +17,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from ..core import utc
-from .assign import Peer, majority_hash
+from .assign import Peer, majority_hash, parse_unit
 
 
 def _sqlite_holder(store: Any) -> int | None:
@@ -64,11 +66,12 @@ def collect(store: Any, ttl: timedelta) -> dict[str, Any]:
         ).all()
         leases = conn.execute(
             sa.text(
-                "SELECT l.group_name, l.owner, l.epoch, l.expires_at, "
+                "SELECT q.*, EXTRACT(EPOCH FROM (clock_timestamp() - q.last_tick)) AS lag_s FROM ("
+                "SELECT l.group_name, l.owner, l.epoch, l.expires_at, l.series, l.tick_s, "
                 "EXTRACT(EPOCH FROM (l.expires_at - clock_timestamp())) AS left_s, "
                 "(SELECT max(tick) FROM cluster_evaluations e WHERE e.group_name = l.group_name "
                 "AND e.done) AS last_tick "
-                "FROM cluster_leases l ORDER BY l.group_name"
+                "FROM cluster_leases l) q ORDER BY q.group_name"
             )
         ).all()
         outbox = conn.execute(
@@ -82,7 +85,18 @@ def collect(store: Any, ttl: timedelta) -> dict[str, Any]:
     ttl_s = ttl.total_seconds()
     live = [r for r in reps if float(r.age_s) < ttl_s]
     majority = majority_hash([Peer(r.replica_id, r.rules_hash, utc(r.started_at)) for r in live])
-    held = Counter(lz.owner for lz in leases if float(lz.left_s) > 0)
+    valid = [lz for lz in leases if float(lz.left_s) > 0]
+    held = Counter(lz.owner for lz in valid)
+    series: Counter[str] = Counter()
+    tick_s: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for lz in valid:
+        series[lz.owner] += int(lz.series or 0)
+        tick_s[lz.owner] = tick_s.get(lz.owner, 0.0) + float(lz.tick_s or 0.0)
+        if lz.lag_s is not None:
+            last[lz.owner] = max(last.get(lz.owner, float("-inf")), -float(lz.lag_s))
+    total = sum(series.values())
+    mean = total / len(held) if held else 0.0
     return {
         "store": store.url_display,
         "mode": "postgresql",
@@ -99,12 +113,22 @@ def collect(store: Any, ttl: timedelta) -> dict[str, Any]:
                 "heartbeat_age_s": round(float(r.age_s), 3),
                 "live": float(r.age_s) < ttl_s,
                 "groups": held.get(r.replica_id, 0),
+                "units": held.get(r.replica_id, 0),
+                "series": series.get(r.replica_id, 0),
+                "tick_s": round(tick_s.get(r.replica_id, 0.0), 3),
+                "last_tick_age_s": round(-last[r.replica_id], 3) if r.replica_id in last else None,
             }
             for r in reps
         ],
         "leases": [
             {
                 "group": lz.group_name,
+                "rule_group": parse_unit(lz.group_name).group,
+                "shard": parse_unit(lz.group_name).shard,
+                "shards": parse_unit(lz.group_name).shards,
+                "series": lz.series,
+                "tick_s": round(float(lz.tick_s), 4) if lz.tick_s is not None else None,
+                "lag_s": round(float(lz.lag_s), 3) if lz.lag_s is not None else None,
                 "owner": lz.owner,
                 "epoch": lz.epoch,
                 "expires_at": utc(lz.expires_at).isoformat(),
@@ -115,6 +139,9 @@ def collect(store: Any, ttl: timedelta) -> dict[str, Any]:
             for lz in leases
         ],
         "groups_per_replica": dict(sorted(held.items())),
+        "series_per_replica": dict(sorted(series.items())),
+        "series_total": total,
+        "series_balance": round(max(series.values()) / mean, 3) if total and mean else None,
         "outbox_pending": int(outbox.pending),
         "outbox_claimed": int(outbox.claimed),
         "outbox_dead": int(outbox.dead),
@@ -135,7 +162,8 @@ def print_tables(doc: dict[str, Any], out: TextIO) -> None:
         console.print(f"outbox: {doc['outbox_pending']} pending")
         return
     reps = Table(title="replicas")
-    for col in ("replica", "host", "pid", "version", "rules hash", "heartbeat age", "live", "groups"):
+    columns = ("replica", "host", "pid", "version", "rules hash", "heartbeat age", "live", "units", "series")
+    for col in (*columns, "tick", "last tick age"):
         reps.add_column(col)
     for r in doc["replicas"]:
         mark = f"{r['rules_hash']} (differs)" if r["rules_hash_mismatch"] else r["rules_hash"]
@@ -148,17 +176,32 @@ def print_tables(doc: dict[str, Any], out: TextIO) -> None:
             f"{r['heartbeat_age_s']:.1f}s",
             "yes" if r["live"] else "no",
             str(r["groups"]),
+            str(r["series"]),
+            f"{r['tick_s']:.2f}s",
+            f"{r['last_tick_age_s']:.1f}s" if r["last_tick_age_s"] is not None else "-",
         )
     console.print(reps)
-    leases = Table(title="leases")
-    for col in ("group", "owner", "epoch", "expires in", "last tick"):
+    leases = Table(title="leases (a group, or a shard group#k/N)")
+    for col in ("unit", "owner", "epoch", "expires in", "series", "tick", "last tick", "lag"):
         leases.add_column(col)
     for lz in doc["leases"]:
         left = f"{lz['expires_in_s']:.1f}s" if lz["valid"] else "expired"
-        leases.add_row(lz["group"], lz["owner"], str(lz["epoch"]), left, lz["last_tick"] or "-")
+        leases.add_row(
+            lz["group"],
+            lz["owner"],
+            str(lz["epoch"]),
+            left,
+            str(lz["series"]) if lz["series"] is not None else "-",
+            f"{lz['tick_s']:.3f}s" if lz["tick_s"] is not None else "-",
+            lz["last_tick"] or "-",
+            f"{lz['lag_s']:.1f}s" if lz["lag_s"] is not None else "-",
+        )
     console.print(leases)
     per = ", ".join(f"{k}: {v}" for k, v in doc["groups_per_replica"].items()) or "none"
-    console.print(f"groups per replica: {per}")
+    console.print(f"units per replica: {per}")
+    if doc.get("series_total"):
+        spr = ", ".join(f"{k}: {v}" for k, v in doc["series_per_replica"].items())
+        console.print(f"series per replica: {spr} (max/mean {doc['series_balance']})")
     console.print(
         f"outbox: {doc['outbox_pending']} pending"
         + (

@@ -250,6 +250,8 @@ class GroupEvaluator:
         markers: MarkerFeed | None = None,
         explain: bool = True,
         explain_budget: int = EXPLAIN_PER_TICK,
+        shard: Callable[[Labels], bool] | None = None,
+        checkpoint_key: str | None = None,
     ) -> None:
         """``keep_history=False`` skips the per-series verdict history (``history``), e.g. in backtests.
 
@@ -260,8 +262,12 @@ class GroupEvaluator:
         ``markers`` (release markers) are named in the alerts they precede and re-baseline the
         series they apply to; ``explain`` adds the contribution by dimension of SQL and PromQL
         ``sum by`` rules' alerts (``why``; at most ``explain_budget`` analyses per evaluation, the
-        rest on the next ones).
+        rest on the next ones). ``shard`` (a cluster shard of the group, ``cluster.assign``) keeps
+        only the series whose alert labels it accepts, and the rule-wide no-data alert only if it
+        accepts the rule's own labels; its checkpoints are kept under ``checkpoint_key``.
         """
+        self._shard = shard
+        self._checkpoint_key = checkpoint_key or group.name
         horizon = max((rule_lookback(r, group) for r in group.rules), default=timedelta(0))
         self._why = Why(markers, explain=explain, horizon=horizon, budget=explain_budget)
         self._checkpoints = checkpoints
@@ -412,7 +418,13 @@ class GroupEvaluator:
             from_epoch(runner.cursor) if runner.cursor is not None else now - rule_lookback(rule, self.group)
         )
         # a SourceError leaves all state untouched
-        series_list = self._fetch(source, rule, start, now, stp)
+        fetched = self._fetch(source, rule, start, now, stp)
+        series_list = fetched
+        owns_rule_wide = True
+        if self._shard is not None:
+            owns = self._shard
+            series_list = [s for s in fetched if owns(s.labels.merge(rule.labels))]
+            owns_rule_wide = owns(Labels(rule.labels))
         runner.cursor = max(grid_last, runner.cursor or -math.inf)
 
         observations: dict[str, tuple[Labels, Observation | None]] = {}
@@ -425,12 +437,12 @@ class GroupEvaluator:
         absent_fp = Labels(rule.labels).merge({"alertname": rule.alert}).fingerprint
         for fp, alert in runner.alerts.items():
             if fp not in observations:
-                if series_list and fp == absent_fp and alert.annotations.get("no_data"):
+                if fetched and fp == absent_fp and alert.annotations.get("no_data"):
                     # Series are back: the rule-wide no-data alert resolves.
                     observations[fp] = (alert.labels, Observation(active=False))
                 else:
                     observations[fp] = (alert.labels, self._missing(runner, alert))
-        if not series_list and not runner.alerts and rule.no_data == "alert":
+        if not fetched and not runner.alerts and rule.no_data == "alert" and owns_rule_wide:
             # Nothing at all came back: one alert with the rule's own labels, like absent().
             labels = Labels(rule.labels)
             fp = labels.merge({"alertname": rule.alert}).fingerprint
@@ -474,7 +486,7 @@ class GroupEvaluator:
         rule = runner.rule
         step_s = rule_step(rule, self.group).total_seconds()
         try:
-            got = self._checkpoints.load(self.name, rule.alert, spec_digest(rule, step_s))
+            got = self._checkpoints.load(self._checkpoint_key, rule.alert, spec_digest(rule, step_s))
         except StoreError as exc:
             logger.warning("detector checkpoint not read: %s", exc, extra={"group": self.name})
             return
@@ -519,7 +531,7 @@ class GroupEvaluator:
         step_s = rule_step(runner.rule, self.group).total_seconds()
         try:
             self._checkpoints.save(
-                self.name, runner.rule.alert, spec_digest(runner.rule, step_s), grid_last, states
+                self._checkpoint_key, runner.rule.alert, spec_digest(runner.rule, step_s), grid_last, states
             )
         except StoreError as exc:
             logger.warning("detector checkpoint not written: %s", exc, extra={"group": self.name})

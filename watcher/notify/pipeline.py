@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -43,7 +44,7 @@ from .receivers.base import Receiver
 from .routing import route_receivers, route_targets
 from .templates import UNIT_ANNOTATION
 
-__all__ = ["FlushResult", "Notifier", "SessionFactory", "episode_start", "route_receivers"]
+__all__ = ["FlushResult", "GroupPeers", "Notifier", "SessionFactory", "episode_start", "route_receivers"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,20 @@ def _store_errors(store: object, action: str) -> Iterator[None]:
         orig = getattr(exc, "orig", None) or exc
         first = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
         raise StoreError(f"store: {action} failed: {first}") from None
+
+
+class GroupPeers(Protocol):
+    """Other replicas' share of notification groups (a cluster whose shards split a group's alerts)."""
+
+    def lock(self, session: Session, receiver: str, key: str) -> None:
+        """Hold the group ``key`` of ``receiver`` for this transaction (one decision at a time)."""
+        ...
+
+    def firing_elsewhere(
+        self, session: Session, receiver: str, dedup_key: str, local: Collection[str]
+    ) -> list[Alert]:
+        """Return the alerts ``receiver`` was told fire under ``dedup_key``, still firing, less ``local``."""
+        ...
 
 
 class Notifier:
@@ -91,6 +106,8 @@ class Notifier:
         self.groups = Aggregator(settings, stale_after=stale)
         self._firing: dict[str, tuple[dict[str, str], datetime]] = {}
         self._lock = threading.RLock()
+        self.peers: GroupPeers | None = None
+        """Set by a cluster replica: grouped decisions then see the group's alerts on other replicas."""
         self.metrics = metrics
         self.history = history
         self.outbox = Outbox(
@@ -209,11 +226,29 @@ class Notifier:
         enqueued: list[str] = []
         muter: Muter | None = None
         for group in self.groups.due(now):
+            peers = self.peers if group.grouped else None
+            if peers is not None:
+                # replicas holding other shards decide for the same group: one at a time, each
+                # reading the log as the previous one left it (no second "first", no double repeat)
+                peers.lock(session, group.receiver, group.key)
             rows = {fp: session.get(NotificationLogRow, (group.receiver, fp)) for fp in group.alerts}
             group_row = (
                 session.get(NotificationLogRow, (group.receiver, group.key)) if group.grouped else None
             )
             decision = decide_group(group, rows, group_row if group.grouped else rows[group.key], now)
+            elsewhere: list[Alert] = []
+            if peers is not None and group_row is not None and group_row.kind == NotificationKind.FIRING:
+                elsewhere = peers.firing_elsewhere(session, group.receiver, group_row.dedup_key, group.alerts)
+            if decision is not None and elsewhere:
+                # the group still fires on another replica: what one process seeing every alert
+                # would send (a resolve of these alerts inside a firing group, never the group's)
+                decision = replace(
+                    decision, kind=NotificationKind.FIRING, firing=(*decision.firing, *elsewhere)
+                )
+                for alert in elsewhere:  # their log rows are updated with the group's
+                    rows[alert.fingerprint] = session.get(
+                        NotificationLogRow, (group.receiver, alert.fingerprint)
+                    )
             if decision is not None and decision.reason == "repeat_interval":
                 # the alerts passed the mute stage when submitted, but a cause (or a silence or
                 # window) may have appeared since: a repeat re-checks, and the log stays as it
@@ -254,6 +289,7 @@ class Notifier:
                 group_row is not None
                 and group_row.kind == NotificationKind.FIRING
                 and not any(a.state is AlertState.FIRING for a in group.alerts.values())
+                and not elsewhere
             ):
                 group_row.kind = str(
                     NotificationKind.RESOLVED
@@ -333,15 +369,21 @@ class Notifier:
                 self.metrics.outbox_dead.labels(name).set(counts.get(name, 0))
         return counts
 
-    def forget_group(self, rule_group: str) -> None:
+    def forget_group(self, rule_group: str, only: Callable[[Alert], bool] | None = None) -> None:
         """Drop the alerts of ``rule_group`` from the in-memory groups (it moved to another replica).
 
         What was notified is in the notification log; the group's new owner rebuilds its own
         in-memory groups from its evaluations, so this replica must not act on stale copies.
+        ``only`` limits it to some of the group's alerts (a shard of it that moved).
         """
         with self._lock:
             for key, group in list(self.groups.groups.items()):
-                for fp in [fp for fp, a in group.alerts.items() if a.group == rule_group]:
+                gone = [
+                    fp
+                    for fp, a in group.alerts.items()
+                    if a.group == rule_group and (only is None or only(a))
+                ]
+                for fp in gone:
                     del group.alerts[fp]
                     group.seen.pop(fp, None)
                 if not group.alerts:

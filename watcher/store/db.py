@@ -109,6 +109,19 @@ def _v9_call_cache_writes(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN conversation_id VARCHAR(128)")
 
 
+def _v12_shard_stats(conn: Connection) -> None:
+    """Add ``cluster_leases.series``/``tick_s`` (what a unit's holder last evaluated) and an index of
+    ``notification_log`` by group dedup key (a group's alerts on other replicas), issue #19."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("cluster_leases")}
+    if "series" not in have:
+        conn.exec_driver_sql("ALTER TABLE cluster_leases ADD COLUMN series INTEGER")
+    if "tick_s" not in have:
+        conn.exec_driver_sql("ALTER TABLE cluster_leases ADD COLUMN tick_s FLOAT")
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_notification_log_dedup ON notification_log (receiver, dedup_key)"
+    )
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
@@ -119,6 +132,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     7: _v7_detector_state,
     8: _v8_markers_feedback,
     9: _v9_call_cache_writes,
+    12: _v12_shard_stats,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 12
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -173,6 +173,8 @@ class NotificationLogRow(SQLModel, table=True):
     """What each receiver was last told about each alert; dedup reads it."""
 
     __tablename__ = "notification_log"
+    __table_args__ = (sa.Index("ix_notification_log_dedup", "receiver", "dedup_key"),)
+    """The alerts a receiver was told about under one group dedup key (``cluster.sharedgroups``)."""
 
     receiver: str = Field(primary_key=True, max_length=128)
     fingerprint: str = Field(primary_key=True, max_length=32)
@@ -300,6 +302,10 @@ class LeaseRow(SQLModel, table=True):
     """the fencing token: writes of a group's evaluation check owner, epoch and expiry"""
     acquired_at: datetime = _ts()
     expires_at: datetime = _ts()
+    series: int | None = None
+    """series in the holder's last evaluation of the unit (migration 12)"""
+    tick_s: float | None = None
+    """seconds the holder's last evaluation of the unit took (migration 12)"""
 
 
 class EvaluationRow(SQLModel, table=True):
