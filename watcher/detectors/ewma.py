@@ -126,7 +126,9 @@ class AdaptiveLevel:
         """Return the current sigma of ``group`` around ``expected``, floored."""
         return max(MEAN_ABS_TO_SIGMA * self.spread[group], spread_floor(expected, self.min_spread))
 
-    def step(self, ts: float, y: float, offset: float = 0.0, group: int = 0) -> tuple[float, float]:
+    def step(
+        self, ts: float, y: float, offset: float = 0.0, group: int = 0, pooled: bool = False
+    ) -> tuple[float, float]:
         """Return ``(expected, sigma)`` for ``y`` (before it), then fold ``y`` into the state.
 
         ``offset`` is added to the level to form the expectation (the seasonal profile at ``ts``);
@@ -152,8 +154,9 @@ class AdaptiveLevel:
         dt = ts - self.last_ts
         # After a gap the state has decayed, but one point must never replace it outright.
         a = min(-math.expm1(-dt * _LN2 / self.halflife), MAX_LEVEL_WEIGHT) if dt > 0 else 0.0
+        share = 1 if pooled else self.groups
         b = (
-            min(-math.expm1(-dt * self.groups * _LN2 / self.scale_halflife), MAX_SPREAD_WEIGHT)
+            min(-math.expm1(-dt * share * _LN2 / self.scale_halflife), MAX_SPREAD_WEIGHT)
             if dt > 0
             else 0.0
         )
@@ -258,8 +261,7 @@ class EwmaBaseline(Detector):
         self.core.min_spread = max(self._min_spread, self.floor.value())
         expected, sigma = self.core.step(ts, value)
         verdict = self.cal.verdict(ts, value, expected, sigma)
-        if not verdict.anomalous:  # the resolution is learnt from normal points, never from a jump
-            self.floor.update(value)
+        self.floor.update(value, verdict.anomalous)  # learnt from normal points, never from a jump
         return verdict
 
 

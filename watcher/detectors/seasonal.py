@@ -51,7 +51,7 @@ from ..core import FloatArray, Verdict, format_duration
 from ..errors import DetectorError
 from .base import Detector, register
 from .calibration import ResolutionFloor, TailCalibrator
-from .ewma import AdaptiveLevel, check_common
+from .ewma import START_WEIGHT, AdaptiveLevel, check_common
 from .stats import MAD_TO_SIGMA, Direction
 
 DAY = 86_400.0
@@ -330,10 +330,10 @@ class SeasonalBaseline(Detector):
         group = (math.floor(u) % self.periods[0]) // self.per_hour
         y = self._to_log(value) if self.log else value
         self.core.min_spread = max(self._min_spread, 1e-3 if self.log else 0.0, self.floor.value())
-        expected, sigma = self.core.step(ts, y, prof.at(u), group)
+        pooled = not prof.periods  # no season: no hour of the day has a noise of its own
+        expected, sigma = self.core.step(ts, y, prof.at(u), 0 if pooled else group, pooled)
         verdict = self.cal.verdict(ts, y, expected, sigma)
-        if not verdict.anomalous:  # the resolution is learnt from normal points, never from a jump
-            self.floor.update(y)
+        self.floor.update(y, verdict.anomalous)  # learnt from normal points, never from a jump
         if self.log:  # report in the series' unit; exp is monotonic so the band still decides
             back = self._from_log
             verdict = Verdict(
@@ -436,9 +436,41 @@ class SeasonalBaseline(Detector):
         if self.profile is None:
             per_bucket = max(1.0, self._points / max(1.0, (ts - self._first_ts) / self.res))
             spread = prof.spread * math.sqrt(per_bucket) / math.sqrt(math.pi / 2.0)
-            self.core.start(ts, [prof.level], [spread * f for f in prof.factor])
+            level, replayed = self._replay(prof, y, start)
+            spread = max(spread, replayed)
+            self.core.start(ts, [level], [spread * f for f in prof.factor])
+        elif prof.periods and not self.profile.periods:
+            # The first season found: every hour's spread starts from the pooled one learnt so far.
+            core = self.core
+            core.spread = [core.spread[0] * f for f in prof.factor]
+            core.seen = [max(core.seen[0] // core.groups, START_WEIGHT)] * core.groups
         self.core.known = list(prof.levels)
         self.profile = prof
+
+    def _replay(self, prof: Profile, y: FloatArray, start: int) -> tuple[float, float]:
+        """Return the level and mean absolute one-step-ahead residual of the history's buckets.
+
+        The fit's spread is measured around a trend that saw the future (medians of whole cycles);
+        the level that scores the next points is causal and lags a trend. Running that level over
+        the history, bucket by bucket, gives the residuals the first scored points will actually
+        have, so a trending series starts with a spread that holds its lag instead of one that
+        flags its first points.
+        """
+        core = self.core
+        tmp = AdaptiveLevel(core.halflife, core.scale_halflife, core.k, core.min_spread, core.shift_after)
+        tmp.known = list(prof.levels)
+        for i, v in enumerate(y.tolist()):
+            if v != v:
+                continue
+            u = float(start + i)
+            offset = prof.at(u)
+            t = (u + 0.5) * self.res
+            if not tmp.ready:
+                tmp.start(t, [v - offset], [prof.spread / math.sqrt(math.pi / 2.0)])
+                tmp.seen = [1]
+                continue
+            tmp.step(t, v, offset, pooled=True)
+        return tmp.level, tmp.spread[0]
 
 
 def build_seasonal(spec: Any) -> Detector:
