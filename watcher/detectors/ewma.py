@@ -155,11 +155,7 @@ class AdaptiveLevel:
         # After a gap the state has decayed, but one point must never replace it outright.
         a = min(-math.expm1(-dt * _LN2 / self.halflife), MAX_LEVEL_WEIGHT) if dt > 0 else 0.0
         share = 1 if pooled else self.groups
-        b = (
-            min(-math.expm1(-dt * share * _LN2 / self.scale_halflife), MAX_SPREAD_WEIGHT)
-            if dt > 0
-            else 0.0
-        )
+        b = min(-math.expm1(-dt * share * _LN2 / self.scale_halflife), MAX_SPREAD_WEIGHT) if dt > 0 else 0.0
         clip = HUBER_CLIP * sigma
         r = min(max(resid, -clip), clip)
         self.level += a * r
