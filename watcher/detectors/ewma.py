@@ -67,6 +67,7 @@ class AdaptiveLevel:
     __slots__ = (
         "groups",
         "halflife",
+        "jumps",
         "k",
         "known",
         "last_ts",
@@ -106,6 +107,7 @@ class AdaptiveLevel:
         self.run_side = 0
         self.run_start = 0.0
         self.run: list[float] = []
+        self.jumps = 0  # level shifts confirmed and levels returned to, so far
 
     @property
     def ready(self) -> bool:
@@ -146,6 +148,7 @@ class AdaptiveLevel:
                 # one left, so a blip that happened to fit a known level returns at once.
                 self.prev_level = math.nan if back == self.prev_level else self.level
                 self.level, self.run_side = back, 0
+                self.jumps += 1
                 self.run.clear()
                 expected = back + offset
                 sigma = self.sigma(expected, group)
@@ -201,6 +204,7 @@ class AdaptiveLevel:
         if ts - self.run_start >= self.shift_after and len(self.run) >= 3:
             self.prev_level = self.level
             self.level = median_sorted(sorted(self.run))
+            self.jumps += 1
             self.run_side = 0
             self.run.clear()
 
@@ -254,10 +258,13 @@ class EwmaBaseline(Detector):
                 )
             self.core.start(self._warm_ts, self._warm)
             self._warm = []
-        self.core.min_spread = max(self._min_spread, self.floor.value())
-        expected, sigma = self.core.step(ts, value)
+        core = self.core
+        core.min_spread = max(self._min_spread, self.floor.value())
+        jumps = core.jumps
+        expected, sigma = core.step(ts, value)
         verdict = self.cal.verdict(ts, value, expected, sigma)
-        self.floor.update(value, verdict.anomalous)  # learnt from normal points, never from a jump
+        # The resolution is learnt from normal points, never from a jump of the level.
+        self.floor.update(value, verdict.anomalous or core.jumps != jumps)
         return verdict
 
 

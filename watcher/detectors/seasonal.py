@@ -51,7 +51,7 @@ from ..core import FloatArray, Verdict, format_duration
 from ..errors import DetectorError
 from .base import Detector, register
 from .calibration import ResolutionFloor, TailCalibrator
-from .ewma import START_WEIGHT, AdaptiveLevel, check_common
+from .ewma import AdaptiveLevel, check_common
 from .stats import MAD_TO_SIGMA, Direction
 
 DAY = 86_400.0
@@ -63,6 +63,8 @@ STRENGTH_MIN = 0.3
 """Smallest autocorrelation at the season's lag for a detected season to be used."""
 ZERO_FRACTION = 0.01
 """Share of points at or below 0 from which a positive series is zero-inflated (see ``_choose_scale``)."""
+MIN_GROUP_POINTS = 4
+"""Points per hour of the shortest season per cycle below which the hours share one spread."""
 KNOWN_LEVEL_CYCLES = 8
 """Shortest cycles (days, for a daily season) whose levels count as known: a week and a margin."""
 
@@ -288,6 +290,7 @@ class SeasonalBaseline(Detector):
         self.floor = ResolutionFloor()
         self.cal = TailCalibrator(self.sensitivity, direction)
         self.profile: Profile | None = None
+        self.pooled = False  # one spread for every hour of the day (decided on the first fit)
         self.log: bool | None = None  # decided on the first fit (``_choose_scale``)
         self._floor = self._log_floor = 0.0
         self.fits = 0
@@ -330,10 +333,12 @@ class SeasonalBaseline(Detector):
         group = (math.floor(u) % self.periods[0]) // self.per_hour
         y = self._to_log(value) if self.log else value
         self.core.min_spread = max(self._min_spread, 1e-3 if self.log else 0.0, self.floor.value())
-        pooled = not prof.periods  # no season: no hour of the day has a noise of its own
+        pooled = self.pooled
+        jumps = self.core.jumps
         expected, sigma = self.core.step(ts, y, prof.at(u), 0 if pooled else group, pooled)
         verdict = self.cal.verdict(ts, y, expected, sigma)
-        self.floor.update(y, verdict.anomalous)  # learnt from normal points, never from a jump
+        # The resolution is learnt from normal points, never from a jump of the level.
+        self.floor.update(y, verdict.anomalous or self.core.jumps != jumps)
         if self.log:  # report in the series' unit; exp is monotonic so the band still decides
             back = self._from_log
             verdict = Verdict(
@@ -439,11 +444,11 @@ class SeasonalBaseline(Detector):
             level, replayed = self._replay(prof, y, start)
             spread = max(spread, replayed)
             self.core.start(ts, [level], [spread * f for f in prof.factor])
-        elif prof.periods and not self.profile.periods:
-            # The first season found: every hour's spread starts from the pooled one learnt so far.
-            core = self.core
-            core.spread = [core.spread[0] * f for f in prof.factor]
-            core.seen = [max(core.seen[0] // core.groups, START_WEIGHT)] * core.groups
+            # Points per hour of the day per cycle: with fewer than ``MIN_GROUP_POINTS`` each hour's
+            # spread would be learnt from a handful of residuals for weeks (hourly points: one a
+            # day), and the smallest of 24 such estimates flags; one pooled spread is honest.
+            rate = self._points / max(ts - self._first_ts, self.res)
+            self.pooled = rate * self.per_hour * self.res < MIN_GROUP_POINTS
         self.core.known = list(prof.levels)
         self.profile = prof
 
