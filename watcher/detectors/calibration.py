@@ -388,6 +388,15 @@ class TailCalibrator:
         is, and this point lies beyond that same critical value too. The band is where that
         happens for this point given the previous residuals; NaN on an unwatched side.
         """
+        lower, upper, score, anomalous, surprise = self.judge(value, expected, sigma)
+        return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
+
+    def judge(self, value: float, expected: float, sigma: float) -> tuple[float, float, float, bool, float]:
+        """Return ``verdict``'s ``(lower, upper, score, anomalous, surprise)`` without building it.
+
+        For a kind that reports in another unit than it judges in (``seasonal`` on a log scale):
+        it builds its one verdict from these, instead of a second one from the first.
+        """
         z = (value - expected) / sigma
         recent = self.recent
         have_run = len(recent) == RUN - 1
@@ -431,7 +440,7 @@ class TailCalibrator:
             recent.append(clipped)
             if len(recent) >= RUN:
                 del recent[0]
-        return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
+        return lower, upper, score, anomalous, surprise
 
     def _admit(self, z: float, median: float, anomalous: bool) -> None:
         """Queue a scored residual; admit the one that has waited ``DELAY`` points.

@@ -336,23 +336,14 @@ class SeasonalBaseline(Detector):
         pooled = self.pooled
         jumps = self.core.jumps
         expected, sigma = self.core.step(ts, y, prof.at(u), 0 if pooled else group, pooled)
-        verdict = self.cal.verdict(ts, y, expected, sigma)
+        lower, upper, score, anomalous, surprise = self.cal.judge(y, expected, sigma)
         # The resolution is learnt from normal points, never from a jump of the level.
-        self.floor.update(y, verdict.anomalous or self.core.jumps != jumps)
+        self.floor.update(y, anomalous or self.core.jumps != jumps)
+        self._add(y)
         if self.log:  # report in the series' unit; exp is monotonic so the band still decides
             back = self._from_log
-            verdict = Verdict(
-                ts=ts,
-                value=value,
-                expected=back(expected),
-                lower=back(verdict.lower),
-                upper=back(verdict.upper),
-                score=verdict.score,
-                anomalous=verdict.anomalous,
-                surprise=verdict.surprise,
-            )
-        self._add(y)
-        return verdict
+            expected, lower, upper = back(expected), back(lower), back(upper)
+        return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
 
     def _add(self, value: float) -> None:
         """Add a point to the open bucket."""
