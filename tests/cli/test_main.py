@@ -158,3 +158,41 @@ def test_score_does_not_import_the_daemons_dependencies(tmp_path: Path) -> None:
     )
     assert "HEAVY [] 0" in proc.stderr, proc.stderr
     assert proc.stdout.startswith("timestamp,value,expected,lower,upper,score,anomaly")
+
+
+EWMA_RULES = """\
+groups:
+  - name: g
+    interval: 5m
+    rules:
+      - alert: Short
+        source: calls
+        query: {agg: sum, field: cost_usd, window: 5m}
+        detector: {kind: ewma}
+      - alert: Long
+        source: calls
+        query: {agg: sum, field: cost_usd, window: 5m}
+        detector: {kind: ewma}
+        lookback: 2d
+"""
+
+
+def test_check_warns_when_a_lookback_is_shorter_than_the_detectors_warmup(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(EWMA_RULES)
+    proc = watcher("check", "r.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # a warning, not a problem
+    warnings = [line.strip() for line in proc.stdout.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, proc.stdout
+    # ewma at 5-minute points: 30 points of its own warm-up + 327 for the calibration = 29 h 45 min.
+    where = 'WARNING: r.yaml:5:9: group "g", rule 1, "Short": '
+    assert warnings[0].startswith(where + "the default lookback 4h10m is shorter than the ewma")
+    assert "(1d5h45m)" in warnings[0] and "set lookback: 1d5h45m" in warnings[0]
+    doc = json.loads(watcher("check", "--json", "r.yaml", cwd=tmp_path).stdout)
+    assert doc["ok"] is True and doc["problems"] == []
+    assert [(w["line"], w["col"], w["rule"]) for w in doc["warnings"]] == [(5, 9, "Short")]
+
+
+def test_check_shipped_rules_have_no_warnings() -> None:
+    proc = watcher("check", "--json", str(ROOT / "rules"), str(ROOT / "rules-prometheus"), cwd=ROOT)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"] and doc["warnings"] == [], proc.stdout

@@ -129,3 +129,35 @@ def test_warmup_spans_add_the_calibration_to_each_kinds_own_warmup() -> None:
     # An ewma whose lookback is the engine's default (4 half-lives) scores its first hours with the
     # conservative default tail after every restart: this is what `watcher check` can warn about.
     assert w.calibrated > 4 * timedelta(hours=1) + 2 * step
+
+
+def _flat_gauge_with_ticks(n: int, ticks: list[int], level: float = 4.0, step: float = 1.0) -> list[float]:
+    v = [level] * n
+    for i in ticks:
+        v[i] = level + step
+    return v
+
+
+def test_a_flat_gauge_learns_its_step_from_the_return_of_its_first_tick() -> None:
+    """A gauge at 4 that ticks to 5 for one point now and then: the first tick is news, the rest are
+    its normal movement (the step back from the tick teaches the resolution); a jump of 6 stays news."""
+    n = 3000
+    ticks = list(range(200, 2800, 173))
+    v = _flat_gauge_with_ticks(n, ticks)
+    v[2900] = 10.0
+    ts = 1_767_571_200.0 + 300.0 * np.arange(n)
+    for det in (EwmaBaseline(), SeasonalBaseline(seasons=None)):
+        flagged = [i for i, x in enumerate(det.update_many(ts, np.asarray(v))) if x.anomalous]
+        assert flagged[-1] == 2900, (det.kind, flagged)
+        assert len(flagged) <= 2, (det.kind, flagged)  # was every tick for ewma (15 flags)
+
+
+def test_the_return_from_an_incident_is_not_learnt_as_the_series_step() -> None:
+    """A flat gauge that sat at 10 for two hours and came back: the same incident again is news."""
+    n = 1500
+    v = [4.0] * n
+    v[400:424] = [10.0] * 24
+    v[1200:1224] = [10.0] * 24
+    ts = 1_767_571_200.0 + 300.0 * np.arange(n)
+    verdicts = EwmaBaseline().update_many(ts, np.asarray(v))
+    assert verdicts[400].anomalous and verdicts[1200].anomalous

@@ -23,6 +23,8 @@ from .common import Parser, UsageError, install_hint, open_existing_store
 
 if TYPE_CHECKING:
     from ..core import Alert
+    from ..errors import Problem
+    from ..rules.schema import Group, Rule
 
 logger = logging.getLogger("watcher")
 
@@ -53,29 +55,59 @@ def _cmd_check(args: argparse.Namespace) -> int:
         paths = ["rules"]
     if args.json:
         return _check_json(paths, known)
-    return check_paths(paths, known_receivers=known, out=sys.stdout)
+    return check_paths(paths, known_receivers=known, out=sys.stdout, advise=lookback_warning)
+
+
+def lookback_warning(rule: Rule, group: Group) -> str | None:
+    """Return a warning when ``rule``'s lookback is shorter than its detector's calibrated warm-up.
+
+    A series whose start-up history is shorter than that starts, after every restart, with the
+    conservative default tail (only extreme points page) and without the run statistic (a lasting
+    small shift cannot page) until the warm-up has passed in real time.
+    """
+    from ..core import format_duration
+    from ..detectors.warmup import warmup
+    from ..engine.group import rule_lookback, rule_step
+
+    if rule.detector is None:
+        return None
+    step = rule_step(rule, group)
+    lookback = rule_lookback(rule, group)
+    need = warmup(rule.detector, step).calibrated
+    if lookback >= need:
+        return None
+    given = "lookback" if rule.lookback is not None else "the default lookback"
+    return (
+        f"{given} {format_duration(lookback)} is shorter than the {rule.detector.kind} detector's "
+        f"calibrated warm-up at one point per {format_duration(step)} ({format_duration(need)}): after "
+        f"every restart its series page only on extreme points until then; set lookback: "
+        f"{format_duration(need)} or more"
+    )
+
+
+def _problem_json(p: Problem) -> dict[str, Any]:
+    return {
+        "file": p.file,
+        "line": p.line,
+        "col": p.col,
+        "group": p.group,
+        "rule": p.rule,
+        "message": p.message,
+        "text": str(p),
+    }
 
 
 def _check_json(paths: list[str], known: set[str] | None) -> int:
-    """Print ``watcher check``'s findings as one JSON document: files, rule counts, problems."""
+    """Print ``watcher check``'s findings as one JSON document: files, rule counts, problems, warnings."""
+    from ..rules.check import rule_warnings
     from ..rules.loader import inspect_rule_files
 
     found = inspect_rule_files(paths, known_receivers=known)
     doc = {
         "ok": not found.problems,
         "files": [{"file": name, "rules": found.rules_in(name)} for name in found.checked],
-        "problems": [
-            {
-                "file": p.file,
-                "line": p.line,
-                "col": p.col,
-                "group": p.group,
-                "rule": p.rule,
-                "message": p.message,
-                "text": str(p),
-            }
-            for p in found.problems
-        ],
+        "problems": [_problem_json(p) for p in found.problems],
+        "warnings": [_problem_json(w) for w in rule_warnings(found, lookback_warning)],
     }
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     return 1 if found.problems else 0

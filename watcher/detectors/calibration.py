@@ -130,19 +130,32 @@ Fit = tuple[float, float, float, float, float, float, float]
 class ResolutionFloor:
     """The smallest spread a series' own resolution and movement allow (see the module docstring)."""
 
-    __slots__ = ("change", "n", "prev", "step")
+    __slots__ = ("change", "flagged", "n", "prev", "step")
 
     def __init__(self) -> None:
         self.prev = math.nan
         self.change = 0.0  # EW mean of |Δx|
         self.step = math.inf  # smallest meaningful positive |Δx| seen
         self.n = 0
+        self.flagged = 0  # flagged points in a row just before this one
 
-    def update(self, x: float) -> None:
-        """Fold a new finite value in (after it was scored)."""
+    def update(self, x: float, flagged: bool = False) -> None:
+        """Fold a new finite value in (after it was scored, with its verdict).
+
+        A flagged point teaches nothing (a change after a flat stretch stays news), but it is
+        remembered: the step back from a short flagged burst (at most ``BURST_POINTS``, as the
+        calibrator admits) to a normal point is the series' own movement, so a gauge that ticks
+        4 → 5 → 4 learns its step of 1 from the return and its next tick is judged against that
+        step instead of flagged again and again. The return from a longer episode (an incident)
+        is never learnt: the next incident of the same size stays news.
+        """
         prev = self.prev
         self.prev = x
-        if prev != prev:  # NaN: the first value
+        if flagged:
+            self.flagged += 1
+            return
+        burst, self.flagged = self.flagged, 0
+        if prev != prev or burst > BURST_POINTS:  # NaN: the first value
             return
         d = x - prev if x > prev else prev - x
         n = self.n = self.n + 1
@@ -375,6 +388,15 @@ class TailCalibrator:
         is, and this point lies beyond that same critical value too. The band is where that
         happens for this point given the previous residuals; NaN on an unwatched side.
         """
+        lower, upper, score, anomalous, surprise = self.judge(value, expected, sigma)
+        return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
+
+    def judge(self, value: float, expected: float, sigma: float) -> tuple[float, float, float, bool, float]:
+        """Return ``verdict``'s ``(lower, upper, score, anomalous, surprise)`` without building it.
+
+        For a kind that reports in another unit than it judges in (``seasonal`` on a log scale):
+        it builds its one verdict from these, instead of a second one from the first.
+        """
         z = (value - expected) / sigma
         recent = self.recent
         have_run = len(recent) == RUN - 1
@@ -418,7 +440,7 @@ class TailCalibrator:
             recent.append(clipped)
             if len(recent) >= RUN:
                 del recent[0]
-        return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
+        return lower, upper, score, anomalous, surprise
 
     def _admit(self, z: float, median: float, anomalous: bool) -> None:
         """Queue a scored residual; admit the one that has waited ``DELAY`` points.

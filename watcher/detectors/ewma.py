@@ -67,6 +67,7 @@ class AdaptiveLevel:
     __slots__ = (
         "groups",
         "halflife",
+        "jumps",
         "k",
         "known",
         "last_ts",
@@ -106,6 +107,7 @@ class AdaptiveLevel:
         self.run_side = 0
         self.run_start = 0.0
         self.run: list[float] = []
+        self.jumps = 0  # level shifts confirmed and levels returned to, so far
 
     @property
     def ready(self) -> bool:
@@ -126,7 +128,9 @@ class AdaptiveLevel:
         """Return the current sigma of ``group`` around ``expected``, floored."""
         return max(MEAN_ABS_TO_SIGMA * self.spread[group], spread_floor(expected, self.min_spread))
 
-    def step(self, ts: float, y: float, offset: float = 0.0, group: int = 0) -> tuple[float, float]:
+    def step(
+        self, ts: float, y: float, offset: float = 0.0, group: int = 0, pooled: bool = False
+    ) -> tuple[float, float]:
         """Return ``(expected, sigma)`` for ``y`` (before it), then fold ``y`` into the state.
 
         ``offset`` is added to the level to form the expectation (the seasonal profile at ``ts``);
@@ -144,6 +148,7 @@ class AdaptiveLevel:
                 # one left, so a blip that happened to fit a known level returns at once.
                 self.prev_level = math.nan if back == self.prev_level else self.level
                 self.level, self.run_side = back, 0
+                self.jumps += 1
                 self.run.clear()
                 expected = back + offset
                 sigma = self.sigma(expected, group)
@@ -152,11 +157,8 @@ class AdaptiveLevel:
         dt = ts - self.last_ts
         # After a gap the state has decayed, but one point must never replace it outright.
         a = min(-math.expm1(-dt * _LN2 / self.halflife), MAX_LEVEL_WEIGHT) if dt > 0 else 0.0
-        b = (
-            min(-math.expm1(-dt * self.groups * _LN2 / self.scale_halflife), MAX_SPREAD_WEIGHT)
-            if dt > 0
-            else 0.0
-        )
+        share = 1 if pooled else self.groups
+        b = min(-math.expm1(-dt * share * _LN2 / self.scale_halflife), MAX_SPREAD_WEIGHT) if dt > 0 else 0.0
         clip = HUBER_CLIP * sigma
         r = min(max(resid, -clip), clip)
         self.level += a * r
@@ -202,6 +204,7 @@ class AdaptiveLevel:
         if ts - self.run_start >= self.shift_after and len(self.run) >= 3:
             self.prev_level = self.level
             self.level = median_sorted(sorted(self.run))
+            self.jumps += 1
             self.run_side = 0
             self.run.clear()
 
@@ -255,11 +258,13 @@ class EwmaBaseline(Detector):
                 )
             self.core.start(self._warm_ts, self._warm)
             self._warm = []
-        self.core.min_spread = max(self._min_spread, self.floor.value())
-        expected, sigma = self.core.step(ts, value)
+        core = self.core
+        core.min_spread = max(self._min_spread, self.floor.value())
+        jumps = core.jumps
+        expected, sigma = core.step(ts, value)
         verdict = self.cal.verdict(ts, value, expected, sigma)
-        if not verdict.anomalous:  # the resolution is learnt from normal points, never from a jump
-            self.floor.update(value)
+        # The resolution is learnt from normal points, never from a jump of the level.
+        self.floor.update(value, verdict.anomalous or core.jumps != jumps)
         return verdict
 
 

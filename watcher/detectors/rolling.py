@@ -103,8 +103,7 @@ class RollingBaseline(Detector):
             self._first_ts = ts
         self._evict(ts - self.window_s)
         verdict = self._score(ts, value)
-        if not verdict.anomalous:  # the resolution is learnt from normal points, never from a jump
-            self.floor.update(value)
+        self.floor.update(value, verdict.anomalous)  # learnt from normal points, never from a jump
         self._ts.append(ts)
         self._vals.append(value)
         bisect.insort(self._sorted, value)

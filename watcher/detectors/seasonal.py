@@ -63,6 +63,8 @@ STRENGTH_MIN = 0.3
 """Smallest autocorrelation at the season's lag for a detected season to be used."""
 ZERO_FRACTION = 0.01
 """Share of points at or below 0 from which a positive series is zero-inflated (see ``_choose_scale``)."""
+MIN_GROUP_POINTS = 4
+"""Points per hour of the shortest season per cycle below which the hours share one spread."""
 KNOWN_LEVEL_CYCLES = 8
 """Shortest cycles (days, for a daily season) whose levels count as known: a week and a margin."""
 
@@ -288,6 +290,7 @@ class SeasonalBaseline(Detector):
         self.floor = ResolutionFloor()
         self.cal = TailCalibrator(self.sensitivity, direction)
         self.profile: Profile | None = None
+        self.pooled = False  # one spread for every hour of the day (decided on the first fit)
         self.log: bool | None = None  # decided on the first fit (``_choose_scale``)
         self._floor = self._log_floor = 0.0
         self.fits = 0
@@ -330,24 +333,17 @@ class SeasonalBaseline(Detector):
         group = (math.floor(u) % self.periods[0]) // self.per_hour
         y = self._to_log(value) if self.log else value
         self.core.min_spread = max(self._min_spread, 1e-3 if self.log else 0.0, self.floor.value())
-        expected, sigma = self.core.step(ts, y, prof.at(u), group)
-        verdict = self.cal.verdict(ts, y, expected, sigma)
-        if not verdict.anomalous:  # the resolution is learnt from normal points, never from a jump
-            self.floor.update(y)
+        pooled = self.pooled
+        jumps = self.core.jumps
+        expected, sigma = self.core.step(ts, y, prof.at(u), 0 if pooled else group, pooled)
+        lower, upper, score, anomalous, surprise = self.cal.judge(y, expected, sigma)
+        # The resolution is learnt from normal points, never from a jump of the level.
+        self.floor.update(y, anomalous or self.core.jumps != jumps)
+        self._add(y)
         if self.log:  # report in the series' unit; exp is monotonic so the band still decides
             back = self._from_log
-            verdict = Verdict(
-                ts=ts,
-                value=value,
-                expected=back(expected),
-                lower=back(verdict.lower),
-                upper=back(verdict.upper),
-                score=verdict.score,
-                anomalous=verdict.anomalous,
-                surprise=verdict.surprise,
-            )
-        self._add(y)
-        return verdict
+            expected, lower, upper = back(expected), back(lower), back(upper)
+        return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
 
     def _add(self, value: float) -> None:
         """Add a point to the open bucket."""
@@ -436,9 +432,41 @@ class SeasonalBaseline(Detector):
         if self.profile is None:
             per_bucket = max(1.0, self._points / max(1.0, (ts - self._first_ts) / self.res))
             spread = prof.spread * math.sqrt(per_bucket) / math.sqrt(math.pi / 2.0)
-            self.core.start(ts, [prof.level], [spread * f for f in prof.factor])
+            level, replayed = self._replay(prof, y, start)
+            spread = max(spread, replayed)
+            self.core.start(ts, [level], [spread * f for f in prof.factor])
+            # Points per hour of the day per cycle: with fewer than ``MIN_GROUP_POINTS`` each hour's
+            # spread would be learnt from a handful of residuals for weeks (hourly points: one a
+            # day), and the smallest of 24 such estimates flags; one pooled spread is honest.
+            rate = self._points / max(ts - self._first_ts, self.res)
+            self.pooled = rate * self.per_hour * self.res < MIN_GROUP_POINTS
         self.core.known = list(prof.levels)
         self.profile = prof
+
+    def _replay(self, prof: Profile, y: FloatArray, start: int) -> tuple[float, float]:
+        """Return the level and mean absolute one-step-ahead residual of the history's buckets.
+
+        The fit's spread is measured around a trend that saw the future (medians of whole cycles);
+        the level that scores the next points is causal and lags a trend. Running that level over
+        the history, bucket by bucket, gives the residuals the first scored points will actually
+        have, so a trending series starts with a spread that holds its lag instead of one that
+        flags its first points.
+        """
+        core = self.core
+        tmp = AdaptiveLevel(core.halflife, core.scale_halflife, core.k, core.min_spread, core.shift_after)
+        tmp.known = list(prof.levels)
+        for i, v in enumerate(y.tolist()):
+            if v != v:
+                continue
+            u = float(start + i)
+            offset = prof.at(u)
+            t = (u + 0.5) * self.res
+            if not tmp.ready:
+                tmp.start(t, [v - offset], [prof.spread / math.sqrt(math.pi / 2.0)])
+                tmp.seen = [1]
+                continue
+            tmp.step(t, v, offset, pooled=True)
+        return tmp.level, tmp.spread[0]
 
 
 def build_seasonal(spec: Any) -> Detector:

@@ -7,7 +7,7 @@ the kind's own warm-up ends (its verdicts are not ready and never page) and unti
 Laplace one: only extreme points page) and ``DELAY`` + ``RUN`` − 1 + ``RUN_MIN_RING`` for the run
 statistic (before that a lasting small shift cannot page). A rule whose lookback is shorter than
 ``calibrated`` starts every series in that conservative mode after each restart; ``watcher check``
-and the loader can compare ``Rule.lookback`` with it and warn. It does not own the specs
+warns about it (the CLI passes ``watcher.cli.lookback_warning`` to ``rules.check``). It does not own the specs
 (``rules.schema``) or the lookback default (``engine.group.rule_lookback``).
 """
 

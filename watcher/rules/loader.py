@@ -28,7 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import Problem, RuleFileError
 from .problems import Loc, Locator, translate
-from .schema import Group, RuleFile
+from .schema import Group, Rule, RuleFile
 
 RULE_SUFFIXES = (".yml", ".yaml")
 _TEMPLATE_FIELDS = ("annotations", "labels")
@@ -73,6 +73,27 @@ class LoadedRules:
         return sum(len(g.group.rules) for g in self.groups)
 
 
+@dataclass(frozen=True, slots=True)
+class RuleSite:
+    """One valid rule, its group, and where the rule starts in its file (for checks beyond the format)."""
+
+    file: str
+    line: int
+    col: int
+    group: Group
+    index: int
+    """The rule's index in its group."""
+
+    @property
+    def rule(self) -> Rule:
+        """Return the rule itself."""
+        return self.group.rules[self.index]
+
+    def problem(self, message: str) -> Problem:
+        """Return ``message`` as a problem at this rule (a warning, for ``check``)."""
+        return Problem(self.file, self.line, self.col, message, self.group.name, self.rule.alert, self.index)
+
+
 @dataclass
 class Inspection:
     """What reading a set of paths found: the valid groups, the files, and every problem.
@@ -86,6 +107,8 @@ class Inspection:
     checked: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     contents: dict[Path, bytes] = field(default_factory=dict)
+    sites: list[RuleSite] = field(default_factory=list)
+    """Every valid rule with its position, in file order."""
 
     def rules_in(self, name: str) -> int:
         """Return how many valid rules the file shown as ``name`` holds."""
@@ -222,6 +245,10 @@ def _check_file(
     found.problems.extend(_cross_checks(locator, known_receivers, first_seen))
     if parsed is not None:
         found.groups.extend(LoadedGroup(path, g) for g in parsed.groups)
+        for gi, parsed_group in enumerate(parsed.groups):
+            for ri in range(len(parsed_group.rules)):
+                line, col = locator.position(("groups", gi, "rules", ri))
+                found.sites.append(RuleSite(name, line, col, parsed_group, ri))
 
 
 TOO_DEEP = "malformed YAML: nested too deeply (more than a few hundred levels); flatten the document"
