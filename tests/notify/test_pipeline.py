@@ -241,3 +241,25 @@ def test_database_failures_become_store_errors(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="notify submit failed"):
         notifier.submit([(firing(), [])], T0)
     empty.engine.dispose()
+
+
+@pytest.mark.parametrize("n", [5, 60])
+def test_a_tick_of_firing_alerts_reads_the_log_in_a_few_queries(store: SqliteStore, n: int) -> None:
+    """Dedup finds every logged alert among rows loaded at once, not one query per firing alert."""
+    import sqlalchemy as sa
+
+    notifier, _ = _notifier(store)
+    alerts = [(firing(labels={"tenant": f"t{i}"}), []) for i in range(n)]
+    assert notifier.submit(alerts, T0) == n  # first notifications: every one is logged
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if "notification_log" in statement and statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        assert notifier.submit(alerts, T0 + M) == 0  # all deduplicated against the log
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)
+    assert len(statements) == 1

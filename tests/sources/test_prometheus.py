@@ -6,6 +6,7 @@ range queries); exemplars come from a real prometheus_client app scraped by the 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import socket
@@ -500,3 +501,24 @@ def test_alertmanager_harness_starts_and_answers(alertmanager: Any) -> None:
     assert pid_was_running and not alertmanager.running
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{alertmanager.url}/api/v2/status", timeout=1)
+
+
+def test_answers_read_into_arrays_equal_the_json_reading(history: PrometheusServer) -> None:
+    """A real Prometheus answer, read by ``promjson`` and by ``json``, gives the same numbers."""
+    from watcher.sources.promjson import parse_range
+
+    params = {
+        "query": "rate(demo_requests_total[5m]) * 1.1",
+        "start": str(DATA_END - DAY),
+        "end": str(DATA_END),
+        "step": "60",
+    }
+    raw = httpx.get(f"{history.url}/api/v1/query_range", params=params, timeout=30).content
+    got = parse_range(raw)
+    want = json.loads(raw)["data"]["result"]
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want, strict=True):
+        assert g.metric == w["metric"]
+        assert g.timestamps.tolist() == [float(p[0]) for p in w["values"]]
+        assert g.values.tobytes() == np.array([float(p[1]) for p in w["values"]]).tobytes()
+    assert sum(len(g.values) for g in got) > 2 * 1400  # beta's gap leaves it a little short

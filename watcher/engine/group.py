@@ -43,7 +43,7 @@ from ..rules.schema import (
     TracesSpec,
 )
 from ..selfmetrics import SelfMetrics
-from ..sources.base import Source
+from ..sources.base import Source, want_traces
 from .alerting import Observation, Timing, step
 from .checkpoints import CheckpointStore, SeriesState, spec_digest
 from .history import VerdictRing
@@ -429,11 +429,17 @@ class GroupEvaluator:
 
         observations: dict[str, tuple[Labels, Observation | None]] = {}
         own_labels: dict[str, Labels] = {}
-        for series in series_list:
+        # Every series' verdict first; then the trace references of the alerting ones, which a
+        # source may read in one query when it is told which series will ask (``want``).
+        seen = [(series, self._detect(runner, series, grid_last)) for series in series_list]
+        for series, (_, hot) in seen:
+            if hot:
+                want_traces(series.traces)
+        for series, (latest, hot) in seen:
             labels = runner.intern(series.labels).merge(rule.labels)
             fp = labels.merge({"alertname": rule.alert}).fingerprint
             own_labels[fp] = series.labels
-            observations[fp] = (labels, self._observe(runner, series, grid_last, fp, now))
+            observations[fp] = (labels, self._observe(runner, series, latest, hot, grid_last, fp, now))
         absent_fp = Labels(rule.labels).merge({"alertname": rule.alert}).fingerprint
         for fp, alert in runner.alerts.items():
             if fp not in observations:
@@ -553,9 +559,11 @@ class GroupEvaluator:
             if self._metrics:
                 self._metrics.source_query_duration.labels(rule.source).observe(time.perf_counter() - t0)
 
-    def _observe(
-        self, runner: _RuleRunner, series: Series, grid_last: float, fp: str, now: datetime
-    ) -> Observation | None:
+    def _detect(
+        self, runner: _RuleRunner, series: Series, grid_last: float
+    ) -> tuple[Verdict | None, list[float] | None]:
+        """Run the series' detector; return the verdict at ``grid_last`` and, when it is active
+        and the rule wants trace references, the times of the episode's points behind them."""
         rule = runner.rule
         if rule.detector is None:
             verdicts = [
@@ -578,6 +586,26 @@ class GroupEvaluator:
         latest = next((v for v in reversed(verdicts) if v.ts == grid_last), None)
         if latest is not None:
             runner.last_verdicts[series.labels] = latest
+        if latest is None or not latest.ready or not runner.top:
+            return latest, None
+        if not (latest.anomalous and runner.passes_floor(latest.value)):
+            return latest, None
+        step_s = rule_step(rule, self.group).total_seconds()
+        since = grid_last - max(rule.for_.total_seconds(), step_s)
+        hot = [v.ts for v in verdicts if v.anomalous and v.ts >= since and runner.passes_floor(v.value)]
+        return latest, hot
+
+    def _observe(
+        self,
+        runner: _RuleRunner,
+        series: Series,
+        latest: Verdict | None,
+        hot: list[float] | None,
+        grid_last: float,
+        fp: str,
+        now: datetime,
+    ) -> Observation | None:
+        rule = runner.rule
         if latest is None or (not latest.ready and latest.reason == "no data"):
             prev = runner.alerts.get(fp)
             return self._no_data(runner, prev)
@@ -589,10 +617,9 @@ class GroupEvaluator:
         traces: tuple[TraceRef, ...] = ()
         notes: dict[str, str] = {}
         if active and runner.top:
+            assert hot is not None
             step_s = rule_step(rule, self.group).total_seconds()
-            since = grid_last - max(rule.for_.total_seconds(), step_s)
             index = {float(t): i for i, t in enumerate(series.timestamps)}
-            hot = [v.ts for v in verdicts if v.anomalous and v.ts >= since and runner.passes_floor(v.value)]
             fresh = [ref for ts in hot for ref in series.traces_at(index[ts])]
             kept = prev.traces if prev is not None and ongoing else ()
             traces = rank_traces([*kept, *fresh], rule.traces, runner.top)

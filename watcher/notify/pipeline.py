@@ -26,7 +26,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from ..config import RouteRule, Settings
 from ..core import Alert, AlertState, Notification, NotificationKind, Verdict, utc
@@ -43,6 +43,24 @@ from .outbox import FlushResult, Outbox, SessionFactory, enqueue
 from .receivers.base import Receiver
 from .routing import route_receivers, route_targets
 from .templates import UNIT_ANNOTATION
+
+_PRELOAD_CHUNK = 500
+
+
+def _preload_log(session: Session, fingerprints: Sequence[str]) -> list[NotificationLogRow]:
+    """Load the notification log rows of ``fingerprints`` in a few queries, into ``session``.
+
+    Dedup then finds each row in the session (``session.get`` by primary key) instead of asking
+    the database once per firing alert and receiver on every evaluation.
+    """
+    fps = sorted(set(fingerprints))
+    rows: list[NotificationLogRow] = []
+    for first in range(0, len(fps), _PRELOAD_CHUNK):
+        chunk = fps[first : first + _PRELOAD_CHUNK]
+        stmt = select(NotificationLogRow).where(col(NotificationLogRow.fingerprint).in_(chunk))
+        rows.extend(session.exec(stmt).all())
+    return rows
+
 
 __all__ = ["FlushResult", "GroupPeers", "Notifier", "SessionFactory", "episode_start", "route_receivers"]
 
@@ -152,6 +170,10 @@ class Notifier:
             if state is not None:
                 state(session)
             self._remember_firing(items, now)
+            # kept referenced: the session's identity map holds its objects weakly
+            logged = _preload_log(
+                session, [a.fingerprint for a, _ in items if a.state is not AlertState.PENDING]
+            )
             muter = Muter.load(session, self.settings, now, [lbl for lbl, _ in self._firing.values()])
             for alert, rule_receivers in items:
                 if alert.state is AlertState.PENDING or (
@@ -171,6 +193,7 @@ class Notifier:
                     self._add(session, alert, name, now, route)
             enqueued = self._flush_groups(session, now)
             session.commit()
+            del logged
         self._count_enqueued(enqueued)
         if enqueued:
             checkpoint("enqueue")

@@ -12,8 +12,9 @@ a step without data is NaN (or absent, for backends that cannot say). Failures r
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,3 +42,14 @@ def step_grid(start: datetime, end: datetime, step: timedelta) -> FloatArray:
         return np.empty(0, dtype=np.float64)
     n = round((last - first) / s) + 1
     return first + s * np.arange(n, dtype=np.float64)
+
+
+def want_traces(traces: Sequence[Any]) -> None:
+    """Tell a series' lazy trace references that some will be asked for.
+
+    A source whose references are read on demand (``sql``) then reads those of every announced
+    series in one query at the first question, instead of one query per series.
+    """
+    want = getattr(traces, "want", None)
+    if callable(want):
+        want()

@@ -14,6 +14,7 @@ documented side: point ``t`` aggregates rows with ``t - window < ts <= t``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,17 +27,29 @@ import numpy.typing as npt
 import sqlalchemy as sa
 
 from ..core import FloatArray, Labels, Series, TraceRef
-from ..errors import QueryError, SourceUnavailableError
+from ..errors import QueryError, SourceError, SourceUnavailableError
 from ..rules.schema import CallField, CallLabel, Rule, ScoreLabel, SqlQuery
 from ..store.db import Store, describe_error, open_store
 from ..store.tables import Call, Score
 from .base import step_grid
+from .sqlagg import (
+    POINT_QUERIES,
+    bucket_column,
+    bucket_us,
+    bucket_windows,
+    cells,
+    grouped,
+    mask_sparse,
+    merge,
+    point_windows,
+)
 from .windows import IntArray, factorize, group_rows, range_quantile, range_reduce, top_by_key
 
 CALL_LABELS: tuple[str, ...] = get_args(CallLabel)
 SCORE_LABELS: tuple[str, ...] = get_args(ScoreLabel)
 CALL_FIELDS: tuple[str, ...] = get_args(CallField)
 DEFAULT_TOP = 5
+logger = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = 1_000_000
 _FMAX = float(np.finfo(np.float64).max)
@@ -52,8 +65,10 @@ class SqlSource:
 
     name = "sql"
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, aggregate: bool = True) -> None:
+        """``aggregate=False`` computes every window from the raw rows in numpy (the reference)."""
         self.store = store
+        self.aggregate = aggregate
 
     def portable(self) -> SqlSourceRecipe | None:
         """Return how to open this source in another process, or None for an in-memory database."""
@@ -73,6 +88,17 @@ class SqlSource:
         grid_us = np.round(grid * _US).astype(np.int64)
         window_us = round(q.window.total_seconds() * _US)
         want_traces = rule.traces is None or rule.traces.from_ != "none"
+        g_us = None
+        if self.aggregate and self.store.dialect in ("sqlite", "postgresql"):
+            g_us = bucket_us(q.agg, round(step.total_seconds() * _US), window_us)
+        if g_us is not None:
+            return self._fetch_windows(rule, q, grid, grid_us, window_us, g_us, want_traces)
+        return self._fetch_rows(rule, q, grid, grid_us, window_us, want_traces)
+
+    def _fetch_rows(
+        self, rule: Rule, q: SqlQuery, grid: FloatArray, grid_us: IntArray, window_us: int, want_traces: bool
+    ) -> list[Series]:
+        """Return ``fetch``'s series from the raw rows, aggregated in numpy (quantiles need them)."""
         stmt = _statement(
             rule,
             q,
@@ -84,13 +110,7 @@ class SqlSource:
         rows = self._run(rule, stmt)
         if not rows:
             return []
-        # One column at a time: transposing with zip(*rows) costs more than the query itself.
-        cols = [list(map(itemgetter(i), rows)) for i in range(len(rows[0]))]
-        ts = _epoch_us(cols.pop(0), self.store.dialect)
-        # Columns that are constant for this rule are not transferred row by row (see _carries).
-        has_value, has_matched = _carries(rule, q)
-        values = np.array(cols.pop(0), dtype=np.float64) if has_value else np.full(len(rows), math.nan)
-        matched = np.array(cols.pop(0), dtype=bool) if has_matched else np.zeros(len(rows), dtype=bool)
+        ts, values, matched, cols = _decode(rule, q, rows, self.store.dialect)
         nby = len(q.by)
         codes, groups = factorize(cols[:nby], len(rows))
         extra = cols[nby:]
@@ -101,6 +121,58 @@ class SqlSource:
             out.append(
                 _series(rule, q, labels, grid, grid_us, window_us, ts[idx], values[idx], matched[idx], refs)
             )
+        out.sort(key=lambda s: tuple(s.labels.items()))
+        return out
+
+    def _fetch_windows(
+        self,
+        rule: Rule,
+        q: SqlQuery,
+        grid: FloatArray,
+        grid_us: IntArray,
+        window_us: int,
+        g_us: int,
+        want_traces: bool,
+    ) -> list[Series]:
+        """Return ``fetch``'s series from windows the database aggregated (``sqlagg``).
+
+        The trace references are read afterwards from the rows of the series asked for only
+        (``_TraceBatch``), so a tick moves a few numbers per series, not every row's strings.
+        """
+        dialect = self.store.dialect
+        table, value, matched, conds = _parts(rule, q, dialect)
+        c = table.c
+        by = [c[name] for name in q.by]
+        if len(grid_us) <= POINT_QUERIES:
+            parts = []
+            for j, t in enumerate(grid_us.tolist()):
+                span = [c.ts > _to_datetime(t - window_us), c.ts <= _to_datetime(t)]
+                stmt = grouped(by, None, q.agg, value, matched, [*span, *conds])
+                parts.append(cells(self._run(rule, stmt), len(by), False, j))
+            w = point_windows(merge(parts), len(grid_us), q.agg)
+        else:
+            k_first = (int(grid_us[0]) - window_us) // g_us + 1
+            nbuckets = int(grid_us[-1]) // g_us - k_first + 1
+            slot = bucket_column(c.ts, dialect, g_us) - k_first
+            span = [c.ts > _to_datetime(int(grid_us[0]) - window_us), c.ts <= _to_datetime(int(grid_us[-1]))]
+            stmt = grouped(by, slot, q.agg, value, matched, [*span, *conds])
+            hi = grid_us // g_us - k_first + 1
+            lo = (grid_us - window_us) // g_us - k_first + 1
+            w = bucket_windows(merge([cells(self._run(rule, stmt), len(by), True)]), hi, lo, nbuckets, q.agg)
+        if not w.groups:
+            return []
+        if q.per is not None:
+            w.values *= q.per.total_seconds() * _US / window_us
+        mask_sparse(w, q.min_count)
+        grid = grid.copy()
+        grid.flags.writeable = False  # one grid shared by every series of the fetch
+        batch = _TraceBatch(self, rule, q, grid_us, window_us, w.groups) if want_traces else None
+        out = []
+        for code, key in enumerate(w.groups):
+            labels = Labels(dict(zip(q.by, key, strict=True)))
+            values = w.values[code]
+            traces = batch.traces(code, values) if batch is not None else ()
+            out.append(Series(labels, grid, values, w.counts[code], traces))
         out.sort(key=lambda s: tuple(s.labels.items()))
         return out
 
@@ -262,18 +334,13 @@ def _condition(table: Any, name: str, wanted: str | list[str]) -> sa.ColumnEleme
     return cond
 
 
-def _statement(
-    rule: Rule, q: SqlQuery, dialect: str, lo: datetime, hi: datetime, want_traces: bool
-) -> sa.Select[Any]:
-    """Return the one SELECT of a fetch: ts, value, matched (see ``_carries``), the ``by`` columns,
-    then the trace columns."""
+def _parts(rule: Rule, q: SqlQuery, dialect: str) -> tuple[Any, Any, Any, list[Any]]:
+    """Return a rule's table, value and matched columns, and its row filters besides time."""
     calls = rule.source == "calls"
     table: Any = Call.__table__ if calls else Score.__table__  # type: ignore[attr-defined]
     c = table.c
-    ts_col = _ts_column(c, dialect)
     value = _value_column(c, calls, q)
-    conds = [c.ts > lo, c.ts <= hi]
-    conds += [_condition(table, name, wanted) for name, wanted in q.where.items()]
+    conds = [_condition(table, name, wanted) for name, wanted in q.where.items()]
     if not calls:
         # Without ANALYZE statistics SQLite picks the equality index on name over the ts range and
         # reads every score of that name ever stored, on every tick; `name || ''` keeps it on ts.
@@ -281,6 +348,25 @@ def _statement(
     if q.agg != "ratio" and (not calls or q.field is not None):
         conds.append(value.is_not(None))  # a NULL field does not take part in the aggregate
     matched = _matched_column(table, q) if q.agg == "ratio" else sa.literal(0)
+    return table, value, matched, conds
+
+
+def _statement(
+    rule: Rule,
+    q: SqlQuery,
+    dialect: str,
+    lo: datetime,
+    hi: datetime,
+    want_traces: bool,
+    only: Sequence[Any] = (),
+) -> sa.Select[Any]:
+    """Return the one SELECT of a fetch: ts, value, matched (see ``_carries``), the ``by`` columns,
+    then the trace columns (``only``: extra conditions, such as some series' label values)."""
+    calls = rule.source == "calls"
+    table, value, matched, conds = _parts(rule, q, dialect)
+    c = table.c
+    ts_col = _ts_column(c, dialect)
+    conds = [c.ts > lo, c.ts <= hi, *conds, *only]
     has_value, has_matched = _carries(rule, q)
     columns = [ts_col, *([value] if has_value else []), *([matched] if has_matched else [])]
     columns += [c[name] for name in q.by]
@@ -288,7 +374,9 @@ def _statement(
         notes = ("model", "tenant", "outcome") if calls else ("name", "feature", "tenant", "label")
         span = c.span_id if calls else sa.null()
         columns += [c.trace_id, span, *(c[n] for n in notes)]
-    return sa.select(*columns).where(*conds)
+    stmt = sa.select(*columns).where(*conds)
+    # the order of the ts index scan the full fetch reads (ties by insertion), asked for explicitly
+    return stmt.order_by(c.ts, c.id) if only else stmt
 
 
 def _ts_column(c: Any, dialect: str) -> Any:
@@ -373,6 +461,116 @@ def _epoch_us(raw: Sequence[Any], dialect: str) -> IntArray:
     if dialect == "postgresql":
         return np.array(raw, dtype=np.int64)
     return np.array([round(_aware(t).timestamp() * _US) for t in raw], dtype=np.int64)
+
+
+def _decode(
+    rule: Rule, q: SqlQuery, rows: Sequence[tuple[Any, ...]], dialect: str
+) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_], list[list[Any]]]:
+    """Return the ts, value and matched columns of raw rows, and the other columns as lists."""
+    # One column at a time: transposing with zip(*rows) costs more than the query itself.
+    cols = [list(map(itemgetter(i), rows)) for i in range(len(rows[0]))]
+    ts = _epoch_us(cols.pop(0), dialect)
+    # Columns that are constant for this rule are not transferred row by row (see _carries).
+    has_value, has_matched = _carries(rule, q)
+    values = np.array(cols.pop(0), dtype=np.float64) if has_value else np.full(len(rows), math.nan)
+    matched = np.array(cols.pop(0), dtype=bool) if has_matched else np.zeros(len(rows), dtype=bool)
+    return ts, values, matched, cols
+
+
+class _TraceBatch:
+    """Reads the rows behind the series whose trace references are asked for, several at once.
+
+    A series' references are built from exactly the rows the raw-row path would have read for it
+    (same range, same filters, same order), so they are the same. The engine announces the series
+    it will ask (``PointTraces.want``) before asking any; the first question then reads the rows of
+    all announced series in one query. A failed read leaves those series without references (a
+    warning) rather than failing the evaluation: the verdicts are already made.
+    """
+
+    CHUNK = 200
+
+    def __init__(
+        self,
+        source: SqlSource,
+        rule: Rule,
+        q: SqlQuery,
+        grid_us: IntArray,
+        window_us: int,
+        groups: list[tuple[Any, ...]],
+    ) -> None:
+        self.source = source
+        self.rule = rule
+        self.q = q
+        self.grid_us = grid_us
+        self.window_us = window_us
+        self.groups = groups
+        self.code_of = {key: code for code, key in enumerate(groups)}
+        self.wanted: set[int] = set()
+        self.rows: dict[int, tuple[IntArray, FloatArray, npt.NDArray[np.bool_], _RefMaker] | None] = {}
+
+    def traces(self, code: int, values: FloatArray) -> PointTraces:
+        """Return the lazy references of series ``code`` (whose window values are ``values``)."""
+        picks: list[Callable[[IntArray], list[tuple[TraceRef, ...]]]] = []
+
+        def pick(points: IntArray) -> list[tuple[TraceRef, ...]]:
+            if not picks:
+                got = self._rows_of(code)
+                if got is None:
+                    return [()] * len(points)
+                ts, v, matched, refs = got
+                hi = np.searchsorted(ts, self.grid_us, side="right")
+                lo = np.searchsorted(ts, self.grid_us - self.window_us, side="right")
+                picks.append(_traces(self.rule, self.q, ts, v, matched, lo, hi, values, refs)._pick)
+            return picks[0](points)
+
+        return PointTraces(pick, len(values), want=lambda: self.wanted.add(code))
+
+    def _rows_of(self, code: int) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_], _RefMaker] | None:
+        if code not in self.rows:
+            todo = sorted((self.wanted | {code}) - set(self.rows))
+            for first in range(0, len(todo), self.CHUNK):
+                self._read(todo[first : first + self.CHUNK])
+        return self.rows.get(code)
+
+    def _read(self, codes: list[int]) -> None:
+        rule, q = self.rule, self.q
+        table: Any = Call.__table__ if rule.source == "calls" else Score.__table__  # type: ignore[attr-defined]
+        keys = [self.groups[code] for code in codes]
+        pick = [
+            sa.and_(sa.true(), *(_condition(table, name, val) for name, val in zip(q.by, key, strict=True)))
+            for key in keys
+        ]
+        stmt = _statement(
+            rule,
+            q,
+            self.source.store.dialect,
+            _to_datetime(int(self.grid_us[0]) - self.window_us),
+            _to_datetime(int(self.grid_us[-1])),
+            True,
+            only=[sa.or_(*pick)],
+        )
+        for code in codes:
+            self.rows[code] = None
+        try:
+            rows = self.source._run(rule, stmt)
+        except SourceError as exc:
+            logger.warning("trace references not read: %s", exc, extra={"rule": rule.alert})
+            return
+        if not rows:
+            return
+        ts, values, matched, cols = _decode(rule, q, rows, self.source.store.dialect)
+        nby = len(q.by)
+        row_codes, groups = factorize(cols[:nby], len(rows))
+        extra = cols[nby:]
+        for key, idx in group_rows(ts, row_codes, groups):
+            at = self.code_of.get(key)
+            if at is not None:
+                self.rows[at] = (
+                    ts[idx],
+                    values[idx],
+                    matched[idx],
+                    _RefMaker(rule, idx, ts, values, extra),
+                )
 
 
 def _aware(t: datetime) -> datetime:
@@ -530,7 +728,9 @@ class PointTraces(Sequence[tuple[TraceRef, ...]]):
         n: int,
         offset: int = 0,
         built: dict[int, tuple[TraceRef, ...]] | None = None,
+        want: Callable[[], None] | None = None,
     ) -> None:
+        self._want = want
         self._pick = pick
         self._n = n
         self._offset = offset
@@ -539,6 +739,11 @@ class PointTraces(Sequence[tuple[TraceRef, ...]]):
 
     def __len__(self) -> int:
         return self._n
+
+    def want(self) -> None:
+        """Announce that some of these references will be asked for (the source may batch reads)."""
+        if self._want is not None:
+            self._want()
 
     @overload
     def __getitem__(self, i: int) -> tuple[TraceRef, ...]: ...
@@ -551,7 +756,9 @@ class PointTraces(Sequence[tuple[TraceRef, ...]]):
             start, stop, stride = i.indices(self._n)
             if stride != 1:
                 return tuple(self[k] for k in range(start, stop, stride))
-            view = PointTraces(self._pick, max(0, stop - start), self._offset + start, self._built)
+            view = PointTraces(
+                self._pick, max(0, stop - start), self._offset + start, self._built, self._want
+            )
             view._total = self._total
             return view
         if i < 0:
