@@ -87,3 +87,15 @@ REQUEST_PARAM_ATTRIBUTES: Final[dict[str, str]] = {
 def request_attribute(param: str) -> str:
     """Return the span attribute name for the request parameter ``param``."""
     return REQUEST_PARAM_ATTRIBUTES.get(param, GEN_AI_REQUEST_PREFIX + param)
+
+
+# Retrieval spans (the conventions' ``retrieval`` operation; span kind INTERNAL).
+GEN_AI_DATA_SOURCE_ID: Final = "gen_ai.data_source.id"
+"""The retriever or index the documents came from (watcher's ``retriever``)."""
+GEN_AI_RETRIEVAL_TOP_K: Final = "gen_ai.retrieval.top_k"
+GEN_AI_RETRIEVAL_QUERY_TEXT: Final = "gen_ai.retrieval.query.text"
+"""Opt-in (content capture), redacted."""
+GEN_AI_RETRIEVAL_DOCUMENTS: Final = "gen_ai.retrieval.documents"
+"""JSON on spans: ``[{"id": "doc_123", "score": 0.95}, ...]`` in the retriever's order."""
+WATCHER_RETRIEVAL_RETURNED: Final = "watcher.retrieval.returned"
+"""How many documents came back (also when they have no ids worth recording)."""
