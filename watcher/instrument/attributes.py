@@ -28,6 +28,8 @@ GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
 GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
 
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
@@ -80,6 +82,7 @@ REQUEST_PARAM_ATTRIBUTES: Final[dict[str, str]] = {
     "stop_sequences": GEN_AI_REQUEST_STOP_SEQUENCES,
     "seed": GEN_AI_REQUEST_SEED,
     "n": GEN_AI_REQUEST_CHOICE_COUNT,
+    "dimensions": GEN_AI_EMBEDDINGS_DIMENSION_COUNT,
 }
 """Request keyword → attribute name where the convention's name differs from ``gen_ai.request.<kw>``."""
 
