@@ -127,3 +127,28 @@ def test_failed_and_undated_retrievals(client: TestClient, store: Store) -> None
     )
     post(client, encode_spans([span]).SerializeToString())
     assert [(s[0], s[1]) for s in scores(store)] == [("retrieval.empty", 1.0)]  # unreadable documents: none
+
+
+def test_openllmetry_vector_store_queries(client: TestClient, store: Store) -> None:
+    chroma = {  # distances: the nearest document is the most relevant one
+        "name": "chroma.query",
+        "attributes": {"db.system": "chroma", "traceloop.association.properties.feature": "search"},
+        "events": [
+            ("db.query.result", {"db.query.result.id": "a", "db.query.result.distance": 0.35}, 0.1),
+            ("db.query.result", {"db.query.result.id": "b", "db.query.result.distance": 0.2}, 0.1),
+        ],
+    }
+    pinecone = {
+        "name": "pinecone.query",
+        "attributes": {"db.system": "pinecone", "pinecone.query.top_k": 3},
+        "events": [("db.query.result", {"db.query.result.id": "c", "db.query.result.score": 0.8}, 0.1)],
+    }
+    unrelated = {"name": "chroma.add", "attributes": {"db.system": "chroma"}}
+    post(client, protobuf(chroma, pinecone, unrelated))
+    got = [(g[0], g[1], g[4], g[6], g[7]) for g in scores(store)]
+    assert got == [
+        ("retrieval.top_score", -0.2, "chroma", "search", "returned=2: a -0.35, b -0.2"),
+        ("retrieval.empty", 0.0, "chroma", "search", "returned=2: a -0.35, b -0.2"),
+        ("retrieval.top_score", 0.8, "pinecone", "", "k=3 returned=1: c 0.8"),
+        ("retrieval.empty", 0.0, "pinecone", "", "k=3 returned=1: c 0.8"),
+    ]

@@ -9,7 +9,8 @@ hooks). Attribution (tenant, feature, user, prompt version, conversation) is rea
 then from the resource. Every ``gen_ai.evaluation.result`` event, on any span, becomes a ``scores``
 row. A retrieval span (``gen_ai.operation.name`` ``retrieval``, or OpenInference's ``RETRIEVER``
 kind) becomes the ``retrieval.top_score``/``retrieval.empty`` scores the ``retrieval`` hook writes,
-from ``gen_ai.retrieval.documents`` or OpenInference's ``retrieval.documents.N.document.*``.
+from ``gen_ai.retrieval.documents``, OpenInference's ``retrieval.documents.N.document.*`` or
+OpenLLMetry's ``db.query.result`` events (vector stores; distances negated).
 Values are coerced leniently (strings clipped to their column, NUL removed, bad numbers
 dropped); a span that cannot make a valid row is rejected with a reason, never raised.
 
@@ -43,7 +44,15 @@ EVALUATION_EVENT: Final = "gen_ai.evaluation.result"
 RETRIEVAL_OPERATIONS: Final = frozenset({"retrieval", "retrieve"})
 """``gen_ai.operation.name`` of a retrieval (the conventions' name; ``retrieve`` in some SDKs)."""
 RETRIEVER: Final = ("gen_ai.data_source.id", "db.collection.name", "db.system.name", "db.system")
-TOP_K: Final = ("gen_ai.retrieval.top_k", "gen_ai.request.top_k")
+TOP_K: Final = (
+    "gen_ai.retrieval.top_k",
+    "gen_ai.request.top_k",
+    "db.vector.query.top_k",
+    "pinecone.query.top_k",
+)
+VECTOR_RESULT_EVENT: Final = "db.query.result"
+"""OpenLLMetry's vector-store instrumentations: one event per result (``db.query.result.id``,
+``.score`` or ``.distance``)."""
 _OI_DOCUMENT: Final = re.compile(r"retrieval\.documents\.(\d{1,4})\.document\.(id|score)")
 
 # Each column's sources, first present wins: current conventions, older OpenLLMetry names, OpenInference.
@@ -250,7 +259,7 @@ def map_request(resource_spans: Sequence[ResourceSpans], bounds: Bounds) -> Mapp
         span_id = hex_id(span.span_id, 8)
         op = operation_of(attrs)
         has_scores = any(e.name == EVALUATION_EVENT for e in span.events)
-        retrieval = op is None and is_retrieval(attrs)
+        retrieval = op is None and is_retrieval(attrs, span)
         if op is None and not has_scores and not retrieval:
             out.ignored += 1
             continue
@@ -427,18 +436,37 @@ def score_row(
     }
 
 
-def is_retrieval(attrs: Mapping[str, Any]) -> bool:
-    """Tell whether a span is a retrieval step (the conventions' operation or OpenInference's kind)."""
+def is_retrieval(attrs: Mapping[str, Any], span: Span | None = None) -> bool:
+    """Tell whether a span is a retrieval step: the conventions' operation, OpenInference's kind, or
+    an OpenLLMetry vector-store query (``db.query.result`` events)."""
     op = attrs.get("gen_ai.operation.name")
     if isinstance(op, str) and op:
         return op in RETRIEVAL_OPERATIONS
     kind = attrs.get("openinference.span.kind")
-    return isinstance(kind, str) and kind.upper() == "RETRIEVER"
+    if isinstance(kind, str) and kind:
+        return kind.upper() == "RETRIEVER"
+    return span is not None and any(e.name == VECTOR_RESULT_EVENT for e in span.events)
 
 
-def _documents_of(attrs: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+def _vector_result(event: Span.Event) -> tuple[str, float | None]:
+    """Return ``(id, score)`` of an OpenLLMetry ``db.query.result`` event (a distance is negated)."""
+    from ..instrument.retrieval import document
+
+    ev = attributes(event.attributes)
+    ident, score = document({"id": ev.get("db.query.result.id"), "score": ev.get("db.query.result.score")})
+    if score is None:
+        distance = document({"score": ev.get("db.query.result.distance")})[1]
+        score = None if distance is None else -distance
+    return ident, score
+
+
+def _documents_of(span: Span, attrs: Mapping[str, Any]) -> list[tuple[str, float | None]]:
     """Return a retrieval span's documents as ``(id, score)`` in the retriever's order."""
     from ..instrument.retrieval import document
+
+    results = [_vector_result(e) for e in span.events if e.name == VECTOR_RESULT_EVENT]
+    if results:
+        return results
 
     value = attrs.get("gen_ai.retrieval.documents")
     if isinstance(value, str):
@@ -467,7 +495,7 @@ def retrieval_rows(
         return None
     if span.status.code == Status.STATUS_CODE_ERROR:  # a failed search is not an empty one
         return []
-    docs = _documents_of(attrs)
+    docs = _documents_of(span, attrs)
     k = count(first(attrs, TOP_K))
     retriever = clean(first(attrs, RETRIEVER), 128) or clean(span.name, 128)
     metadata = _json_object(context.get("metadata"))
