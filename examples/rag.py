@@ -1,7 +1,8 @@
 """A retrieval-augmented answer, instrumented with ``watcher.instrument``: one trace per question.
 
 The trace is a ``rag.query`` span with two children: ``retrieval`` (a toy keyword retriever over
-three passages) and ``chat gpt-4o-mini`` (the wrapped OpenAI call, streamed). The call's
+three passages, its documents and relevance scores recorded by ``instrument.retrieval``) and
+``chat gpt-4o-mini`` (the wrapped OpenAI call, streamed). The call's
 ``calls`` row carries the same trace_id; the online evaluator scores it in the background
 (groundedness against the retrieved passages, refusal) and the user's thumbs-up is recorded as
 feedback, all rows in SQLite.
@@ -53,20 +54,29 @@ class Answer:
     passages: tuple[str, ...]
 
 
-def retrieve(question: str, k: int = 2) -> list[str]:
-    """Return the ``k`` passages sharing most words with ``question`` (a stand-in for a vector store)."""
+def retrieve(question: str, k: int = 2) -> list[tuple[str, float]]:
+    """Return the ``k`` passages sharing most words with ``question``, each with its share of the
+    question's words (a stand-in for a vector store and its relevance scores)."""
     words = set(question.lower().split())
-    return sorted(PASSAGES, key=lambda p: -len(words & set(p.lower().split())))[:k]
+    scored = [(p, len(words & set(p.lower().split())) / max(len(words), 1)) for p in PASSAGES]
+    return sorted(scored, key=lambda ps: -ps[1])[:k]
 
 
 def answer(client: Any, question: str, *, tenant: str = "acme", model: str = "gpt-4o-mini") -> Answer:
     """Answer ``question`` from retrieved passages; the whole request is one trace."""
-    with instrument.span("rag.query", tenant=tenant) as root:
-        with instrument.span("retrieval", operation="retrieval", **{"gen_ai.retrieval.query.text": question}):
-            passages = retrieve(question)
+    with (
+        instrument.span("rag.query", tenant=tenant) as root,
+        instrument.attribution(tenant=tenant, feature="rag"),
+    ):
+        # The retrieval span carries the documents and their scores; its retrieval.* scores feed
+        # the shipped pack's RetrievalRelevanceDrop and EmptyRetrievalsHigh rules.
+        with instrument.retrieval("passages", k=2, query=question) as found:
+            hits = retrieve(question)
+            found.record((f"passage-{PASSAGES.index(p)}", score) for p, score in hits)
+        passages = [p for p, _ in hits]
         context = "\n".join(passages)
         # `context` reaches the online evaluator's groundedness heuristic; tenant/feature the metrics.
-        with instrument.attribution(tenant=tenant, feature="rag", context=passages):
+        with instrument.attribution(context=passages):
             stream = client.chat.completions.create(
                 model=model,
                 messages=[

@@ -164,7 +164,14 @@ def test_whole_range_is_fetched_once_per_rule(scenario: Path) -> None:
     finally:
         store.close()
     whole = [c for c in calls if not c[1]]
-    assert {c[0] for c in whole} == {"SpendAnomaly", "RefusalRateHigh", "TTFTDegraded", "GroundednessDrop"}
+    assert {c[0] for c in whole} == {
+        "SpendAnomaly",
+        "RefusalRateHigh",
+        "TTFTDegraded",
+        "GroundednessDrop",
+        "RetrievalRelevanceDrop",
+        "EmptyRetrievalsHigh",
+    }
     for alert in {c[0] for c in whole}:
         # Once over the whole range, in consecutive chunks of at most 2 days (bounded memory):
         # 7d11h15m for the rolling 7d rules (4 chunks), 21d11h15m for the seasonal one (11).
@@ -218,6 +225,8 @@ def test_cli_reports_incidents_and_writes_json(
         "RefusalRateHigh",
         "TTFTDegraded",
         "GroundednessDrop",
+        "RetrievalRelevanceDrop",
+        "EmptyRetrievalsHigh",
     ]
     ep = doc["rules"][0]["episodes"][0]
     assert (
@@ -479,7 +488,14 @@ def test_compare_fetches_an_unchanged_query_once(scenario: Path, tmp_path: Path)
     assert "| `SpendAnomaly` **changed** | 0 | 1 |" in out.getvalue()
     whole = [alert for alert, traces in fetched if not traces]
     # Only the floor changed: both versions replay the same whole-range fetch (once per rule).
-    assert sorted(set(whole)) == ["GroundednessDrop", "RefusalRateHigh", "SpendAnomaly", "TTFTDegraded"]
+    assert sorted(set(whole)) == [
+        "EmptyRetrievalsHigh",
+        "GroundednessDrop",
+        "RefusalRateHigh",
+        "RetrievalRelevanceDrop",
+        "SpendAnomaly",
+        "TTFTDegraded",
+    ]
     assert len(whole) == sum(expected_chunks(a) for a in set(whole))
 
 

@@ -23,6 +23,12 @@ def test_hooks_bench_writes_every_row_and_reports_each_arm() -> None:
     assert arms["baseline"]["added_p50_us"] == 0
 
 
+def test_hooks_bench_streams_read_every_chunk_and_write_every_row() -> None:
+    result = run_hooks_bench(calls=20, rounds=2, stream=True)
+    assert result["streamed"] and result["rows_written"] == result["rows_submitted"] == 20
+    assert {"openai", "opentelemetry-sdk"} <= set(result["versions"])
+
+
 def test_hooks_bench_over_http_talks_to_a_stub_server_process() -> None:
     result = run_hooks_bench(calls=20, rounds=2, http=True)
     assert result["transport"] == "loopback HTTP to the stub server process"

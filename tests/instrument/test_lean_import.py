@@ -1,4 +1,5 @@
-"""``import watcher.instrument`` loads no ORM, no YAML parser, no price table and no Prometheus client.
+"""``import watcher.instrument`` loads no ORM, no YAML parser, no price table and no Prometheus client;
+``configure()`` loads the price table on a background thread.
 
 Each check runs in a fresh interpreter (the test process has imported everything already). Speed is
 measured by `python -X importtime` (docs/benchmarks.md), not here: these tests pin what is loaded.
@@ -63,6 +64,27 @@ def test_a_store_loads_the_tables_with_its_writer(tmp_path: Path) -> None:
         f"instrument.configure(sqlalchemy.create_engine('sqlite:///{tmp_path}/w.db'))\n"
     )
     assert loaded_after(code)["watcher.store"]
+
+
+def test_configure_warms_the_price_table_in_the_background_without_a_call() -> None:
+    code = (
+        "from watcher import instrument\n"
+        "from watcher.instrument import pricing\n"
+        "instrument.configure(metrics=False)\n"
+        "thread = pricing._warming\n"
+        "assert thread is not None and thread.daemon and thread.name == 'watcher-prices'\n"
+        "thread.join(60)\n"
+        "assert pricing._genai, 'the snapshot is loaded'\n"
+        "instrument.configure(metrics=False)\n"
+        "assert pricing._warming is thread  # once per process\n"
+    )
+    loaded = loaded_after(code)
+    assert loaded["genai_prices"] and not loaded["sqlalchemy"] and not loaded["prometheus_client"]
+
+
+def test_configure_can_leave_the_price_table_to_the_first_call() -> None:
+    code = "from watcher import instrument\ninstrument.configure(metrics=False, warm_prices=False)\n"
+    assert not loaded_after(code)["genai_prices"]
 
 
 def test_the_hooks_column_limits_match_the_tables() -> None:

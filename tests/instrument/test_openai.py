@@ -126,23 +126,56 @@ def test_chat_streaming_ttft_usage_and_exemplars(
         assert any(ln.startswith(metric) and ex in ln for ln in body.splitlines()), metric
 
 
-def test_stream_without_usage_is_estimated_and_flagged(
+def test_stream_usage_is_asked_for_and_its_chunk_kept_from_the_application(
     client: Any, stub: StubServer, calls: ReadCalls
 ) -> None:
-    for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
-        pass
-    assert "stream_options" not in stub.requests[-1]["body"]  # the request is left as the caller wrote it
+    seen = list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+    assert stub.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as plain:
+        expected = list(plain.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+    assert "stream_options" not in stub.requests[-1]["body"]
+    # The application gets the chunks it asked for: none without choices, none with usage.
+    assert [c.choices[0].delta.content for c in seen] == [c.choices[0].delta.content for c in expected]
+    assert all(c.choices and c.usage is None for c in seen)
+    (row,) = calls()
+    assert (row.input_tokens, row.output_tokens, row.cached_tokens, row.tokens_estimated) == (12, 6, 4, False)
+
+
+def test_stream_usage_the_caller_asked_for_reaches_it(client: Any, calls: ReadCalls) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
+    assert not calls()[0].tokens_estimated
+
+
+def test_without_include_usage_the_request_is_left_alone_and_tokens_estimated(
+    stub: StubServer, calls: ReadCalls
+) -> None:
+    with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
+        instrument_openai(c, include_usage=False)
+        for _ in c.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
+            pass
+    assert "stream_options" not in stub.requests[-1]["body"]
     (row,) = calls()
     assert row.tokens_estimated and row.output_tokens == 6 and row.input_tokens > 0  # 24 chars / 4
 
 
-def test_include_usage_option_asks_for_usage(stub: StubServer, calls: ReadCalls) -> None:
-    with openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) as c:
-        instrument_openai(c, include_usage=True)
-        for _ in c.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
-            pass
-    assert stub.requests[-1]["body"]["stream_options"] == {"include_usage": True}
-    assert not calls()[0].tokens_estimated
+def test_raw_views_are_not_asked_for_usage(client: Any, stub: StubServer, calls: ReadCalls) -> None:
+    """The raw views hand the HTTP body to the application: an added chunk could not be hidden."""
+    with client.chat.completions.with_streaming_response.create(
+        model=MODEL, messages=MESSAGES, stream=True
+    ) as response:
+        lines = [ln for ln in response.iter_lines() if ln.startswith("data: {")]
+    assert "stream_options" not in stub.requests[-1]["body"]
+    assert all('"usage"' not in ln for ln in lines)
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, stream=True)
+    assert "stream_options" not in stub.requests[-1]["body"]
+    for _ in raw.parse():
+        pass
+    assert [r.tokens_estimated for r in calls()][-1] is True
 
 
 def test_async_client_streaming_and_not(

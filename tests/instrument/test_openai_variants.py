@@ -55,11 +55,13 @@ def test_stream_helper_records_ttft_usage_and_span(
     check_span_and_row(only_span(exporter), calls()[0], streamed=True, observed_ttft=ttft)
 
 
-def test_stream_helper_without_usage_is_estimated(client: Any, calls: ReadCalls) -> None:
+def test_stream_helper_without_usage_gets_exact_tokens_and_no_usage(client: Any, calls: ReadCalls) -> None:
     with client.chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:
-        assert stream.get_final_completion().choices[0].message.content == TEXT
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == TEXT and final.usage is None  # as the caller asked
     (row,) = calls()
-    assert row.tokens_estimated and row.output_tokens == 6 and row.ttft_s is not None
+    assert not row.tokens_estimated and (row.input_tokens, row.output_tokens) == (12, 6)
+    assert row.ttft_s is not None
 
 
 def test_async_stream_helper(stub: StubServer, exporter: InMemorySpanExporter, calls: ReadCalls) -> None:

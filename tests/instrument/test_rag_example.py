@@ -76,6 +76,10 @@ def test_one_trace_with_retrieval_and_chat_under_the_query(
     got = {s.name: s for s in scores() if s.trace_id == result.trace_id}
     assert got["groundedness"].value == 1.0 and got["groundedness"].source == "heuristic"
     assert got["refusal"].value == 0.0
+    # 5 of the question's 7 words ("question?" keeps its mark) are in the best passage.
+    assert got["retrieval.top_score"].value == pytest.approx(5 / 7)
+    assert got["retrieval.top_score"].evaluator == "passages"
+    assert (got["retrieval.empty"].value, got["retrieval.top_score"].feature) == (0.0, "rag")
 
 
 def test_span_marks_the_applications_error_and_reraises(

@@ -1,7 +1,8 @@
 """``watcher bench hooks``: the latency the hooks add to a model call, against the OTel peer.
 
 This module owns the benchmark: the real ``openai`` client answered by the stub's exact JSON,
-non-streamed chat calls in interleaved rounds of three arms, each on the same client. By default
+chat calls (non-streamed, or streamed and read to the end with ``stream``) in interleaved rounds
+of three arms, each on the same client. By default
 the answer comes from an in-process transport (``httpx2.MockTransport``), so that microseconds are
 not lost in loopback HTTP noise; ``--http`` sends every call over loopback to the stub server,
 run in a process of its own.
@@ -59,6 +60,24 @@ def _time_calls(fn: Callable[[], Any], n: int) -> tuple[list[float], list[float]
     return wall, cpu
 
 
+def _sse_events(model: str, usage: bool) -> bytes:
+    """Return the stub's streamed chat answer as one SSE body (a usage chunk only when asked)."""
+    from .stub import WORDS
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta or finish else []
+        data = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
+        return "data: " + json.dumps({**data, "choices": choices, **extra}) + "\n\n"
+
+    parts = [chunk({"role": "assistant", "content": ""})]
+    parts += [chunk({"content": w}) for w in WORDS]
+    parts.append(chunk({}, "stop"))
+    if usage:
+        parts.append(chunk({}, usage={"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18}))
+    parts.append("data: [DONE]\n\n")
+    return "".join(parts).encode()
+
+
 def _mock_client(openai: Any, model: str) -> Any:
     """Return an OpenAI client whose transport answers in-process with the stub's JSON body."""
 
@@ -88,6 +107,11 @@ def _mock_client(openai: Any, model: str) -> Any:
     ).encode()
 
     def answer(request: Any) -> Any:
+        asked = json.loads(request.content or b"{}")
+        if asked.get("stream"):
+            usage = bool((asked.get("stream_options") or {}).get("include_usage"))
+            events = _sse_events(model, usage)
+            return httpx2.Response(200, content=events, headers={"content-type": "text/event-stream"})
         return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
 
     return openai.OpenAI(
@@ -127,10 +151,27 @@ class _Arm:
     round_process_cpu: list[float] = field(default_factory=list)  # per call, all threads
 
 
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("openai", "opentelemetry-sdk", "opentelemetry-instrumentation-openai-v2"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
 def run_hooks_bench(
-    calls: int = 3000, rounds: int = 10, model: str = "gpt-4o-mini", http: bool = False
+    calls: int = 3000,
+    rounds: int = 10,
+    model: str = "gpt-4o-mini",
+    http: bool = False,
+    stream: bool = False,
 ) -> dict[str, Any]:
     """Time ``calls`` wrapped calls per arm in ``rounds`` interleaved rounds; return µs statistics.
+
+    ``stream`` makes every call a streamed one, read to its end (the watcher arm asks for the
+    usage chunk and hides it: that extra chunk is part of its cost).
 
     Per round and arm: the p50 of the calls' wall time, the p50 of the calling thread's CPU
     time, and the process CPU time per call (all threads, so the writer's inserts and the span
@@ -169,6 +210,11 @@ def run_hooks_bench(
         store = open_store(f"sqlite:///{Path(tmp) / 'bench.db'}")
 
         def call() -> Any:
+            if stream:
+                chunks = client.chat.completions.create(
+                    model=model, messages=MESSAGES, temperature=0.2, stream=True
+                )
+                return sum(1 for _ in chunks)
             return client.chat.completions.create(model=model, messages=MESSAGES, temperature=0.2)
 
         def run_arm(name: str) -> None:
@@ -216,6 +262,8 @@ def run_hooks_bench(
         "rows_written": written,
         "rows_submitted": rows,
         "transport": "loopback HTTP to the stub server process" if http else "in-process mock transport",
+        "streamed": stream,
+        "versions": _versions(),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "cpus": os.cpu_count(),

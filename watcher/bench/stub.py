@@ -1,10 +1,11 @@
 """A local OpenAI-compatible stub server, for tests and ``watcher bench hooks``.
 
 This module owns a small threaded HTTP server on loopback that answers
-``POST /v1/chat/completions`` and ``POST /v1/responses`` as OpenAI does and ``POST /v1/messages`` as
-Anthropic does: plain JSON, or Server-Sent Events when ``stream`` is true (chunked transfer,
-keep-alive), with a final usage chunk when ``stream_options.include_usage`` is set (OpenAI chat;
-the others always report usage). The first content chunk is delayed by ``first_chunk_delay_s``
+``POST /v1/chat/completions``, ``/v1/completions`` (legacy), ``/v1/embeddings`` (12 input tokens
+per input) and ``/v1/responses`` as OpenAI does and ``POST /v1/messages`` as Anthropic does:
+plain JSON, or Server-Sent Events when ``stream`` is true (chunked transfer, keep-alive), with a
+final usage chunk when ``stream_options.include_usage`` is set (OpenAI chat and completions; the
+others always report usage). The first content chunk is delayed by ``first_chunk_delay_s``
 so that TTFT can be checked against a known value. The model name selects behaviours:
 ``*refuse*`` answers with a refusal, ``*filter*`` finishes with ``content_filter``, ``*error*``
 answers HTTP 500. It does not own any instrumentation; it never talks to the internet.
@@ -12,14 +13,17 @@ answers HTTP 500. It does not own any instrumentation; it never talks to the int
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 WORDS = ("The", " answer", " is", " forty", "-two", ".")
+EMBEDDING_DIMENSIONS = 8
 USAGE = {"prompt_tokens": 12, "completion_tokens": 6, "cached_tokens": 4, "reasoning_tokens": 2}
 
 
@@ -68,6 +72,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json({"error": {"message": "stub failure", "type": "server_error"}}, 500)
         if self.path.endswith("/chat/completions"):
             return self._chat(body, model)
+        if self.path.endswith("/completions"):
+            return self._completion(body, model)
+        if self.path.endswith("/embeddings"):
+            return self._embeddings(body, model)
         if self.path.endswith("/responses"):
             return self._responses(body, model)
         if self.path.endswith("/messages"):
@@ -153,6 +161,56 @@ class _Handler(BaseHTTPRequestHandler):
             )
         self._sse("[DONE]")
         self._end_sse()
+
+    def _completion(self, body: dict[str, Any], model: str) -> None:
+        """Answer the legacy ``/v1/completions`` (``text_completion``), streamed or not."""
+        rid, created = f"cmpl-{len(self.server.requests)}", int(time.time())
+        finish = "content_filter" if "filter" in model else "stop"
+
+        def completion(text: str, finish_reason: str | None, usage: bool) -> dict[str, Any]:
+            return {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": model + "-2025-01-01",
+                "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+                **({"usage": _chat_usage()} if usage else {}),
+            }
+
+        if not body.get("stream"):
+            return self._json(completion("".join(WORDS), finish, True))
+        self._start_sse()
+        time.sleep(self.server.first_chunk_delay_s)
+        for word in WORDS:
+            self._sse(json.dumps(completion(word, None, False)))
+            time.sleep(self.server.chunk_delay_s)
+        self._sse(json.dumps(completion("", finish, False)))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self._sse(json.dumps({**completion("", None, True), "choices": []}))
+        self._sse("[DONE]")
+        self._end_sse()
+
+    def _embeddings(self, body: dict[str, Any], model: str) -> None:
+        """Answer ``/v1/embeddings``: one small vector per input, as floats or base64 float32."""
+        inputs = body.get("input")
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        dims = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
+        data = []
+        for i, _ in enumerate(texts):
+            vector = [round(0.01 * (i + 1) * (d + 1), 4) for d in range(dims)]
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        tokens = USAGE["prompt_tokens"] * len(texts)
+        self._json(
+            {
+                "object": "list",
+                "data": data,
+                "model": model + "-2025-01-01",
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     def _response_object(self, model: str, status: str, text: str, refuse: bool) -> dict[str, Any]:
         part = (

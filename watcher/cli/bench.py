@@ -216,13 +216,14 @@ def main_cluster_bench(args: argparse.Namespace) -> int:
 def _main_hooks(args: argparse.Namespace) -> int:
     from ..bench.hooks import run_hooks_bench
 
-    result = run_hooks_bench(args.calls, args.rounds, http=args.http)
+    result = run_hooks_bench(args.calls, args.rounds, http=args.http, stream=args.stream)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     lb, la = result["loadavg_before"], result["loadavg_after"]
     print(
-        f"hooks: {result['calls_per_arm']:,} non-streamed chat calls per arm in {result['rounds']} "
+        f"hooks: {result['calls_per_arm']:,} {'streamed' if result['streamed'] else 'non-streamed'} chat "
+        f"calls per arm in {result['rounds']} "
         f"interleaved rounds, openai client, {result['transport']}; calls rows written: "
         f"{result['rows_written']:,}; {result['cpus']} CPUs, load average {lb[0]:.2f} before, "
         f"{la[0]:.2f} after"
@@ -242,6 +243,7 @@ def _main_hooks(args: argparse.Namespace) -> int:
             "added_process_cpu_us",
         )
         print(f"{arm:10}" + "".join(f"{r[c]:10.1f}" for c in cols))
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
     if "otel" not in result["arms"]:
         print("(opentelemetry-instrumentation-openai-v2 not installed: no peer comparison)")
     return 0
@@ -255,6 +257,7 @@ def add_hooks_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=3000, help="calls per arm")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
     p.add_argument("--http", action="store_true", help="call the loopback stub server (noisier)")
+    p.add_argument("--stream", action="store_true", help="streamed calls, each read to its end")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_main_hooks)
     return p

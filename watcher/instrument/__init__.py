@@ -2,12 +2,13 @@
 
 This package owns what runs inside the application's process: ``llm_call`` around each model
 call (an OpenTelemetry span, Prometheus metrics with trace exemplars, a ``calls`` row, a redacted
-``payloads`` row when capture is on), ``span`` for the application's other steps (retrieval, tool
-calls) under the same trace, the OpenAI and Anthropic client wrappers, PII redaction,
-``record_score``/``record_feedback`` (``scores`` rows), online evaluation and the background
-``StoreWriter``. Vendor SDKs are never imported (``bench`` imports ``openai`` when run). It
-never blocks or breaks the application. It imports nothing from the engine, notify, rules,
-sources or detectors (a test checks), so an application pulls in none of the daemon.
+``payloads`` row when capture is on), ``span`` for the application's other steps (tool calls)
+and ``retrieval`` for RAG retrieval steps (documents, relevance scores) under the same trace, the
+OpenAI and Anthropic client wrappers, PII redaction, ``record_score``/``record_feedback``
+(``scores`` rows), online evaluation and the background ``StoreWriter``. Vendor SDKs are never
+imported (``bench`` imports ``openai`` when run). It never blocks or breaks the application. It
+imports nothing from the engine, notify, rules, sources or detectors (a test checks), so an
+application pulls in none of the daemon.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .exposition import metrics_app, metrics_asgi_app, start_metrics_server
 from .hooks import configure, flush, reset
 from .record import CallRecord
 from .redact import Redactor
+from .retrieval import Retrieval, retrieval
 from .scores import record_feedback, record_score
 from .spans import span
 from .wrap import attribution
@@ -29,6 +31,7 @@ __all__ = [
     "CallRecord",
     "OnlineEvaluator",
     "Redactor",
+    "Retrieval",
     "Sampler",
     "StoreWriter",
     "attribution",
@@ -42,6 +45,7 @@ __all__ = [
     "record_feedback",
     "record_score",
     "reset",
+    "retrieval",
     "span",
     "start_metrics_server",
     "uninstrument_anthropic",

@@ -28,6 +28,8 @@ GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
 GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
 
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
@@ -80,6 +82,7 @@ REQUEST_PARAM_ATTRIBUTES: Final[dict[str, str]] = {
     "stop_sequences": GEN_AI_REQUEST_STOP_SEQUENCES,
     "seed": GEN_AI_REQUEST_SEED,
     "n": GEN_AI_REQUEST_CHOICE_COUNT,
+    "dimensions": GEN_AI_EMBEDDINGS_DIMENSION_COUNT,
 }
 """Request keyword → attribute name where the convention's name differs from ``gen_ai.request.<kw>``."""
 
@@ -87,3 +90,15 @@ REQUEST_PARAM_ATTRIBUTES: Final[dict[str, str]] = {
 def request_attribute(param: str) -> str:
     """Return the span attribute name for the request parameter ``param``."""
     return REQUEST_PARAM_ATTRIBUTES.get(param, GEN_AI_REQUEST_PREFIX + param)
+
+
+# Retrieval spans (the conventions' ``retrieval`` operation; span kind INTERNAL).
+GEN_AI_DATA_SOURCE_ID: Final = "gen_ai.data_source.id"
+"""The retriever or index the documents came from (watcher's ``retriever``)."""
+GEN_AI_RETRIEVAL_TOP_K: Final = "gen_ai.retrieval.top_k"
+GEN_AI_RETRIEVAL_QUERY_TEXT: Final = "gen_ai.retrieval.query.text"
+"""Opt-in (content capture), redacted."""
+GEN_AI_RETRIEVAL_DOCUMENTS: Final = "gen_ai.retrieval.documents"
+"""JSON on spans: ``[{"id": "doc_123", "score": 0.95}, ...]`` in the retriever's order."""
+WATCHER_RETRIEVAL_RETURNED: Final = "watcher.retrieval.returned"
+"""How many documents came back (also when they have no ids worth recording)."""

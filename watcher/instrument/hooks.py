@@ -30,7 +30,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 
 from .finisher import FINISHER, FinisherStats, register_at_exit
 from .labels import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS
-from .pricing import load_pricing
+from .pricing import load_pricing, warm
 from .record import CallRecord
 from .redact import DEFAULT_REDACTOR, Redactor
 from .refusal import RefusalClassifier
@@ -192,6 +192,7 @@ def configure(
     evaluation_events: bool = False,
     meter_provider: Any = None,
     otel_metrics: bool = True,
+    warm_prices: bool = True,
 ) -> None:
     """Set the process-wide hook state; a previous configuration's own writer is closed.
 
@@ -208,6 +209,8 @@ def configure(
     ``gen_ai.evaluation.result`` span event per ``record_score`` on the current span.
     ``otel_metrics`` records the conventions' ``gen_ai.client.token.usage`` and
     ``gen_ai.client.operation.duration`` histograms on ``meter_provider`` (default: the global one).
+    ``warm_prices`` loads the maintained price table on a background thread now, so that the first
+    call is not the one that waits for it.
     """
     global _state
     if writer is None and store is not None:
@@ -217,6 +220,8 @@ def configure(
     tracer = (tracer_provider or trace).get_tracer(TRACER_NAME)
     if pricing is not None:
         load_pricing(pricing)
+    if warm_prices:
+        warm()
     redactor = redact if isinstance(redact, Redactor) else (DEFAULT_REDACTOR if redact else None)
     new = _State(
         writer=writer,

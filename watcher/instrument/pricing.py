@@ -13,8 +13,9 @@ cache writes (``cache_write``), each charged at its own rate (Anthropic writes a
 price for 5-minute entries); ``output_tokens`` include reasoning tokens. A long-context tier (Claude
 and Gemini above 200k input tokens) applies its rate to every token of the call.
 
-``genai-prices`` (and its pydantic) is imported on the first price asked of it, never with
-``watcher.instrument``; without it only the user's file prices anything. It does not own counting
+``genai-prices`` (and its pydantic) is imported on a background thread by ``configure`` (``warm``)
+or else on the first price asked of it, never with ``watcher.instrument``; without it only the
+user's file prices anything. It does not own counting
 unknown models (``metrics``).
 """
 
@@ -126,6 +127,8 @@ _CONVERTED: dict[int, tuple[Any, Price]] = {}  # id(ModelPrice) → (that object
 _CACHE_MAX: Final = 4096
 _WARNED: set[str] = set()
 _genai: Any = None  # the genai-prices snapshot once imported; False when the package is missing
+_warming: threading.Thread | None = None
+_warm_lock = threading.Lock()
 
 
 def load_pricing(path: str | Path | None = None, *, replace: bool = False) -> dict[str, Price]:
@@ -158,6 +161,30 @@ def _snapshot() -> Any:
                     log.warning("pricing: genai-prices is not installed; only the price file prices calls")
                     _genai = False
     return _genai
+
+
+def warm() -> threading.Thread | None:
+    """Load the maintained table on a background thread (once); return it (None: nothing to load).
+
+    ``configure`` calls this so that the first call is priced without first importing
+    ``genai-prices`` (a few hundred ms) on the hooks' finishing thread; ``import watcher.instrument``
+    stays light.
+    """
+    global _warming
+    if _genai is not None:
+        return None
+    with _warm_lock:
+        if _warming is None:
+            _warming = threading.Thread(target=_warm_table, name="watcher-prices", daemon=True)
+            _warming.start()
+        return _warming
+
+
+def _warm_table() -> None:
+    try:
+        _snapshot()
+    except Exception as exc:  # the first call retries, and says why
+        log.warning("pricing: loading genai-prices failed (%s: %s)", type(exc).__name__, exc)
 
 
 def _decimal_rate(value: Any, tier: int | None) -> float | None:

@@ -18,7 +18,7 @@ from . import attributes as attr
 from . import hooks
 from .hooks import _SCORES, _clip, _note_error
 
-SCORE_SOURCES: Final = frozenset({"judge", "heuristic", "human", "feedback"})
+SCORE_SOURCES: Final = frozenset({"judge", "heuristic", "human", "feedback", "retrieval"})
 
 
 def _event(trace_id: str, name: str, value: float, label: str | None, comment: str | None) -> None:

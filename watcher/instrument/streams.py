@@ -1,7 +1,8 @@
 """Proxies around a vendor's response stream that end the call when the stream ends.
 
 This module owns the stream side of a wrapped call: every item passes through the provider's
-``on_item`` (which fills the ``CallRecord``: first token, text, usage), and the call is finished
+``on_item`` (which fills the ``CallRecord``: first token, text, usage); an item the wrapper asked
+for on its own (OpenAI's usage chunk) is kept from the application (``hidden``); the call is finished
 exactly once, at exhaustion, on an error from the stream, on ``close()``, on leaving a ``with``
 block, or when the stream is garbage-collected unread. The proxy delegates everything else to
 the vendor stream. It does not own reading items (the wrappers) nor the call (``call``).
@@ -60,23 +61,37 @@ def settle(rec: CallRecord, state: StreamState, *, want_text: bool) -> None:
 
 class _Base:
     def __init__(
-        self, inner: Any, call: _LLMCall, on_item: OnItem, state: StreamState, want_text: bool
+        self,
+        inner: Any,
+        call: _LLMCall,
+        on_item: OnItem,
+        state: StreamState,
+        want_text: bool,
+        hidden: Callable[[Any], bool] | None = None,
     ) -> None:
         self._inner = inner
         self._call = call
         self._on_item = on_item
         self._state = state
         self._want_text = want_text
+        self._hidden = hidden
         self._ended = False
 
-    def _item(self, item: Any) -> None:
+    def _item(self, item: Any) -> bool:
+        """Read one item into the record; return whether the application sees it."""
         rec = self._call.record
-        if rec is None:
-            return
+        if rec is not None:
+            try:
+                self._on_item(rec, item, self._state)
+            except Exception as exc:
+                _note_error("stream item", exc)
+        if self._hidden is None:
+            return True
         try:
-            self._on_item(rec, item, self._state)
+            return not self._hidden(item)
         except Exception as exc:
             _note_error("stream item", exc)
+            return True
 
     def _end(self, exc: BaseException | None) -> None:
         if self._ended:
@@ -101,16 +116,17 @@ class SyncStreamProxy(_Base):
         return self
 
     def __next__(self) -> Any:
-        try:
-            item = next(self._inner)
-        except StopIteration:
-            self._end(None)
-            raise
-        except BaseException as exc:
-            self._end(exc)
-            raise
-        self._item(item)
-        return item
+        while True:
+            try:
+                item = next(self._inner)
+            except StopIteration:
+                self._end(None)
+                raise
+            except BaseException as exc:
+                self._end(exc)
+                raise
+            if self._item(item):
+                return item
 
     def __enter__(self) -> SyncStreamProxy:
         return self
@@ -133,16 +149,17 @@ class AsyncStreamProxy(_Base):
         return self
 
     async def __anext__(self) -> Any:
-        try:
-            item = await self._inner.__anext__()
-        except StopAsyncIteration:
-            self._end(None)
-            raise
-        except BaseException as exc:
-            self._end(exc)
-            raise
-        self._item(item)
-        return item
+        while True:
+            try:
+                item = await self._inner.__anext__()
+            except StopAsyncIteration:
+                self._end(None)
+                raise
+            except BaseException as exc:
+                self._end(exc)
+                raise
+            if self._item(item):
+                return item
 
     async def __aenter__(self) -> AsyncStreamProxy:
         return self

@@ -94,6 +94,9 @@ class WrapSpec:
     """Request keyword arguments → the conventions' input messages (content capture only)."""
     output_messages: Callable[[Any], list[dict[str, Any]] | None] | None = None
     """A non-streamed response → the conventions' output messages (content capture only)."""
+    hide: Callable[[Mapping[str, Any]], Callable[[Any], bool] | None] | None = None
+    """Request keyword arguments → which stream items the application must not see (the usage
+    chunk that ``prepare`` asked for), or None: every item reaches it."""
 
 
 def _wants() -> tuple[bool, bool]:
@@ -187,9 +190,15 @@ def _deliver(
 
     if stream:
         state = StreamState(prompt, want_prompt)
+        hidden = None
+        if spec.hide is not None:
+            try:
+                hidden = spec.hide(kwargs)
+            except Exception as exc:
+                _note_error("stream hide", exc)
         if is_async if is_async is not None else hasattr(result, "__anext__"):
-            return AsyncStreamProxy(result, call, spec.on_item, state, want_text)
-        return SyncStreamProxy(result, call, spec.on_item, state, want_text)
+            return AsyncStreamProxy(result, call, spec.on_item, state, want_text, hidden)
+        return SyncStreamProxy(result, call, spec.on_item, state, want_text, hidden)
     call.finish(None, functools.partial(_fill, spec, call.record, result, prompt, want_text, want_prompt))
     return result
 

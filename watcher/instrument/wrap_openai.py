@@ -2,7 +2,9 @@
 
 This module owns reading OpenAI's shapes: ``chat.completions.create`` (a ``ChatCompletion``, or
 ``ChatCompletionChunk`` items whose last one carries ``usage`` when
-``stream_options.include_usage`` is on) and ``responses.create`` (a ``Response``, or typed
+``stream_options.include_usage`` is on; the wrapper asks for it and hides that chunk), the legacy
+``completions.create`` (``text_completion``, the same stream shape), ``embeddings.create``
+(``embeddings``: input tokens only) and ``responses.create`` (a ``Response``, or typed
 events: ``response.output_text.delta`` … ``response.completed``/``incomplete``/``failed``). TTFT is
 the first chunk with content (text, refusal or tool-call arguments). Refusals: ``finish_reason``
 ``content_filter``, the message's ``refusal`` field, refusal output parts, ``incomplete_details``
@@ -13,7 +15,7 @@ own the generic wrapping (``wrap``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -37,6 +39,8 @@ _PARAMS: Final = {
 }
 _SENTINELS: Final = frozenset({"Omit", "NotGiven"})
 _INCOMPLETE: Final = {"max_output_tokens": "length", "content_filter": "content_filter"}
+_RAW_HEADER: Final = "x-stainless-raw-response"
+_EMBEDDING_PARAMS: Final = {"dimensions": "dimensions", "encoding_format": "encoding_formats"}
 
 
 def _given(value: Any) -> bool:
@@ -129,9 +133,30 @@ def _chat_item(rec: CallRecord, chunk: Any, state: StreamState) -> None:
         _chat_usage(rec, usage)
 
 
+class _AskedUsage(dict[str, Any]):
+    """``stream_options`` the wrapper added: the usage chunk it brings is ours, not the application's."""
+
+
+def _raw_view(kwargs: Mapping[str, Any]) -> bool:
+    """Tell whether the call comes through ``with_raw_response``/``with_streaming_response``.
+
+    Those views hand the application the HTTP body itself, where an extra chunk cannot be hidden.
+    """
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and any(str(k).lower() == _RAW_HEADER for k in headers)
+
+
 def _include_usage(kwargs: dict[str, Any]) -> None:
-    if kwargs.get("stream") is True and not _given(kwargs.get("stream_options")):
-        kwargs["stream_options"] = {"include_usage": True}
+    if kwargs.get("stream") is True and not _given(kwargs.get("stream_options")) and not _raw_view(kwargs):
+        kwargs["stream_options"] = _AskedUsage(include_usage=True)
+
+
+def _usage_only(chunk: Any) -> bool:
+    return not get(chunk, "choices") and get(chunk, "usage") is not None
+
+
+def _hide_asked_usage(kwargs: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    return _usage_only if isinstance(kwargs.get("stream_options"), _AskedUsage) else None
 
 
 def _responses_response(rec: CallRecord, resp: Any) -> None:
@@ -182,7 +207,7 @@ def _responses_item(rec: CallRecord, event: Any, state: StreamState) -> None:
             _responses_response(rec, resp)
 
 
-def chat_spec(provider: str = "openai", *, include_usage: bool = False) -> WrapSpec:
+def chat_spec(provider: str = "openai", *, include_usage: bool = True) -> WrapSpec:
     """Return the spec of ``chat.completions.create``."""
     return WrapSpec(
         provider,
@@ -194,6 +219,94 @@ def chat_spec(provider: str = "openai", *, include_usage: bool = False) -> WrapS
         _include_usage if include_usage else None,
         input_messages=openai_input,
         output_messages=openai_output,
+        hide=_hide_asked_usage if include_usage else None,
+    )
+
+
+def _completion_prompt(kwargs: Mapping[str, Any]) -> str | None:
+    prompt = kwargs.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        return "\n".join(prompt)
+    return None  # token arrays: no text to capture or estimate from
+
+
+def _completion_response(rec: CallRecord, resp: Any) -> None:
+    rec.response_model = get(resp, "model")
+    rec.response_id = get(resp, "id")
+    usage = get(resp, "usage")
+    if usage is not None:
+        _chat_usage(rec, usage)
+    texts: list[str] = []
+    for choice in get(resp, "choices") or ():
+        _finish_reason(rec, get(choice, "finish_reason"))
+        text = get(choice, "text")
+        if isinstance(text, str):
+            texts.append(text)
+    rec.response = "\n".join(texts)
+
+
+def _completion_item(rec: CallRecord, chunk: Any, state: StreamState) -> None:
+    if rec.response_id is None:
+        rec.response_id = get(chunk, "id")
+        rec.response_model = get(chunk, "model")
+    for choice in get(chunk, "choices") or ():
+        text = get(choice, "text")
+        if text:
+            rec.first_token()
+            state.parts.append(text)
+        _finish_reason(rec, get(choice, "finish_reason"))
+    usage = get(chunk, "usage")
+    if usage is not None:
+        state.usage_seen = True
+        _chat_usage(rec, usage)
+
+
+def completions_spec(provider: str = "openai", *, include_usage: bool = True) -> WrapSpec:
+    """Return the spec of the legacy ``completions.create`` (operation ``text_completion``)."""
+    return WrapSpec(
+        provider,
+        "text_completion",
+        _params,
+        _completion_prompt,
+        _completion_response,
+        _completion_item,
+        _include_usage if include_usage else None,
+        hide=_hide_asked_usage if include_usage else None,
+    )
+
+
+def _embedding_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, name in _EMBEDDING_PARAMS.items():
+        value = kwargs.get(key)
+        if _given(value):
+            out[name] = [value] if key == "encoding_format" else value
+    return out
+
+
+def _embedding_input(kwargs: Mapping[str, Any]) -> str | None:
+    return _completion_prompt({"prompt": kwargs.get("input")})
+
+
+def _embedding_response(rec: CallRecord, resp: Any) -> None:
+    rec.response_model = get(resp, "model")
+    usage = get(resp, "usage")
+    if usage is not None:
+        rec.input_tokens = get(usage, "prompt_tokens") or 0
+    rec.output_tokens = 0
+    rec.response = None  # vectors, not text: nothing to classify or capture
+
+
+def _no_items(rec: CallRecord, item: Any, state: StreamState) -> None:
+    """Embeddings never stream."""
+
+
+def embeddings_spec(provider: str = "openai") -> WrapSpec:
+    """Return the spec of ``embeddings.create`` (operation ``embeddings``)."""
+    return WrapSpec(
+        provider, "embeddings", _embedding_params, _embedding_input, _embedding_response, _no_items
     )
 
 
@@ -205,18 +318,21 @@ def responses_spec(provider: str = "openai") -> WrapSpec:
 _VARIANTS: Final = ("with_raw_response", "with_streaming_response")
 
 
-def instrument_openai(client: Any, *, provider: str = "openai", include_usage: bool = False) -> Any:
+def instrument_openai(client: Any, *, provider: str = "openai", include_usage: bool = True) -> Any:
     """Instrument an ``OpenAI``/``AsyncOpenAI`` client in place and return it (idempotent).
 
-    Wraps ``chat.completions.create`` and ``parse`` and, where present, ``responses.create`` and
+    Wraps ``chat.completions.create`` and ``parse``, the legacy ``completions.create``
+    (``text_completion``), ``embeddings.create`` and, where present, ``responses.create`` and
     ``parse``; the SDK's ``stream(...)`` helpers call ``create`` and so are covered, as are the
     ``with_raw_response`` and ``with_streaming_response`` views (rebuilt around the wrapped
     methods: a view fetched before instrumenting and kept stays uninstrumented). A streamed chat
-    call reports usage only when asked (``stream_options={"include_usage": True}``); with
-    ``include_usage=True`` the wrapper asks for it when the caller did not (the last chunk then
-    has no choices: code indexing ``chunk.choices[0]`` must check). Otherwise tokens are
-    estimated from the text and flagged. ``provider`` names the backend (``azure.ai.openai``,
-    ``vllm``...).
+    or completion call reports usage only when asked (``stream_options={"include_usage": True}``):
+    with ``include_usage`` (the default) the wrapper asks for it when the caller did not, reads
+    the extra usage-only chunk and keeps it from the application, which sees the stream it asked
+    for (the raw-response views, which hand over the HTTP body, are left as the caller wrote
+    them). A stream that still reports no usage (``include_usage=False``, or a backend that
+    ignores the option) has its tokens estimated from the text and flagged
+    (``tokens_estimated``). ``provider`` names the backend (``azure.ai.openai``, ``vllm``...).
     """
     server = server_of(client)
     chat = get(client, "chat", "completions")
@@ -225,6 +341,18 @@ def instrument_openai(client: Any, *, provider: str = "openai", include_usage: b
         patch(chat, "create", spec)
         patch(chat, "parse", spec)
         rebuild_variants(chat, _VARIANTS)
+    completions = get(client, "completions")
+    if completions is not None:
+        patch(
+            completions,
+            "create",
+            replace(completions_spec(provider, include_usage=include_usage), server=server),
+        )
+        rebuild_variants(completions, _VARIANTS)
+    embeddings = get(client, "embeddings")
+    if embeddings is not None:
+        patch(embeddings, "create", replace(embeddings_spec(provider), server=server))
+        rebuild_variants(embeddings, _VARIANTS)
     responses = get(client, "responses")
     if responses is not None:
         spec = replace(responses_spec(provider), server=server)
@@ -236,7 +364,13 @@ def instrument_openai(client: Any, *, provider: str = "openai", include_usage: b
 
 def uninstrument_openai(client: Any) -> None:
     """Restore the client's original methods."""
-    for resource in (get(client, "chat", "completions"), get(client, "responses")):
+    resources = (
+        get(client, "chat", "completions"),
+        get(client, "responses"),
+        get(client, "completions"),
+        get(client, "embeddings"),
+    )
+    for resource in resources:
         if resource is not None:
             unpatch(resource, "create")
             unpatch(resource, "parse")

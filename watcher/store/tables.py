@@ -104,7 +104,7 @@ class Score(SQLModel, table=True):
     value: float
     label: str | None = Field(default=None, max_length=128)
     source: str = Field(default="judge", max_length=16)
-    """judge | heuristic | human | feedback"""
+    """judge | heuristic | human | feedback | retrieval (signals of a retrieval step)"""
     evaluator: str | None = Field(default=None, max_length=128)
     tenant: str = Field(default="", max_length=128)
     feature: str = Field(default="", max_length=128)

@@ -105,7 +105,7 @@ class ScoreIn(_In):
     value: float = Field(ge=-1e12, le=1e12, allow_inf_nan=False, strict=True)
     ts: Timestamp | None = None
     label: Str128 | None = None
-    source: Literal["judge", "heuristic", "human", "feedback"] = "judge"
+    source: Literal["judge", "heuristic", "human", "feedback", "retrieval"] = "judge"
     evaluator: Str128 | None = None
     tenant: Str128 = ""
     feature: Str128 = ""

@@ -78,7 +78,8 @@ class OtlpMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.spans = Counter(
             "watcher_otlp_spans",
-            "Spans received on /v1/traces, by result: call (a model call), ignored (not one), rejected; "
+            "Spans received on /v1/traces, by result: call (a model call), retrieval (a retrieval step, "
+            "stored as retrieval.* scores), ignored (neither), rejected; "
             "duplicate counts calls and scores already stored (an exporter's retry).",
             ["result"],
             registry=registry,
@@ -263,6 +264,7 @@ class OtlpReceiver:
             return refusal(media, problem)
         spans = self.metrics.spans
         spans.labels("call").inc(len(mapped.calls))
+        spans.labels("retrieval").inc(mapped.retrievals)
         spans.labels("duplicate").inc(duplicates)
         spans.labels("ignored").inc(mapped.ignored)
         spans.labels("rejected").inc(mapped.rejected)

@@ -7,7 +7,11 @@ older names OpenLLMetry still emits (``gen_ai.usage.prompt_tokens``, ``llm.reque
 ``llm.token_count.*``, ``openinference.span.kind``), then watcher's own (``watcher.*``, set by the
 hooks). Attribution (tenant, feature, user, prompt version, conversation) is read from the span,
 then from the resource. Every ``gen_ai.evaluation.result`` event, on any span, becomes a ``scores``
-row. Values are coerced leniently (strings clipped to their column, NUL removed, bad numbers
+row. A retrieval span (``gen_ai.operation.name`` ``retrieval``, or OpenInference's ``RETRIEVER``
+kind) becomes the ``retrieval.top_score``/``retrieval.empty`` scores the ``retrieval`` hook writes,
+from ``gen_ai.retrieval.documents``, OpenInference's ``retrieval.documents.N.document.*`` or
+OpenLLMetry's ``db.query.result`` events (vector stores; distances negated).
+Values are coerced leniently (strings clipped to their column, NUL removed, bad numbers
 dropped); a span that cannot make a valid row is rejected with a reason, never raised.
 
 It does not own decoding the request, the HTTP answer or the insert (``web.otlp``).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +41,19 @@ _OPENLLMETRY_TYPES: Final = {
 }
 _OPENINFERENCE_KINDS: Final = {"LLM": "chat", "EMBEDDING": "embeddings"}
 EVALUATION_EVENT: Final = "gen_ai.evaluation.result"
+RETRIEVAL_OPERATIONS: Final = frozenset({"retrieval", "retrieve"})
+"""``gen_ai.operation.name`` of a retrieval (the conventions' name; ``retrieve`` in some SDKs)."""
+RETRIEVER: Final = ("gen_ai.data_source.id", "db.collection.name", "db.system.name", "db.system")
+TOP_K: Final = (
+    "gen_ai.retrieval.top_k",
+    "gen_ai.request.top_k",
+    "db.vector.query.top_k",
+    "pinecone.query.top_k",
+)
+VECTOR_RESULT_EVENT: Final = "db.query.result"
+"""OpenLLMetry's vector-store instrumentations: one event per result (``db.query.result.id``,
+``.score`` or ``.distance``)."""
+_OI_DOCUMENT: Final = re.compile(r"retrieval\.documents\.(\d{1,4})\.document\.(id|score)")
 
 # Each column's sources, first present wins: current conventions, older OpenLLMetry names, OpenInference.
 INPUT_TOKENS: Final = (
@@ -90,6 +108,8 @@ class Mapped:
     spans: int = 0
     ignored: int = 0
     """spans that are not model calls (HTTP, database, agent, tool spans): accepted, not stored"""
+    retrievals: int = 0
+    """retrieval spans (their signals are in ``scores``)"""
     rejected: int = 0
     problems: list[str] = field(default_factory=list)
     """the first few reasons for rejected spans and events (the OTLP partial-success message)"""
@@ -239,14 +259,29 @@ def map_request(resource_spans: Sequence[ResourceSpans], bounds: Bounds) -> Mapp
         span_id = hex_id(span.span_id, 8)
         op = operation_of(attrs)
         has_scores = any(e.name == EVALUATION_EVENT for e in span.events)
-        if op is None and not has_scores:
+        retrieval = op is None and is_retrieval(attrs, span)
+        if op is None and not has_scores and not retrieval:
             out.ignored += 1
             continue
         if trace_id is None or span_id is None:
             out.reject(f"span {span.name[:64]!r}: trace_id must be 16 bytes and span_id 8, not all zero")
             continue
         context = {**resource, **attrs}  # the span's own attributes win over the resource's
-        if op is not None:
+        if retrieval:
+            found = retrieval_rows(span, attrs, context, trace_id)
+            why = (
+                "no timestamp"
+                if found is None
+                else found and bounds.problem(found[0]["ts"], bounds.max_age_scores, "scores")
+            )
+            if why:
+                out.reject(f"span {span_id} ({span.name[:64]!r}): {why}")
+            elif found:
+                out.retrievals += 1
+                out.scores.extend(found)
+            else:
+                out.ignored += 1  # a failed retrieval: no signal
+        elif op is not None:
             row = call_row(span, attrs, context, op, trace_id, span_id)
             why = (
                 "start time missing"
@@ -257,7 +292,7 @@ def map_request(resource_spans: Sequence[ResourceSpans], bounds: Bounds) -> Mapp
                 out.reject(f"span {span_id} ({span.name[:64]!r}): {why}")
             else:
                 out.calls.append(row)
-        elif not has_scores:
+        elif not has_scores and not retrieval:
             out.ignored += 1
         for event in span.events:
             if event.name == EVALUATION_EVENT:
@@ -399,3 +434,80 @@ def score_row(
         "eval_run": None,
         "comment": None if comment is None else (clean(comment, 4000) or None),
     }
+
+
+def is_retrieval(attrs: Mapping[str, Any], span: Span | None = None) -> bool:
+    """Tell whether a span is a retrieval step: the conventions' operation, OpenInference's kind, or
+    an OpenLLMetry vector-store query (``db.query.result`` events)."""
+    op = attrs.get("gen_ai.operation.name")
+    if isinstance(op, str) and op:
+        return op in RETRIEVAL_OPERATIONS
+    kind = attrs.get("openinference.span.kind")
+    if isinstance(kind, str) and kind:
+        return kind.upper() == "RETRIEVER"
+    return span is not None and any(e.name == VECTOR_RESULT_EVENT for e in span.events)
+
+
+def _vector_result(event: Span.Event) -> tuple[str, float | None]:
+    """Return ``(id, score)`` of an OpenLLMetry ``db.query.result`` event (a distance is negated)."""
+    from ..instrument.retrieval import document
+
+    ev = attributes(event.attributes)
+    ident, score = document({"id": ev.get("db.query.result.id"), "score": ev.get("db.query.result.score")})
+    if score is None:
+        distance = document({"score": ev.get("db.query.result.distance")})[1]
+        score = None if distance is None else -distance
+    return ident, score
+
+
+def _documents_of(span: Span, attrs: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """Return a retrieval span's documents as ``(id, score)`` in the retriever's order."""
+    from ..instrument.retrieval import document
+
+    results = [_vector_result(e) for e in span.events if e.name == VECTOR_RESULT_EVENT]
+    if results:
+        return results
+
+    value = attrs.get("gen_ai.retrieval.documents")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if isinstance(value, list):
+        return [document(d) for d in value if isinstance(d, dict)]
+    flat: dict[int, dict[str, Any]] = {}  # OpenInference: retrieval.documents.N.document.id|score
+    for key, v in attrs.items():
+        m = _OI_DOCUMENT.fullmatch(key)
+        if m:
+            flat.setdefault(int(m.group(1)), {})[m.group(2)] = v
+    return [document(flat[i]) for i in sorted(flat)]
+
+
+def retrieval_rows(
+    span: Span, attrs: Mapping[str, Any], context: Mapping[str, Any], trace_id: str
+) -> list[dict[str, Any]] | None:
+    """Return the ``retrieval.*`` scores rows of a retrieval span ([] if it failed, None without a time)."""
+    from ..instrument.retrieval import SOURCE, describe, signals
+
+    ts = _nanos(span.end_time_unix_nano) or _nanos(span.start_time_unix_nano)
+    if ts is None:
+        return None
+    if span.status.code == Status.STATUS_CODE_ERROR:  # a failed search is not an empty one
+        return []
+    docs = _documents_of(span, attrs)
+    k = count(first(attrs, TOP_K))
+    retriever = clean(first(attrs, RETRIEVER), 128) or clean(span.name, 128)
+    metadata = _json_object(context.get("metadata"))
+    base = {
+        "trace_id": trace_id,
+        "ts": ts,
+        "source": SOURCE,
+        "evaluator": retriever,
+        "tenant": clean(first(context, TENANT) or metadata.get("tenant"), 128) or "",
+        "feature": clean(first(context, FEATURE) or metadata.get("feature"), 128) or "",
+        "model": "",
+        "eval_run": None,
+        "comment": describe(docs, k),
+    }
+    return [{**base, "name": name, "value": value, "label": label} for name, value, label in signals(docs)]
