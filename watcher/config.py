@@ -362,6 +362,9 @@ class RetentionSettings(_Section):
     outbox_dead: Duration = Field(timedelta(days=30), description="dead letters")
     eval_runs: Duration = Field(timedelta(days=30), description="health rows of rules not evaluated since")
     silences: Duration = Field(timedelta(days=30), description="silences expired this long ago")
+    alert_transitions: Duration = Field(
+        timedelta(days=90), description="alert state history (the alert page and its API)"
+    )
     interval: Duration = Field(timedelta(hours=1), description="how often the retention job runs")
     batch_size: int = Field(5000, ge=100, le=1_000_000, description="rows deleted per transaction")
 

@@ -109,6 +109,13 @@ def _v9_call_cache_writes(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN conversation_id VARCHAR(128)")
 
 
+def _v10_alert_transitions(conn: Connection) -> None:
+    """Add ``alert_transitions``: the state history of every alert (issue #21)."""
+    from .tables import TransitionRow
+
+    SQLModel.metadata.create_all(conn, tables=[getattr(TransitionRow, "__table__")])  # noqa: B009
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
@@ -119,6 +126,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     7: _v7_detector_state,
     8: _v8_markers_feedback,
     9: _v9_call_cache_writes,
+    10: _v10_alert_transitions,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 
