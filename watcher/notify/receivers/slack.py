@@ -31,13 +31,13 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from ...config import ReceiverSettings
-from ...core import Alert, Listed, Notification, NotificationKind, TraceLink, json_num, utc
+from ...core import Alert, AlertState, Listed, Notification, NotificationKind, TraceLink, json_num, utc
 from ...errors import NotifyError
 from ...links import NO_EXEMPLARS, TRACE_SEARCH
 from ..document import shown_value
 from ..markup import safe_url, slack_code, slack_link, slack_text
 from ..silences import Matcher
-from ..templates import UNIT_ANNOTATION, _fmt_duration, _fmt_time, format_number, with_unit
+from ..templates import UNIT_ANNOTATION, _fmt_time, format_elapsed, format_number, with_unit
 from .http import JsonPoster, url_secrets
 
 # Block Kit limits (Slack's reference for blocks, text objects and elements).
@@ -158,11 +158,13 @@ def _fields(alert: Alert, kind: NotificationKind) -> list[dict[str, Any]]:
         since = slack_date(start, _fmt_time(start))
         if resolved and alert.resolved_at is not None:
             ended = slack_date(alert.resolved_at, _fmt_time(alert.resolved_at))
-            out.append(f"*Resolved*\n{ended}, lasted {_fmt_duration(alert.resolved_at - start)}")
+            out.append(f"*Resolved*\n{ended}, lasted {format_elapsed(alert.resolved_at - start)}")
             out.append(f"*Since*\n{since}")
         else:
             until = alert.last_eval or alert.fired_at or start
-            out.append(f"*Since*\n{since} (active {_fmt_duration(until - start)})")
+            if alert.state is AlertState.FIRING and alert.fired_at is not None:
+                out.append(f"*Firing for*\n{format_elapsed(until - alert.fired_at)}")
+            out.append(f"*Since*\n{since} ({format_elapsed(until - start)})")
     if not resolved and alert.score:
         out.append(f"*Score*\n{format_number(alert.score)}")
     if alert.group:
