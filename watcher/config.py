@@ -277,6 +277,12 @@ class ServerSettings(_Section):
         description="name → bearer token allowed to read captured prompts/responses (scope payload_read); "
         "every read is audited under the name; none: payloads are never served (secret)",
     )
+    chart_url_ttl: Duration = Field(
+        timedelta(days=7),
+        gt=timedelta(0),
+        description="with read_token set, chart links in Slack messages carry a signature (a key derived "
+        "from read_token) valid this long after the evaluation the message is about; expired: 403",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest ingest request body (413 above)")
     max_batch: int = Field(1000, ge=1, le=100_000, description="most items in one ingest request (413 above)")
     ingest_max_future: Duration = Field(

@@ -24,7 +24,8 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -34,6 +35,7 @@ from ...config import ReceiverSettings
 from ...core import Alert, AlertState, Listed, Notification, NotificationKind, TraceLink, json_num, utc
 from ...errors import NotifyError
 from ...links import NO_EXEMPLARS, TRACE_SEARCH
+from ...signing import sign
 from ..document import shown_value
 from ..markup import safe_url, slack_code, slack_link, slack_text
 from ..silences import Matcher
@@ -215,11 +217,38 @@ def silence_labels(n: Notification) -> dict[str, str]:
     return {"alertname": alert.rule, **{k: v for k, v in alert.labels.items() if k != "alertname"}}
 
 
-def chart_url(public_url: str | None, fingerprint: str) -> str | None:
-    """Return the status page's chart of one alert at ``public_url``, or None without one."""
+@dataclass(frozen=True, slots=True)
+class ChartSigner:
+    """Signs chart links so Slack can fetch them while reads need ``server.read_token``.
+
+    ``key`` is derived from the read token (``signing.derive_key``); a link expires ``ttl`` after
+    the evaluation the message is about, so the same notification always gets the same link.
+    """
+
+    key: bytes = field(repr=False)
+    ttl: timedelta
+
+    def query(self, path: str, at: datetime) -> str:
+        """Return the ``exp=…&sig=…`` query that signs ``path`` until ``at + ttl``."""
+        return sign(self.key, path, at, self.ttl)
+
+
+def chart_url(
+    public_url: str | None, fingerprint: str, signer: ChartSigner | None = None, at: datetime | None = None
+) -> str | None:
+    """Return the status page's chart of one alert at ``public_url``, or None without one.
+
+    With ``signer`` the link carries an expiring signature from ``at`` (None without ``at``: an
+    unsigned link would be refused once reads need a token).
+    """
     if not public_url or not fingerprint:
         return None
-    url = f"{public_url.rstrip('/')}/chart/alert/{quote(fingerprint, safe='')}.png"
+    path = f"/chart/alert/{quote(fingerprint, safe='')}.png"
+    url = f"{public_url.rstrip('/')}{path}"
+    if signer is not None:
+        if at is None:
+            return None
+        url += "?" + signer.query(path, at)
     return url if len(url) <= URL_MAX and safe_url(url) else None
 
 
@@ -248,9 +277,14 @@ def _alert_line(n: Notification, item: Listed) -> str:
 
 
 def blocks(
-    n: Notification, *, external_url: str, public_url: str | None, chart: bool = True
+    n: Notification,
+    *,
+    external_url: str,
+    public_url: str | None,
+    chart: bool = True,
+    signer: ChartSigner | None = None,
 ) -> dict[str, Any]:
-    """Return the Block Kit message (``text`` + ``blocks``) for ``n``."""
+    """Return the Block Kit message (``text`` + ``blocks``) for ``n`` (chart links signed by ``signer``)."""
     alert, lead = n.alert, n.lead
     firing = n.kind is NotificationKind.FIRING
     icon = ":red_circle:" if firing else ":large_green_circle:"
@@ -262,7 +296,8 @@ def blocks(
     out.append({"type": "section", "fields": _fields(alert, n.kind)})
     # Firing only: the status page draws the charts of the alerts it holds, and Slack refuses a
     # message whose image it cannot fetch (a resolved alert may be gone by then).
-    image = chart_url(public_url, alert.fingerprint) if chart and firing else None
+    at = alert.last_eval or alert.fired_at or alert.active_at
+    image = chart_url(public_url, alert.fingerprint, signer, at) if chart and firing else None
     if image:
         alt = f"{alert.rule}: value and expected band"
         out.append(
@@ -329,12 +364,21 @@ def _label_text(alert: Alert) -> str:
 class SlackReceiver:
     """POST Block Kit messages to a Slack incoming webhook (or to a proxy at ``url``)."""
 
-    def __init__(self, name: str, rs: ReceiverSettings, *, external_url: str, public_url: str | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        rs: ReceiverSettings,
+        *,
+        external_url: str,
+        public_url: str | None,
+        signer: ChartSigner | None = None,
+    ) -> None:
         assert rs.url is not None  # guaranteed by ReceiverSettings
         self.name = name
         self._rs = rs
         self._external_url = external_url
         self._public_url = public_url
+        self._signer = signer
         url = rs.url.get_secret_value()
         self._http = JsonPoster(name, url, timeout_s=rs.timeout_s, secrets=url_secrets(url))
         # the longest a send may take (the stop budget uses it): twice when a refused image is resent
@@ -352,7 +396,11 @@ class SlackReceiver:
     def message(self, n: Notification) -> dict[str, Any]:
         """Return the JSON document posted for ``n``."""
         return blocks(
-            n, external_url=self._external_url, public_url=self._public_url, chart=self._rs.attach_chart
+            n,
+            external_url=self._external_url,
+            public_url=self._public_url,
+            chart=self._rs.attach_chart,
+            signer=self._signer,
         )
 
     def send(self, n: Notification) -> None:
