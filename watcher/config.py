@@ -277,6 +277,12 @@ class ServerSettings(_Section):
         description="name → bearer token allowed to read captured prompts/responses (scope payload_read); "
         "every read is audited under the name; none: payloads are never served (secret)",
     )
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="your Slack app's signing secret: Slack messages get Real incident / False alarm "
+        "buttons and POST /api/v1/slack/interactions records the clicks (requests signed with it); "
+        "unset: no buttons, the route answers 403 (secret)",
+    )
     chart_url_ttl: Duration = Field(
         timedelta(days=7),
         gt=timedelta(0),

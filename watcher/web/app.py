@@ -52,7 +52,7 @@ from prometheus_client.exposition import choose_encoder
 from .. import __version__
 from .annotations import add_annotation_routes
 from .api import add_api_routes
-from .data import Redactor, current_alerts, outbox_stats
+from .data import Redactor, current_alerts, find_alert, outbox_stats
 from .feedback import add_feedback_routes
 from .ingest import (
     CALLS,
@@ -71,6 +71,7 @@ from .otlp import PATH as OTLP_PATH
 from .otlp import add_otlp_routes, receiver_of
 from .page import add_status_routes
 from .payloads import add_payload_routes
+from .slack import add_slack_routes
 from .tokens import AuthProblem, Grant, TokenTable
 from .tokens import Scope as TokenScope
 from .view import DaemonView
@@ -282,6 +283,15 @@ def build_app(daemon: DaemonView) -> FastAPI:
     add_payload_routes(app, daemon, require, redact)
     add_annotation_routes(app, daemon.store, now, require)
     add_feedback_routes(app, daemon.store, now, require, lambda: current_alerts(daemon))
+    slack_secret = server.slack_signing_secret
+    add_slack_routes(
+        app,
+        daemon.store,
+        now,
+        lambda: slack_secret.get_secret_value() if slack_secret is not None else None,
+        lambda fp: (find_alert(daemon, fp) or (None, False))[0],
+        lambda reason: counters.denied.labels("slack", reason).inc(),
+    )
     add_otlp_routes(app, receiver_of(daemon, counters.rejected, counters.items), require(TokenScope.INGEST))
 
     @app.post(

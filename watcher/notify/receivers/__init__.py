@@ -50,7 +50,10 @@ def build_receiver(name: str, rs: ReceiverSettings, settings: Settings | None = 
         s = settings if settings is not None else Settings()
         token = s.server.read_token
         signer = ChartSigner(derive_key(token.get_secret_value()), s.server.chart_url_ttl) if token else None
-        return SlackReceiver(name, rs, external_url=s.external_url, public_url=s.public_url, signer=signer)
+        feedback = s.server.slack_signing_secret is not None
+        return SlackReceiver(
+            name, rs, external_url=s.external_url, public_url=s.public_url, signer=signer, feedback=feedback
+        )
     urls = [u.get_secret_value() for u in rs.urls]
     return AppriseReceiver(name, urls, timeout_s=rs.timeout_s)
 

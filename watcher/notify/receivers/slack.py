@@ -217,6 +217,19 @@ def silence_labels(n: Notification) -> dict[str, str]:
     return {"alertname": alert.rule, **{k: v for k, v in alert.labels.items() if k != "alertname"}}
 
 
+FEEDBACK_BUTTONS = (
+    ("Real incident", "watcher-feedback-real", "danger"),
+    ("False alarm", "watcher-feedback-false", None),
+)
+"""The feedback buttons: text, ``action_id`` (what ``web.slack`` records) and style."""
+
+
+def feedback_value(alert: Alert) -> str | None:
+    """Return what a feedback button carries: ``FINGERPRINT:EPISODE_START_UNIX`` (None: no episode)."""
+    start = alert.active_at or alert.fired_at
+    return None if start is None else f"{alert.fingerprint}:{int(utc(start).timestamp())}"
+
+
 @dataclass(frozen=True, slots=True)
 class ChartSigner:
     """Signs chart links so Slack can fetch them while reads need ``server.read_token``.
@@ -283,8 +296,13 @@ def blocks(
     public_url: str | None,
     chart: bool = True,
     signer: ChartSigner | None = None,
+    feedback: bool = False,
 ) -> dict[str, Any]:
-    """Return the Block Kit message (``text`` + ``blocks``) for ``n`` (chart links signed by ``signer``)."""
+    """Return the Block Kit message (``text`` + ``blocks``) for ``n`` (chart links signed by ``signer``).
+
+    With ``feedback`` (``server.slack_signing_secret`` set) the message has "Real incident" and
+    "False alarm" buttons, which Slack posts to the daemon's ``/api/v1/slack/interactions``.
+    """
     alert, lead = n.alert, n.lead
     firing = n.kind is NotificationKind.FIRING
     icon = ":red_circle:" if firing else ":large_green_circle:"
@@ -339,6 +357,12 @@ def blocks(
     first = next((t.url for t in traces if safe_url(t.url)), None)
     if first and len(first) <= URL_MAX:
         buttons.append(_button("Top trace", first, "watcher-top-trace"))
+    value = feedback_value(alert) if feedback and n.notice is None else None
+    if value is not None:
+        for text, action, style in FEEDBACK_BUTTONS:
+            button: dict[str, Any] = {"type": "button", "text": _plain(text, BUTTON_TEXT_MAX)}
+            button |= {"action_id": action, "value": value}
+            buttons.append(button | ({"style": style} if style else {}))
     if buttons:
         out.append({"type": "actions", "elements": buttons[:ACTIONS_MAX]})
     return {"text": f"{icon} " + fit(n.title, TEXT_MAX - len(icon) - 1), "blocks": out[:MAX_BLOCKS]}
@@ -372,6 +396,7 @@ class SlackReceiver:
         external_url: str,
         public_url: str | None,
         signer: ChartSigner | None = None,
+        feedback: bool = False,
     ) -> None:
         assert rs.url is not None  # guaranteed by ReceiverSettings
         self.name = name
@@ -379,6 +404,7 @@ class SlackReceiver:
         self._external_url = external_url
         self._public_url = public_url
         self._signer = signer
+        self._feedback = feedback
         url = rs.url.get_secret_value()
         self._http = JsonPoster(name, url, timeout_s=rs.timeout_s, secrets=url_secrets(url))
         # the longest a send may take (the stop budget uses it): twice when a refused image is resent
@@ -401,6 +427,7 @@ class SlackReceiver:
             public_url=self._public_url,
             chart=self._rs.attach_chart,
             signer=self._signer,
+            feedback=self._feedback,
         )
 
     def send(self, n: Notification) -> None:
