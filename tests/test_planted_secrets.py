@@ -2,7 +2,7 @@
 
 Known secrets are planted in the config file and the environment (the ingest, admin, read and
 payload tokens, the database password in ``?password=`` and ``user:pw@`` form, a webhook URL
-path, an HMAC secret, a PagerDuty routing key, an Apprise URL, a PromQL bearer token). Then the
+path, an HMAC secret, a Slack signing secret, a PagerDuty routing key, an Apprise URL, a PromQL bearer token). Then the
 main outputs run: ``watcher check``, ``watcher db stats``, ``watcher run --once`` (stdout and the
 stderr logs at debug level), the status page and its rule page, ``/api/v1/*`` (payloads too),
 ``/readyz`` and ``/metrics``, and every one of them again on a store that fails. None may show
@@ -44,6 +44,7 @@ ROUTING_KEY = "PLANTEDroutingkey0123456789abcd"
 APPRISE_PATH = "PLANTED-apprise-token-q9w8"
 PROM_BEARER = "PLANTED-prom-bearer-z7"
 SLACK_PATH = "PLANTED-slack-hook-m4n5"
+SLACK_SIGNING = "PLANTED-slack-signing-k2j3"
 SECRETS = (
     INGEST,
     ADMIN,
@@ -57,6 +58,7 @@ SECRETS = (
     APPRISE_PATH,
     PROM_BEARER,
     SLACK_PATH,
+    SLACK_SIGNING,
 )
 
 RULES = """\
@@ -104,6 +106,7 @@ notify: {{retry_initial: 1s}}
         "WATCHER_STORE__URL": store_url,
         "WATCHER_SERVER__INGEST_TOKEN": INGEST,
         "WATCHER_SERVER__READ_TOKEN": READ,
+        "WATCHER_SERVER__SLACK_SIGNING_SECRET": SLACK_SIGNING,
         "WATCHER_SERVER__PAYLOAD_TOKENS": f'{{"alice": "{PAYLOAD}"}}',
     }
     return cfg, env

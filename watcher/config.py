@@ -277,6 +277,18 @@ class ServerSettings(_Section):
         description="name → bearer token allowed to read captured prompts/responses (scope payload_read); "
         "every read is audited under the name; none: payloads are never served (secret)",
     )
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="your Slack app's signing secret: Slack messages get Real incident / False alarm "
+        "buttons and POST /api/v1/slack/interactions records the clicks (requests signed with it); "
+        "unset: no buttons, the route answers 403 (secret)",
+    )
+    chart_url_ttl: Duration = Field(
+        timedelta(days=7),
+        gt=timedelta(0),
+        description="with read_token set, chart links in Slack messages carry a signature (a key derived "
+        "from read_token) valid this long after the evaluation the message is about; expired: 403",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest ingest request body (413 above)")
     max_batch: int = Field(1000, ge=1, le=100_000, description="most items in one ingest request (413 above)")
     ingest_max_future: Duration = Field(
@@ -362,6 +374,9 @@ class RetentionSettings(_Section):
     outbox_dead: Duration = Field(timedelta(days=30), description="dead letters")
     eval_runs: Duration = Field(timedelta(days=30), description="health rows of rules not evaluated since")
     silences: Duration = Field(timedelta(days=30), description="silences expired this long ago")
+    alert_transitions: Duration = Field(
+        timedelta(days=90), description="alert state history (the alert page and its API)"
+    )
     interval: Duration = Field(timedelta(hours=1), description="how often the retention job runs")
     batch_size: int = Field(5000, ge=100, le=1_000_000, description="rows deleted per transaction")
 

@@ -540,15 +540,17 @@ class Daemon:
         cfg = self.settings.server
         if not cfg.enabled:
             return None
-        from .web.app import ServerThread, build_app
+        from .web.app import PortInUseError, ServerThread, build_app
 
         try:
             return ServerThread(build_app(self), cfg.host, cfg.port).start()
-        except RuntimeError:
+        except PortInUseError as exc:
             raise ConfigError(
-                f"server: cannot listen on {cfg.host}:{cfg.port} (port in use?): stop the other "
+                f"server: cannot listen on {cfg.host}:{cfg.port} ({exc.reason}): stop the other "
                 "process, or set server.port (0 picks a free port) or server.enabled: false"
             ) from None
+        except RuntimeError as exc:
+            raise ConfigError(f"server: {exc}") from None
 
     def _install_signals(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:

@@ -416,8 +416,13 @@ def test_run_fails_at_start_when_its_port_is_taken(store_with_calls: Path, tmp_p
         cfg = _config(tmp_path, store_with_calls, f"server: {{host: 127.0.0.1, port: {port}}}\n")
         proc = watcher("run", "-c", str(cfg), cwd=tmp_path)
     assert proc.returncode == 1
-    assert f"watcher: error: server: cannot listen on 127.0.0.1:{port} (port in use?)" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    said = f"watcher: error: server: cannot listen on 127.0.0.1:{port} (address already in use)"
+    assert said in proc.stderr
+    # watcher's one error, not uvicorn's own "ERROR: [Errno 98] error while attempting to bind …"
+    assert "Traceback" not in proc.stderr and "Errno" not in proc.stderr and "ERROR:" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if str(port) in line] == [
+        line for line in proc.stderr.splitlines() if line.startswith("watcher: error: server:")
+    ]
 
 
 def test_score_says_which_rows_are_warm_up(tmp_path: Path) -> None:

@@ -64,3 +64,33 @@ def test_unreachable_store_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["db", "stats", "-c", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a SQLite database" in err
+
+
+def test_purge_and_vacuum_json(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "purge", "-c", str(config), "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["dry_run"] is True and dry["rows"]["payloads"] == 2 and dry["rows"]["calls"] == 1
+    assert dry["store"].startswith("sqlite:///") and dry["at"].endswith("Z")
+    assert main(["db", "purge", "-c", str(config), "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["dry_run"] is False and done["rows"] == {**dry["rows"]}
+    assert main(["db", "purge", "-c", str(config), "--json"]) == 0  # nothing left
+    assert set(json.loads(capsys.readouterr().out)["rows"].values()) == {0}
+    assert main(["db", "vacuum", "-c", str(config), "--json"]) == 0
+    vac = json.loads(capsys.readouterr().out)
+    assert set(vac) == {"store", "purged", "size_before", "size_after"} and vac["purged"] is None
+    assert vac["size_before"] > 0 and vac["size_after"] > 0
+    assert main(["db", "vacuum", "-c", str(config), "--purge", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["purged"].values()) == {0}
+
+
+def test_json_on_a_broken_store_is_no_json_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "watcher.yaml"
+    (tmp_path / "not-a-db").write_text("garbage" * 100)
+    cfg.write_text(f"store: {{url: 'sqlite:///{tmp_path}/not-a-db'}}\n")
+    for cmd in (["db", "purge"], ["db", "vacuum"]):
+        assert main([*cmd, "-c", str(cfg), "--json"]) == 1
+        got = capsys.readouterr()
+        assert got.out == "" and "not a SQLite database" in got.err

@@ -122,3 +122,29 @@ def test_import_reports_every_bad_row_with_its_line(
     assert f"{f}:4: row: a row needs `trace_id` or `item`" in err
     assert f"{f}:5: colour: Extra inputs are not permitted" in err
     assert "4 bad row(s); nothing imported" in err
+
+
+def test_import_json_says_what_was_imported_or_which_rows_are_bad(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path}/g.db"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"item": "a", "name": "g", "value": 0.5}\n{"item": "b", "name": "g", "value": "high"}\n')
+    assert main(["scores", "import", str(bad), "--run", "r", "--store", db, "--json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["imported"] == 0 and doc["errors_total"] == 1 and doc["run"] == "r"
+    assert doc["errors"] == [
+        f"{bad}:2: value: Input should be a valid number, unable to parse string as a number"
+    ]
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"item": "a", "name": "g", "value": 0.5}\n{"item": "b", "name": "g", "value": 0.7}\n')
+    assert main(["scores", "import", str(good), "--run", "r", "--store", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "file": str(good),
+        "run": "r",
+        "imported": 2,
+        "errors": [],
+        "errors_total": 0,
+    }
+    assert main(["scores", "import", str(tmp_path / "none.csv"), "--run", "r", "--store", db, "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["errors"] == [f"{tmp_path / 'none.csv'}: no such file"]

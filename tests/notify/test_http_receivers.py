@@ -193,7 +193,7 @@ def test_slack_webhook_gets_trigger_and_resolve_with_slack_links(
     text = json.dumps(fire, ensure_ascii=False)
     assert f"<{TRACE_URL}|trace 4bf92f35…>" in text and f"<{RULE_URL}|" in text
     assert "[FIRING] SpendAnomaly" in text
-    assert "[RESOLVED] SpendAnomaly" in json.dumps(done) and "lasted 1h" in json.dumps(done)
+    assert "[RESOLVED] SpendAnomaly" in json.dumps(done) and "lasted 1 h" in json.dumps(done)
 
 
 FAILURES = [500, 400]

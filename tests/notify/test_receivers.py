@@ -35,7 +35,7 @@ def test_console_prints_a_plain_readable_block() -> None:
     assert lines[0] == '[FIRING] SpendAnomaly {tenant="acme"}'
     assert "  acme spends too much" in lines
     assert "  value 12.35 (expected 1.20, band 0.80 – 2.10)  score 0.97" in lines
-    assert "  since 2026-11-26 14:05 UTC (for 25m)" in lines
+    assert "  firing for 25 min (since 2026-11-26 14:05 UTC)" in lines
     assert (
         "  trace http://jaeger.test/trace/4bf92f3577b34da6a3ce929d0e0e4736  value 0.42 · gpt-4o · acme"
         in lines
@@ -55,7 +55,7 @@ def test_console_resolved_block() -> None:
     ConsoleReceiver(stream=out).send(n)
     text = out.getvalue()
     assert text.startswith("[RESOLVED] SpendAnomaly")
-    assert "resolved at 2026-11-26 14:45 UTC, lasted 40m" in text
+    assert "resolved at 2026-11-26 14:45 UTC, lasted 40 min" in text
 
 
 def test_console_closed_stream_is_a_notify_error() -> None:

@@ -46,5 +46,5 @@ def test_resolve_carries_the_final_value_and_the_duration(
     assert done["status"] == "resolved" and done["dedup_key"] == fire["dedup_key"]
     assert done["value"] == 2.25  # the value that ended it, not the one that started it
     assert done["starts_at"] == "2026-11-02T09:01:00Z" and done["ends_at"] == "2026-11-02T09:04:00Z"
-    assert "final value 2.25" in done["body"] and "lasted 3m" in done["body"]
+    assert "final value 2.25" in done["body"] and "lasted 3 min" in done["body"]
     assert done["title"].startswith("[RESOLVED] CostHigh")

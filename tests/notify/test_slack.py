@@ -193,7 +193,7 @@ def test_firing_message_over_loopback(store: SqliteStore, http_receiver: HTTPRec
     assert fields["*Band*"] == "$0.80/h – $2.10/h"
     epoch = int(T0.timestamp())
     assert fields["*Since*"].startswith(f"<!date^{epoch}^") and "2026-11-26 14:05 UTC" in fields["*Since*"]
-    assert "(active 25m)" in fields["*Since*"]
+    assert fields["*Since*"].endswith(" (25 min)") and fields["*Firing for*"] == "25 min"
     assert "<http://jaeger.test/trace/4bf92f3577b34da6a3ce929d0e0e4736|trace 4bf92f35…>" in text
     (image,) = [b for b in doc["blocks"] if b["type"] == "image"]
     assert image["image_url"] == f"{PUBLIC}/chart/alert/{alert.fingerprint}.png"
@@ -225,7 +225,7 @@ def test_resolved_message_has_no_silence_button(http_receiver: HTTPReceiver) -> 
     ((_, _, doc),) = http_receiver.requests
     assert_block_kit(doc)
     fields = [f["text"] for f in doc["blocks"][2]["fields"]]
-    assert fields[0].startswith("*Final value*") and any("lasted 1h" in f for f in fields)
+    assert fields[0].startswith("*Final value*") and any("lasted 1 h" in f for f in fields)
     (actions,) = [b for b in doc["blocks"] if b["type"] == "actions"]
     assert "watcher-silence" not in {b["action_id"] for b in actions["elements"]}
 

@@ -10,9 +10,15 @@ from datetime import timedelta
 import pytest
 
 from tests.notify.factory import T0, firing, make_settings, resolved
-from watcher.core import NotificationKind
+from watcher.core import Alert, AlertState, NotificationKind
 from watcher.notify.document import notification_document, trace_link
-from watcher.notify.templates import format_number, render_annotations, render_notification
+from watcher.notify.templates import (
+    format_elapsed,
+    format_number,
+    render_annotations,
+    render_notification,
+    since_line,
+)
 
 RULE_URL = "http://watcher.test/rules/llm-cost/SpendAnomaly"
 
@@ -100,7 +106,8 @@ def test_default_firing_message() -> None:
     assert n.title == '[FIRING] SpendAnomaly {tenant="acme"}'
     assert "acme spends too much" in n.body
     assert "value 12.35 (expected 1.20, band 0.80 – 2.10)" in n.body
-    assert "since 2026-11-26 14:05 UTC (for 25m)" in n.body
+    assert "firing for 25 min (since 2026-11-26 14:05 UTC)" in n.body
+    assert "(for " not in n.body  # elapsed time never reads like the rule's `for:`
     assert "`tenant=acme`" in n.body
     assert (
         "- [trace 4bf92f35…](http://jaeger.test/trace/4bf92f3577b34da6a3ce929d0e0e4736)"
@@ -127,7 +134,7 @@ def test_default_resolved_message() -> None:
     alert = resolved(firing(), T0 + timedelta(minutes=40))
     n = _render(alert, NotificationKind.RESOLVED)
     assert n.title == '[RESOLVED] SpendAnomaly {tenant="acme"}'
-    assert "resolved at 2026-11-26 14:45 UTC, lasted 40m" in n.body
+    assert "resolved at 2026-11-26 14:45 UTC, lasted 40 min" in n.body
     assert "final value 12.35" in n.body
     doc = notification_document(n)
     assert doc["status"] == "resolved"
@@ -248,7 +255,7 @@ def test_the_explanation_and_the_release_marker_are_in_every_message() -> None:
         n = _render(a, kind)
         assert "Why: sum cost_usd +11.15: 94 % from feature=agent on model=gpt-4o" in n.body
         if kind is NotificationKind.FIRING:
-            assert "(for 25m) · started 4 min after deploy api-v2.3" in n.body
+            assert "(since 2026-11-26 14:05 UTC) · started 4 min after deploy api-v2.3" in n.body
         assert "api-v2.3" in n.body
         assert "- explanation:" not in n.body  # shown once, in its own line
         assert notification_document(n)["annotations"]["explanation"] == why  # structured receivers: as it is
@@ -257,3 +264,47 @@ def test_the_explanation_and_the_release_marker_are_in_every_message() -> None:
     )
     body = _render(hostile).body
     assert "[x](http://evil)" not in body and "<@here>" not in body
+
+
+@pytest.mark.parametrize(
+    ("alert", "kind", "line"),
+    [
+        (firing(), NotificationKind.FIRING, "firing for 25 min (since 2026-11-26 14:05 UTC)"),
+        (
+            replace(firing(), fired_at=T0 + timedelta(minutes=5)),
+            NotificationKind.FIRING,
+            "firing for 20 min (active since 2026-11-26 14:05 UTC)",
+        ),
+        (
+            replace(firing(), state=AlertState.PENDING, fired_at=None),
+            NotificationKind.FIRING,
+            "pending for 25 min (since 2026-11-26 14:05 UTC)",
+        ),
+        (
+            resolved(firing(), T0 + timedelta(hours=2, minutes=5)),
+            NotificationKind.RESOLVED,
+            "resolved at 2026-11-26 16:10 UTC, lasted 2 h 5 min (since 2026-11-26 14:05 UTC)",
+        ),
+    ],
+)
+def test_since_line_words_elapsed_time_apart_from_the_rules_for(
+    alert: Alert, kind: NotificationKind, line: str
+) -> None:
+    assert since_line(alert, kind) == line
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0 s"),
+        (40, "40 s"),
+        (60, "1 min"),
+        (1500, "25 min"),
+        (3600, "1 h"),
+        (7500, "2 h 5 min"),
+        (86400 * 3 + 4 * 3600, "3 d 4 h"),
+        (86400, "1 d"),
+    ],
+)
+def test_format_elapsed(seconds: int, text: str) -> None:
+    assert format_elapsed(timedelta(seconds=seconds)) == text

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from watcher.store.db import open_store, schema_version
+from watcher.store.tables import SCHEMA_VERSION
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -34,7 +35,7 @@ def test_a_version_5_store_gets_the_new_call_columns(url: str) -> None:
         store = open_store(url)
         try:
             with store.engine.connect() as conn:
-                assert schema_version(conn) == 9
+                assert schema_version(conn) == SCHEMA_VERSION
                 columns = {c["name"]: c for c in sa.inspect(conn).get_columns("calls")}
                 old = conn.execute(sa.text("select cache_creation_tokens, conversation_id from calls")).one()
         finally:

@@ -30,6 +30,7 @@ from watcher.store.tables import (
     PayloadAccessRow,
     Score,
     SilenceRow,
+    TransitionRow,
 )
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -74,6 +75,9 @@ def _fill(store: Store) -> None:
                     )
                 )
             s.add(
+                TransitionRow(fingerprint=f"a{age}", rule="R", at=ts, from_state="pending", to_state="firing")
+            )
+            s.add(
                 AlertRow(
                     fingerprint=f"a{age}",
                     rule="R",
@@ -108,16 +112,18 @@ def test_purge_deletes_only_expired_rows_in_batches(store: Store) -> None:
         "eval_runs": 2,
         "silences": 2,
         "payload_access": 1,
+        "alert_transitions": 2,  # 90 days: the alert page's history
     }
     assert count_expired(store, settings, NOW) == expected
     batches: list[tuple[str, int]] = []
     deleted = purge(store, settings, NOW, batch_size=1, on_deleted=lambda t, n: batches.append((t, n)))
     assert deleted == expected
-    assert all(n == 1 for _, n in batches) and len(batches) == 17  # one row per transaction
+    assert all(n == 1 for _, n in batches) and len(batches) == 19  # one row per transaction
     assert _count(store, Payload) == 1 and _count(store, Call) == 2 and _count(store, Score) == 3
     outbox = OutboxRow.__table__.c  # type: ignore[attr-defined]
     assert _count(store, OutboxRow, outbox.status == "pending") == 4  # never purged
     assert _count(store, AlertRow) == 4  # alert state belongs to the engine
+    assert _count(store, TransitionRow) == 2
     assert count_expired(store, settings, NOW) == dict.fromkeys(deleted, 0)
     assert purge(store, settings, NOW) == dict.fromkeys(deleted, 0)
 

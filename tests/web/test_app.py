@@ -19,7 +19,7 @@ from watcher.config import ServerSettings
 from watcher.errors import StoreError
 from watcher.selfmetrics import SelfMetrics
 from watcher.store.db import Store, open_store
-from watcher.web.app import ServerThread, build_app
+from watcher.web.app import PortInUseError, ServerThread, build_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -269,3 +269,23 @@ def test_real_uvicorn_on_a_free_port(daemon: SimpleNamespace, store: Store) -> N
     assert count(store, "scores") == 3
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base}/healthz", timeout=1)
+
+
+def test_a_taken_port_raises_one_error_and_logs_nothing(
+    daemon: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level("DEBUG"), pytest.raises(PortInUseError) as excinfo:
+            ServerThread(build_app(daemon), "127.0.0.1", port).start()
+    assert excinfo.value.reason == "address already in use" and excinfo.value.port == port
+    assert [r for r in caplog.records if r.name.startswith("uvicorn")] == []
+    srv = ServerThread(build_app(daemon), "127.0.0.1", port).start()  # free again: it binds
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        srv.stop()

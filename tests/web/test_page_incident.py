@@ -251,6 +251,17 @@ def test_alert_page_has_state_history_value_traces_and_labels(client: TestClient
         ("firing", "2026-11-20 10:22:00Z"),
         ("pending", "2026-11-20 10:20:00Z"),
     ]
+    # the history comes from the transition table, with the value and band at each transition
+    api = client.get(f"/api/v1/alerts/{fp}/history").json()
+    assert [(h["state"], h["from"]) for h in api["data"]["history"]] == [
+        ("firing", "pending"),
+        ("pending", "inactive"),
+        ("resolved", "firing"),
+        ("firing", "pending"),
+        ("pending", "inactive"),
+    ]
+    assert all(h["source"] == "transition" and h["value"] is not None for h in api["data"]["history"])
+    assert client.get("/api/v1/alerts/" + "0" * 16 + "/history").status_code == 404
     # the page's time is the daemon's clock, not the wall clock
     assert "Rendered 2026-11-20 12:00:00Z." in text
     # the index links each card to this page

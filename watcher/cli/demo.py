@@ -395,7 +395,7 @@ def serve(
     """
     import signal
 
-    from ..web.app import ServerThread, build_app
+    from ..web.app import PortInUseError, ServerThread, build_app
     from .common import UsageError
 
     url = f"http://{host}:{port}"
@@ -415,8 +415,10 @@ def serve(
     try:
         try:
             server = ServerThread(build_app(daemon), host, port).start()
-        except RuntimeError:
-            raise UsageError(f"cannot listen on {host}:{port} (port in use?): pick another --port") from None
+        except PortInUseError as exc:
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.reason}): pick another --port") from None
+        except RuntimeError as exc:
+            raise UsageError(str(exc)) from None
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -116,5 +116,8 @@ def add_scores_parser(subparsers: Any) -> argparse.ArgumentParser:
     imp.add_argument("--name", help="score name for rows that give none")
     imp.add_argument("--config", "-c")
     imp.add_argument("--store", help="database URL (overrides the config)")
+    imp.add_argument(
+        "--json", action="store_true", help="print {file, run, imported, errors, errors_total} as JSON"
+    )
     imp.set_defaults(func=_cmd_scores_import)
     return p

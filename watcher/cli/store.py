@@ -2,7 +2,8 @@
 
 This module owns the ``db`` subcommands' arguments and output. It does not own the queries
 (``store.retention``) nor opening the store (``store.db``). Exit codes follow ``watcher.cli``:
-0 ok, 1 a store error (printed by ``cli.main`` as one line, without the password).
+0 ok, 1 a store error (printed by ``cli.main`` as one line, without the password; no JSON then),
+2 a missing store or bad arguments.
 """
 
 from __future__ import annotations
@@ -85,16 +86,22 @@ def cmd_vacuum(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from ..store.retention import database_size, purge, vacuum
 
     settings, store = _open(args)
+    deleted: dict[str, int] | None = None
     try:
         before = sum(database_size(store).values())
         if args.purge:
             deleted = purge(store, settings.retention, datetime.now(UTC))
-            done = ", ".join(f"{k} {v}" for k, v in deleted.items() if v) or "nothing"
-            print(f"purged: {done}", file=out)
         vacuum(store)
         after = sum(database_size(store).values())
     finally:
         store.close()
+    if args.json:
+        doc = {"store": store.url_display, "purged": deleted, "size_before": before, "size_after": after}
+        print(json.dumps(doc, indent=2), file=out)
+        return 0
+    if deleted is not None:
+        done = ", ".join(f"{k} {v}" for k, v in deleted.items() if v) or "nothing"
+        print(f"purged: {done}", file=out)
     print(f"vacuumed {store.url_display}: {_human_bytes(before)} -> {_human_bytes(after)}", file=out)
     return 0
 
@@ -113,6 +120,10 @@ def cmd_purge(args: argparse.Namespace, out: TextIO | None = None) -> int:
             counts = purge(store, settings.retention, now)
     finally:
         store.close()
+    if args.json:
+        doc = {"store": store.url_display, "at": _iso(now), "dry_run": bool(args.dry_run), "rows": counts}
+        print(json.dumps(doc, indent=2), file=out)
+        return 0
     verb = "would delete" if args.dry_run else "deleted"
     for name, n in counts.items():
         print(f"{verb} {n:>8} {name}", file=out)
@@ -132,9 +143,13 @@ def add_db_parser(subparsers: Any) -> None:
     vac = sub.add_parser("vacuum", help="reclaim space (SQLite VACUUM, PostgreSQL VACUUM ANALYZE)")
     vac.add_argument("--config", "-c")
     vac.add_argument("--purge", action="store_true", help="delete rows past their retention first")
+    vac.add_argument(
+        "--json", action="store_true", help="print {store, purged, size_before, size_after} as JSON"
+    )
     vac.set_defaults(func=cmd_vacuum)
 
     pur = sub.add_parser("purge", help="delete rows past their retention now")
     pur.add_argument("--config", "-c")
     pur.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    pur.add_argument("--json", action="store_true", help="print {store, at, dry_run, rows} as JSON")
     pur.set_defaults(func=cmd_purge)

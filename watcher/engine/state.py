@@ -22,7 +22,7 @@ from sqlmodel import Session, col, delete, select
 
 from ..core import Alert, AlertState, Labels, trace_from_dict, trace_to_dict
 from ..errors import StoreError
-from ..store.tables import AlertRow, EvalRunRow
+from ..store.tables import AlertRow, EvalRunRow, TransitionRow
 
 
 class SessionSource(Protocol):
@@ -99,12 +99,59 @@ def row_to_alert(row: AlertRow) -> Alert:
     )
 
 
+def transition_of(alert: Alert) -> tuple[str, str] | None:
+    """Return ``(from, to)`` when ``alert`` changed state at its last evaluation, else None.
+
+    The state machine stamps the time of each transition (``active_at``, ``fired_at``,
+    ``resolved_at``), so a stamp equal to ``last_eval`` says the alert changed state just now,
+    without reading the previous row. A pending alert that clears is dropped, not written, and
+    so has no transition here.
+    """
+    at = alert.last_eval
+    if at is None:
+        return None
+    if alert.state is AlertState.PENDING and alert.active_at == at:
+        return ("inactive", "pending")
+    if alert.state is AlertState.FIRING and alert.fired_at == at:
+        return ("pending" if alert.active_at is not None and alert.active_at < at else "inactive", "firing")
+    if alert.resolved and alert.resolved_at == at:
+        return ("firing", "resolved")
+    return None
+
+
+def transition_rows(changed: Iterable[Alert]) -> list[dict[str, Any]]:
+    """Return the ``alert_transitions`` rows of the alerts in ``changed`` that changed state."""
+    out = []
+    for alert in changed:
+        step = transition_of(alert)
+        if step is None:
+            continue
+        out.append(
+            {
+                "fingerprint": alert.fingerprint,
+                "rule": alert.rule,
+                "group_name": alert.group,
+                "at": alert.last_eval,
+                "from_state": step[0],
+                "to_state": step[1],
+                "episode_start": alert.active_at or alert.fired_at,
+                "value": _num(alert.value),
+                "expected": _num(alert.expected),
+                "lower": _num(alert.lower),
+                "upper": _num(alert.upper),
+            }
+        )
+    return out
+
+
 def write_alerts(session: Session, changed: Iterable[Alert], deleted: Iterable[str]) -> None:
     """Upsert ``changed`` and delete ``deleted`` inside the caller's transaction (no commit here).
 
     The daemon calls it in the transaction that also writes the notification log and the outbox,
-    so a state transition and the message about it are committed together or not at all.
+    so a state transition and the message about it are committed together or not at all. The
+    transitions among ``changed`` are appended to ``alert_transitions`` in the same transaction.
     """
+    changed = list(changed)
     rows = [alert_to_row(alert).model_dump() for alert in changed]
     if rows:
         # One upsert for the whole tick (executemany): a merge per alert costs a SELECT and an
@@ -117,6 +164,11 @@ def write_alerts(session: Session, changed: Iterable[Alert], deleted: Iterable[s
             set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != "fingerprint"},
         )
         session.execute(stmt, rows)
+        steps = transition_rows(changed)
+        if steps:
+            history = TransitionRow.__table__  # type: ignore[attr-defined]
+            keys = ["fingerprint", "at", "to_state"]
+            session.execute(insert(history).on_conflict_do_nothing(index_elements=keys), steps)
     gone = list(deleted)
     if gone:
         session.exec(delete(AlertRow).where(col(AlertRow.fingerprint).in_(gone)))

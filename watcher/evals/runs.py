@@ -27,6 +27,8 @@ from ..errors import ConfigError
 from ..store.tables import Score
 
 MAX_ERRORS = 20
+MAX_JSON_ERRORS = 1000
+"""Bad-row messages listed in `--json` output at most (`errors_total` counts them all)."""
 
 
 class ScoreRow(BaseModel):
@@ -131,16 +133,39 @@ def import_scores(store: Any, rows: list[ScoreRow], run: str, now: datetime | No
 
 
 def main_import(args: Any, out: TextIO | None = None) -> int:
-    """Run ``watcher scores import``: 0 imported, 2 bad input (nothing written)."""
+    """Run ``watcher scores import``: 0 imported, 2 bad input (nothing written).
+
+    With ``--json`` standard output holds one document whatever the outcome but a store error
+    (exit 1, one line on stderr): ``{file, run, imported, errors}``, ``errors`` the bad rows'
+    messages (at most ``MAX_JSON_ERRORS``, ``errors_total`` counting all).
+    """
     out = out or sys.stdout
     from ..config import load_settings
     from ..store.db import open_store
 
+    as_json = bool(getattr(args, "json", False))
     path = Path(args.file)
+
+    def report(imported: int, errors: list[str]) -> None:
+        doc = {
+            "file": str(path),
+            "run": args.run,
+            "imported": imported,
+            "errors": errors[:MAX_JSON_ERRORS],
+            "errors_total": len(errors),
+        }
+        out.write(json.dumps(doc, indent=2) + "\n")
+
     if not path.is_file():
         print(f"watcher scores import: {path}: no such file", file=sys.stderr)
+        if as_json:
+            report(0, [f"{path}: no such file"])
         return 2
     rows, errors = read_scores(path, name=args.name)
+    if errors and as_json:
+        print(f"{len(errors)} bad row(s); nothing imported", file=sys.stderr)
+        report(0, errors)
+        return 2
     if errors:
         for e in errors[:MAX_ERRORS]:
             print(e, file=sys.stderr)
@@ -157,5 +182,8 @@ def main_import(args: Any, out: TextIO | None = None) -> int:
         n = import_scores(store, rows, args.run)
     finally:
         store.close()
+    if as_json:
+        report(n, [])
+        return 0
     out.write(f"imported {n} score(s) into evaluation run {args.run!r}\n")
     return 0

@@ -27,7 +27,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import Settings
-from ..core import Alert, Listed, Notification, NotificationKind, utc
+from ..core import Alert, AlertState, Listed, Notification, NotificationKind, utc
 from ..links import NO_EXEMPLARS, TRACE_SEARCH
 from .document import alert_document, trace_document, trace_links
 from .markup import md_code, md_link, md_text, safe_url
@@ -90,6 +90,24 @@ def _fmt_duration(d: timedelta) -> str:
     if minutes:
         return f"{minutes}m"
     return f"{seconds}s"
+
+
+def format_elapsed(d: timedelta) -> str:
+    """Format how long something has lasted in words: ``40 s``, ``25 min``, ``2 h 5 min``, ``3 d 4 h``.
+
+    Messages use it for elapsed time so that it cannot be read as a rule's ``for: 25m``.
+    """
+    s = max(0, int(d.total_seconds()))
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, seconds = divmod(s, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min"
+    return f"{seconds} s"
 
 
 def _fmt_time(ts: datetime) -> str:
@@ -209,15 +227,24 @@ def value_line(alert: Alert, kind: NotificationKind) -> str:
 
 
 def since_line(alert: Alert, kind: NotificationKind) -> str | None:
-    """Return ``since … (for 25m)`` or ``resolved at …, lasted 40m``; None without a start time."""
+    """Return ``firing for 25 min (since …)`` or ``resolved at …, lasted 40 min``; None without a start.
+
+    A firing alert counts from when it fired; ``active since`` names the start of its pending
+    time when that came first.
+    """
     start = alert.active_at or alert.fired_at
     if start is None:
         return None
     if kind is NotificationKind.RESOLVED and alert.resolved_at is not None:
-        lasted = _fmt_duration(alert.resolved_at - start)
+        lasted = format_elapsed(alert.resolved_at - start)
         return f"resolved at {_fmt_time(alert.resolved_at)}, lasted {lasted} (since {_fmt_time(start)})"
     until = alert.last_eval or alert.fired_at or start
-    return f"since {_fmt_time(start)} (for {_fmt_duration(until - start)})"
+    if alert.state is AlertState.FIRING and alert.fired_at is not None:
+        began = "since" if alert.fired_at == start else "active since"
+        return f"firing for {format_elapsed(until - alert.fired_at)} ({began} {_fmt_time(start)})"
+    if alert.state is AlertState.PENDING:
+        return f"pending for {format_elapsed(until - start)} (since {_fmt_time(start)})"
+    return f"since {_fmt_time(start)} ({format_elapsed(until - start)})"
 
 
 def _trace_line(t: Mapping[str, Any]) -> str:

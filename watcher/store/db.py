@@ -109,6 +109,13 @@ def _v9_call_cache_writes(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE calls ADD COLUMN conversation_id VARCHAR(128)")
 
 
+def _v10_alert_transitions(conn: Connection) -> None:
+    """Add ``alert_transitions``: the state history of every alert (issue #21)."""
+    from .tables import TransitionRow
+
+    SQLModel.metadata.create_all(conn, tables=[getattr(TransitionRow, "__table__")])  # noqa: B009
+
+
 def _v12_shard_stats(conn: Connection) -> None:
     """Add ``cluster_leases.series``/``tick_s`` (what a unit's holder last evaluated) and an index of
     ``notification_log`` by group dedup key (a group's alerts on other replicas), issue #19."""
@@ -132,6 +139,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     7: _v7_detector_state,
     8: _v8_markers_feedback,
     9: _v9_call_cache_writes,
+    10: _v10_alert_transitions,
     12: _v12_shard_stats,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""

@@ -33,6 +33,7 @@ from .tables import (
     PayloadAccessRow,
     Score,
     SilenceRow,
+    TransitionRow,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def policies(settings: RetentionSettings) -> list[Policy]:
         Policy("outbox_dead", outbox, "created_at", settings.outbox_dead, lambda t: t.c.status == "dead"),
         Policy("eval_runs", _table(EvalRunRow), "last_eval", settings.eval_runs),
         Policy("silences", _table(SilenceRow), "ends_at", settings.silences),
+        Policy("alert_transitions", _table(TransitionRow), "at", settings.alert_transitions),
     ]
     return [p for p in candidates if p.ttl > timedelta(0)]
 
@@ -154,6 +156,7 @@ TIME_COLUMNS: dict[str, str] = {
     "outbox": "created_at",
     "silences": "created_at",
     "eval_runs": "last_eval",
+    "alert_transitions": "at",
 }
 """The column that dates a row, per table (for oldest/newest in ``watcher db stats``)."""
 
@@ -171,7 +174,7 @@ class TableStats:
 def table_stats(store: Store, tables: Sequence[str] | None = None) -> list[TableStats]:
     """Return rows, oldest and newest per table (tables absent from the database are skipped)."""
     kept: list[Any] = [Call, Score, Payload, PayloadAccessRow, AlertRow, NotificationLogRow, OutboxRow]
-    kept += [SilenceRow, EvalRunRow]
+    kept += [SilenceRow, EvalRunRow, TransitionRow]
     models = {t.name: t for t in (_table(m) for m in kept)}
     names = list(tables) if tables is not None else list(TIME_COLUMNS)
     out: list[TableStats] = []

@@ -169,6 +169,32 @@ class AlertRow(SQLModel, table=True):
     surprise: float | None = None
 
 
+class TransitionRow(SQLModel, table=True):
+    """One alert state transition (pending, firing, resolved), written with the state it leads to.
+
+    Rows are appended in the transaction that upserts the alert, so the history never disagrees
+    with the state; a transition written twice (a retried commit, two replicas) is kept once.
+    """
+
+    __tablename__ = "alert_transitions"
+    __table_args__ = (sa.UniqueConstraint("fingerprint", "at", "to_state", name="uq_transition"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(index=True, max_length=32)
+    rule: str = Field(max_length=256)
+    group_name: str = Field(default="", max_length=256)
+    at: datetime = _ts(index=True)
+    from_state: str = Field(max_length=16)
+    """inactive | pending | firing"""
+    to_state: str = Field(max_length=16)
+    """pending | firing | resolved"""
+    episode_start: datetime | None = _ts(nullable=True)
+    value: float | None = None
+    expected: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+
+
 class NotificationLogRow(SQLModel, table=True):
     """What each receiver was last told about each alert; dedup reads it."""
 

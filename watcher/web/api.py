@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..core import AlertState, format_duration, parse_duration, utc
@@ -31,11 +32,13 @@ from .data import (
     Redactor,
     active_alerts,
     filter_alerts,
+    find_alert,
     mute_status,
     parse_filters,
     rule_groups,
     silence_dict,
     silences,
+    state_history,
     with_thresholds,
 )
 from .tokens import Scope
@@ -211,6 +214,24 @@ def add_api_routes(app: FastAPI, daemon: DaemonView, require: Callable[..., Any]
             log.warning("api: reading silences for the alerts failed: %s", type(exc).__name__)
             body["warnings"] = ["the store is unavailable: silencedBy/inhibitedBy are missing"]
         return redact.deep(body)  # type: ignore[no-any-return]
+
+    @app.get(
+        "/api/v1/alerts/{fingerprint}/history",
+        tags=["alerts"],
+        dependencies=read,
+        responses={401: {}, 403: {}, 404: {}, 503: {}},
+    )
+    def alert_history(fingerprint: Annotated[str, PathParam(max_length=64)]) -> dict[str, Any]:
+        """List one alert's state transitions, newest first: ``at``, ``from``, ``state`` (the state
+        it went to), the episode's start, and the value and band at that evaluation."""
+        with store_errors("reading the state history"):
+            found = find_alert(daemon, fingerprint)
+            if found is None:
+                raise HTTPException(
+                    404, f"no alert with fingerprint {fingerprint!r} (never seen, or long resolved)"
+                )
+            history = state_history(daemon, found[0])
+        return redact.deep(_envelope(fingerprint=fingerprint, history=history))  # type: ignore[no-any-return]
 
     @app.get("/api/v1/rules", tags=["alerts"], dependencies=read, responses={401: {}, 403: {}, 503: {}})
     def list_rules() -> dict[str, Any]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Generator, MutableMapping, Sequence
@@ -51,7 +52,7 @@ from prometheus_client.exposition import choose_encoder
 from .. import __version__
 from .annotations import add_annotation_routes
 from .api import add_api_routes
-from .data import Redactor, current_alerts, outbox_stats
+from .data import Redactor, current_alerts, find_alert, outbox_stats
 from .feedback import add_feedback_routes
 from .ingest import (
     CALLS,
@@ -70,6 +71,7 @@ from .otlp import PATH as OTLP_PATH
 from .otlp import add_otlp_routes, receiver_of
 from .page import add_status_routes
 from .payloads import add_payload_routes
+from .slack import add_slack_routes
 from .tokens import AuthProblem, Grant, TokenTable
 from .tokens import Scope as TokenScope
 from .view import DaemonView
@@ -281,6 +283,15 @@ def build_app(daemon: DaemonView) -> FastAPI:
     add_payload_routes(app, daemon, require, redact)
     add_annotation_routes(app, daemon.store, now, require)
     add_feedback_routes(app, daemon.store, now, require, lambda: current_alerts(daemon))
+    slack_secret = server.slack_signing_secret
+    add_slack_routes(
+        app,
+        daemon.store,
+        now,
+        lambda: slack_secret.get_secret_value() if slack_secret is not None else None,
+        lambda fp: (find_alert(daemon, fp) or (None, False))[0],
+        lambda reason: counters.denied.labels("slack", reason).inc(),
+    )
     add_otlp_routes(app, receiver_of(daemon, counters.rejected, counters.items), require(TokenScope.INGEST))
 
     @app.post(
@@ -381,6 +392,36 @@ class _Server(uvicorn.Server):
         yield  # the daemon owns SIGTERM/SIGHUP; uvicorn must never install its handlers
 
 
+class PortInUseError(RuntimeError):
+    """The HTTP server could not bind its address; ``reason`` is the system's one-line answer."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.host, self.port, self.reason = host, port, reason
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """Return a listening TCP socket on ``host:port``; raise ``PortInUseError`` when it cannot bind.
+
+    Binding here, before uvicorn runs, turns a taken port into one error the caller words, instead
+    of uvicorn's own ``[Errno 98] …`` log line and an exit of its thread.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise PortInUseError(host, port, f"unknown host ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts rebind
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise PortInUseError(host, port, (exc.strerror or str(exc)).lower()) from None
+    return sock
+
+
 class ServerThread:
     """Run an ASGI app with uvicorn on a background thread; ``port=0`` picks a free port."""
 
@@ -395,10 +436,19 @@ class ServerThread:
             server_header=False,
         )
         self.server = _Server(config)
-        self._thread = threading.Thread(target=self.server.run, name="watcher-http", daemon=True)
+        self._socket: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name="watcher-http", daemon=True)
+
+    def _run(self) -> None:
+        self.server.run(sockets=[self._socket] if self._socket is not None else None)
 
     def start(self, timeout: float = 10.0) -> ServerThread:
-        """Start serving; return once the socket is bound (raise RuntimeError if it is not)."""
+        """Start serving; return once the socket is bound.
+
+        Raise ``PortInUseError`` (a ``RuntimeError``) when the address cannot be bound, with
+        nothing logged, and ``RuntimeError`` when the server does not come up within ``timeout``.
+        """
+        self._socket = bind_listener(self.server.config.host, self.server.config.port)
         self._thread.start()
         deadline = threading.Event()
         waited = 0.0
@@ -408,8 +458,7 @@ class ServerThread:
         if not self.server.started:
             self.stop()
             raise RuntimeError(
-                f"HTTP server did not start on {self.server.config.host}:"
-                f"{self.server.config.port} (port in use?)"
+                f"HTTP server did not start on {self.server.config.host}:{self.server.config.port}"
             )
         log.info("HTTP server listening on http://%s:%d/", self.server.config.host, self.port)
         return self
@@ -427,3 +476,5 @@ class ServerThread:
         self.server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._socket is not None:
+            self._socket.close()

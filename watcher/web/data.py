@@ -23,16 +23,15 @@ from sqlalchemy import func
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
-from ..core import Alert, AlertState, NotificationKind, iso, json_num, trace_to_dict, utc
+from ..core import Alert, AlertState, iso, json_num, trace_to_dict, utc
 from ..engine.state import row_to_alert
 from ..notify.document import trace_link
 from ..notify.inhibit import inhibiting
 from ..notify.maintenance import open_window
 from ..notify.mute import firing_in_store
-from ..notify.outbox import from_message
 from ..notify.silences import Matcher, active_silences, matches_all, parse_matcher
 from ..redact import Masker, secret_values
-from ..store.tables import AlertRow, OutboxRow, SilenceRow
+from ..store.tables import AlertRow, OutboxRow, SilenceRow, TransitionRow
 from .charts import thresholds_of
 from .view import DaemonView
 
@@ -313,60 +312,48 @@ def find_alert(daemon: DaemonView, fingerprint: str) -> tuple[Alert, bool] | Non
 
 
 def state_history(daemon: DaemonView, alert: Alert, limit: int = 200) -> list[dict[str, Any]]:
-    """Return the alert's state transitions, newest first: ``{at, state, episode, source}``.
+    """Return the alert's state transitions, newest first.
 
-    The current episode's come from the alert itself as the store keeps it (pending at
-    ``active_at``, firing at ``fired_at``, resolved at ``resolved_at``). Earlier episodes come from
-    the notifications written for it (the outbox keeps each firing and resolved message with its
-    episode's start and end): pending at the episode's start, firing when first notified,
-    resolved at its end. Each transition appears once whatever the number of receivers.
+    Each is ``{at, state, from, episode, value, expected, lower, upper, source}``, read from the
+    store's ``alert_transitions`` (written with the alert state, ``source: "transition"``). The
+    current episode's stamps on the alert itself fill in what the table lacks (``source:
+    "alert"``): an episode already running when the store was migrated to version 10.
     """
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def add(state: str, at: datetime | str | None, episode: str | None, source: str) -> None:
-        when = at if isinstance(at, str) or at is None else iso(at)
-        if when is None:
-            return
-        seen.setdefault((state, when), {"at": when, "state": state, "episode": episode, "source": source})
-
-    start = iso(alert.active_at or alert.fired_at)
-    add("pending", alert.active_at, start, "alert")
-    add("firing", alert.fired_at, start, "alert")
-    add("resolved", alert.resolved_at, start, "alert")
     with daemon.store.session() as s:
         stmt = (
-            select(OutboxRow)
-            .where(col(OutboxRow.fingerprint) == alert.fingerprint)
-            .order_by(col(OutboxRow.id).desc())
+            select(TransitionRow)
+            .where(col(TransitionRow.fingerprint) == alert.fingerprint)
+            .order_by(col(TransitionRow.at).desc(), col(TransitionRow.id).desc())
             .limit(limit)
         )
         rows = list(s.exec(stmt).all())
-    for row in reversed(rows):  # oldest first, so "first notified" wins
-        try:
-            lead = from_message(row.message or {}).lead
-        except (KeyError, TypeError, ValueError):  # a row this version cannot read adds nothing
-            continue
-        episode = iso(lead.alert.active_at or lead.alert.fired_at)
-        if episode is not None and episode != start:
-            add("pending", episode, episode, "notification")
-        if row.kind == "firing":
-            if episode is None or episode != start or alert.fired_at is None:
-                add("firing", row.created_at, episode, "notification")
-        elif row.kind == "resolved":
-            ends = iso(lead.alert.resolved_at) if lead.kind is NotificationKind.RESOLVED else None
-            if episode != start or alert.resolved_at is None:
-                add("resolved", ends or row.created_at, episode, "notification")
-    # one firing per episode: the first notification of an episode is when it was seen firing
-    out: list[dict[str, Any]] = []
-    firing_seen: set[str | None] = set()
-    for item in sorted(seen.values(), key=lambda x: x["at"]):
-        repeated = item["episode"] is not None and item["episode"] in firing_seen
-        if item["state"] == "firing" and item["source"] == "notification" and repeated:
-            continue
-        if item["state"] == "firing":
-            firing_seen.add(item["episode"])
-        out.append(item)
-    return sorted(out, key=lambda x: x["at"], reverse=True)
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        at = iso(r.at)
+        assert at is not None
+        seen.setdefault(
+            (r.to_state, at),
+            {
+                "at": at,
+                "state": r.to_state,
+                "from": r.from_state,
+                "episode": iso(r.episode_start),
+                "value": json_num(r.value),
+                "expected": json_num(r.expected),
+                "lower": json_num(r.lower),
+                "upper": json_num(r.upper),
+                "source": "transition",
+            },
+        )
+    start = iso(alert.active_at or alert.fired_at)
+    stamps = (("pending", alert.active_at), ("firing", alert.fired_at), ("resolved", alert.resolved_at))
+    for state, when in stamps:
+        at = iso(when)
+        if at is not None and (state, at) not in seen:
+            empty = {"from": None, "value": None, "expected": None, "lower": None, "upper": None}
+            seen[(state, at)] = {"at": at, "state": state, "episode": start, **empty, "source": "alert"}
+    order = {"pending": 0, "firing": 1, "resolved": 2}
+    return sorted(seen.values(), key=lambda x: (x["at"], order[x["state"]]), reverse=True)
 
 
 def _rank(surprise: float) -> float:

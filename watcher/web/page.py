@@ -34,7 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -47,6 +47,8 @@ from ..errors import WatcherError
 from ..notify.markup import safe_url
 from ..notify.silences import parse_matcher
 from ..rules.schema import Rule
+from ..signing import Check, derive_key
+from ..signing import check as check_signature
 from .api import SilenceIn, silence_row
 from .charts import MAX_WIDEN, AlertChartCache, RuleChartCache, episode_view, find_rule, thresholds_of
 from .data import (
@@ -515,8 +517,28 @@ def add_status_routes(
             lambda sid: f"/silences/new?{urlencode({'created': sid})}",
         )
 
-    @app.get("/chart/alert/{fingerprint}.png", include_in_schema=False, dependencies=read)
-    def alert_png(fingerprint: str, widen: int = 0) -> Response:
+    token = daemon.settings.server.read_token
+    chart_key = derive_key(token.get_secret_value()) if token is not None else None
+    read_dependency = require(Scope.READ, BROWSER_CHALLENGE) if require is not None else None
+
+    def chart_access(request: Request, fingerprint: str) -> None:
+        """Admit a signed chart link (``exp``, ``sig``: Slack fetching the image), else the read token."""
+        q = request.query_params
+        if chart_key is not None and ("sig" in q or "exp" in q):
+            path = f"/chart/alert/{quote(fingerprint, safe='')}.png"
+            verdict = check_signature(chart_key, path, q.get("exp"), q.get("sig"), daemon.clock())
+            if verdict is Check.OK:
+                return
+            if denied is not None:
+                denied(Scope.READ.value, f"chart_link_{verdict}")
+            reason = "has expired" if verdict is Check.EXPIRED else "has no valid signature"
+            raise HTTPException(403, f"this chart link {reason}; open the alert on the status page instead")
+        if read_dependency is not None:
+            read_dependency(request, None)
+
+    @app.get("/chart/alert/{fingerprint}.png", include_in_schema=False)
+    def alert_png(request: Request, fingerprint: str, widen: int = 0) -> Response:
+        chart_access(request, fingerprint)
         if not 0 <= widen <= MAX_WIDEN:
             raise HTTPException(400, f"widen must be 0–{MAX_WIDEN}")
         png = alert_charts.get(daemon, fingerprint, widen)

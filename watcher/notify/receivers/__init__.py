@@ -8,12 +8,13 @@ HTTP edge in ``http``); the seam is ``base.Receiver``.
 from __future__ import annotations
 
 from ...config import ReceiverSettings, Settings
+from ...signing import derive_key
 from .alertmanager import AlertmanagerReceiver
 from .apprise import AppriseReceiver
 from .base import Receiver, RecordingReceiver
 from .console import ConsoleReceiver
 from .pagerduty import PagerDutyReceiver
-from .slack import SlackReceiver
+from .slack import ChartSigner, SlackReceiver
 from .webhook import WebhookReceiver
 
 __all__ = [
@@ -34,7 +35,8 @@ def build_receiver(name: str, rs: ReceiverSettings, settings: Settings | None = 
     """Return the receiver for one settings entry; a bad Apprise URL raises ``ConfigError``.
 
     ``settings`` gives the Slack receiver the status page's addresses (``external_url`` for its
-    buttons, ``public_url`` for the chart image); without it, the defaults apply.
+    buttons, ``public_url`` for the chart image, and with ``server.read_token`` set a key derived
+    from it that signs the chart links); without it, the defaults apply.
     """
     if rs.type == "console":
         return ConsoleReceiver(name)
@@ -46,7 +48,12 @@ def build_receiver(name: str, rs: ReceiverSettings, settings: Settings | None = 
         return AlertmanagerReceiver(name, rs)
     if rs.type == "slack":
         s = settings if settings is not None else Settings()
-        return SlackReceiver(name, rs, external_url=s.external_url, public_url=s.public_url)
+        token = s.server.read_token
+        signer = ChartSigner(derive_key(token.get_secret_value()), s.server.chart_url_ttl) if token else None
+        feedback = s.server.slack_signing_secret is not None
+        return SlackReceiver(
+            name, rs, external_url=s.external_url, public_url=s.public_url, signer=signer, feedback=feedback
+        )
     urls = [u.get_secret_value() for u in rs.urls]
     return AppriseReceiver(name, urls, timeout_s=rs.timeout_s)
 

@@ -24,20 +24,22 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 
 from ...config import ReceiverSettings
-from ...core import Alert, Listed, Notification, NotificationKind, TraceLink, json_num, utc
+from ...core import Alert, AlertState, Listed, Notification, NotificationKind, TraceLink, json_num, utc
 from ...errors import NotifyError
 from ...links import NO_EXEMPLARS, TRACE_SEARCH
+from ...signing import sign
 from ..document import shown_value
 from ..markup import safe_url, slack_code, slack_link, slack_text
 from ..silences import Matcher
-from ..templates import UNIT_ANNOTATION, _fmt_duration, _fmt_time, format_number, with_unit
+from ..templates import UNIT_ANNOTATION, _fmt_time, format_elapsed, format_number, with_unit
 from .http import JsonPoster, url_secrets
 
 # Block Kit limits (Slack's reference for blocks, text objects and elements).
@@ -158,11 +160,13 @@ def _fields(alert: Alert, kind: NotificationKind) -> list[dict[str, Any]]:
         since = slack_date(start, _fmt_time(start))
         if resolved and alert.resolved_at is not None:
             ended = slack_date(alert.resolved_at, _fmt_time(alert.resolved_at))
-            out.append(f"*Resolved*\n{ended}, lasted {_fmt_duration(alert.resolved_at - start)}")
+            out.append(f"*Resolved*\n{ended}, lasted {format_elapsed(alert.resolved_at - start)}")
             out.append(f"*Since*\n{since}")
         else:
             until = alert.last_eval or alert.fired_at or start
-            out.append(f"*Since*\n{since} (active {_fmt_duration(until - start)})")
+            if alert.state is AlertState.FIRING and alert.fired_at is not None:
+                out.append(f"*Firing for*\n{format_elapsed(until - alert.fired_at)}")
+            out.append(f"*Since*\n{since} ({format_elapsed(until - start)})")
     if not resolved and alert.score:
         out.append(f"*Score*\n{format_number(alert.score)}")
     if alert.group:
@@ -213,11 +217,51 @@ def silence_labels(n: Notification) -> dict[str, str]:
     return {"alertname": alert.rule, **{k: v for k, v in alert.labels.items() if k != "alertname"}}
 
 
-def chart_url(public_url: str | None, fingerprint: str) -> str | None:
-    """Return the status page's chart of one alert at ``public_url``, or None without one."""
+FEEDBACK_BUTTONS = (
+    ("Real incident", "watcher-feedback-real", "danger"),
+    ("False alarm", "watcher-feedback-false", None),
+)
+"""The feedback buttons: text, ``action_id`` (what ``web.slack`` records) and style."""
+
+
+def feedback_value(alert: Alert) -> str | None:
+    """Return what a feedback button carries: ``FINGERPRINT:EPISODE_START_UNIX`` (None: no episode)."""
+    start = alert.active_at or alert.fired_at
+    return None if start is None else f"{alert.fingerprint}:{int(utc(start).timestamp())}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSigner:
+    """Signs chart links so Slack can fetch them while reads need ``server.read_token``.
+
+    ``key`` is derived from the read token (``signing.derive_key``); a link expires ``ttl`` after
+    the evaluation the message is about, so the same notification always gets the same link.
+    """
+
+    key: bytes = field(repr=False)
+    ttl: timedelta
+
+    def query(self, path: str, at: datetime) -> str:
+        """Return the ``exp=…&sig=…`` query that signs ``path`` until ``at + ttl``."""
+        return sign(self.key, path, at, self.ttl)
+
+
+def chart_url(
+    public_url: str | None, fingerprint: str, signer: ChartSigner | None = None, at: datetime | None = None
+) -> str | None:
+    """Return the status page's chart of one alert at ``public_url``, or None without one.
+
+    With ``signer`` the link carries an expiring signature from ``at`` (None without ``at``: an
+    unsigned link would be refused once reads need a token).
+    """
     if not public_url or not fingerprint:
         return None
-    url = f"{public_url.rstrip('/')}/chart/alert/{quote(fingerprint, safe='')}.png"
+    path = f"/chart/alert/{quote(fingerprint, safe='')}.png"
+    url = f"{public_url.rstrip('/')}{path}"
+    if signer is not None:
+        if at is None:
+            return None
+        url += "?" + signer.query(path, at)
     return url if len(url) <= URL_MAX and safe_url(url) else None
 
 
@@ -246,9 +290,19 @@ def _alert_line(n: Notification, item: Listed) -> str:
 
 
 def blocks(
-    n: Notification, *, external_url: str, public_url: str | None, chart: bool = True
+    n: Notification,
+    *,
+    external_url: str,
+    public_url: str | None,
+    chart: bool = True,
+    signer: ChartSigner | None = None,
+    feedback: bool = False,
 ) -> dict[str, Any]:
-    """Return the Block Kit message (``text`` + ``blocks``) for ``n``."""
+    """Return the Block Kit message (``text`` + ``blocks``) for ``n`` (chart links signed by ``signer``).
+
+    With ``feedback`` (``server.slack_signing_secret`` set) the message has "Real incident" and
+    "False alarm" buttons, which Slack posts to the daemon's ``/api/v1/slack/interactions``.
+    """
     alert, lead = n.alert, n.lead
     firing = n.kind is NotificationKind.FIRING
     icon = ":red_circle:" if firing else ":large_green_circle:"
@@ -260,7 +314,8 @@ def blocks(
     out.append({"type": "section", "fields": _fields(alert, n.kind)})
     # Firing only: the status page draws the charts of the alerts it holds, and Slack refuses a
     # message whose image it cannot fetch (a resolved alert may be gone by then).
-    image = chart_url(public_url, alert.fingerprint) if chart and firing else None
+    at = alert.last_eval or alert.fired_at or alert.active_at
+    image = chart_url(public_url, alert.fingerprint, signer, at) if chart and firing else None
     if image:
         alt = f"{alert.rule}: value and expected band"
         out.append(
@@ -302,6 +357,12 @@ def blocks(
     first = next((t.url for t in traces if safe_url(t.url)), None)
     if first and len(first) <= URL_MAX:
         buttons.append(_button("Top trace", first, "watcher-top-trace"))
+    value = feedback_value(alert) if feedback and n.notice is None else None
+    if value is not None:
+        for text, action, style in FEEDBACK_BUTTONS:
+            button: dict[str, Any] = {"type": "button", "text": _plain(text, BUTTON_TEXT_MAX)}
+            button |= {"action_id": action, "value": value}
+            buttons.append(button | ({"style": style} if style else {}))
     if buttons:
         out.append({"type": "actions", "elements": buttons[:ACTIONS_MAX]})
     return {"text": f"{icon} " + fit(n.title, TEXT_MAX - len(icon) - 1), "blocks": out[:MAX_BLOCKS]}
@@ -327,12 +388,23 @@ def _label_text(alert: Alert) -> str:
 class SlackReceiver:
     """POST Block Kit messages to a Slack incoming webhook (or to a proxy at ``url``)."""
 
-    def __init__(self, name: str, rs: ReceiverSettings, *, external_url: str, public_url: str | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        rs: ReceiverSettings,
+        *,
+        external_url: str,
+        public_url: str | None,
+        signer: ChartSigner | None = None,
+        feedback: bool = False,
+    ) -> None:
         assert rs.url is not None  # guaranteed by ReceiverSettings
         self.name = name
         self._rs = rs
         self._external_url = external_url
         self._public_url = public_url
+        self._signer = signer
+        self._feedback = feedback
         url = rs.url.get_secret_value()
         self._http = JsonPoster(name, url, timeout_s=rs.timeout_s, secrets=url_secrets(url))
         # the longest a send may take (the stop budget uses it): twice when a refused image is resent
@@ -350,7 +422,12 @@ class SlackReceiver:
     def message(self, n: Notification) -> dict[str, Any]:
         """Return the JSON document posted for ``n``."""
         return blocks(
-            n, external_url=self._external_url, public_url=self._public_url, chart=self._rs.attach_chart
+            n,
+            external_url=self._external_url,
+            public_url=self._public_url,
+            chart=self._rs.attach_chart,
+            signer=self._signer,
+            feedback=self._feedback,
         )
 
     def send(self, n: Notification) -> None:
