@@ -2,11 +2,11 @@
 
 Known secrets are planted in the config file and the environment (the ingest, admin, read and
 payload tokens, the database password in ``?password=`` and ``user:pw@`` form, a webhook URL
-path, an HMAC secret, a Slack signing secret, a PagerDuty routing key, an Apprise URL, a PromQL bearer token). Then the
-main outputs run: ``watcher check``, ``watcher db stats``, ``watcher run --once`` (stdout and the
-stderr logs at debug level), the status page and its rule page, ``/api/v1/*`` (payloads too),
-``/readyz`` and ``/metrics``, and every one of them again on a store that fails. None may show
-a secret, or a fragment of one, or a traceback.
+path, an HMAC secret, a Slack signing secret, a PagerDuty routing key, an Apprise URL, a PromQL
+bearer token). Then the main outputs run: ``watcher check``, ``watcher db stats``, ``watcher run
+--once`` (stdout and the stderr logs at debug level), the status page and its rule page,
+``/api/v1/*`` (payloads too), ``/readyz`` and ``/metrics``, and every one of them again on a
+store that fails. None may show a secret, or a fragment of one, or a traceback.
 """
 
 from __future__ import annotations

@@ -192,7 +192,12 @@ def test_json_listings_parse(store_with_calls: Path, tmp_path: Path) -> None:
     assert json.loads(watcher("notify", "dead-letters", "--json", "-c", str(cfg), cwd=tmp_path).stdout) == []
     check = watcher("check", "--json", "r.yaml", cwd=tmp_path)
     assert check.returncode == 0
-    assert json.loads(check.stdout) == {"ok": True, "files": [{"file": "r.yaml", "rules": 1}], "problems": [], "warnings": []}
+    assert json.loads(check.stdout) == {
+        "ok": True,
+        "files": [{"file": "r.yaml", "rules": 1}],
+        "problems": [],
+        "warnings": [],
+    }
     (tmp_path / "bad.yaml").write_text(RULE.replace("above: 3", "abve: 3"))
     bad = watcher("check", "--json", "bad.yaml", cwd=tmp_path)
     assert bad.returncode == 1
