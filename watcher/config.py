@@ -58,6 +58,12 @@ class StoreSettings(_Section):
         description="unreachable this long → WatcherStoreDown, sent straight to the receivers (not queued)",
     )
     down_severity: str = Field("page", description="`severity` label of the WatcherStoreDown alert")
+    partition: Literal["off", "day", "week", "month"] = Field(
+        "off",
+        description="PostgreSQL: partition calls and scores by time (retention drops whole partitions); "
+        "an existing non-empty table is converted by `watcher db partition`",
+    )
+    partition_ahead: int = Field(3, ge=1, le=60, description="partitions kept ready past the current one")
 
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"

@@ -161,6 +161,7 @@ class Daemon:
         self._scheduled = False
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
+        self._partition_warned: set[str] = set()
         self._scheduler = schedule.Scheduler()
         self.cluster: Membership | None = None
         """``cluster.Membership`` while running: the SQLite lock, or this replica's leases (PostgreSQL)."""
@@ -304,13 +305,60 @@ class Daemon:
         return used
 
     def enforce_retention(self, now: datetime | None = None) -> dict[str, int]:
-        """Delete the rows past their retention, in batches; return the rows deleted per table."""
+        """Delete the rows past their retention, in batches; return the rows deleted per table.
+
+        With ``store.partition`` on PostgreSQL, first make the partitions ahead of the clock;
+        expired partitions are dropped whole (``store.partitions``).
+        """
         from .store.retention import purge
 
         def count(table: str, n: int) -> None:
             self.metrics.retention_deleted.labels(table).inc(n)
 
-        return purge(self.store, self.settings.retention, now or self.clock(), on_deleted=count)
+        at = now or self.clock()
+        self.maintain_partitions(at)
+        return purge(self.store, self.settings.retention, at, on_deleted=count)
+
+    def maintain_partitions(self, now: datetime) -> list[str]:
+        """Keep ``calls``/``scores`` partitions ready (``store.partition``); return the partitions made.
+
+        An empty table is converted at once; a table with rows is left as it is, with a warning
+        naming ``watcher db partition`` (converting copies every row: an operator's decision).
+        A failure is logged, never raised: rows still land in the default partition.
+        """
+        interval = self.settings.store.partition
+        if interval == "off" or self.store.dialect != "postgresql":
+            return []
+        from .store import partitions as parts
+
+        made: list[str] = []
+        try:
+            split = set(parts.partitioned_tables(self.store))
+            for table in parts.TABLES:
+                if table not in split:
+                    with self.store.engine.connect() as conn:
+                        empty = conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {table})").scalar()
+                    if not empty:
+                        if table not in self._partition_warned:
+                            self._partition_warned.add(table)
+                            logger.warning(
+                                "store.partition is %s but %s holds rows and is not partitioned: "
+                                "run `watcher db partition` to convert it",
+                                interval,
+                                table,
+                            )
+                        continue
+                    parts.convert(self.store, table, interval, now, ahead=self.settings.store.partition_ahead)
+                    made += [p.name for p in parts.partitions(self.store, table) if p.lo is not None]
+                made += [
+                    p.name
+                    for p in parts.ensure(
+                        self.store, table, interval, now, ahead=self.settings.store.partition_ahead
+                    )
+                ]
+        except StoreError as exc:
+            logger.warning("partitions not maintained: %s", exc)
+        return made
 
     def flush(self, now: datetime | None = None) -> Any:
         """Send whatever is due in the outbox."""
@@ -481,6 +529,7 @@ class Daemon:
         next_ping = 0.0
         try:
             self._schedule_jobs()
+            self.dispatch("retention", functools.partial(self.maintain_partitions, self.clock()))
             replicated = self.cluster is not None and self.cluster.schedules_groups
             initial: list[str] = [] if replicated else list(self.evaluators)
             for name in initial:

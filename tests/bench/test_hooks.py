@@ -45,3 +45,25 @@ def test_bench_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> No
 def test_ingest_bench_counts_the_rows() -> None:
     result = run_ingest_bench(total=250, batch=100)
     assert result["rows"] == result["scores"] == 250
+
+
+@pytest.mark.parametrize("partition", [None, "day"])
+def test_ingest_and_retention_bench_on_postgresql(pg_url: str, partition: str | None) -> None:
+    from datetime import UTC, datetime
+
+    from watcher.bench.ingest import run_retention_bench
+    from watcher.store import partitions as parts
+    from watcher.store.db import open_store
+
+    got = run_ingest_bench(total=200, batch=50, url=pg_url, partition=partition)
+    assert got["rows"] == 200  # the rows added, counted back
+    store = open_store(pg_url)
+    try:
+        assert parts.partitioned_tables(store) == ([] if partition is None else ["calls", "scores"])
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM scores")
+    finally:
+        store.close()
+    # 400 rows over 4 days: the purge keeping one day deletes the 300 older ones (and checks the 100 left)
+    ret = run_retention_bench(pg_url, 400, 4, partition, datetime(2026, 12, 7, 12, tzinfo=UTC))
+    assert ret["deleted"] == 300

@@ -350,3 +350,33 @@ def test_a_version_5_store_gets_the_detector_state_table(tmp_path: Path) -> None
             assert {"group_name", "rule", "fingerprint", "spec", "version", "cursor", "state"} <= cols
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_15_indexes_calls_and_scores_by_label_and_time(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from watcher.store.db import LABEL_TIME_INDEXES
+
+    url = f"sqlite:///{tmp_path}/w.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    s = open_store(url)
+    with s.engine.begin() as conn:  # as version 12 left the store: no label × time indexes
+        for name, _, _ in LABEL_TIME_INDEXES:
+            conn.exec_driver_sql(f"DROP INDEX {name}")
+        conn.execute(sa.text("UPDATE schema_version SET version = 12"))
+    s.close()
+    s = open_store(url)
+    try:
+        assert _version(s) == SCHEMA_VERSION
+        with s.engine.connect() as conn:
+            insp = sa.inspect(conn)
+            have = {
+                ix["name"]: tuple(ix["column_names"])
+                for table in ("calls", "scores")
+                for ix in insp.get_indexes(table)
+            }
+    finally:
+        s.close()
+    assert have["ix_calls_tenant_ts"] == ("tenant", "ts")
+    assert have["ix_calls_model_ts"] == ("model", "ts") and have["ix_calls_feature_ts"] == ("feature", "ts")
+    assert have["ix_scores_name_feature_ts"] == ("name", "feature", "ts")

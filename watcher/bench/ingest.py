@@ -15,10 +15,21 @@ import sqlalchemy as sa
 from ..web.ingest import SCORES
 
 
-def run_ingest_bench(total: int = 50_000, batch: int = 1000, db: str | None = None) -> dict[str, float]:
-    """POST ``total`` scores in batches through the real app (TestClient) into SQLite; count the rows.
+def run_ingest_bench(
+    total: int = 50_000,
+    batch: int = 1000,
+    db: str | None = None,
+    *,
+    url: str | None = None,
+    partition: str | None = None,
+) -> dict[str, float]:
+    """POST ``total`` scores in batches through the real app (TestClient) into the store; count the rows.
 
-    Returns the rate and the counts; raises AssertionError if a row is missing.
+    The store is a SQLite file (``db``, else a temporary one) or ``url`` (PostgreSQL: the rows
+    added are counted, so the database need not be empty). ``partition`` (``day``, ``week``,
+    ``month``; PostgreSQL) partitions ``calls`` and ``scores`` by time first
+    (``store.partitions``). Returns the rate and the counts; raises AssertionError if a row is
+    missing.
     """
     import tempfile
     from pathlib import Path
@@ -33,7 +44,14 @@ def run_ingest_bench(total: int = 50_000, batch: int = 1000, db: str | None = No
     from ..web.app import build_app
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = open_store(f"sqlite:///{db or Path(tmp) / 'bench.db'}")
+        store = open_store(url or f"sqlite:///{db or Path(tmp) / 'bench.db'}")
+        if partition is not None:
+            from ..store.partitions import TABLES, convert
+
+            for table in TABLES:
+                convert(store, table, partition, datetime.now(UTC))  # type: ignore[arg-type]
+        with store.engine.connect() as conn:
+            before = int(conn.execute(sa.select(sa.func.count()).select_from(SCORES)).scalar_one())
         settings = SimpleNamespace(
             server=ServerSettings(
                 port=0,  # not listened on: the TestClient calls the app in-process
@@ -72,8 +90,61 @@ def run_ingest_bench(total: int = 50_000, batch: int = 1000, db: str | None = No
                     assert r.status_code == 200, r.text
                 elapsed = time.perf_counter() - start
             with store.engine.connect() as conn:
-                rows = int(conn.execute(sa.select(sa.func.count()).select_from(SCORES)).scalar_one())
+                rows = int(conn.execute(sa.select(sa.func.count()).select_from(SCORES)).scalar_one()) - before
         finally:
             store.close()
     assert rows == total, f"lost rows: {total - rows}"
     return {"scores": total, "rows": rows, "batch": batch, "seconds": elapsed, "per_second": total / elapsed}
+
+
+def run_retention_bench(
+    url: str, rows: int, days: int, partition: str | None, now: datetime
+) -> dict[str, float]:
+    """Fill ``scores`` with ``rows`` rows spread over ``days`` days before ``now``, then time the purge
+    that keeps one day (``store.retention.purge``; with ``partition``, whole partitions are dropped).
+
+    Returns the rows deleted and the purge's wall seconds; raises AssertionError when the rows left
+    are not exactly the last day's.
+    """
+    from datetime import timedelta
+
+    from ..config import RetentionSettings
+    from ..store.db import open_store
+    from ..store.retention import purge
+
+    store = open_store(url)
+    try:
+        if partition is not None:
+            from ..store.partitions import TABLES, convert
+
+            for table in TABLES:
+                convert(store, table, partition, now)  # type: ignore[arg-type]
+        span = days * 86_400
+        chunk = 20_000
+        with store.engine.begin() as conn:
+            for lo in range(0, rows, chunk):
+                batch = [
+                    {
+                        "trace_id": f"{i:032x}",
+                        "ts": now - timedelta(seconds=span * (i + 0.5) / rows),
+                        "name": "groundedness",
+                        "value": i % 100 / 100,
+                        "source": "judge",
+                        "tenant": "t",
+                        "feature": "f",
+                        "model": "m",
+                    }
+                    for i in range(lo, min(rows, lo + chunk))
+                ]
+                conn.execute(sa.insert(SCORES), batch)
+        keep = RetentionSettings(scores=timedelta(days=1), calls=timedelta(days=1))
+        start = time.perf_counter()
+        deleted = purge(store, keep, now)
+        elapsed = time.perf_counter() - start
+        with store.engine.connect() as conn:
+            left = int(conn.execute(sa.select(sa.func.count()).select_from(SCORES)).scalar_one())
+    finally:
+        store.close()
+    expected_left = sum(1 for i in range(rows) if span * (i + 0.5) / rows < 86_400)
+    assert left == expected_left, f"{left} rows left, expected {expected_left}"
+    return {"rows": rows, "deleted": deleted.get("scores", 0), "seconds": elapsed}

@@ -266,10 +266,28 @@ def add_hooks_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
 def _main_ingest(args: argparse.Namespace) -> int:
     from ..bench.ingest import run_ingest_bench
 
-    result = run_ingest_bench(args.total, args.batch, args.db)
+    if args.retention:
+        from datetime import UTC, datetime
+
+        from ..bench.ingest import run_retention_bench
+
+        if not args.url:
+            print("watcher bench ingest: error: --retention needs --url", file=sys.stderr)
+            return 2
+        got = run_retention_bench(args.url, args.total, args.retention, args.partition, datetime.now(UTC))
+        how = f"partitioned by {args.partition}" if args.partition else "not partitioned"
+        print(
+            f"retention: {got['deleted']:,.0f} of {got['rows']:,.0f} scores over {args.retention} days "
+            f"purged (keeping one day) in {got['seconds']:.2f} s ({how})"
+        )
+        return 0
+    result = run_ingest_bench(args.total, args.batch, args.db, url=args.url, partition=args.partition)
+    where = "PostgreSQL" if args.url else "SQLite"
+    if args.partition:
+        where += f", partitioned by {args.partition}"
     print(
         f"ingest: {result['rows']:,} of {result['scores']:,} scores committed in batches of {args.batch} "
-        f"in {result['seconds']:.2f} s = {result['per_second']:,.0f} scores/s (SQLite, HTTP via TestClient)"
+        f"in {result['seconds']:.2f} s = {result['per_second']:,.0f} scores/s ({where}, HTTP via TestClient)"
     )
     return 0
 
@@ -277,11 +295,22 @@ def _main_ingest(args: argparse.Namespace) -> int:
 def add_ingest_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
     """Register ``watcher bench ingest`` on the ``bench`` command's subparsers."""
     p: argparse.ArgumentParser = bench_subparsers.add_parser(
-        "ingest", help="POST scores in batches to the ingest API into SQLite; report scores/s"
+        "ingest", help="POST scores in batches to the ingest API into the store; report scores/s"
     )
     p.add_argument("--total", type=int, default=50_000)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--db", help="SQLite file (default: a temporary one)")
+    p.add_argument("--url", help="a store URL instead (PostgreSQL: the rows added are counted)")
+    p.add_argument(
+        "--retention",
+        type=int,
+        metavar="DAYS",
+        help="instead: fill scores with --total rows over DAYS days and time the purge keeping one day "
+        "(needs --url to an empty database)",
+    )
+    p.add_argument(
+        "--partition", choices=["day", "week", "month"], help="PostgreSQL: partition calls and scores first"
+    )
     p.set_defaults(func=_main_ingest)
     return p
 

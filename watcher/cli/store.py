@@ -1,4 +1,4 @@
-"""``watcher db stats|vacuum|purge``: look after the store from the command line.
+"""``watcher db stats|vacuum|purge|partition``: look after the store from the command line.
 
 This module owns the ``db`` subcommands' arguments and output. It does not own the queries
 (``store.retention``) nor opening the store (``store.db``). Exit codes follow ``watcher.cli``:
@@ -130,9 +130,68 @@ def cmd_purge(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
+def cmd_partition(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Partition ``calls`` and ``scores`` by time (PostgreSQL), make the partitions ahead, list them."""
+    out = out or sys.stdout
+    from ..store import partitions as parts
+
+    settings, store = _open(args)
+    try:
+        if store.dialect != "postgresql":
+            print(
+                f"watcher: error: {store.url_display}: time partitions need PostgreSQL "
+                "(on SQLite the retention job deletes rows)",
+                file=sys.stderr,
+            )
+            return 2
+        interval = args.interval or settings.store.partition
+        ahead = args.ahead if args.ahead is not None else settings.store.partition_ahead
+        now = datetime.now(UTC)
+        carried: dict[str, int | None] = {}
+        if not args.list:
+            if interval == "off":
+                print(
+                    "watcher: error: no interval: pass --interval day|week|month or set store.partition",
+                    file=sys.stderr,
+                )
+                return 2
+            for table in parts.TABLES:
+                with store.engine.connect() as conn:
+                    already = parts.is_partitioned(conn, table)
+                carried[table] = None if already else parts.convert(store, table, interval, now, ahead=ahead)
+                parts.ensure(store, table, interval, now, ahead=ahead)
+        listed = {table: parts.partitions(store, table) for table in parts.TABLES}
+    finally:
+        store.close()
+    if args.json:
+        doc = {
+            "store": store.url_display,
+            "tables": {
+                table: {
+                    "converted_rows": carried.get(table),
+                    "partitions": [{"name": p.name, "from": _iso(p.lo), "to": _iso(p.hi)} for p in ps],
+                }
+                for table, ps in listed.items()
+            },
+        }
+        print(json.dumps(doc, indent=2), file=out)
+        return 0
+    for table, ps in listed.items():
+        n = carried.get(table)
+        if n is not None:
+            print(f"{table}: partitioned by {interval}, {n} row(s) carried over", file=out)
+        if not ps:
+            print(f"{table}: not partitioned", file=out)
+            continue
+        ranged = [p for p in ps if p.lo is not None]
+        span = f"{_iso(ranged[0].lo)} to {_iso(ranged[-1].hi)}" if ranged else "no ranges"
+        print(f"{table}: {len(ranged)} partition(s), {span}, plus a default partition", file=out)
+    return 0
+
+
 def add_db_parser(subparsers: Any) -> None:
-    """Register ``watcher db stats|vacuum|purge`` on the ``watcher`` subparsers."""
-    db = subparsers.add_parser("db", help="store maintenance: stats, purge, vacuum")
+    """Register ``watcher db stats|vacuum|purge|partition`` on the ``watcher`` subparsers."""
+    db = subparsers.add_parser("db", help="store maintenance: stats, purge, vacuum, partition")
     sub = db.add_subparsers(dest="db_command", required=True)
 
     stats = sub.add_parser("stats", help="rows, oldest and newest per table, file size")
@@ -153,3 +212,15 @@ def add_db_parser(subparsers: Any) -> None:
     pur.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     pur.add_argument("--json", action="store_true", help="print {store, at, dry_run, rows} as JSON")
     pur.set_defaults(func=cmd_purge)
+
+    par = sub.add_parser(
+        "partition",
+        help="PostgreSQL: partition calls and scores by time (converts them once; retention then drops "
+        "whole partitions)",
+    )
+    par.add_argument("--config", "-c")
+    par.add_argument("--interval", choices=["day", "week", "month"], help="default: store.partition")
+    par.add_argument("--ahead", type=int, help="partitions made past the current one (store.partition_ahead)")
+    par.add_argument("--list", action="store_true", help="only list the partitions")
+    par.add_argument("--json", action="store_true", help="print {store, tables: {name: {...}}} as JSON")
+    par.set_defaults(func=cmd_partition)

@@ -129,6 +129,27 @@ def _v12_shard_stats(conn: Connection) -> None:
     )
 
 
+LABEL_TIME_INDEXES: tuple[tuple[str, str, str], ...] = (
+    ("ix_calls_tenant_ts", "calls", "tenant, ts"),
+    ("ix_calls_feature_ts", "calls", "feature, ts"),
+    ("ix_calls_model_ts", "calls", "model, ts"),
+    ("ix_scores_name_feature_ts", "scores", "name, feature, ts"),
+)
+"""The label × time indexes of migration 15 (name, table, columns), as ``store.tables`` declares them."""
+
+
+def _v15_label_time_indexes(conn: Connection) -> None:
+    """Index ``calls`` by tenant, feature and model and ``scores`` by name and feature, each with time.
+
+    The contribution analysis of an alerting series reads one label value's rows over two periods;
+    without these it scanned every series' rows of those periods (issue #19). On a large PostgreSQL
+    table, build them beforehand with ``CREATE INDEX CONCURRENTLY`` under the same names
+    (docs/scaling.md): this step then finds them and does nothing.
+    """
+    for name, table, cols in LABEL_TIME_INDEXES:
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({cols})")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_create_all,
     2: _v2_cluster,
@@ -141,6 +162,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     9: _v9_call_cache_writes,
     10: _v10_alert_transitions,
     12: _v12_shard_stats,
+    15: _v15_label_time_indexes,
 }
 """Schema steps by the version they produce, applied in ascending order to older databases."""
 

@@ -109,10 +109,19 @@ def purge(
     ``on_deleted(policy, n)`` is called after each batch (self-metrics). A failure raises
     ``StoreError`` after the batches already committed, which stay deleted.
     """
+    from .partitions import drop_expired, partitioned_tables
+
     size = batch_size or settings.batch_size
     deleted: dict[str, int] = {}
+    split = set(partitioned_tables(store))
     for policy in policies(settings):
         total = 0
+        if policy.table.name in split and policy.where is None:
+            # whole partitions past the TTL go at once; the row deletes below take the rest
+            gone = sum(drop_expired(store, policy.table.name, now - policy.ttl).values())
+            total += gone
+            if on_deleted is not None and gone:
+                on_deleted(policy.name, gone)
         while True:
             try:
                 n = _delete_batch(store, policy, now, size)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 15
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -61,6 +61,12 @@ class Call(SQLModel, table=True):
     """One model call, written by the hooks or the ingest API."""
 
     __tablename__ = "calls"
+    __table_args__ = (
+        # contribution analysis and per-series reads filter one label value over a time range (#19)
+        sa.Index("ix_calls_tenant_ts", "tenant", "ts"),
+        sa.Index("ix_calls_feature_ts", "feature", "ts"),
+        sa.Index("ix_calls_model_ts", "model", "ts"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     trace_id: str = Field(index=True, max_length=64)
@@ -96,6 +102,7 @@ class Score(SQLModel, table=True):
     """One quality signal about a trace: a judge score, a heuristic, a human label or feedback."""
 
     __tablename__ = "scores"
+    __table_args__ = (sa.Index("ix_scores_name_feature_ts", "name", "feature", "ts"),)
 
     id: int | None = Field(default=None, primary_key=True)
     trace_id: str = Field(index=True, max_length=64)
