@@ -24,7 +24,7 @@ ROOT = Path(watcher.__file__).resolve().parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("watcher", "errors", "core", "regex", "redact"),  # `watcher` is the package's __init__
-    ("links", "logs", "sdnotify", "signing"),
+    ("links", "logs", "sdnotify", "signing", "heap"),
     ("rules",),  # the rule format: nothing of engine, sources or detectors
     ("config",),
     ("selfmetrics",),

@@ -40,6 +40,7 @@ from .engine.sourcedown import SourceDownMonitor
 from .engine.state import AlertStore, write_alerts
 from .engine.storedown import StoreDownMonitor
 from .errors import ConfigError, Problem, RuleFileError, StoreError
+from .heap import HeapKeeper
 from .notify.pipeline import Notifier
 from .notify.receivers import build_receivers
 from .notify.receivers.base import Receiver
@@ -162,6 +163,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._partition_warned: set[str] = set()
+        self.heap = HeapKeeper()
         self._scheduler = schedule.Scheduler()
         self.cluster: Membership | None = None
         """``cluster.Membership`` while running: the SQLite lock, or this replica's leases (PostgreSQL)."""
@@ -291,6 +293,7 @@ class Daemon:
         self.alert_store.record_health(result.health)
         if n:
             logger.info("group %s: %d notification(s) enqueued", name, n)
+        self.heap.settle(at)
         return result
 
     def _endpoints_in_use(self) -> set[str]:
@@ -620,3 +623,4 @@ class Daemon:
             if callable(close):
                 close()
         self.store.close()
+        self.heap.release()
