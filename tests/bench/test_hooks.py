@@ -64,6 +64,6 @@ def test_ingest_and_retention_bench_on_postgresql(pg_url: str, partition: str | 
             conn.exec_driver_sql("DELETE FROM scores")
     finally:
         store.close()
-    # 400 rows over 4 days: the purge keeping one day deletes the 300 older ones (and checks the 100 left)
+    # 400 rows over the 4 days before midnight: the oldest day's 100 expire (the 300 left are checked)
     ret = run_retention_bench(pg_url, 400, 4, partition, datetime(2026, 12, 7, 12, tzinfo=UTC))
-    assert ret["deleted"] == 300
+    assert ret["deleted"] == 100

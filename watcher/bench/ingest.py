@@ -100,18 +100,22 @@ def run_ingest_bench(
 def run_retention_bench(
     url: str, rows: int, days: int, partition: str | None, now: datetime
 ) -> dict[str, float]:
-    """Fill ``scores`` with ``rows`` rows spread over ``days`` days before ``now``, then time the purge
-    that keeps one day (``store.retention.purge``; with ``partition``, whole partitions are dropped).
+    """Time the retention job's daily work: one day of ``scores`` rows expiring.
 
-    Returns the rows deleted and the purge's wall seconds; raises AssertionError when the rows left
-    are not exactly the last day's.
+    ``scores`` gets ``rows`` rows spread evenly over the ``days`` days before the UTC midnight of
+    ``now``; the purge at that midnight with a TTL of ``days - 1`` days expires exactly the oldest
+    day (``store.retention.purge``; with ``partition``, that day's partition is dropped instead of
+    its rows deleted). Returns the rows deleted and the purge's wall seconds; raises AssertionError
+    when the rows left are not exactly the newer days'.
     """
     from datetime import timedelta
 
     from ..config import RetentionSettings
     from ..store.db import open_store
+    from ..store.partitions import floor_to
     from ..store.retention import purge
 
+    now = floor_to(now, "day")
     store = open_store(url)
     try:
         if partition is not None:
@@ -137,7 +141,7 @@ def run_retention_bench(
                     for i in range(lo, min(rows, lo + chunk))
                 ]
                 conn.execute(sa.insert(SCORES), batch)
-        keep = RetentionSettings(scores=timedelta(days=1), calls=timedelta(days=1))
+        keep = RetentionSettings(scores=timedelta(days=days - 1), calls=timedelta(days=days - 1))
         start = time.perf_counter()
         deleted = purge(store, keep, now)
         elapsed = time.perf_counter() - start
@@ -145,6 +149,6 @@ def run_retention_bench(
             left = int(conn.execute(sa.select(sa.func.count()).select_from(SCORES)).scalar_one())
     finally:
         store.close()
-    expected_left = sum(1 for i in range(rows) if span * (i + 0.5) / rows < 86_400)
+    expected_left = sum(1 for i in range(rows) if span * (i + 0.5) / rows < (days - 1) * 86_400)
     assert left == expected_left, f"{left} rows left, expected {expected_left}"
     return {"rows": rows, "deleted": deleted.get("scores", 0), "seconds": elapsed}

@@ -278,7 +278,7 @@ def _main_ingest(args: argparse.Namespace) -> int:
         how = f"partitioned by {args.partition}" if args.partition else "not partitioned"
         print(
             f"retention: {got['deleted']:,.0f} of {got['rows']:,.0f} scores over {args.retention} days "
-            f"purged (keeping one day) in {got['seconds']:.2f} s ({how})"
+            f"purged (the oldest day expiring) in {got['seconds']:.2f} s ({how})"
         )
         return 0
     result = run_ingest_bench(args.total, args.batch, args.db, url=args.url, partition=args.partition)
@@ -305,8 +305,8 @@ def add_ingest_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
         "--retention",
         type=int,
         metavar="DAYS",
-        help="instead: fill scores with --total rows over DAYS days and time the purge keeping one day "
-        "(needs --url to an empty database)",
+        help="instead: fill scores with --total rows over DAYS days and time the purge that expires the "
+        "oldest day (needs --url to an empty database)",
     )
     p.add_argument(
         "--partition", choices=["day", "week", "month"], help="PostgreSQL: partition calls and scores first"

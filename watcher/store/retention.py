@@ -89,7 +89,8 @@ def _delete_batch(store: Store, policy: Policy, now: datetime, batch_size: int) 
         # A derived table: MySQL-style "same table in subquery" limits do not bite, and it is
         # portable across SQLite and PostgreSQL.
         chosen = sa.select(victims.subquery().c[0])
-        stmt = sa.delete(table).where(keys[0].in_(chosen))
+        # the condition again outside: a partitioned table then prunes to the expired partitions
+        stmt = sa.delete(table).where(keys[0].in_(chosen), policy.condition(now))
     else:
         stmt = sa.delete(table).where(sa.tuple_(*keys).in_(victims))
     with store.engine.begin() as conn:
