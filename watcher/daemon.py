@@ -356,7 +356,12 @@ class Daemon:
                 made += [
                     p.name
                     for p in parts.ensure(
-                        self.store, table, interval, now, ahead=self.settings.store.partition_ahead
+                        self.store,
+                        table,
+                        interval,
+                        now,
+                        ahead=self.settings.store.partition_ahead,
+                        keep=getattr(self.settings.retention, table),
                     )
                 ]
         except StoreError as exc:

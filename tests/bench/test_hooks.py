@@ -67,3 +67,10 @@ def test_ingest_and_retention_bench_on_postgresql(pg_url: str, partition: str | 
     # 400 rows over the 4 days before midnight: the oldest day's 100 expire (the 300 left are checked)
     ret = run_retention_bench(pg_url, 400, 4, partition, datetime(2026, 12, 7, 12, tzinfo=UTC))
     assert ret["deleted"] == 100
+    if partition is not None:  # the oldest day went as a partition, not as rows of one
+        store = open_store(pg_url)
+        try:
+            names = [p.name for p in parts.partitions(store, "scores")]
+        finally:
+            store.close()
+        assert names[0] == "scores_p20261204" and "scores_p20261203" not in names

@@ -104,10 +104,24 @@ def test_out_of_range_rows_wait_in_the_default_partition_then_move(pg: Store) ->
         s.add(Call(trace_id="ancient", ts=NOW - 3000 * DAY))
         s.commit()
     assert _where(pg, "calls") == {"calls_default": 2}
-    made = parts.ensure(pg, "calls", "day", far, ahead=1)  # the clock reaches the future row
+    # the clock reaches the future row; the ancient one, older than the table's retention, stays
+    made = parts.ensure(pg, "calls", "day", far, ahead=1, keep=timedelta(days=90))
     names = [p.name for p in made]
     assert names[0] == "calls_p20261209" and "calls_p20270106" in names
     assert _where(pg, "calls") == {"calls_default": 1, "calls_p20270106": 1}
+    # a backfill of older rows (within the retention) waits in the default partition, then gets
+    # the partitions of its days only
+    with pg.session() as s:
+        s.add_all([Call(trace_id=f"late{i}", ts=NOW - (20 + i % 2) * DAY) for i in range(4)])
+        s.commit()
+    made = parts.ensure(pg, "calls", "day", far, ahead=1, keep=timedelta(days=90))
+    assert [p.name for p in made] == ["calls_p20261116", "calls_p20261117"]
+    assert _where(pg, "calls") == {
+        "calls_default": 1,
+        "calls_p20261116": 2,
+        "calls_p20261117": 2,
+        "calls_p20270106": 1,
+    }
 
 
 def test_week_and_month_names() -> None:

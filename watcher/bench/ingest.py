@@ -104,9 +104,10 @@ def run_retention_bench(
 
     ``scores`` gets ``rows`` rows spread evenly over the ``days`` days before the UTC midnight of
     ``now``; the purge at that midnight with a TTL of ``days - 1`` days expires exactly the oldest
-    day (``store.retention.purge``; with ``partition``, that day's partition is dropped instead of
-    its rows deleted). Returns the rows deleted and the purge's wall seconds; raises AssertionError
-    when the rows left are not exactly the newer days'.
+    day (``store.retention.purge``; with ``partition``, the filled tables are converted first, as
+    ``watcher db partition`` does, and that day's partition is dropped instead of its rows
+    deleted). Returns the rows deleted and the purge's wall seconds; raises AssertionError when
+    the rows left are not exactly the newer days'.
     """
     from datetime import timedelta
 
@@ -118,11 +119,6 @@ def run_retention_bench(
     now = floor_to(now, "day")
     store = open_store(url)
     try:
-        if partition is not None:
-            from ..store.partitions import TABLES, convert
-
-            for table in TABLES:
-                convert(store, table, partition, now)  # type: ignore[arg-type]
         span = days * 86_400
         chunk = 20_000
         with store.engine.begin() as conn:
@@ -141,8 +137,18 @@ def run_retention_bench(
                     for i in range(lo, min(rows, lo + chunk))
                 ]
                 conn.execute(sa.insert(SCORES), batch)
+        if partition is not None:  # as `watcher db partition` converts a store that holds rows
+            from ..store.partitions import TABLES, convert
+
+            for table in TABLES:
+                convert(store, table, partition, now)  # type: ignore[arg-type]
         keep = RetentionSettings(scores=timedelta(days=days - 1), calls=timedelta(days=days - 1))
         start = time.perf_counter()
+        if partition is not None:  # the retention job's upkeep first (``Daemon.enforce_retention``)
+            from ..store.partitions import ensure
+
+            for table in TABLES:
+                ensure(store, table, partition, now, keep=timedelta(days=days))  # type: ignore[arg-type]
         deleted = purge(store, keep, now)
         elapsed = time.perf_counter() - start
         with store.engine.connect() as conn:

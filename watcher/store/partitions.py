@@ -238,10 +238,20 @@ def _make_range(
     return made
 
 
-def ensure(store: Store, table: str, interval: Interval, now: datetime, *, ahead: int = 3) -> list[Partition]:
+def ensure(
+    store: Store,
+    table: str,
+    interval: Interval,
+    now: datetime,
+    *,
+    ahead: int = 3,
+    keep: timedelta | None = None,
+) -> list[Partition]:
     """Make the partitions of ``table`` up to ``ahead`` past ``now``'s interval; return the new ones.
 
-    Starts where the newest partition ends, when that is before ``now`` (at most ``MAX_BACK``).
+    Starts where the newest partition ends, when that is before ``now``; rows waiting in the
+    default partition get the partitions of their intervals and move into them. Never further back
+    than ``keep`` (the table's retention: older rows are about to be purged) nor ``MAX_BACK``.
 
     Also gives the default partition's rows their own partitions when they fall in that span. Does
     nothing when ``table`` is not partitioned.
@@ -254,12 +264,38 @@ def ensure(store: Store, table: str, interval: Interval, now: datetime, *, ahead
                 return []
             # from the newest partition's end (a daemon stopped for a while leaves no gap)
             ends = [p.hi for p in _partitions(conn, table) if p.hi is not None]
-            first = min(max(ends, default=now), now)
-            made = _make_range(conn, table, interval, max(first, now - MAX_BACK), now, ahead)
+            back = min(keep, MAX_BACK) if keep is not None and keep > timedelta(0) else MAX_BACK
+            first = max(min(max(ends, default=now), now), now - back)
+            made = _make_range(conn, table, interval, first, now, ahead)
+            # and the intervals of rows waiting in the default partition (a backfill of older
+            # data), within the retention: older ones are about to be purged anyway
+            made += _adopt_waiting(conn, table, interval, now - back, now, ahead)
     except sa.exc.SQLAlchemyError as exc:
         raise store.error(f"making partitions of {table}", exc) from None
     for p in made:
         logger.info("partition %s made (%s to %s)", p.name, p.lo, p.hi, extra={"table": table})
+    return made
+
+
+def _adopt_waiting(
+    conn: Connection, table: str, interval: Interval, lo: datetime, now: datetime, ahead: int
+) -> list[Partition]:
+    """Make the partitions of the intervals that rows in the default partition fall in (``lo`` to
+    ``ahead`` intervals past ``now``); the rows move in."""
+    hi = floor_to(now, interval)
+    for _ in range(ahead + 1):
+        hi = next_start(hi, interval)
+    waiting = conn.exec_driver_sql(
+        f"SELECT DISTINCT date_trunc('{interval}', ts AT TIME ZONE 'UTC') FROM {table}_default "
+        "WHERE ts >= %(lo)s AND ts < %(hi)s",
+        {"lo": floor_to(lo, interval), "hi": hi},
+    ).all()
+    have = {p.lo for p in _partitions(conn, table) if p.lo is not None}
+    made = []
+    for (start,) in sorted(waiting):
+        start = _as_utc(start)
+        if start not in have:
+            made.append(_attach(conn, table, start, interval))
     return made
 
 
