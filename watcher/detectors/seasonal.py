@@ -67,6 +67,21 @@ MIN_GROUP_POINTS = 4
 """Points per hour of the shortest season per cycle below which the hours share one spread."""
 KNOWN_LEVEL_CYCLES = 8
 """Shortest cycles (days, for a daily season) whose levels count as known: a week and a margin."""
+RATE_HALFLIFE = DAY
+"""Half-life (data time) of the pooled proportion behind the count floor (``count_floor``)."""
+
+
+def count_floor(rate: float, trials: float) -> float:
+    """Return the smallest sigma of a proportion measured on ``trials`` trials around ``rate``.
+
+    The count of successes is binomial, sd sqrt(n·q·(1 − q)); the count moves in whole events, so,
+    like ``ResolutionFloor``'s half quantisation step, it is never given less than half an event of
+    sd (variance 1/4). One refusal out of 2 calls at night (a proportion of 0.5, n·q = 0.01) is then
+    z ≈ 2 instead of the 1/sqrt(n·q) ≈ 10 a binomial sd gives; with many trials the floor is the
+    binomial sd. In proportion units (divided by ``trials``).
+    """
+    q = min(1.0, max(0.0, rate))
+    return math.sqrt(trials * q * (1.0 - q) + 0.25) / trials
 
 
 @dataclass(frozen=True)
@@ -301,6 +316,9 @@ class SeasonalBaseline(Detector):
         self._first_ts = math.nan
         self._points = 0
         self._zeros = 0  # points at or below 0 before the first fit
+        # Proportions with trial counts: decayed successes and trials (``count_floor``).
+        self._succ = self._trials = 0.0
+        self._rate_ts = math.nan
         self._next_fit = math.nan
         self._phase = 0.0
         self._label = format_duration(timedelta(seconds=int(self.min_history_s)))
@@ -313,6 +331,7 @@ class SeasonalBaseline(Detector):
         return [timedelta(seconds=round(p * self.res)) for p in self.profile.periods]
 
     def _update(self, ts: float, value: float, count: float | None) -> Verdict:
+        trials = count if count is not None and count >= 1.0 and 0.0 <= value <= 1.0 else 0.0
         if math.isnan(self._first_ts):
             self._first_ts = ts
             self._next_fit = ts + self.min_history_s
@@ -326,6 +345,8 @@ class SeasonalBaseline(Detector):
             self._zeros += value <= 0.0
             self._add(value)
             self.floor.update(value)
+            if trials:
+                self._count(ts, value, trials)
             span = format_duration(timedelta(seconds=int(ts - self._first_ts)))
             reason = f"warming up: {span}/{self._label} history for the seasonal profile"
             return Verdict(ts=ts, value=value, ready=False, reason=reason)
@@ -333,6 +354,10 @@ class SeasonalBaseline(Detector):
         group = (math.floor(u) % self.periods[0]) // self.per_hour
         y = self._to_log(value) if self.log else value
         self.core.min_spread = max(self._min_spread, 1e-3 if self.log else 0.0, self.floor.value())
+        if trials and not self.log and self._trials > 0.0:
+            # A proportion judged on few trials cannot be more precise than its count allows.
+            rate = max(self._succ / self._trials, self.core.level + prof.at(u))
+            self.core.min_spread = max(self.core.min_spread, count_floor(rate, trials))
         pooled = self.pooled
         jumps = self.core.jumps
         expected, sigma = self.core.step(ts, y, prof.at(u), 0 if pooled else group, pooled)
@@ -340,10 +365,22 @@ class SeasonalBaseline(Detector):
         # The resolution is learnt from normal points, never from a jump of the level.
         self.floor.update(y, anomalous or self.core.jumps != jumps)
         self._add(y)
+        if trials and not anomalous:  # an incident's rate never widens its own floor
+            self._count(ts, value, trials)
         if self.log:  # report in the series' unit; exp is monotonic so the band still decides
             back = self._from_log
             expected, lower, upper = back(expected), back(lower), back(upper)
         return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
+
+    def _count(self, ts: float, value: float, trials: float) -> None:
+        """Fold a proportion with its trial count into the decayed pooled rate (after its verdict)."""
+        if self._trials > 0.0 and ts > self._rate_ts:
+            keep = math.exp(-(ts - self._rate_ts) * math.log(2.0) / RATE_HALFLIFE)
+            self._succ *= keep
+            self._trials *= keep
+        self._rate_ts = ts if math.isnan(self._rate_ts) else max(ts, self._rate_ts)
+        self._succ += value * trials
+        self._trials += trials
 
     def _add(self, value: float) -> None:
         """Add a point to the open bucket."""
