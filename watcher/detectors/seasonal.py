@@ -268,6 +268,7 @@ class SeasonalBaseline(Detector):
         direction: Direction = "both",
         min_spread: float = 0.0,
         shift_after: timedelta | None = timedelta(hours=1),
+        sustained: bool = False,
     ) -> None:
         super().__init__()
         check_common("seasonal", sensitivity, direction, min_spread)
@@ -303,7 +304,7 @@ class SeasonalBaseline(Detector):
         )
         self._min_spread = float(min_spread)
         self.floor = ResolutionFloor()
-        self.cal = TailCalibrator(self.sensitivity, direction)
+        self.cal = TailCalibrator(self.sensitivity, direction, sustained)
         self.profile: Profile | None = None
         self.pooled = False  # one spread for every hour of the day (decided on the first fit)
         self.log: bool | None = None  # decided on the first fit (``_choose_scale``)
@@ -523,6 +524,7 @@ def build_seasonal(spec: Any) -> Detector:
         direction=spec.direction,
         min_spread=spec.min_spread,
         shift_after=spec.shift_after,
+        sustained=spec.sustained,
     )
 
 
