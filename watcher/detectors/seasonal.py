@@ -50,7 +50,7 @@ import numpy as np
 from ..core import FloatArray, Verdict, format_duration
 from ..errors import DetectorError
 from .base import Detector, register
-from .calibration import ResolutionFloor, TailCalibrator
+from .calibration import RUN, ResolutionFloor, TailCalibrator
 from .ewma import AdaptiveLevel, check_common
 from .stats import MAD_TO_SIGMA, Direction
 
@@ -320,6 +320,7 @@ class SeasonalBaseline(Detector):
         # Proportions with trial counts: decayed successes and trials (``count_floor``).
         self._succ = self._trials = 0.0
         self._rate_ts = math.nan
+        self._recent: list[float] = []  # with ``sustained``: the last RUN deseasonalised values
         self._next_fit = math.nan
         self._phase = 0.0
         self._label = format_duration(timedelta(seconds=int(self.min_history_s)))
@@ -361,7 +362,12 @@ class SeasonalBaseline(Detector):
             self.core.min_spread = max(self.core.min_spread, count_floor(rate, trials))
         pooled = self.pooled
         jumps = self.core.jumps
-        expected, sigma = self.core.step(ts, y, prof.at(u), 0 if pooled else group, pooled)
+        offset = prof.at(u)
+        if self.cal.sustained:
+            self._sustained_return(y - offset, offset, 0 if pooled else group)
+        expected, sigma = self.core.step(ts, y, offset, 0 if pooled else group, pooled)
+        if self.cal.sustained and self.core.jumps != jumps:
+            self.cal.recent.clear()  # residuals from the level left behind are no evidence any more
         lower, upper, score, anomalous, surprise = self.cal.judge(y, expected, sigma)
         # The resolution is learnt from normal points, never from a jump of the level.
         self.floor.update(y, anomalous or self.core.jumps != jumps)
@@ -372,6 +378,38 @@ class SeasonalBaseline(Detector):
             back = self._from_log
             expected, lower, upper = back(expected), back(lower), back(upper)
         return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
+
+    def _sustained_return(self, d: float, offset: float, group: int) -> None:
+        """With ``sustained``: move the level to a known one that holds the recent run, without paging.
+
+        The single-point rule (``AdaptiveLevel._known_level``) returns to a known level when a point
+        lies outside the band and inside a known level's; a run is judged the same way on its mean
+        (``d`` is this point's deseasonalised value, the run the last ``RUN`` of them), with the
+        band of a mean of ``RUN`` points. A Saturday after a holiday, whose level the series held a
+        week ago, is then a return, not a sustained shift.
+        """
+        recent = self._recent
+        recent.append(d)
+        if len(recent) > RUN:
+            del recent[0]
+        core = self.core
+        if len(recent) < RUN or not core.ready:
+            return
+        mean = sum(recent) / RUN
+        tol = core.k * core.sigma(core.level + offset, group) / math.sqrt(RUN)
+        away = abs(mean - core.level)
+        if away <= tol:
+            return
+        best, best_d = math.nan, away
+        for cand in (core.prev_level, *core.known):
+            dist = abs(mean - cand)
+            if dist <= tol and dist < best_d:  # NaN compares False
+                best, best_d = cand, dist
+        if best == best:
+            core.prev_level = math.nan if best == core.prev_level else core.level
+            core.level, core.run_side = best, 0
+            core.jumps += 1
+            core.run.clear()
 
     def _count(self, ts: float, value: float, trials: float) -> None:
         """Fold a proportion with its trial count into the decayed pooled rate (after its verdict)."""
