@@ -31,6 +31,11 @@ Model: ``value ≈ level(t) + S_day(phase) + S_week(phase) + noise·factor(hour 
   three cycles are held (the ±1 h smoothing of longer seasons removes short ones earlier).
 * **refit schedule**: the first refit after the first fit comes after 0.5-1.5 ``refit`` (a phase
   derived from the series' first value), then every ``refit``, so a fleet's refits spread out.
+* **proportions with counts**: a point whose value is in [0, 1] and carries a trial count gets a
+  sigma of at least ``count_floor`` (the binomial sd, never below half an event), so one refusal
+  out of two night calls is not a ten-sigma event.
+* **sustained** (opt-in): the calibrator's run mean flags on its own, and a run whose mean fits a
+  known level moves the level there without paging (``_sustained_return``).
 * **warm-up**: not ready (``"warming up: 1d3h/2d history for the seasonal profile"``) until the
   first fit.
 """
@@ -356,13 +361,13 @@ class SeasonalBaseline(Detector):
         group = (math.floor(u) % self.periods[0]) // self.per_hour
         y = self._to_log(value) if self.log else value
         self.core.min_spread = max(self._min_spread, 1e-3 if self.log else 0.0, self.floor.value())
+        offset = prof.at(u)
         if trials and not self.log and self._trials > 0.0:
             # A proportion judged on few trials cannot be more precise than its count allows.
-            rate = max(self._succ / self._trials, self.core.level + prof.at(u))
+            rate = max(self._succ / self._trials, self.core.level + offset)
             self.core.min_spread = max(self.core.min_spread, count_floor(rate, trials))
         pooled = self.pooled
         jumps = self.core.jumps
-        offset = prof.at(u)
         if self.cal.sustained:
             self._sustained_return(y - offset, offset, 0 if pooled else group)
         expected, sigma = self.core.step(ts, y, offset, 0 if pooled else group, pooled)
