@@ -70,3 +70,20 @@ def test_a_run_of_flags_pages_once_when_it_has_lasted_for_and_a_gap_restarts_it(
     flags[15:22] = True  # pages once, at 20
     assert L.pages_of(flags, 5) == [7, 20]
     assert L.pages_of(flags, 0) == [2, 10, 15]
+
+
+def test_sustained_sets_the_option_on_the_kinds_that_take_it_only() -> None:
+    rules = L.shipped_rules(sustained=True)
+    assert rules["spend"].detector.sustained and rules["ttft"].detector.sustained
+    assert rules["refusal"].detector.kind == "rate"  # rate has no such option: left as shipped
+    assert not L.shipped_rules()["spend"].detector.sustained
+
+
+def test_sustained_spend_pages_the_night_runaway_without_false_episodes() -> None:
+    # The night runaway is ~2 sigma per minute: the default never pages it (docs/benchmarks.md).
+    # With sustained evidence it pages; the day after the holiday returns to a known level
+    # instead of paging as a lasting shift (3 false episodes before that check).
+    res = L.run(only=["spend.globex"], sustained=True)
+    night = next(i for i in res["incidents"] if i["incident"] == "night-runaway")
+    assert night["caught"] and night["minutes_to_page"] <= 15
+    assert res["false_episodes"] == 0

@@ -51,6 +51,13 @@ SPECS: list[Any] = [
     RateDetector(kind="rate", min_trials=3, min_count=1, min_delta=0.0, direction="both", halflife="1h"),
     RateDetector(kind="rate", min_trials=5, min_count=1, sensitivity=0.5),
     AutoDetector(kind="auto", history="2d"),
+    # Opt-in sustained evidence: the run's mean flags on its own (the band may lie below the
+    # expectation, or be infinite); the contract holds all the same.
+    RollingDetector(kind="rolling", window="1h", min_points=3, min_history="10m", sustained=True),
+    EwmaDetector(kind="ewma", halflife="10m", min_points=3, direction="up", sustained=True),
+    SeasonalDetector(
+        kind="seasonal", seasons=["1h"], history="4h", refit="20m", resolution="5m", sustained=True
+    ),
 ]
 IDS = [f"{s.kind}-{i}" for i, s in enumerate(SPECS)]
 

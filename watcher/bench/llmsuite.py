@@ -280,8 +280,11 @@ class RuleSpec:
     max_value: float | None
 
 
-def shipped_rules(path: Path = RULES) -> dict[str, RuleSpec]:
-    """Return ``{signal: RuleSpec}`` from the shipped rule pack (detector spec validated by the schema)."""
+def shipped_rules(path: Path = RULES, sustained: bool = False) -> dict[str, RuleSpec]:
+    """Return ``{signal: RuleSpec}`` from the shipped rule pack (detector spec validated by the schema).
+
+    ``sustained`` sets ``sustained: true`` on the detectors that take it (not ``rate``/``threshold``).
+    """
     import yaml
     from pydantic import TypeAdapter
 
@@ -292,7 +295,10 @@ def shipped_rules(path: Path = RULES) -> dict[str, RuleSpec]:
     out = {}
     for signal, alert in SIGNAL_RULE.items():
         rule = by_alert[alert]
-        spec = TypeAdapter(DetectorSpec).validate_python(rule["detector"])
+        det = dict(rule["detector"])
+        if sustained and det["kind"] in ("rolling", "ewma", "seasonal", "auto"):
+            det["sustained"] = True
+        spec = TypeAdapter(DetectorSpec).validate_python(det)
         out[signal] = RuleSpec(spec, rule.get("min_value"), rule.get("max_value"))
     return out
 
@@ -405,11 +411,15 @@ def score(suite: Suite, runs: dict[str, SeriesRun]) -> dict[str, Any]:
 
 
 def run(
-    for_minutes: int = 5, floors: bool = True, seed: int = SEED, only: Sequence[str] = ()
+    for_minutes: int = 5,
+    floors: bool = True,
+    seed: int = SEED,
+    only: Sequence[str] = (),
+    sustained: bool = False,
 ) -> dict[str, Any]:
     """Build the suite, score every series with its shipped rule and return the results."""
     suite = build(seed)
-    rules = shipped_rules()
+    rules = shipped_rules(sustained=sustained)
     runs = {}
     for s in suite.series:
         if only and not any(o in s.name for o in only):
@@ -419,13 +429,13 @@ def run(
     return score(suite, runs)
 
 
-def markdown(res: dict[str, Any], for_minutes: int, floors: bool) -> str:
+def markdown(res: dict[str, Any], for_minutes: int, floors: bool, sustained: bool = False) -> str:
     """Return the per-incident table and the false episodes as Markdown."""
     n_inc = len(res["incidents"])
     lines = [
         f"LLM suite (seed {SEED}): {res['caught']}/{n_inc} incidents paged, {res['false_episodes']} false "
         f"episodes in weeks 3–5; shipped rules' detectors, for: {for_minutes}m, "
-        f"floors {'on' if floors else 'off'}",
+        f"floors {'on' if floors else 'off'}{', sustained: true' if sustained else ''}",
         "",
         "| incident | series | what | paged | minutes to page |",
         "|---|---|---|---|---|",

@@ -64,6 +64,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     llm.add_argument("--for", dest="for_", default="5m", help="persistence before a flagged run pages (5m)")
     llm.add_argument("--no-floors", action="store_true", help="ignore the rules' min_value/max_value")
     llm.add_argument("--only", action="append", metavar="SUBSTR", help="only series whose name has SUBSTR")
+    llm.add_argument(
+        "--sustained",
+        action="store_true",
+        help="run the rules' statistical detectors with `sustained: true` (the run's mean alone can flag)",
+    )
     llm.add_argument("--json", action="store_true", help="print the results as JSON")
     llm.set_defaults(func=main_llm_suite)
     thr = sub.add_parser(
@@ -547,8 +552,9 @@ def main_llm_suite(args: argparse.Namespace) -> int:
     from ..core import parse_duration
 
     for_minutes = int(parse_duration(args.for_).total_seconds() // 60)
-    res = run(for_minutes, not args.no_floors, only=args.only or ())
-    print(json.dumps(res, indent=1) if args.json else markdown(res, for_minutes, not args.no_floors))
+    res = run(for_minutes, not args.no_floors, only=args.only or (), sustained=args.sustained)
+    text = markdown(res, for_minutes, not args.no_floors, args.sustained)
+    print(json.dumps(res, indent=1) if args.json else text)
     return 0
 
 

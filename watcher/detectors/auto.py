@@ -44,6 +44,7 @@ class AutoSelect(Detector):
         direction: Direction = "both",
         min_spread: float = 0.0,
         history: timedelta = timedelta(days=21),
+        sustained: bool = False,
     ) -> None:
         super().__init__()
         check_common("auto", sensitivity, direction, min_spread)
@@ -51,6 +52,7 @@ class AutoSelect(Detector):
         self.direction: Direction = direction
         self.min_spread = float(min_spread)
         self.history = history
+        self.sustained = sustained  # the seasonal path's (``rate`` has its own test)
         self.inner: Detector | None = None
 
     @property
@@ -75,6 +77,7 @@ class AutoSelect(Detector):
             sensitivity=self.sensitivity,
             direction=self.direction,
             min_spread=self.min_spread,
+            sustained=self.sustained,
         )
 
 
@@ -85,6 +88,7 @@ def build_auto(spec: Any) -> Detector:
         direction=spec.direction,
         min_spread=spec.min_spread,
         history=spec.history,
+        sustained=spec.sustained,
     )
 
 

@@ -86,6 +86,9 @@ MIN_SHAPE = 0.0
 exponential, never thinner: an underestimated tail is what makes a detector cry wolf, and a
 negative shape estimated from a thousand points is mostly noise."""
 
+SUSTAINED_MIN_SHAPE = -0.1
+"""Smallest shape of the run's tail with ``sustained`` (a normal's tail fits about -0.1 to -0.15)."""
+
 MIN_EXCESS = 0.35
 """Smallest mean excess of the tail, in z units (a Gaussian's is 0.42 at its 98th percentile)."""
 
@@ -195,13 +198,17 @@ class EmpiricalTail:
         "head",
         "log_p_thr",
         "min_excess",
+        "min_shape",
         "ring",
         "sorted",
     )
 
-    def __init__(self, log_p_thr: float, min_excess: float = MIN_EXCESS) -> None:
+    def __init__(
+        self, log_p_thr: float, min_excess: float = MIN_EXCESS, min_shape: float = MIN_SHAPE
+    ) -> None:
         self.log_p_thr = log_p_thr
         self.min_excess = min_excess
+        self.min_shape = min_shape
         self.ring = array("f")  # values in arrival order (a circular buffer once full)
         self.head = 0
         self.sorted = array("f")  # the same values, ascending
@@ -336,7 +343,7 @@ class EmpiricalTail:
             self._excess[side] = (u, a0, xi)
         kept = self._shape[side]
         kept = self._shape[side] = xi if kept != kept else kept + SHAPE_SMOOTHING * (xi - kept)
-        xi = max(MIN_SHAPE, kept)
+        xi = max(self.min_shape, kept)
         fit = u, math.log(k / (n + 1.0)), max(a0, self.min_excess) * (1.0 - xi), xi
         if on_side < 2 * k and self._over(fit) < self._over(_DEFAULT_FIT):
             # A side seen in under twice the tail's share of the ring is fitted (the bursts of a
@@ -364,14 +371,22 @@ class TailCalibrator:
         "recent",
         "run",
         "streak",
+        "sustained",
     )
 
-    def __init__(self, sensitivity: float, direction: Direction) -> None:
+    def __init__(self, sensitivity: float, direction: Direction, sustained: bool = False) -> None:
         self.direction: Direction = direction
+        # Opt-in: the run's mean alone is evidence (a modest lasting shift pages although no single
+        # point is beyond the run's critical value); by default the point must be beyond it too.
+        self.sustained = sustained
         # Two statistics share the promised false-flag rate (Bonferroni).
         self.log_p_thr = math.log(max(normal_sf(sensitivity), 1e-300) / 2.0)
         self.point = EmpiricalTail(self.log_p_thr)
-        self.run = EmpiricalTail(self.log_p_thr, MIN_EXCESS / 2.0)  # a mean of RUN: its scale is smaller
+        # A mean of RUN: its scale is smaller. With ``sustained`` the run alone pages, and its tail
+        # may be lighter than an exponential (a mean of 8 clipped residuals is close to normal).
+        self.run = EmpiricalTail(
+            self.log_p_thr, MIN_EXCESS / 2.0, SUSTAINED_MIN_SHAPE if sustained else MIN_SHAPE
+        )
         self.recent: list[float] = []  # the last RUN - 1 clipped residuals (admitted or not)
         # Residuals waiting to be admitted: a circular buffer of (z, run mean) pairs, flat, so a
         # series holds 1 kB here instead of 64 tuples of boxed floats (~7 kB).
@@ -412,19 +427,37 @@ class TailCalibrator:
                 run._refresh()
             c = run._crit[1]
             need = RUN * c - prev
-            if need < CLIP:
-                up = min(up, max(c, need))
-            c = run._crit[-1]
-            need = RUN * c - prev
-            if need > -CLIP:
-                down = max(down, min(c, need))
+            if self.sustained:  # the mean alone decides; a point clipped at -CLIP still moves it
+                if need < CLIP:
+                    up = min(up, need if need > -CLIP else -math.inf)
+                c = run._crit[-1]
+                need = RUN * c - prev
+                if need > -CLIP:
+                    down = max(down, need if need < CLIP else math.inf)
+            else:
+                if need < CLIP:
+                    up = min(up, max(c, need))
+                c = run._crit[-1]
+                need = RUN * c - prev
+                if need > -CLIP:
+                    down = max(down, min(c, need))
         upper = expected + up * sigma if direction != "down" else math.nan
         lower = expected + down * sigma if direction != "up" else math.nan
         anomalous = value > upper or value < lower  # comparisons with NaN are False
         clipped = CLIP if z > CLIP else (-CLIP if z < -CLIP else z)
         mean = (prev + clipped) / RUN if have_run else math.nan
         lp = 0.0
-        if z > 0.0 and direction != "down":
+        if self.sustained:  # each statistic on its own side: a run may page through a point below 0
+            if direction != "down":
+                lp = point.log_p(z, 1) if z > 0.0 else 0.0
+                if full and mean > 0.0:
+                    lp = min(lp, run.log_p(mean, 1))
+            if direction != "up":
+                if z < 0.0:
+                    lp = min(lp, point.log_p(z, -1))
+                if full and mean < 0.0:
+                    lp = min(lp, run.log_p(mean, -1))
+        elif z > 0.0 and direction != "down":
             lp = point.log_p(z, 1)
             if full and mean > 0.0:
                 lp = min(lp, run.log_p(min(mean, z), 1))

@@ -223,6 +223,7 @@ class EwmaBaseline(Detector):
         min_points: int = 30,
         min_spread: float = 0.0,
         shift_after: timedelta | None = timedelta(hours=1),
+        sustained: bool = False,
     ) -> None:
         super().__init__()
         check_common("ewma", sensitivity, direction, min_spread)
@@ -242,7 +243,7 @@ class EwmaBaseline(Detector):
         )
         self._min_spread = float(min_spread)
         self.floor = ResolutionFloor()
-        self.cal = TailCalibrator(self.sensitivity, direction)
+        self.cal = TailCalibrator(self.sensitivity, direction, sustained)
         self._warm: list[float] = []
         self._warm_ts = math.nan
 
@@ -278,6 +279,7 @@ def build_ewma(spec: Any) -> Detector:
         min_points=spec.min_points,
         min_spread=spec.min_spread,
         shift_after=spec.shift_after,
+        sustained=spec.sustained,
     )
 
 

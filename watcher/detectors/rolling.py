@@ -64,6 +64,7 @@ class RollingBaseline(Detector):
         min_history: timedelta | None = None,
         min_points: int = 30,
         min_spread: float = 0.0,
+        sustained: bool = False,
     ) -> None:
         super().__init__()
         if window.total_seconds() <= 0:
@@ -90,7 +91,7 @@ class RollingBaseline(Detector):
         self._sorted = array("d")  # the window's values, ascending
         self._first_ts: float | None = None
         self.floor = ResolutionFloor()
-        self.cal = TailCalibrator(self.sensitivity, direction)
+        self.cal = TailCalibrator(self.sensitivity, direction, sustained)
         self._history_label = _short(self.min_history_s)
 
     @property
@@ -148,6 +149,7 @@ def build_rolling(spec: Any) -> Detector:
         min_history=spec.min_history,
         min_points=spec.min_points,
         min_spread=spec.min_spread,
+        sustained=spec.sustained,
     )
 
 

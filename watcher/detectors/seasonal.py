@@ -31,6 +31,11 @@ Model: ``value ≈ level(t) + S_day(phase) + S_week(phase) + noise·factor(hour 
   three cycles are held (the ±1 h smoothing of longer seasons removes short ones earlier).
 * **refit schedule**: the first refit after the first fit comes after 0.5-1.5 ``refit`` (a phase
   derived from the series' first value), then every ``refit``, so a fleet's refits spread out.
+* **proportions with counts**: a point whose value is in [0, 1] and carries a trial count gets a
+  sigma of at least ``count_floor`` (the binomial sd, never below half an event), so one refusal
+  out of two night calls is not a ten-sigma event.
+* **sustained** (opt-in): the calibrator's run mean flags on its own, and a run whose mean fits a
+  known level moves the level there without paging (``_sustained_return``).
 * **warm-up**: not ready (``"warming up: 1d3h/2d history for the seasonal profile"``) until the
   first fit.
 """
@@ -50,7 +55,7 @@ import numpy as np
 from ..core import FloatArray, Verdict, format_duration
 from ..errors import DetectorError
 from .base import Detector, register
-from .calibration import ResolutionFloor, TailCalibrator
+from .calibration import RUN, ResolutionFloor, TailCalibrator
 from .ewma import AdaptiveLevel, check_common
 from .stats import MAD_TO_SIGMA, Direction
 
@@ -67,6 +72,21 @@ MIN_GROUP_POINTS = 4
 """Points per hour of the shortest season per cycle below which the hours share one spread."""
 KNOWN_LEVEL_CYCLES = 8
 """Shortest cycles (days, for a daily season) whose levels count as known: a week and a margin."""
+RATE_HALFLIFE = DAY
+"""Half-life (data time) of the pooled proportion behind the count floor (``count_floor``)."""
+
+
+def count_floor(rate: float, trials: float) -> float:
+    """Return the smallest sigma of a proportion measured on ``trials`` trials around ``rate``.
+
+    The count of successes is binomial, sd sqrt(n·q·(1 − q)); the count moves in whole events, so,
+    like ``ResolutionFloor``'s half quantisation step, it is never given less than half an event of
+    sd (variance 1/4). One refusal out of 2 calls at night (a proportion of 0.5, n·q = 0.01) is then
+    z ≈ 2 instead of the 1/sqrt(n·q) ≈ 10 a binomial sd gives; with many trials the floor is the
+    binomial sd. In proportion units (divided by ``trials``).
+    """
+    q = min(1.0, max(0.0, rate))
+    return math.sqrt(trials * q * (1.0 - q) + 0.25) / trials
 
 
 @dataclass(frozen=True)
@@ -253,6 +273,7 @@ class SeasonalBaseline(Detector):
         direction: Direction = "both",
         min_spread: float = 0.0,
         shift_after: timedelta | None = timedelta(hours=1),
+        sustained: bool = False,
     ) -> None:
         super().__init__()
         check_common("seasonal", sensitivity, direction, min_spread)
@@ -288,7 +309,7 @@ class SeasonalBaseline(Detector):
         )
         self._min_spread = float(min_spread)
         self.floor = ResolutionFloor()
-        self.cal = TailCalibrator(self.sensitivity, direction)
+        self.cal = TailCalibrator(self.sensitivity, direction, sustained)
         self.profile: Profile | None = None
         self.pooled = False  # one spread for every hour of the day (decided on the first fit)
         self.log: bool | None = None  # decided on the first fit (``_choose_scale``)
@@ -301,6 +322,10 @@ class SeasonalBaseline(Detector):
         self._first_ts = math.nan
         self._points = 0
         self._zeros = 0  # points at or below 0 before the first fit
+        # Proportions with trial counts: decayed successes and trials (``count_floor``).
+        self._succ = self._trials = 0.0
+        self._rate_ts = math.nan
+        self._recent: list[float] = []  # with ``sustained``: the last RUN deseasonalised values
         self._next_fit = math.nan
         self._phase = 0.0
         self._label = format_duration(timedelta(seconds=int(self.min_history_s)))
@@ -313,6 +338,7 @@ class SeasonalBaseline(Detector):
         return [timedelta(seconds=round(p * self.res)) for p in self.profile.periods]
 
     def _update(self, ts: float, value: float, count: float | None) -> Verdict:
+        trials = count if count is not None and count >= 1.0 and 0.0 <= value <= 1.0 else 0.0
         if math.isnan(self._first_ts):
             self._first_ts = ts
             self._next_fit = ts + self.min_history_s
@@ -326,6 +352,8 @@ class SeasonalBaseline(Detector):
             self._zeros += value <= 0.0
             self._add(value)
             self.floor.update(value)
+            if trials:
+                self._count(ts, value, trials)
             span = format_duration(timedelta(seconds=int(ts - self._first_ts)))
             reason = f"warming up: {span}/{self._label} history for the seasonal profile"
             return Verdict(ts=ts, value=value, ready=False, reason=reason)
@@ -333,17 +361,70 @@ class SeasonalBaseline(Detector):
         group = (math.floor(u) % self.periods[0]) // self.per_hour
         y = self._to_log(value) if self.log else value
         self.core.min_spread = max(self._min_spread, 1e-3 if self.log else 0.0, self.floor.value())
+        offset = prof.at(u)
+        if trials and not self.log and self._trials > 0.0:
+            # A proportion judged on few trials cannot be more precise than its count allows.
+            rate = max(self._succ / self._trials, self.core.level + offset)
+            self.core.min_spread = max(self.core.min_spread, count_floor(rate, trials))
         pooled = self.pooled
         jumps = self.core.jumps
-        expected, sigma = self.core.step(ts, y, prof.at(u), 0 if pooled else group, pooled)
+        if self.cal.sustained:
+            self._sustained_return(y - offset, offset, 0 if pooled else group)
+        expected, sigma = self.core.step(ts, y, offset, 0 if pooled else group, pooled)
+        if self.cal.sustained and self.core.jumps != jumps:
+            self.cal.recent.clear()  # residuals from the level left behind are no evidence any more
         lower, upper, score, anomalous, surprise = self.cal.judge(y, expected, sigma)
         # The resolution is learnt from normal points, never from a jump of the level.
         self.floor.update(y, anomalous or self.core.jumps != jumps)
         self._add(y)
+        if trials and not anomalous:  # an incident's rate never widens its own floor
+            self._count(ts, value, trials)
         if self.log:  # report in the series' unit; exp is monotonic so the band still decides
             back = self._from_log
             expected, lower, upper = back(expected), back(lower), back(upper)
         return Verdict(ts, value, expected, lower, upper, score, anomalous, True, "", surprise)
+
+    def _sustained_return(self, d: float, offset: float, group: int) -> None:
+        """With ``sustained``: move the level to a known one that holds the recent run, without paging.
+
+        The single-point rule (``AdaptiveLevel._known_level``) returns to a known level when a point
+        lies outside the band and inside a known level's; a run is judged the same way on its mean
+        (``d`` is this point's deseasonalised value, the run the last ``RUN`` of them), with the
+        band of a mean of ``RUN`` points. A Saturday after a holiday, whose level the series held a
+        week ago, is then a return, not a sustained shift.
+        """
+        recent = self._recent
+        recent.append(d)
+        if len(recent) > RUN:
+            del recent[0]
+        core = self.core
+        if len(recent) < RUN or not core.ready:
+            return
+        mean = sum(recent) / RUN
+        tol = core.k * core.sigma(core.level + offset, group) / math.sqrt(RUN)
+        away = abs(mean - core.level)
+        if away <= tol:
+            return
+        best, best_d = math.nan, away
+        for cand in (core.prev_level, *core.known):
+            dist = abs(mean - cand)
+            if dist <= tol and dist < best_d:  # NaN compares False
+                best, best_d = cand, dist
+        if best == best:
+            core.prev_level = math.nan if best == core.prev_level else core.level
+            core.level, core.run_side = best, 0
+            core.jumps += 1
+            core.run.clear()
+
+    def _count(self, ts: float, value: float, trials: float) -> None:
+        """Fold a proportion with its trial count into the decayed pooled rate (after its verdict)."""
+        if self._trials > 0.0 and ts > self._rate_ts:
+            keep = math.exp(-(ts - self._rate_ts) * math.log(2.0) / RATE_HALFLIFE)
+            self._succ *= keep
+            self._trials *= keep
+        self._rate_ts = ts if math.isnan(self._rate_ts) else max(ts, self._rate_ts)
+        self._succ += value * trials
+        self._trials += trials
 
     def _add(self, value: float) -> None:
         """Add a point to the open bucket."""
@@ -486,6 +567,7 @@ def build_seasonal(spec: Any) -> Detector:
         direction=spec.direction,
         min_spread=spec.min_spread,
         shift_after=spec.shift_after,
+        sustained=spec.sustained,
     )
 
 

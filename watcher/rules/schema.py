@@ -89,6 +89,14 @@ class ThresholdDetector(_Frozen):
         return self
 
 
+_SENSITIVITY = "band half-width in (robust) standard deviations of the detector's noise model"
+_SUSTAINED = (
+    "opt-in: the mean of the last 8 residuals alone can flag (a modest lasting shift pages; one outlier "
+    "cannot); default: that mean flags only with the point itself beyond the same critical value"
+)
+_MIN_SPREAD = "smallest band half-width per sigma in the series' unit, so a flat series is not brittle"
+
+
 class RollingDetector(_Frozen):
     """Robust median/MAD baseline over a trailing window."""
 
@@ -105,16 +113,13 @@ class RollingDetector(_Frozen):
     min_spread: float = Field(
         0.0, ge=0, description="smallest band half-width in the series' unit, so a flat series is not brittle"
     )
+    sustained: bool = Field(False, description=_SUSTAINED)
 
     @model_validator(mode="after")
     def _history_fits_window(self) -> RollingDetector:
         if self.min_history is not None and self.min_history > self.window:
             raise ValueError("`min_history` is longer than `window`: it could never be reached")
         return self
-
-
-_SENSITIVITY = "band half-width in (robust) standard deviations of the detector's noise model"
-_MIN_SPREAD = "smallest band half-width per sigma in the series' unit, so a flat series is not brittle"
 
 
 class EwmaDetector(_Frozen):
@@ -130,6 +135,7 @@ class EwmaDetector(_Frozen):
     shift_after: Duration | None = Field(
         timedelta(hours=1), description="adopt a new level after this long outside the band; null: never"
     )
+    sustained: bool = Field(False, description=_SUSTAINED)
 
     @model_validator(mode="after")
     def _positive(self) -> EwmaDetector:
@@ -161,6 +167,7 @@ class SeasonalDetector(_Frozen):
     shift_after: Duration | None = Field(
         timedelta(hours=1), description="adopt a new level after this long outside the band; null: never"
     )
+    sustained: bool = Field(False, description=_SUSTAINED)
 
     @model_validator(mode="after")
     def _consistent(self) -> SeasonalDetector:
@@ -203,6 +210,7 @@ class AutoDetector(_Frozen):
     direction: Direction = "both"
     min_spread: float = Field(0.0, ge=0, description=_MIN_SPREAD)
     history: Duration = Field(timedelta(days=21), description="history kept for the seasonal fit")
+    sustained: bool = Field(False, description=_SUSTAINED)
 
     @model_validator(mode="after")
     def _two_days(self) -> AutoDetector:
