@@ -153,14 +153,16 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def refusal_incident(store: Store, *, onset: datetime, end: datetime, seed: int = 1) -> None:
+def refusal_incident(
+    store: Store, *, onset: datetime, end: datetime, seed: int = 1, per_minute: int = 6
+) -> None:
     """Write 2 h of calls: 2 % refusals, then from ``onset`` prompt v42 on gpt-4o refuses 30 %."""
     rng = random.Random(seed)
     rows: list[Any] = []
     t = onset - timedelta(hours=2)
     i = 0
     while t < end:
-        for _ in range(6):
+        for _ in range(per_minute):
             model = rng.choice(["gpt-4o", "claude-sonnet-4"])
             tenant = rng.choice(["acme", "globex", "initech"])
             feature = rng.choice(["chat", "search"])
@@ -294,7 +296,7 @@ def test_a_change_spread_evenly_names_no_value() -> None:
     cur = [(1.0 if rng.random() < 0.25 else 0.0, {"tenant": rng.choice(tenants)}) for _ in range(2000)]
     got = explain_rows(_rows(cur, ref), agg="ratio", metric="rate", percent=True)
     assert got is not None and got.top == ()
-    assert got.text().endswith(": spread over every value, no single one stands out")
+    assert got.text() == "rate +21.3 pp: no single tenant explains it"
 
 
 def test_a_p95_ttft_alert_on_sqlite_names_the_slow_rollout(store: Store) -> None:
