@@ -295,7 +295,8 @@ def _segments(
             return _Segments(keys, delta, None, None, weight, baseline, np.full(k, np.nan)), total
         r1, r0, rq1, rq0 = s1.sum() - s1, s0.sum() - s0, q1.sum() - q1, q0.sum() - q0
         with np.errstate(invalid="ignore", divide="ignore"):
-            g = np.where(r0 > 0, r1 / np.where(r0 > 0, r0, 1.0), 1.0 / scale)
+            # the others' window sum over their reference sum (rescaling included); none: unchanged
+            g = np.where(r0 > 0, r1 / np.where(r0 > 0, r0, 1.0), scale)
             excess = s1 - g * s0
             share0 = np.where(r0 > 0, s0 / np.where(r0 > 0, r0, 1.0), 0.0)
             parts = [
