@@ -324,7 +324,7 @@ def _segments(
     mix = (w1 - w0) * (r0 - r_ref)
     total = s1.sum() / big_n1 - r_ref
     sign = 1.0 if total >= 0 else -1.0
-    p = _rate_test(n1, n0, s1, s0, q1, q0, rate, mix, sign, binary) if test else np.full(k, np.nan)
+    p = _rate_test(n1, n0, s1, s0, q1, q0, mix, sign, binary) if test else np.full(k, np.nan)
     p[n1 < MIN_ROWS] = np.nan  # not tested: a handful of rows says nothing about a rate
     # spread evenly, every segment's rate moves alike: each carries its row share of the rate effect
     baseline = weight * (float(rate.sum()) / total) if total != 0 else weight
@@ -338,7 +338,6 @@ def _rate_test(
     s0: FloatArray,
     q1: FloatArray,
     q0: FloatArray,
-    rate: FloatArray,
     mix: FloatArray,
     sign: float,
     binary: bool,
@@ -347,15 +346,16 @@ def _rate_test(
 
     Two tests, Bonferroni-combined with weights (``RATE_WEIGHT`` of the error to the rate part: a
     value is a driver when its rate moved, more rarely when traffic moved to it alone): the *rate
-    part* tests the difference in differences (the segment's change of mean
-    against the other rows' change); the *mix part* ``(w1 − w0)·(r0 − R0)`` by the delta method
+    part* tests the difference in differences (the segment's change of mean against the other
+    rows' change); the *mix part* ``(w1 − w0)·(r0 − R0)`` by the delta method
     with a binomial traffic share. Each group's mean before is shrunk towards the whole's by
     ``PRIOR_ROWS`` pseudo-rows (a value with one row in the reference, or none, is compared with
     the whole). Means: Welch, on each group's own variance shrunk the same way, Student's t on the
     Welch–Satterthwaite degrees of freedom. 0/1 rows (``binary``: a refusal rate, the exceedance of
     a p95): binomial, each group's variance ``p(1 − p)`` at its rate under the null — as before,
     and now moved as the others did — not its own ``p̂(1 − p̂)``, which would make 103 refusals out
-    of 103 rows certain.
+    of 103 rows certain; and never below the exact binomial tail of the window's count at that
+    rate (a few expected refusals).
     """
     big_n1, big_n0 = float(n1.sum()), float(n0.sum())
     big_s1, big_s0, big_q1, big_q0 = float(s1.sum()), float(s0.sum()), float(q1.sum()), float(q0.sum())
