@@ -153,14 +153,16 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def refusal_incident(store: Store, *, onset: datetime, end: datetime, seed: int = 1) -> None:
+def refusal_incident(
+    store: Store, *, onset: datetime, end: datetime, seed: int = 1, per_minute: int = 6
+) -> None:
     """Write 2 h of calls: 2 % refusals, then from ``onset`` prompt v42 on gpt-4o refuses 30 %."""
     rng = random.Random(seed)
     rows: list[Any] = []
     t = onset - timedelta(hours=2)
     i = 0
     while t < end:
-        for _ in range(6):
+        for _ in range(per_minute):
             model = rng.choice(["gpt-4o", "claude-sonnet-4"])
             tenant = rng.choice(["acme", "globex", "initech"])
             feature = rng.choice(["chat", "search"])
@@ -294,7 +296,7 @@ def test_a_change_spread_evenly_names_no_value() -> None:
     cur = [(1.0 if rng.random() < 0.25 else 0.0, {"tenant": rng.choice(tenants)}) for _ in range(2000)]
     got = explain_rows(_rows(cur, ref), agg="ratio", metric="rate", percent=True)
     assert got is not None and got.top == ()
-    assert got.text().endswith(": spread over every value, no single one stands out")
+    assert got.text() == "rate +21.3 pp: no single tenant explains it"
 
 
 def test_a_p95_ttft_alert_on_sqlite_names_the_slow_rollout(store: Store) -> None:
@@ -325,3 +327,56 @@ def test_a_p95_ttft_alert_on_sqlite_names_the_slow_rollout(store: Store) -> None
     assert got is not None and got.method == "exceedance" and got.metric == "p95 ttft_s"
     assert got.text().startswith("p95 ttft_s +1.10: ")
     assert got.top[0].labels[0] == ("prompt_version", "v42")
+
+
+def _segs(p: list[float]) -> Any:
+    from watcher.engine import contribution as c
+
+    k = len(p)
+    z = np.zeros(k)
+    return (
+        np.zeros(0, dtype=np.int64),
+        c._Segments([(str(i),) for i in range(k)], z, None, None, z, z, np.array(p)),
+    )
+
+
+def test_holm_gives_each_dimension_an_equal_share_of_the_error() -> None:
+    from watcher.engine import contribution as c
+
+    # 4 models and 150 users, one small p-value in each: 0.004 passes among 4 models (0.05 / 2
+    # dimensions / 4 values = 0.00625), not among 150 users; an unweighted Holm over all 154
+    # values (0.05 / 154 = 0.0003) would have passed neither
+    per_dim = {"model": _segs([0.004, 0.5, 0.5, 0.5]), "user_id": _segs([0.004] + [0.5] * 149)}
+    assert c._holm(per_dim) == {("model", 0)}
+    # untested values (NaN: too few rows) are not in the family; a value against the change is (1.0)
+    per_dim = {"model": _segs([0.03, float("nan"), float("nan"), 1.0])}
+    assert c._holm(per_dim) == set()  # 0.03 > 0.05 / 2
+    per_dim = {"model": _segs([0.02, float("nan"), float("nan"), float("nan")])}
+    assert c._holm(per_dim) == {("model", 0)}
+
+
+def test_noise_over_many_values_names_none() -> None:
+    # two periods of the same process over 12 tenants and 150 users: some value always has the
+    # largest share of the change, none stands out of the noise
+    rng = random.Random(11)
+
+    def row() -> tuple[float, dict[str, str]]:
+        dims = {"tenant": f"t{rng.randrange(12)}", "user_id": f"u{int(rng.paretovariate(1.0)) % 150}"}
+        return (1.0 if rng.random() < 0.03 else 0.0, dims)
+
+    cur = [row() for _ in range(1500)]
+    ref = [row() for _ in range(9000)]
+    got = explain_rows(_rows(cur, ref), agg="ratio", metric="refusal rate", percent=True, scale=1 / 6)
+    assert got is not None and got.top == ()
+    assert got.text().endswith(": no single tenant/user_id explains it")
+
+
+def test_a_small_segment_needs_more_than_the_normal_tail() -> None:
+    # 2 refusals in 6 calls of one user against 3 % everywhere: the normal tail says p ≈ 1e-4, the
+    # binomial p ≈ 0.01 — not enough among 40 users
+    rng = random.Random(4)
+    ref = [(1.0 if rng.random() < 0.03 else 0.0, {"user_id": f"u{i % 40}"}) for i in range(6000)]
+    cur = [(1.0 if rng.random() < 0.03 else 0.0, {"user_id": f"u{i % 40 + 1}"}) for i in range(234)]
+    cur += [(1.0 if i < 2 else 0.0, {"user_id": "u0"}) for i in range(6)]
+    got = explain_rows(_rows(cur, ref), agg="ratio", metric="refusal rate", percent=True, scale=1 / 25)
+    assert got is not None and got.top == (), got.text()

@@ -87,7 +87,8 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         external_url="http://watcher.example",
     )
     store = open_store(f"sqlite:///{db}")
-    refusal_incident(store, onset=T0, end=T0 + 40 * M)
+    # 24 calls a minute: at 6 the alerts fire 3 minutes in, too few v42 calls to stand out of noise
+    refusal_incident(store, onset=T0, end=T0 + 40 * M, per_minute=24)
     sim = {"now": T0 - 10 * M}
     hook = RecordingReceiver("hook")
     daemon = Daemon(settings, store=store, receivers={"hook": hook}, clock=lambda: sim["now"])

@@ -14,14 +14,14 @@ from typing import Any
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``watcher bench detection|flagrate|llm-suite|throughput|daemon|…|backtest|faults``."""
+    """Register ``watcher bench detection|flagrate|llm-suite|throughput|daemon|…|faults|contribution``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="detection, flag-rate, throughput, hooks, ingest and notification-storm benchmarks"
     )
     sub = p.add_subparsers(
         dest="bench",
         required=True,
-        metavar="detection|flagrate|llm-suite|throughput|daemon|cluster|hooks|ingest|notify|backtest|faults",
+        metavar="detection|flagrate|llm-suite|throughput|daemon|cluster|hooks|ingest|notify|backtest|faults|contribution",
     )
     det = sub.add_parser("detection", help="score detectors on a labelled corpus (window-based, 0-100)")
     det.add_argument("--corpus", help="corpus directory (data/**/*.csv + labels JSON); default: generated")
@@ -92,6 +92,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_storm_parser(sub)
     add_backtest_bench_parser(sub)
     add_faults_parser(sub)
+    add_contribution_bench_parser(sub)
     return p
 
 
@@ -642,3 +643,34 @@ def add_backtest_bench_parser(bench_subparsers: Any) -> None:
         "--jobs", type=int, default=None, help="worker processes (default: one per CPU; 1: in this process)"
     )
     p.set_defaults(func=main_backtest_bench)
+
+
+def add_contribution_bench_parser(bench_subparsers: Any) -> None:
+    """Register ``watcher bench contribution``: planted drivers and noise through the explanation."""
+    p = bench_subparsers.add_parser(
+        "contribution",
+        help="contribution by dimension on generated rows: planted driver named first, noise named",
+    )
+    p.add_argument("--trials", type=int, default=200, help="trials per metric and arm (200)")
+    p.add_argument("--seed", type=int, default=22)
+    p.add_argument(
+        "--metric",
+        action="append",
+        choices=("spend", "refusal_rate", "groundedness", "p95_ttft"),
+        help="(repeatable; default all four)",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=main_contribution_bench)
+
+
+def main_contribution_bench(args: argparse.Namespace) -> int:
+    """Run ``watcher bench contribution`` and print the Markdown table (or JSON)."""
+    from ..bench.contribution import METRICS, run, table
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(f"  … {msg}", file=sys.stderr, flush=True)
+
+    result = run(args.trials, args.seed, tuple(args.metric or METRICS), log)
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0

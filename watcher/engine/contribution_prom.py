@@ -93,22 +93,33 @@ def explain_prom(
     xs: list[float] = []
     flags: list[bool] = []
     labels: list[Labels] = []
+    spread: dict[Labels, tuple[float, int]] = {}
+    for s in reference:
+        finite = s.values[np.isfinite(s.values)]
+        if len(finite):
+            spread[s.labels] = (float(finite.var(ddof=1)) if len(finite) > 1 else 0.0, len(finite))
+    var: list[float] = []
     for s in current:
         if len(s.values) and np.isfinite(s.values[-1]):
             xs.append(float(s.values[-1]))
             flags.append(True)
             labels.append(s.labels)
+            var.append(spread.get(s.labels, (0.0, 1))[0])  # a point's spread, as in the reference
     for s in reference:
         finite = s.values[np.isfinite(s.values)]
         if len(finite):
             xs.append(float(finite.mean()))
             flags.append(False)
             labels.append(s.labels)
+            v, n = spread[s.labels]
+            var.append(v / n)  # the spread of the reference mean
     names = sorted({k for lb in labels for k in lb if k not in keep and k != "__name__"})
     rows = Rows(
         np.array(xs, dtype=np.float64),
         np.array(flags, dtype=bool),
         {k: [lb.get(k, "∅") for lb in labels] for k in names},
+        var=np.array(var, dtype=np.float64),
+        var_df=REFERENCE_POINTS - 1,
     )
     what = inner if len(inner) <= 60 else inner[:57] + "…"
     return explain_rows(rows, agg="sum", metric=f"sum of {what}", change=change)
