@@ -22,6 +22,7 @@ from watcher.detectors import known_kinds, make_detector
 from watcher.errors import DetectorError
 from watcher.rules.schema import (
     AutoDetector,
+    BudgetDetector,
     EwmaDetector,
     RateDetector,
     RollingDetector,
@@ -51,6 +52,8 @@ SPECS: list[Any] = [
     RateDetector(kind="rate", min_trials=3, min_count=1, min_delta=0.0, direction="both", halflife="1h"),
     RateDetector(kind="rate", min_trials=5, min_count=1, sensitivity=0.5),
     AutoDetector(kind="auto", history="2d"),
+    BudgetDetector(kind="budget", amount=100.0),
+    BudgetDetector(kind="budget", period="day", amount=5.0, require="all"),
 ]
 IDS = [f"{s.kind}-{i}" for i, s in enumerate(SPECS)]
 
@@ -152,7 +155,7 @@ def test_safe_and_within_contract(spec: Any, pts: list[tuple[int, float]]) -> No
 def test_first_point_is_quiet_unless_the_kind_has_no_warm_up(spec: Any) -> None:
     v = make_detector(spec).update(1e9, 1e6)
     assert v is not None
-    if spec.kind == "threshold":
+    if spec.kind in ("threshold", "budget"):  # budget: a sum from the period's start
         assert v.ready
     else:
         assert not v.ready and not v.anomalous and v.reason.startswith("warming up")

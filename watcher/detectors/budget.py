@@ -7,15 +7,18 @@ spend (``sources.sql``; ``notify.costdigest`` for the digest).
 
 Input: each point is the spend of one step, ``(t - step, t]`` (the rule checker makes the query's
 window equal to its step), so the detector adds up the period's spend point by point. A point
-without rows (NaN) is spend 0; a point on a period boundary belongs to the period it closes.
+without rows (NaN) spent nothing: its verdict is "no data" (the rule's ``no_data`` policy) and the
+sums, kept by time, are unchanged. A point on a period boundary belongs to the period it closes.
 
 Burn rate of a window ``W`` at ``t``: the spend of ``(t - W, t]`` divided by what an even spend of
 the budget over the period would have spent in ``W`` (``amount · W / period length``; a month is
 its own number of days). A burn window pair fires when both its ``long`` and ``short`` windows burn
 at ``burn`` or more times that rate (the short window makes the alert stop as soon as the spending
 does); the point is anomalous when any pair fires (``require: all``: every pair). The value is the
-long window's burn rate of the first firing pair (else of the pair nearest to firing), ``upper``
-its ``burn`` and ``expected`` 1 (the even rate). There is no warm-up: the lookback reaches the
+burn rate both windows of the leading pair reach (the smaller of the two), ``upper`` that pair's
+``burn`` and ``expected`` 1 (the even rate); the leading pair is the one nearest to firing or
+furthest past it (``require: all``: the one furthest from firing), so a point is anomalous exactly
+when its value is above its ``upper``. There is no warm-up: the lookback reaches the
 period's start (``engine.group.rule_lookback``), and a time without rows spent nothing.
 
 Forecast (``Forecast``): linear from the spend so far this period and the recent rate (the longest
@@ -152,12 +155,6 @@ class BudgetBurn(Detector):
         self.exceeded_at: float | None = None
         self.recent: deque[tuple[float, float]] = deque()
 
-    def update(self, ts: float, value: float, count: float | None = None) -> Verdict | None:
-        """Score one point; a point without rows (NaN) is a step that spent nothing."""
-        if value is None or not math.isfinite(value):
-            value = 0.0
-        return super().update(ts, value, count)
-
     def _update(self, ts: float, value: float, count: float | None) -> Verdict:
         if ts > self.period_end or ts <= self.period_start:
             self.period_start, self.period_end = period_bounds(ts, self.period)
@@ -176,19 +173,16 @@ class BudgetBurn(Detector):
         def burn(window: float) -> float:
             return sum(v for t, v in recent if t > ts - window) / window / even
 
-        fired = []
-        lead: tuple[float, float, float] | None = None  # long burn, threshold, nearness
-        lead_fires = False
+        # any: the pair nearest to firing (or furthest past it) leads; all: the one furthest from it
+        lead: tuple[float, float, float] | None = None  # both windows' burn, threshold, nearness
         for long_s, short_s, threshold in self.windows:
-            b_long, b_short = burn(long_s), burn(short_s)
-            fires = b_long > threshold and b_short > threshold
-            fired.append(fires)
-            here = (b_long, threshold, min(b_long, b_short) / threshold)
-            if lead is None or (fires and not lead_fires) or (not lead_fires and here[2] > lead[2]):
-                lead, lead_fires = here, lead_fires or fires
-        anomalous = all(fired) if self.require == "all" else any(fired)
+            both = min(burn(long_s), burn(short_s))
+            here = (both, threshold, both / threshold)
+            if lead is None or (here[2] > lead[2] if self.require == "any" else here[2] < lead[2]):
+                lead = here
         assert lead is not None
         value_burn, threshold, nearness = lead
+        anomalous = value_burn > threshold
         excess = max(nearness - 1.0, 0.0) if anomalous else 0.0
         forecast = Forecast(
             name=self.name,

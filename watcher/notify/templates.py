@@ -279,7 +279,10 @@ def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, A
     notes.pop(UNIT_ANNOTATION, None)  # shown with the numbers
     gap, search = notes.pop(NO_EXEMPLARS, None), notes.pop(TRACE_SEARCH, None)  # shown with the traces
     why, release = notes.pop(EXPLANATION, None), notes.pop(RELEASE, None)  # shown with the numbers
+    forecast = notes.pop(FORECAST, None)
     blocks.append(md_text(value_line(alert, kind)))
+    if forecast:
+        blocks.append("Forecast: " + md_text(forecast))
     if why:
         blocks.append("Why: " + md_text(why))
     since = since_line(alert, kind)
