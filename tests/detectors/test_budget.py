@@ -51,7 +51,7 @@ FORECASTS = [
         "at this rate acme stays within $5,000 (forecast $3,100 by Dec 31; $3,100 spent this month, 62%)",
     ),
     (4999.0, 1.0, "at this rate acme exceeds $5,000 on Dec 7 ($4,999 spent this month, 100%)"),
-    (5200.0, 1.0, "acme exceeded $5,000 on Dec 7 ($5,200 spent this month, 104%)"),
+    (5200.0, 1.0, "acme has exceeded $5,000 ($5,200 spent this month, 104%)"),  # when: unknown
 ]
 
 
@@ -59,6 +59,12 @@ FORECASTS = [
 def test_forecast_text_at_a_fixed_now(spent: float, rate: float, text: str) -> None:
     f = Forecast("acme", 5000.0, spent, rate / H, NOW, "month", END)
     assert f.text() == text
+
+
+def test_forecast_of_an_exceeded_budget_says_when() -> None:
+    f = Forecast("acme", 5000.0, 5200.0, 1.0 / H, NOW, "month", END, exceeded_at=_ts(2026, 12, 5, 9))
+    assert f.text() == "acme exceeded $5,000 on Dec 5 ($5,200 spent this month, 104%)"
+    assert f.exhausted_at == _ts(2026, 12, 5, 9)
 
 
 def test_forecast_arithmetic() -> None:

@@ -1,9 +1,9 @@
 """The top-N guard of ``by: [user_id]``: ranked in SQL, the rest folded into ``(other)``.
 
-On SQLite and PostgreSQL. Generated rows: 12 users of tenant acme, user ``u{k}`` spending ``k`` dollars per minute for 30
-minutes, plus rows without a user. Every fetch path (points, buckets, raw rows) must give the
-same series: the top 3 users' own, and one ``(other)`` holding every other row, so the totals
-are those of the rule without ``by``.
+On SQLite and PostgreSQL. Generated rows: 12 users of tenant acme, user ``u{k}`` spending ``k``
+dollars per minute for 30 minutes, plus rows without a user. Every fetch path (points, buckets,
+raw rows) must give the same series: the top users' own, and one ``(other)`` holding every other
+row, so the totals are those of the rule without ``by``.
 """
 
 from __future__ import annotations

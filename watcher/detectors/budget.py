@@ -115,8 +115,9 @@ class Forecast:
         this = "today" if self.period == "day" else "this month"
         spent = f"{money(self.spent, unit)} spent {this}, {self.share * 100:.0f}%"
         if self.spent >= self.amount:
-            at = self.exhausted_at
-            return f"{who} exceeded {cap} {when(at if at is not None else self.now, self.period)} ({spent})"
+            if self.exceeded_at is None:  # a total read from the store: when is not known
+                return f"{who} has exceeded {cap} ({spent})"
+            return f"{who} exceeded {cap} {when(self.exceeded_at, self.period)} ({spent})"
         at = self.exhausted_at
         if at is not None:
             return f"at this rate {who} exceeds {cap} {when(at, self.period)} ({spent})"

@@ -26,11 +26,13 @@ from sqlmodel import Session, col, select
 from ..config import CostDigestSettings
 from ..core import Alert, AlertState, Labels, Listed, Notification, NotificationKind, utc
 from ..detectors.budget import Forecast, money, period_bounds
-from ..rules.schema import OTHER, BudgetDetector, Group, Rule
+from ..rules.schema import GUARDED_LABELS, BudgetDetector, Group, Rule
 from ..store.tables import Call, OutboxRow
 from .outbox import enqueue
 
 ALERTNAME = "WatcherCostDigest"
+NONE = "(none)"
+"""How a digest names the key of rows without that label."""
 FINGERPRINT = "cost-digest"
 """The outbox key of every digest row: a receiver's digests are delivered in the order queued."""
 
@@ -112,9 +114,11 @@ def _budget_lines(store: _Sessions, rule: Rule, now: datetime, top: int) -> Budg
     spent = _sums(store, measure, key, [c.ts > datetime.fromtimestamp(start, UTC), c.ts <= at, *conds])
     recent = _sums(store, measure, key, [c.ts > at - horizon, c.ts <= at, *conds])
     keys = set(spent) | set(spec.amounts if label is not None else ())
+    if label in GUARDED_LABELS:
+        keys.discard(None)  # rows without a user are nobody's spend
     forecasts = [
         Forecast(
-            name=(k if k else OTHER) if label is not None else "",
+            name=(k if k else NONE) if label is not None else "",
             amount=spec.amount_for(k),
             spent=spent.get(k, 0.0),
             rate=recent.get(k, 0.0) / horizon.total_seconds(),
