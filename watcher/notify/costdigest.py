@@ -50,6 +50,7 @@ class BudgetLines:
     label: str | None
     forecasts: tuple[Forecast, ...]
     hidden: int = 0
+    unit: str = "$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,8 @@ def _budget_lines(store: _Sessions, rule: Rule, now: datetime, top: int) -> Budg
         for k in keys
     ]
     forecasts.sort(key=lambda f: (-f.share, f.name))
-    return BudgetLines(rule.alert, spec.period, label, tuple(forecasts[:top]), max(0, len(forecasts) - top))
+    hidden = max(0, len(forecasts) - top)
+    return BudgetLines(rule.alert, spec.period, label, tuple(forecasts[:top]), hidden, spec.unit)
 
 
 def collect(store: _Sessions, rules: Sequence[Rule], now: datetime, settings: CostDigestSettings) -> Digest:
@@ -170,7 +172,9 @@ def text(d: Digest) -> tuple[str, str]:
             lines.append("  no spend this period")
         for f in b.forecasts:
             who = f.name or "total"
-            lines.append(f"  {who}: {money(f.spent)} of {money(f.amount)} ({f.share * 100:.0f}%); {f.text()}")
+            u = b.unit
+            share = f"{f.share * 100:.0f}%"
+            lines.append(f"  {who}: {money(f.spent, u)} of {money(f.amount, u)} ({share}); {f.text(u)}")
         if b.hidden:
             lines.append(f"  … and {b.hidden} more")
     if d.models:
