@@ -58,3 +58,38 @@ def test_the_same_rule_without_the_guard_is_refused(tmp_path: Path) -> None:
     (failure,) = run_test_file(tmp_path / "t.yaml")
     text = "\n".join(failure.lines)
     assert "rules.yaml:5:9:" in text and "by: user_id makes one series per user_id" in text
+
+
+def test_a_backtest_of_the_per_user_budget_finds_the_runaway_with_its_traces(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
+
+    from watcher.backtest.replay import replay
+    from watcher.rules.schema import Group
+    from watcher.sources.sql import SqlSource
+    from watcher.store.db import open_store
+    from watcher.store.tables import Call
+
+    t0 = datetime(2026, 12, 7, tzinfo=UTC)
+    m = timedelta(minutes=1)
+    rows = []
+    for k in range(6 * 60):
+        for user, cost in (("u1", 0.005), ("u2", 0.0033), (f"u{3 + k % 2}", 0.00167)):
+            rows.append(Call(trace_id=f"{user}-{k}", ts=t0 + k * m, user_id=user, cost_usd=cost))
+        if k >= 5 * 60:
+            rows.append(Call(trace_id=f"loop-{k}", ts=t0 + k * m, user_id="u1", cost_usd=0.2))
+    store = open_store(f"sqlite:///{tmp_path}/b.db")
+    try:
+        with store.session() as s:
+            s.add_all(rows)
+            s.commit()
+        groups = [Group.model_validate(g) for g in yaml.safe_load(RULES)["groups"]]
+        sql = SqlSource(store)
+        result = replay(groups, {"calls": sql}, t0 + timedelta(hours=2), t0 + timedelta(hours=6))
+    finally:
+        store.close()
+    assert result.errors == []
+    (episode,) = result.episodes
+    assert dict(episode.labels)["user_id"] == "u1"
+    assert episode.trace_ids and all(t.startswith("loop-") for t in episode.trace_ids)
