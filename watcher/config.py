@@ -187,6 +187,39 @@ class HeartbeatSettings(_Section):
     timeout_s: float = Field(10.0, gt=0)
 
 
+class CostDigestSettings(_Section):
+    """``notify.cost_digest``: a daily message per receiver with spend vs budget, top models and forecasts.
+
+    The budgets are those of the loaded ``budget`` rules (docs/budgets.md); the digest goes through
+    the outbox like an alert (retried in order, dead-lettered after ``notify.max_age``).
+    """
+
+    receivers: list[str] = Field(min_length=1, description="receivers that get the digest")
+    at: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time, daily")
+    time_zone: str = "UTC"
+    window: Duration = Field(timedelta(days=1), description="span of the spend total and top models")
+    top_models: int = Field(5, ge=0, le=50, description="models listed by spend over `window`")
+    top_keys: int = Field(10, ge=1, le=200, description="budget lines per budget rule, biggest share first")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from None
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("`window` must be positive")
+        return value
+
+
 class RouteRule(_Section):
     """Send alerts whose labels match to ``receivers``."""
 
@@ -249,6 +282,7 @@ class NotifySettings(_Section):
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     heartbeat: HeartbeatSettings | None = None
+    cost_digest: CostDigestSettings | None = None
     delivery_workers: int = Field(
         8, ge=1, le=64, description="outbox sends at once (other alerts or receivers; one alert's in order)"
     )
@@ -527,6 +561,10 @@ class Settings(BaseSettings):
         if failure:
             names = ", ".join(failure)
             raise ValueError(f"notify.delivery_failure_receivers names unknown receiver(s) {names}")
+        digest = self.notify.cost_digest
+        stray = sorted(set(digest.receivers) - known) if digest is not None else []
+        if stray:
+            raise ValueError(f"notify.cost_digest.receivers names unknown receiver(s) {', '.join(stray)}")
         if "{trace_id}" not in self.trace_url:
             raise ValueError("trace_url must contain {trace_id}")
         return self

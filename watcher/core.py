@@ -308,6 +308,9 @@ class Verdict:
     """``-log10`` of the tail probability of the deviation on the watched side, under the detector's
     calibrated noise model: unbounded, comparable across series and kinds (0 = typical, 4.5 = the
     default sensitivity's flag level); what "top anomalies" and alert ordering rank by."""
+    note: str = ""
+    """A detector's own sentence about the point (``budget``: the exhaustion forecast), else empty;
+    an alert carries it as the ``forecast`` annotation and templates read it as ``note``."""
 
     @property
     def band(self) -> Band:

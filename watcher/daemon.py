@@ -409,6 +409,23 @@ class Daemon:
             return False
         return bool(heartbeat.ping())
 
+    def cost_digest(self, now: datetime | None = None) -> list[str]:
+        """Queue the cost digest for the receivers it is due for (``notify.cost_digest``); return them.
+
+        Never raises: a failed digest is logged and tried again at the next check.
+        """
+        settings = self.settings.notify.cost_digest
+        if settings is None or not self.evaluating():
+            return []
+        from .notify.costdigest import budget_rules, enqueue_due
+
+        rules = budget_rules(ev.group for ev in self.evaluators.values())
+        try:
+            return enqueue_due(self.store, rules, now or self.clock(), settings)
+        except Exception as exc:  # the next check retries; a digest must not stop the daemon
+            logger.warning("cost digest not queued: %s", self.store.redact(str(exc)))
+            return []
+
     def _active(self) -> bool:
         """Tell whether this replica may touch the outbox (False once its cluster leases ran out)."""
         return self.cluster is None or self.cluster.active()
@@ -471,6 +488,8 @@ class Daemon:
             self._scheduler.every(beat_s).seconds.do(
                 self.dispatch, "heartbeat", functools.partial(self.beat, beat)
             )
+        if self.settings.notify.cost_digest is not None:  # see notify.costdigest
+            self._scheduler.every(60).seconds.do(self.dispatch, "cost-digest", self.cost_digest)
         keep_s = max(60, int(self.settings.retention.interval.total_seconds()))
         self._scheduler.every(keep_s).seconds.do(self.dispatch, "retention", self.enforce_retention)
 

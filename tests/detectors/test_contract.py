@@ -22,6 +22,7 @@ from watcher.detectors import known_kinds, make_detector
 from watcher.errors import DetectorError
 from watcher.rules.schema import (
     AutoDetector,
+    BudgetDetector,
     EwmaDetector,
     RateDetector,
     RollingDetector,
@@ -58,6 +59,8 @@ SPECS: list[Any] = [
     SeasonalDetector(
         kind="seasonal", seasons=["1h"], history="4h", refit="20m", resolution="5m", sustained=True
     ),
+    BudgetDetector(kind="budget", amount=100.0),
+    BudgetDetector(kind="budget", period="day", amount=5.0, require="all"),
 ]
 IDS = [f"{s.kind}-{i}" for i, s in enumerate(SPECS)]
 
@@ -159,7 +162,7 @@ def test_safe_and_within_contract(spec: Any, pts: list[tuple[int, float]]) -> No
 def test_first_point_is_quiet_unless_the_kind_has_no_warm_up(spec: Any) -> None:
     v = make_detector(spec).update(1e9, 1e6)
     assert v is not None
-    if spec.kind == "threshold":
+    if spec.kind in ("threshold", "budget"):  # budget: a sum from the period's start
         assert v.ready
     else:
         assert not v.ready and not v.anomalous and v.reason.startswith("warming up")

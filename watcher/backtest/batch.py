@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import FloatArray, Labels, Series, Verdict
-from ..detectors import Detector, make_detector
+from ..detectors import Detector, make_detector, series_key
 from ..errors import DetectorError
 from ..rules.schema import Rule
 
@@ -184,7 +184,9 @@ def plan_series(
         verdicts = _raw_verdicts(fed_ts, series.values[fed])
     else:
         counts = None if series.counts is None else series.counts[fed]
-        verdicts = make_detector(rule.detector).update_many(fed_ts, series.values[fed], counts)
+        verdicts = make_detector(rule.detector, series_key(rule, series.labels)).update_many(
+            fed_ts, series.values[fed], counts
+        )
         if len(verdicts) != len(fed_ts):
             raise DetectorError(f"detector {rule.detector.kind} skipped points of strictly increasing input")
     # The newest point of a tick is scored by that tick's fetch when it lies in the slice and is

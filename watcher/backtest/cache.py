@@ -204,10 +204,13 @@ def _narrowed(rule: Rule, labels: Labels) -> Rule:
     """Return ``rule`` restricted to one series when the source can filter by its labels (SQL).
 
     The ``by`` columns become ``where`` conditions, so a trace fetch reads that series' rows only;
-    its points and trace references are the same as in the fetch of every series.
+    its points and trace references are the same as in the fetch of every series. A rule with a
+    top-N guard is not narrowed (its ``(other)`` series is no column value).
     """
     q = rule.query
     if rule.source not in SQL_SOURCES or q is None or not q.by or set(labels) != set(q.by):
+        return rule
+    if q.top is not None:  # a folded label is no column value: the (other) series is many users
         return rule
     where = {**q.where, **{k: labels[k] for k in q.by}}
     return rule.model_copy(update={"query": q.model_copy(update={"where": where})})

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..core import Alert, AlertState, Labels, Verdict, to_epoch
-from ..detectors import Detector, make_detector
+from ..detectors import Detector, make_detector, series_key
 from ..engine.group import GroupEvaluator, rule_lookback
 from ..errors import WatcherError
 from ..notify.templates import EXPLANATION, RELEASE
@@ -239,7 +239,7 @@ def _replay_group(
     def detector(rule: Rule, labels: Labels) -> Detector:
         plan = plans.get(id(rule))
         det = plan.detector(labels) if plan is not None and plan.precomputed else None
-        return det if det is not None else make_detector(rule.detector)
+        return det if det is not None else make_detector(rule.detector, series_key(rule, labels))
 
     ev = GroupEvaluator(
         group,

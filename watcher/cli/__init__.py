@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_annotate_parser(sub)
     add_feedback_parser(sub)
+    from .digest import add_digest_parser
+
+    add_digest_parser(sub)
     from .completion import add_completion_parser
 
     add_completion_parser(sub, build_parser)

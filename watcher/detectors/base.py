@@ -85,15 +85,29 @@ def register(kind: str) -> Callable[[DetectorFactory], DetectorFactory]:
     return deco
 
 
-def make_detector(spec: Any) -> Detector:
-    """Build a fresh detector for one series from a rule's ``detector`` spec."""
+def make_detector(spec: Any, key: str | None = None) -> Detector:
+    """Build a fresh detector for one series from a rule's ``detector`` spec.
+
+    ``key`` is the value of the series' first ``by`` label; only kinds with per-series settings
+    (``budget``: its ``amounts``) read it.
+    """
     kind = getattr(spec, "kind", None)
     try:
         factory = _REGISTRY[str(kind)]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         raise DetectorError(f"unknown detector kind {kind!r}; known: {known}") from None
+    if key is not None and kind in _KEYED:
+        return _KEYED[str(kind)](spec, key)
     return factory(spec)
+
+
+def register_keyed(kind: str, factory: Callable[[Any, str | None], Detector]) -> None:
+    """Register the factory of a kind that builds each series' detector from its key too."""
+    _KEYED[kind] = factory
+
+
+_KEYED: dict[str, Callable[[Any, str | None], Detector]] = {}
 
 
 def known_kinds() -> list[str]:

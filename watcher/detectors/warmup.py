@@ -41,14 +41,16 @@ class Warmup:
 def warmup(spec: Any, step: timedelta) -> Warmup:
     """Return the warm-up spans of a detector ``spec`` (a ``rules.schema`` model) at one point per ``step``.
 
-    ``threshold`` and ``rate`` are not calibrated by residuals (a static bound; an exact
-    beta-binomial tail): their ``tail`` and ``calibrated`` equal ``ready``.
+    ``threshold``, ``rate`` and ``budget`` are not calibrated by residuals (a static bound; an exact
+    beta-binomial tail; a sum against a budget): their ``tail`` and ``calibrated`` equal ``ready``.
     """
     kind = getattr(spec, "kind", "")
     if kind == "threshold":
         return Warmup(timedelta(0), timedelta(0), timedelta(0))
     if kind == "rate":
         return Warmup(timedelta(0), timedelta(0), timedelta(0))  # min_trials counts calls, not time
+    if kind == "budget":
+        return Warmup(timedelta(0), timedelta(0), timedelta(0))  # a sum from the period's start
     if kind == "ewma":
         ready = spec.min_points * step
     elif kind == "rolling":

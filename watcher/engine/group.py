@@ -28,13 +28,14 @@ import numpy as np
 from prometheus_client import Histogram
 
 from ..core import Alert, AlertState, Labels, Series, TraceRef, Verdict, from_epoch, to_epoch
-from ..detectors import Detector, make_detector
+from ..detectors import Detector, make_detector, series_key
 from ..detectors.checkpoint import CheckpointError, get_state, set_state
 from ..errors import SourceError, StoreError, WatcherError
 from ..links import NO_EXEMPLARS, NOTE_KEYS, TRACE_SEARCH, no_exemplars_note, search_link
-from ..notify.templates import render_annotations
+from ..notify.templates import FORECAST, render_annotations
 from ..rules.schema import (
     AutoDetector,
+    BudgetDetector,
     EwmaDetector,
     Group,
     RateDetector,
@@ -83,12 +84,14 @@ def rule_lookback(rule: Rule, group: Group) -> timedelta:
         return max(det.min_points * stp, 4 * det.halflife) + 2 * stp
     if isinstance(det, RateDetector):
         return 2 * det.halflife + 2 * stp
+    if isinstance(det, BudgetDetector):  # back to the period's start, whenever in the period it is
+        return (timedelta(days=1) if det.period == "day" else timedelta(days=31)) + 2 * stp
     return 2 * stp
 
 
 def _fresh_detector(rule: Rule, labels: Labels) -> Detector:
     """Return a new detector for one series of ``rule`` (the daemon's default factory)."""
-    return make_detector(rule.detector)
+    return make_detector(rule.detector, series_key(rule, labels))
 
 
 def rank_traces(refs: Iterable[TraceRef], spec: TracesSpec | None, top: int) -> tuple[TraceRef, ...]:
@@ -678,10 +681,13 @@ class GroupEvaluator:
                 lower=v.lower,
                 upper=v.upper,
                 score=v.score,
+                **({"note": v.note} if v.note else {}),
             )
             if rule.annotations and render
             else {}
         )
+        if v.note and render:
+            notes = {**(notes or {}), FORECAST: v.note}
         if notes:
             annotations = {**notes, **annotations}  # the rule's own annotation of the same name wins
         return Observation(

@@ -57,6 +57,8 @@ EXPLANATION = "explanation"
 """The annotation the engine writes with an alert's contribution by dimension (``engine.contribution``)."""
 RELEASE = "release"
 """The annotation the engine writes when an episode follows a release marker (``engine.why``)."""
+FORECAST = "forecast"
+"""The annotation holding a budget's exhaustion forecast (``detectors.budget``), shown with the numbers."""
 
 UNIT_ANNOTATION = "unit"
 """A rule annotation naming the series' unit (``USD``, ``USD/h``, ``%``, ``ms``, ``tokens``…)."""
@@ -177,9 +179,13 @@ def render_annotations(
     lower: float,
     upper: float,
     score: float,
+    note: str = "",
 ) -> dict[str, str]:
-    """Render each annotation template; a broken one becomes its raw text plus the error."""
-    context = {
+    """Render each annotation template; a broken one becomes its raw text plus the error.
+
+    A detector's ``note`` (the budget forecast) is the template variable ``forecast``.
+    """
+    context: dict[str, Any] = {
         "labels": dict(labels),
         "value": value,
         "expected": expected,
@@ -187,6 +193,8 @@ def render_annotations(
         "upper": upper,
         "score": score,
     }
+    if note:
+        context["forecast"] = note
     out: dict[str, str] = {}
     for name, text in templates.items():
         try:
@@ -271,7 +279,10 @@ def _default_body(alert: Alert, kind: NotificationKind, traces: list[dict[str, A
     notes.pop(UNIT_ANNOTATION, None)  # shown with the numbers
     gap, search = notes.pop(NO_EXEMPLARS, None), notes.pop(TRACE_SEARCH, None)  # shown with the traces
     why, release = notes.pop(EXPLANATION, None), notes.pop(RELEASE, None)  # shown with the numbers
+    forecast = notes.pop(FORECAST, None)
     blocks.append(md_text(value_line(alert, kind)))
+    if forecast:
+        blocks.append("Forecast: " + md_text(forecast))
     if why:
         blocks.append("Why: " + md_text(why))
     since = since_line(alert, kind)

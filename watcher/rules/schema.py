@@ -219,11 +219,77 @@ class AutoDetector(_Frozen):
         return self
 
 
+class BurnWindow(_Frozen):
+    """One multi-window burn-rate condition: both windows spend ``burn`` times the even rate or more."""
+
+    long: Duration = Field(description="the window the burn rate is measured over, e.g. 1h")
+    short: Duration = Field(description="the window that stops the alert once spending stops, e.g. 5m")
+    burn: float = Field(gt=0, le=10_000, description="multiple of the period's even rate, e.g. 14.4")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BurnWindow:
+        if self.short <= timedelta(0) or self.long <= timedelta(0):
+            raise ValueError("burn windows must be positive")
+        if self.short > self.long:
+            raise ValueError("`short` is longer than `long`; the short window is the quick reset")
+        return self
+
+
+_DEFAULT_BURN = (
+    BurnWindow(long=timedelta(hours=1), short=timedelta(minutes=5), burn=14.4),
+    BurnWindow(long=timedelta(hours=6), short=timedelta(minutes=30), burn=6.0),
+)
+
+
+class BudgetDetector(_Frozen):
+    """A spend budget per period: multi-window burn-rate alerts and an exhaustion forecast.
+
+    The query's points are the spend of each step (``agg: sum``, ``window`` equal to the step), so
+    the detector adds up the period's spend (calendar day or month, UTC) and the spend of each burn
+    window. ``amounts`` gives some series their own budget, keyed by the value of the query's first
+    ``by`` label; every other series (and the ``(other)`` series of a top-N guard) has ``amount``.
+    """
+
+    kind: Literal["budget"]
+    period: Literal["day", "month"] = "month"
+    amount: float = Field(gt=0, le=1e15, description="budget per period, in the summed field's unit")
+    amounts: dict[
+        Annotated[str, Field(max_length=MAX_LABEL_VALUE)], Annotated[float, Field(gt=0, le=1e15)]
+    ] = Field(default_factory=dict, description="per-series budgets, keyed by the first `by` label's value")
+    windows: list[BurnWindow] = Field(
+        default_factory=lambda: list(_DEFAULT_BURN),
+        min_length=1,
+        max_length=8,
+        description="burn-rate conditions; default: 1h & 5m > 14.4x, 6h & 30m > 6x (as the Prometheus pack)",
+    )
+    require: Literal["any", "all"] = Field(
+        "any", description="`any`: one condition firing pages (SRE workbook); `all`: every one must"
+    )
+    unit: str = Field("$", max_length=8, description="currency sign in the forecast text (`$`, `€`, ``)")
+
+    @model_validator(mode="after")
+    def _fits_period(self) -> BudgetDetector:
+        longest = timedelta(days=1) if self.period == "day" else timedelta(days=28)
+        if any(w.long > longest for w in self.windows):
+            raise ValueError(f"a burn window is longer than the shortest {self.period}")
+        return self
+
+    def amount_for(self, key: str | None) -> float:
+        """Return the budget of the series whose first ``by`` label is ``key``."""
+        return self.amounts.get(key, self.amount) if key is not None else self.amount
+
+
 DetectorSpec = Annotated[
-    ThresholdDetector | RollingDetector | EwmaDetector | SeasonalDetector | RateDetector | AutoDetector,
+    ThresholdDetector
+    | RollingDetector
+    | EwmaDetector
+    | SeasonalDetector
+    | RateDetector
+    | AutoDetector
+    | BudgetDetector,
     Field(discriminator="kind"),
 ]
-DETECTOR_KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto")
+DETECTOR_KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto", "budget")
 
 
 # --- queries for the SQL sources ---------------------------------------------------------------
@@ -250,7 +316,29 @@ CallLabel = Literal[
     "finish_reason",
 ]
 ScoreLabel = Literal["name", "label", "source", "evaluator", "tenant", "feature", "model"]
+GUARDED_LABELS = ("user_id",)
+"""Calls columns of unbounded cardinality: ``by`` takes them only behind a top-N guard (``top``)."""
+OTHER = "(other)"
+"""The label value of the series the top-N guard folds every smaller group into."""
 Agg = Literal["count", "sum", "mean", "min", "max", "quantile", "ratio"]
+
+
+class TopN(_Frozen):
+    """The cardinality guard of a high-cardinality ``by`` label (``user_id``).
+
+    The ``n`` biggest values (by the summed field, else by rows) over ``over`` before a fetch's last
+    point get their own series; the rows of every other value (and of none) fold into one
+    ``(other)`` series. The ranking runs in the database, once per fetch.
+    """
+
+    n: int = Field(ge=1, le=1000, description="values with their own series")
+    over: Duration = Field(timedelta(days=1), description="ranking window before the fetch's last point")
+
+    @model_validator(mode="after")
+    def _positive(self) -> TopN:
+        if self.over <= timedelta(0):
+            raise ValueError("`top.over` must be positive")
+        return self
 
 
 class SqlQuery(_Frozen):
@@ -276,6 +364,7 @@ class SqlQuery(_Frozen):
     min_count: int = Field(
         0, ge=0, le=2**31 - 1, description="points backed by fewer rows have no value (no verdict)"
     )
+    top: TopN | None = Field(None, description="top-N guard for a high-cardinality `by` label (user_id)")
 
     @model_validator(mode="after")
     def _consistent(self) -> SqlQuery:
@@ -356,7 +445,18 @@ class Rule(_Frozen):
             if self.traces is not None and self.traces.from_ == "exemplars":
                 raise ValueError("traces from: exemplars needs source: prometheus; use from: rows")
             columns = get_args(ScoreLabel) if self.source == "scores" else get_args(CallLabel)
-            unknown = sorted({*self.query.by, *self.query.where, *self.query.match} - set(columns))
+            guarded = sorted(set(self.query.by) & set(GUARDED_LABELS)) if self.source == "calls" else []
+            if guarded and self.query.top is None:
+                raise ValueError(
+                    f"by: {guarded[0]} makes one series per {guarded[0]} (unbounded); add the top-N guard "
+                    "`top: {n: 20}` to the query: the 20 biggest get their own series, the rest one (other)"
+                )
+            if self.query.top is not None and not guarded:
+                raise ValueError(
+                    f"`top` guards a high-cardinality `by` label ({', '.join(GUARDED_LABELS)}) "
+                    "of source: calls; drop it or add the label to `by`"
+                )
+            unknown = sorted({*self.query.by, *self.query.where, *self.query.match} - {*columns, *guarded})
             if unknown:
                 raise ValueError(
                     f"unknown {self.source} column(s) {', '.join(unknown)} in by/where/match; "
@@ -374,11 +474,38 @@ class Rule(_Frozen):
                     raise ValueError(f"agg: {self.query.agg} over calls needs `field` (e.g. cost_usd)")
                 if self.query.below is not None:
                     raise ValueError("`below` is for ratios of scores")
+        if isinstance(self.detector, BudgetDetector):
+            self._budget_fits(self.detector)
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
             raise ValueError("`min_value` is greater than `max_value`: the rule could never fire")
         if self.keep_firing_for.total_seconds() < 0 or self.for_.total_seconds() < 0:
             raise ValueError("durations cannot be negative")
         return self
+
+    def _budget_fits(self, det: BudgetDetector) -> None:
+        """Check that a budget rule's points are each step's spend (see ``BudgetDetector``)."""
+        q = self.query
+        if self.source != "calls" or q is None:
+            raise ValueError(
+                "a budget detector needs source: calls (e.g. query: {agg: sum, field: cost_usd})"
+            )
+        if q.agg not in ("sum", "count") or q.per is not None:
+            raise ValueError(
+                "a budget detector needs `agg: sum` (or count) without `per`: the spend of each step"
+            )
+        if q.step is not None and q.step != q.window:
+            raise ValueError(
+                "a budget detector needs `query.window` equal to `query.step`: each row counted once"
+            )
+        if 86_400 % q.window.total_seconds():
+            raise ValueError("a budget detector needs a `query.window` that divides a day (e.g. 5m, 15m, 1h)")
+        for w in det.windows:
+            for d in (w.long, w.short):
+                if d.total_seconds() % q.window.total_seconds():
+                    raise ValueError(
+                        f"burn window {format_duration(d)} is not a multiple of query.window "
+                        f"{format_duration(q.window)}"
+                    )
 
 
 class Group(_Frozen):
@@ -392,6 +519,14 @@ class Group(_Frozen):
     def _positive_interval(self) -> Group:
         if self.interval.total_seconds() <= 0:
             raise ValueError("`interval` must be positive")
+        for rule in self.rules:
+            q = rule.query
+            budget = isinstance(rule.detector, BudgetDetector)
+            if budget and q is not None and q.step is None and q.window != self.interval:
+                raise ValueError(
+                    f"rule {rule.alert}: a budget detector needs `query.window` equal to the group "
+                    f"interval ({format_duration(self.interval)}) or to `query.step`: each row counted once"
+                )
         return self
 
 

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from ..core import FloatArray, Labels, Series, TraceRef
 from ..errors import QueryError, SourceError, SourceUnavailableError
-from ..rules.schema import CallField, CallLabel, Rule, ScoreLabel, SqlQuery
+from ..rules.schema import GUARDED_LABELS, OTHER, CallField, CallLabel, Rule, ScoreLabel, SqlQuery
 from ..store.db import Store, describe_error, open_store
 from ..store.tables import Call, Score
 from .base import step_grid
@@ -142,12 +142,12 @@ class SqlSource:
         dialect = self.store.dialect
         table, value, matched, conds = _parts(rule, q, dialect)
         c = table.c
-        by = [c[name] for name in q.by]
+        by, from_ = by_columns(table, q, value, conds, _to_datetime(int(grid_us[-1])))
         if len(grid_us) <= POINT_QUERIES:
             parts = []
             for j, t in enumerate(grid_us.tolist()):
                 span = [c.ts > _to_datetime(t - window_us), c.ts <= _to_datetime(t)]
-                stmt = grouped(by, None, q.agg, value, matched, [*span, *conds])
+                stmt = grouped(by, None, q.agg, value, matched, [*span, *conds], from_)
                 parts.append(cells(self._run(rule, stmt), len(by), False, j))
             w = point_windows(merge(parts), len(grid_us), q.agg)
         else:
@@ -155,7 +155,7 @@ class SqlSource:
             nbuckets = int(grid_us[-1]) // g_us - k_first + 1
             slot = bucket_column(c.ts, dialect, g_us) - k_first
             span = [c.ts > _to_datetime(int(grid_us[0]) - window_us), c.ts <= _to_datetime(int(grid_us[-1]))]
-            stmt = grouped(by, slot, q.agg, value, matched, [*span, *conds])
+            stmt = grouped(by, slot, q.agg, value, matched, [*span, *conds], from_)
             hi = grid_us // g_us - k_first + 1
             lo = (grid_us - window_us) // g_us - k_first + 1
             w = bucket_windows(merge([cells(self._run(rule, stmt), len(by), True)]), hi, lo, nbuckets, q.agg)
@@ -186,8 +186,8 @@ class SqlSource:
         q = rule.query
         if rule.source not in ("calls", "scores") or q is None:
             return None
-        if rule.traces is None or rule.traces.from_ != "none":
-            return None
+        if rule.traces is None or rule.traces.from_ != "none" or q.top is not None:
+            return None  # a top-N guard ranks in its own query
         where = tuple(sorted((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in q.where.items()))
         return (rule.source, where, q.score if rule.source == "scores" else None)
 
@@ -311,6 +311,8 @@ def _check(rule: Rule) -> SqlQuery:
         )
     q = rule.query
     allowed = CALL_LABELS if rule.source == "calls" else SCORE_LABELS
+    if rule.source == "calls" and q.top is not None:
+        allowed = (*allowed, *GUARDED_LABELS)
     for what, names in (("by", q.by), ("where", q.where), ("match", q.match)):
         bad = [n for n in names if n not in allowed]
         if bad:
@@ -358,25 +360,77 @@ def _statement(
     lo: datetime,
     hi: datetime,
     want_traces: bool,
-    only: Sequence[Any] = (),
+    keys: Sequence[tuple[Any, ...]] = (),
 ) -> sa.Select[Any]:
     """Return the one SELECT of a fetch: ts, value, matched (see ``_carries``), the ``by`` columns,
-    then the trace columns (``only``: extra conditions, such as some series' label values)."""
+    then the trace columns (``keys``: only the rows of the series with these ``by`` values)."""
     calls = rule.source == "calls"
     table, value, matched, conds = _parts(rule, q, dialect)
     c = table.c
     ts_col = _ts_column(c, dialect)
+    by, from_ = by_columns(table, q, value, conds, hi)
+    only = []
+    if keys:
+        pick = [
+            sa.and_(
+                sa.true(),
+                *(
+                    _key_condition(table, q, col, name, val)
+                    for col, name, val in zip(by, q.by, key, strict=True)
+                ),
+            )
+            for key in keys
+        ]
+        only.append(sa.or_(*pick))
     conds = [c.ts > lo, c.ts <= hi, *conds, *only]
     has_value, has_matched = _carries(rule, q)
     columns = [ts_col, *([value] if has_value else []), *([matched] if has_matched else [])]
-    columns += [c[name] for name in q.by]
+    columns += by
     if want_traces:
         notes = ("model", "tenant", "outcome") if calls else ("name", "feature", "tenant", "label")
         span = c.span_id if calls else sa.null()
         columns += [c.trace_id, span, *(c[n] for n in notes)]
-    stmt = sa.select(*columns).where(*conds)
+    stmt = sa.select(*columns)
+    if from_ is not None:
+        stmt = stmt.select_from(from_)
+    stmt = stmt.where(*conds)
     # the order of the ts index scan the full fetch reads (ties by insertion), asked for explicitly
     return stmt.order_by(c.ts, c.id) if only else stmt
+
+
+def by_columns(
+    table: Any, q: SqlQuery, value: Any, conds: Sequence[Any], hi: datetime
+) -> tuple[list[Any], Any | None]:
+    """Return a query's ``by`` columns and its FROM clause (None: the table alone).
+
+    Under a top-N guard (``query.top``) the guarded label is folded in SQL: a subquery ranks its
+    values over ``(hi - top.over, hi]`` (by the summed field, else by rows; ties by value), the
+    table is outer-joined to the ``n`` first, and every other row (NULL included) reads ``(other)``.
+    The folded expression has no bound parameter, so GROUP BY repeats it verbatim (PostgreSQL).
+    """
+    c = table.c
+    if q.top is None:
+        return [c[name] for name in q.by], None
+    name = next(n for n in q.by if n in GUARDED_LABELS)
+    measure = sa.func.sum(value) if q.agg in ("sum", "mean") and q.field is not None else sa.func.count()
+    rank = (
+        sa.select(c[name].label("top_key"))
+        .where(c.ts > hi - q.top.over, c.ts <= hi, c[name].is_not(None), *conds)
+        .group_by(c[name])
+        .order_by(measure.desc(), c[name])
+        .limit(q.top.n)
+        .subquery("top_n")
+    )
+    folded = sa.case((rank.c.top_key.is_not(None), rank.c.top_key), else_=sa.literal_column(f"'{OTHER}'"))
+    return [folded if n == name else c[n] for n in q.by], table.outerjoin(rank, c[name] == rank.c.top_key)
+
+
+def _key_condition(table: Any, q: SqlQuery, column: Any, name: str, value: Any) -> sa.ColumnElement[bool]:
+    """Return "this row is in the series whose ``name`` label is ``value``" (folded labels compare
+    their expression; ``""`` also matches NULL, as ``_condition``)."""
+    if q.top is not None and name in GUARDED_LABELS:
+        return column == value  # type: ignore[no-any-return]
+    return _condition(table, name, value)
 
 
 def _ts_column(c: Any, dialect: str) -> Any:
@@ -534,12 +588,7 @@ class _TraceBatch:
 
     def _read(self, codes: list[int]) -> None:
         rule, q = self.rule, self.q
-        table: Any = Call.__table__ if rule.source == "calls" else Score.__table__  # type: ignore[attr-defined]
         keys = [self.groups[code] for code in codes]
-        pick = [
-            sa.and_(sa.true(), *(_condition(table, name, val) for name, val in zip(q.by, key, strict=True)))
-            for key in keys
-        ]
         stmt = _statement(
             rule,
             q,
@@ -547,7 +596,7 @@ class _TraceBatch:
             _to_datetime(int(self.grid_us[0]) - self.window_us),
             _to_datetime(int(self.grid_us[-1])),
             True,
-            only=[sa.or_(*pick)],
+            keys=keys,
         )
         for code in codes:
             self.rows[code] = None

@@ -72,12 +72,21 @@ def bucket_column(ts: Any, dialect: str, g_us: int) -> Any:
 
 
 def grouped(
-    by: Sequence[Any], slot: Any | None, agg: str, value: Any, matched: Any, conds: Sequence[Any]
+    by: Sequence[Any],
+    slot: Any | None,
+    agg: str,
+    value: Any,
+    matched: Any,
+    conds: Sequence[Any],
+    from_: Any | None = None,
 ) -> sa.Select[Any]:
-    """Return ``SELECT by…, [slot,] count(*), measure… WHERE conds GROUP BY by…, [slot]``."""
+    """Return ``SELECT by…, [slot,] count(*), measure… [FROM from_] WHERE conds GROUP BY by…, [slot]``."""
     keys = [*by, *([slot] if slot is not None else [])]
     columns = [*keys, sa.func.count(), *_measures(agg, value, matched)]
-    return sa.select(*columns).where(*conds).group_by(*keys)
+    stmt = sa.select(*columns)
+    if from_ is not None:
+        stmt = stmt.select_from(from_)
+    return stmt.where(*conds).group_by(*keys)
 
 
 @dataclass

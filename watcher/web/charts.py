@@ -31,7 +31,7 @@ from itertools import pairwise
 from typing import Any
 
 from ..core import Labels, Verdict, from_epoch, to_epoch, utc
-from ..detectors import make_detector
+from ..detectors import make_detector, series_key
 from ..engine.group import rule_lookback, rule_step
 from ..errors import WatcherError
 from ..notify.charts import draw_markers, flagged_runs
@@ -442,7 +442,9 @@ def rule_series(daemon: DaemonView, group: Group, rule: Rule, now: datetime) -> 
                 for t, v in zip(s.timestamps, s.values, strict=True)
             ]
         else:
-            verdicts = make_detector(rule.detector).update_many(s.timestamps, s.values, s.counts)
+            verdicts = make_detector(rule.detector, series_key(rule, s.labels)).update_many(
+                s.timestamps, s.values, s.counts
+            )
         shown = [v for v in verdicts if v.ts >= first]
         if shown:
             out.append(RuleSeries(s.labels, shown))

@@ -22,7 +22,7 @@ from rich.text import Text
 from ...core import Notification, NotificationKind, json_num
 from ...errors import NotifyError
 from ...links import NO_EXEMPLARS, TRACE_SEARCH
-from ..templates import EXPLANATION, RELEASE, format_number, since_line, value_line
+from ..templates import EXPLANATION, FORECAST, RELEASE, format_number, since_line, value_line
 
 
 class ConsoleReceiver:
@@ -68,6 +68,8 @@ def render_lines(n: Notification) -> list[Text]:
     if firing and n.notice is None and math.isfinite(score):  # a notice has no score
         value.append(f"  score {format_number(score)}", style="dim")
     lines.append(value)
+    if annotations.get(FORECAST):
+        lines.append(Text("  forecast: " + str(annotations[FORECAST])))
     why = annotations.get(EXPLANATION)
     if why:
         lines.append(Text("  why: " + str(why), style="bold"))

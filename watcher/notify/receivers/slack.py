@@ -39,7 +39,7 @@ from ...signing import sign
 from ..document import shown_value
 from ..markup import safe_url, slack_code, slack_link, slack_text
 from ..silences import Matcher
-from ..templates import UNIT_ANNOTATION, _fmt_time, format_elapsed, format_number, with_unit
+from ..templates import FORECAST, UNIT_ANNOTATION, _fmt_time, format_elapsed, format_number, with_unit
 from .http import JsonPoster, url_secrets
 
 # Block Kit limits (Slack's reference for blocks, text objects and elements).
@@ -311,6 +311,10 @@ def blocks(
     prose = [notes.get(k, "") for k in ("summary", "description") if notes.get(k)]
     if prose:
         out.append({"type": "section", "text": _mrkdwn(fit("\n".join(prose), SECTION_MAX, multiline=True))})
+    if notes.get(FORECAST):
+        out.append(
+            {"type": "section", "text": _mrkdwn("*Forecast:* " + fit(notes[FORECAST], SECTION_MAX - 20))}
+        )
     out.append({"type": "section", "fields": _fields(alert, n.kind)})
     # Firing only: the status page draws the charts of the alerts it holds, and Slack refuses a
     # message whose image it cannot fetch (a resolved alert may be gone by then).
