@@ -308,6 +308,9 @@ class Verdict:
     """``-log10`` of the tail probability of the deviation on the watched side, under the detector's
     calibrated noise model: unbounded, comparable across series and kinds (0 = typical, 4.5 = the
     default sensitivity's flag level); what "top anomalies" and alert ordering rank by."""
+    detail: str = ""
+    """What a ready verdict found, in words, when the numbers above do not say it (``drift``: the
+    medians and shares below a threshold before and after); the engine adds it to an alert."""
 
     @property
     def band(self) -> Band:

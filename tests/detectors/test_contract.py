@@ -22,6 +22,7 @@ from watcher.detectors import known_kinds, make_detector
 from watcher.errors import DetectorError
 from watcher.rules.schema import (
     AutoDetector,
+    DriftDetector,
     EwmaDetector,
     RateDetector,
     RollingDetector,
@@ -51,6 +52,13 @@ SPECS: list[Any] = [
     RateDetector(kind="rate", min_trials=3, min_count=1, min_delta=0.0, direction="both", halflife="1h"),
     RateDetector(kind="rate", min_trials=5, min_count=1, sensitivity=0.5),
     AutoDetector(kind="auto", history="2d"),
+    DriftDetector(kind="drift", reference="1h", recent="10m", min_points=3),
+    DriftDetector(
+        kind="drift", reference="2h", recent="15m", min_points=4, direction="both", sensitivity=0.5
+    ),
+    DriftDetector(
+        kind="drift", reference="30m", recent="5m", min_points=3, direction="up", min_shift=1.0, below=0.0
+    ),
 ]
 IDS = [f"{s.kind}-{i}" for i, s in enumerate(SPECS)]
 
