@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from ..core import FloatArray, Labels, Series, TraceRef
 from ..errors import QueryError, SourceError, SourceUnavailableError
-from ..rules.schema import CallField, CallLabel, Rule, ScoreLabel, SqlQuery
+from ..rules.schema import ALL_SCORES, CallField, CallLabel, Rule, ScoreLabel, SqlQuery
 from ..store.db import Store, describe_error, open_store
 from ..store.tables import Call, Score
 from .base import step_grid
@@ -339,9 +339,9 @@ def _parts(rule: Rule, q: SqlQuery, dialect: str) -> tuple[Any, Any, Any, list[A
     calls = rule.source == "calls"
     table: Any = Call.__table__ if calls else Score.__table__  # type: ignore[attr-defined]
     c = table.c
-    value = _value_column(c, calls, q)
+    value = _value_column(c, calls, q, dialect)
     conds = [_condition(table, name, wanted) for name, wanted in q.where.items()]
-    if not calls:
+    if not calls and q.score != ALL_SCORES:
         # Without ANALYZE statistics SQLite picks the equality index on name over the ts range and
         # reads every score of that name ever stored, on every tick; `name || ''` keeps it on ts.
         conds.append((c.name.concat("") if dialect == "sqlite" else c.name) == q.score)
@@ -389,9 +389,15 @@ def _ts_column(c: Any, dialect: str) -> Any:
     return c.ts
 
 
-def _value_column(c: Any, calls: bool, q: SqlQuery) -> Any:
-    """Return the aggregated column: the score, the calls field, or NULL (a calls rule without field)."""
+def _value_column(c: Any, calls: bool, q: SqlQuery, dialect: str) -> Any:
+    """Return the aggregated column: the score, the calls field, or NULL (a calls rule without field).
+
+    ``lag_s`` (scores) is the seconds from the newest call of the scored trace at or before the
+    score to the score; NULL when the trace has no such call (the row then takes no part).
+    """
     if not calls:
+        if q.field == "lag_s":
+            return lag_column(c, dialect)
         return c.value
     if q.field == "total_tokens":
         return c.input_tokens + c.output_tokens
@@ -400,11 +406,35 @@ def _value_column(c: Any, calls: bool, q: SqlQuery) -> Any:
     return sa.null()
 
 
+def lag_column(c: Any, dialect: str) -> Any:
+    """Return the judge's lag of each score row in seconds (a correlated subquery on ``calls``)."""
+    calls: Any = Call.__table__  # type: ignore[attr-defined]
+    last_call = (
+        sa.select(sa.func.max(calls.c.ts))
+        .where(calls.c.trace_id == c.trace_id, calls.c.ts <= c.ts)
+        .scalar_subquery()
+    )
+    if dialect == "sqlite":
+        return (sa.func.julianday(c.ts) - sa.func.julianday(last_call)) * 86_400.0
+    if dialect == "postgresql":
+        return sa.extract("epoch", c.ts - last_call)
+    raise QueryError(f"field lag_s is not supported on {dialect}", source="sql")
+
+
+def missing_score_condition(table: Any, name: str) -> Any:
+    """Return the condition "this call's trace has no score named ``name``"."""
+    scores: Any = Score.__table__  # type: ignore[attr-defined]
+    has = sa.select(scores.c.id).where(scores.c.trace_id == table.c.trace_id, scores.c.name == name)
+    return ~sa.exists(has)
+
+
 def _matched_column(table: Any, q: SqlQuery) -> Any:
-    """Return 1 for the rows a ratio counts as hits (``match``, ``below``), else 0."""
+    """Return 1 for the rows a ratio counts as hits (``match``, ``below``, ``missing_score``), else 0."""
     hits = [_condition(table, name, wanted) for name, wanted in q.match.items()]
     if q.below is not None:
         hits.append(table.c.value < q.below)
+    if q.missing_score is not None:
+        hits.append(missing_score_condition(table, q.missing_score))
     return sa.case((sa.and_(*hits), 1), else_=0)
 
 
@@ -441,15 +471,15 @@ def _shared_statement(
         has_value, has_matched = _carries(rule, q)
         at: dict[str, tuple[int, ...]] = {}
         if has_value:
-            at["value"] = (slot(f"value:{q.field}", _value_column(c, calls, q)),)
+            at["value"] = (slot(f"value:{q.field}", _value_column(c, calls, q, dialect)),)
         if has_matched:
-            key = f"matched:{sorted(q.match.items())!r}:{q.below!r}"
+            key = f"matched:{sorted(q.match.items())!r}:{q.below!r}:{q.missing_score!r}"
             at["matched"] = (slot(key, _matched_column(table, q)),)
         at["by"] = tuple(slot(f"by:{name}", c[name]) for name in q.by)
         where.append(at)
     conds = [c.ts > lo, c.ts <= hi]
     conds += [_condition(table, name, wanted) for name, wanted in first_q.where.items()]
-    if not calls:
+    if not calls and first_q.score != ALL_SCORES:
         conds.append((c.name.concat("") if dialect == "sqlite" else c.name) == first_q.score)
     return sa.select(*columns).where(*conds), where
 
@@ -784,4 +814,13 @@ class PointTraces(Sequence[tuple[TraceRef, ...]]):
         return id(self)
 
 
-__all__ = ["CALL_FIELDS", "CALL_LABELS", "SCORE_LABELS", "PointTraces", "SqlSource", "SqlSourceRecipe"]
+__all__ = [
+    "CALL_FIELDS",
+    "CALL_LABELS",
+    "SCORE_LABELS",
+    "PointTraces",
+    "SqlSource",
+    "SqlSourceRecipe",
+    "lag_column",
+    "missing_score_condition",
+]
