@@ -35,6 +35,7 @@ from ..links import NO_EXEMPLARS, NOTE_KEYS, TRACE_SEARCH, no_exemplars_note, se
 from ..notify.templates import DETAIL, render_annotations
 from ..rules.schema import (
     AutoDetector,
+    DriftDetector,
     EwmaDetector,
     Group,
     RateDetector,
@@ -83,6 +84,8 @@ def rule_lookback(rule: Rule, group: Group) -> timedelta:
         return max(det.min_points * stp, 4 * det.halflife) + 2 * stp
     if isinstance(det, RateDetector):
         return 2 * det.halflife + 2 * stp
+    if isinstance(det, DriftDetector):
+        return det.reference + det.recent + 2 * stp
     return 2 * stp
 
 

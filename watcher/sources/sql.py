@@ -89,7 +89,8 @@ class SqlSource:
         window_us = round(q.window.total_seconds() * _US)
         want_traces = rule.traces is None or rule.traces.from_ != "none"
         g_us = None
-        if self.aggregate and self.store.dialect in ("sqlite", "postgresql"):
+        # missing_score is judged as of each point (a score counts from its own ts on): rows path
+        if self.aggregate and self.store.dialect in ("sqlite", "postgresql") and q.missing_score is None:
             g_us = bucket_us(q.agg, round(step.total_seconds() * _US), window_us)
         if g_us is not None:
             return self._fetch_windows(rule, q, grid, grid_us, window_us, g_us, want_traces)
@@ -186,7 +187,7 @@ class SqlSource:
         q = rule.query
         if rule.source not in ("calls", "scores") or q is None:
             return None
-        if rule.traces is None or rule.traces.from_ != "none":
+        if rule.traces is None or rule.traces.from_ != "none" or q.missing_score is not None:
             return None
         where = tuple(sorted((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in q.where.items()))
         return (rule.source, where, q.score if rule.source == "scores" else None)
@@ -399,6 +400,13 @@ def _value_column(c: Any, calls: bool, q: SqlQuery, dialect: str) -> Any:
         if q.field == "lag_s":
             return lag_column(c, dialect)
         return c.value
+    if q.missing_score is not None:
+        first = scored_at_column(c, q.missing_score)
+        if dialect == "sqlite":
+            return sa.type_coerce(first, sa.String)  # naive-UTC text, as ``_ts_column``
+        if dialect == "postgresql":
+            return sa.cast(sa.extract("epoch", first) * _US, sa.BigInteger)
+        return first
     if q.field == "total_tokens":
         return c.input_tokens + c.output_tokens
     if q.field is not None:
@@ -419,6 +427,13 @@ def lag_column(c: Any, dialect: str) -> Any:
     if dialect == "postgresql":
         return sa.extract("epoch", c.ts - last_call)
     raise QueryError(f"field lag_s is not supported on {dialect}", source="sql")
+
+
+def scored_at_column(c: Any, name: str) -> Any:
+    """Return when each call's trace first got a score named ``name`` (NULL: never)."""
+    scores: Any = Score.__table__  # type: ignore[attr-defined]
+    first = sa.select(sa.func.min(scores.c.ts)).where(scores.c.trace_id == c.trace_id, scores.c.name == name)
+    return first.scalar_subquery()
 
 
 def missing_score_condition(table: Any, name: str) -> Any:
@@ -442,8 +457,11 @@ def _carries(rule: Rule, q: SqlQuery) -> tuple[bool, bool]:
     """Return whether a fetch selects the value column and the ratio's matched column.
 
     A calls rule without ``field`` has no value (NULL) and only a ratio has matched rows: the
-    constants are filled in numpy rather than sent for each of millions of rows.
+    constants are filled in numpy rather than sent for each of millions of rows. A
+    ``missing_score`` ratio selects when each call was first scored as its value instead.
     """
+    if q.missing_score is not None:
+        return True, False
     return rule.source != "calls" or q.field is not None, q.agg == "ratio"
 
 
@@ -502,7 +520,17 @@ def _decode(
     ts = _epoch_us(cols.pop(0), dialect)
     # Columns that are constant for this rule are not transferred row by row (see _carries).
     has_value, has_matched = _carries(rule, q)
-    values = np.array(cols.pop(0), dtype=np.float64) if has_value else np.full(len(rows), math.nan)
+    if q.missing_score is not None:  # when each call was first scored, in Unix µs (NaN: never)
+        raw = cols.pop(0)
+        known = [x for x in raw if x is not None]
+        values = np.full(len(rows), math.nan)
+        if known:
+            at = np.fromiter((x is not None for x in raw), dtype=bool, count=len(raw))
+            values[at] = _epoch_us(known, dialect).astype(np.float64)
+    elif has_value:
+        values = np.array(cols.pop(0), dtype=np.float64)
+    else:
+        values = np.full(len(rows), math.nan)
     matched = np.array(cols.pop(0), dtype=bool) if has_matched else np.zeros(len(rows), dtype=bool)
     return ts, values, matched, cols
 
@@ -659,8 +687,20 @@ def _series(
     lo = np.searchsorted(ts, grid_us - window_us, side="right")
     n = hi - lo
     counts = n.astype(np.float64)
+    if q.missing_score is not None:
+        # v: when each call was first scored (µs, NaN: never). The point at t is evaluated at
+        # t + evaluation_delay (the daemon's clock then): a call is unscored at that point when
+        # its score came later. The trace references are the calls unscored for their whole
+        # window (unscored at any point that holds them).
+        asof = grid_us + round(rule.evaluation_delay.total_seconds() * _US)
+        v, scored = np.where(np.isnan(v), np.inf, v), v
+        unscored = np.array([np.count_nonzero(v[a:b] > t) for a, b, t in zip(lo, hi, asof, strict=True)])
+        matched = v > ts + window_us + (asof[0] - grid_us[0])
+        v = scored
     with np.errstate(invalid="ignore", divide="ignore"):
-        if q.agg == "count":
+        if q.missing_score is not None:
+            values = unscored / counts
+        elif q.agg == "count":
             values = counts.copy()
         elif q.agg in ("sum", "mean"):
             cs = np.concatenate(([0.0], np.cumsum(v)))
@@ -823,4 +863,5 @@ __all__ = [
     "SqlSourceRecipe",
     "lag_column",
     "missing_score_condition",
+    "scored_at_column",
 ]
