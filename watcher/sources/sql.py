@@ -423,7 +423,8 @@ def lag_column(c: Any, dialect: str) -> Any:
         .scalar_subquery()
     )
     if dialect == "sqlite":
-        return (sa.func.julianday(c.ts) - sa.func.julianday(last_call)) * 86_400.0
+        # julianday is a double of days (~4 µs of error at today's dates): rounded to the millisecond
+        return sa.func.round((sa.func.julianday(c.ts) - sa.func.julianday(last_call)) * 86_400.0, 3)
     if dialect == "postgresql":
         return sa.extract("epoch", c.ts - last_call)
     raise QueryError(f"field lag_s is not supported on {dialect}", source="sql")
