@@ -251,7 +251,7 @@ def test_cli_reports_incidents_and_writes_json(
     assert by_id["spend"]["detected"] and 0 <= by_id["spend"]["time_to_detect_s"] <= 3600
     # GroundednessDrift also sees the groundedness incident (at 15:40, 100 minutes in): the incidents
     # file names GroundednessDrop for it, so the drift rule's episode counts as a false one.
-    drift = [r for r in doc["rules"] if r["alert"] == "GroundednessDrift"][0]["episodes"]
+    drift = next(r for r in doc["rules"] if r["alert"] == "GroundednessDrift")["episodes"]
     assert [e["start"] for e in drift] == ["2026-03-03T15:40:00Z"] and INCIDENTS[0].start.hour == 14
     assert doc["false_episodes"] == 1 and doc["precision"] == pytest.approx(2 / 3)
     assert doc["recall"] == pytest.approx(2 / 3)
