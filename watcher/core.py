@@ -311,6 +311,9 @@ class Verdict:
     note: str = ""
     """A detector's own sentence about the point (``budget``: the exhaustion forecast), else empty;
     an alert carries it as the ``forecast`` annotation and templates read it as ``note``."""
+    detail: str = ""
+    """What a ready verdict found, in words, when the numbers above do not say it (``drift``: the
+    medians and shares below a threshold before and after); the engine adds it to an alert."""
 
     @property
     def band(self) -> Band:

@@ -218,3 +218,41 @@ def test_series_absent_from_a_slice_is_not_fed() -> None:
     assert present.tolist() == [True, True, False, False, True, True]
     assert plan.timestamps.tolist() == [60.0, 120.0, 300.0, 360.0]
     assert active.tolist() == [False, True, False, False, True, False]
+
+
+def _delayed(groups: list[Group], alert: str, delay: str) -> list[Group]:
+    """Return ``groups`` with rule ``alert`` given an ``evaluation_delay``, validated like a rule file."""
+    out = []
+    for g in groups:
+        raw = g.model_dump(by_alias=True, exclude_unset=True)
+        for r in raw["rules"]:
+            if r["alert"] == alert:
+                r["evaluation_delay"] = delay
+        out.append(Group.model_validate(raw))
+    return out
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_evaluation_delay_shifts_its_rule_and_no_other(jobs: int) -> None:
+    # The `slow` group's rule judges the data of 10 minutes ago, batch or live, with worker
+    # processes or not; the groups before and after it (and their episodes) are untouched.
+    src = _scenario("threshold")
+    sources = {"prometheus": src, "calls": src}
+    start, end = T0 + timedelta(hours=3), T0 + timedelta(days=DAYS)
+    plain = replay(_groups("threshold"), sources, start, end, batch=True)
+    groups = _delayed(_groups("threshold"), "Win", "10m")
+    groups = [groups[1], groups[0], groups[2]]  # the delayed group first: nothing may leak forward
+    live = replay(groups, sources, start, end, record_verdicts=True, batch=False)
+    batch = replay(groups, sources, start, end, record_verdicts=True, batch=True, jobs=jobs)
+
+    assert not live.errors and not batch.errors
+    assert _key(batch) == _key(live)
+    assert _verdicts(batch) == _verdicts(live)
+    others = [k for k in _key(plain) if k[0] != "Win"]
+    assert [k for k in _key(batch) if k[0] != "Win"] == others
+    shifted = [
+        (a, labels, s + timedelta(minutes=10), e and e + timedelta(minutes=10), peak, ids)
+        for a, labels, s, e, peak, ids in _key(plain)
+        if a == "Win"
+    ]
+    assert shifted and [k for k in _key(batch) if k[0] == "Win"] == shifted

@@ -77,7 +77,7 @@ def expected_chunks(alert: str) -> int:
     from watcher.engine.group import rule_lookback
 
     ((group, rule),) = [(g, r) for g in load_groups([PACK]) for r in g.rules if r.alert == alert]
-    return math.ceil((rule_lookback(rule, group) + (END - START)) / timedelta(days=2))
+    return math.ceil((rule_lookback(rule, group) + rule.evaluation_delay + (END - START)) / timedelta(days=2))
 
 
 class Recorder:
@@ -171,6 +171,10 @@ def test_whole_range_is_fetched_once_per_rule(scenario: Path) -> None:
         "GroundednessDrop",
         "RetrievalRelevanceDrop",
         "EmptyRetrievalsHigh",
+        "ScoreCoverageLow",
+        "ScoreLagHigh",
+        "JudgeErrorRateHigh",
+        "GroundednessDrift",
         "TenantBudgetBurn",
     }
     for alert in {c[0] for c in whole}:
@@ -184,7 +188,8 @@ def test_whole_range_is_fetched_once_per_rule(scenario: Path) -> None:
     # Trace references are fetched afterwards, a 6h block at a time, only for rules with episodes.
     with_traces = {c[0] for c in calls if c[1]}
     assert with_traces == {e.alert for e in result.episodes}
-    assert len(calls) - len(whole) <= 2 * len(result.episodes)
+    # (an episode whose points span three one-hour blocks, GroundednessDrift's, reads three)
+    assert len(calls) - len(whole) <= 3 * len(result.episodes)
 
 
 def test_cli_reports_incidents_and_writes_json(
@@ -228,6 +233,10 @@ def test_cli_reports_incidents_and_writes_json(
         "GroundednessDrop",
         "RetrievalRelevanceDrop",
         "EmptyRetrievalsHigh",
+        "ScoreCoverageLow",
+        "ScoreLagHigh",
+        "JudgeErrorRateHigh",
+        "GroundednessDrift",
         "TenantBudgetBurn",
     ]
     ep = doc["rules"][0]["episodes"][0]
@@ -242,7 +251,12 @@ def test_cli_reports_incidents_and_writes_json(
     by_id = {i["id"]: i for i in doc["incidents"]}
     assert by_id["never"] == {"id": "never", "detected": False, "time_to_detect_s": None}
     assert by_id["spend"]["detected"] and 0 <= by_id["spend"]["time_to_detect_s"] <= 3600
-    assert doc["false_episodes"] == 0 and doc["precision"] == 1.0 and doc["recall"] == pytest.approx(2 / 3)
+    # GroundednessDrift also sees the groundedness incident (at 15:40, 100 minutes in): the incidents
+    # file names GroundednessDrop for it, so the drift rule's episode counts as a false one.
+    drift = next(r for r in doc["rules"] if r["alert"] == "GroundednessDrift")["episodes"]
+    assert [e["start"] for e in drift] == ["2026-03-03T15:40:00Z"] and INCIDENTS[0].start.hour == 14
+    assert doc["false_episodes"] == 1 and doc["precision"] == pytest.approx(2 / 3)
+    assert doc["recall"] == pytest.approx(2 / 3)
 
 
 def test_incident_scoring_counts_false_episodes() -> None:
@@ -492,9 +506,13 @@ def test_compare_fetches_an_unchanged_query_once(scenario: Path, tmp_path: Path)
     # Only the floor changed: both versions replay the same whole-range fetch (once per rule).
     assert sorted(set(whole)) == [
         "EmptyRetrievalsHigh",
+        "GroundednessDrift",
         "GroundednessDrop",
+        "JudgeErrorRateHigh",
         "RefusalRateHigh",
         "RetrievalRelevanceDrop",
+        "ScoreCoverageLow",
+        "ScoreLagHigh",
         "SpendAnomaly",
         "TTFTDegraded",
         "TenantBudgetBurn",
@@ -554,7 +572,10 @@ def test_a_shared_fetch_equals_each_rules_own_fetch(scenario: Path, tmp_path: Pa
         src.backup(dst)
         dst.execute("UPDATE calls SET ttft_s = NULL WHERE rowid % 5 = 0")
 
-    pack = [r for g in load_groups([PACK]) for r in g.rules if r.source == "calls"]
+    calls_rules = [r for g in load_groups([PACK]) for r in g.rules if r.source == "calls"]
+    pack = [r for r in calls_rules if r.query is not None and r.query.missing_score is None]
+    # ScoreCoverageLow judges each point as of its evaluation (missing_score): it never shares
+    (coverage,) = [r.model_copy(update={"traces": NO_TRACES}) for r in calls_rules if r not in pack]
     q = pack[0].query
     assert q is not None
     # More shapes than the pack's: two labels, a computed field, a ratio that carries a field
@@ -570,6 +591,7 @@ def test_a_shared_fetch_equals_each_rules_own_fetch(scenario: Path, tmp_path: Pa
     try:
         sql = SqlSource(store)
         assert len({sql.shared_key(r) for r in rules}) == 1 and sql.shared_key(pack[0]) is None  # traces
+        assert coverage.alert == "ScoreCoverageLow" and sql.shared_key(coverage) is None
         # Different ranges and steps, as rules with different lookbacks and windows have.
         requests = [
             (r, END - timedelta(hours=20, minutes=10 * i), END - timedelta(hours=i % 3), STEP * (1 + i % 2))

@@ -21,6 +21,7 @@ SPECS: list[dict[str, Any]] = [
     {"kind": "auto"},
     {"kind": "rate", "halflife": "1h"},
     {"kind": "threshold", "above": 3},
+    {"kind": "drift", "reference": "6h", "recent": "30m", "direction": "up", "below": 1.0},
 ]
 
 

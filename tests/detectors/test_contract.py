@@ -23,6 +23,7 @@ from watcher.errors import DetectorError
 from watcher.rules.schema import (
     AutoDetector,
     BudgetDetector,
+    DriftDetector,
     EwmaDetector,
     RateDetector,
     RollingDetector,
@@ -61,6 +62,13 @@ SPECS: list[Any] = [
     ),
     BudgetDetector(kind="budget", amount=100.0),
     BudgetDetector(kind="budget", period="day", amount=5.0, require="all"),
+    DriftDetector(kind="drift", reference="1h", recent="10m", min_points=3),
+    DriftDetector(
+        kind="drift", reference="2h", recent="15m", min_points=4, direction="both", sensitivity=0.5
+    ),
+    DriftDetector(
+        kind="drift", reference="30m", recent="5m", min_points=3, direction="up", min_shift=1.0, below=0.0
+    ),
 ]
 IDS = [f"{s.kind}-{i}" for i, s in enumerate(SPECS)]
 

@@ -99,6 +99,14 @@ def test_selected_calls_are_scored_in_the_background(
     )
     assert by[(boom.trace_id, "refusal")].value == 1.0
     assert (boom.trace_id, "relevance") not in by  # the judge failed: counted, not raised
+    failed = by[(boom.trace_id, "eval.error")]  # … and stored, with the error's type only
+    assert (failed.value, failed.label, failed.evaluator, failed.source) == (
+        1.0,
+        "RuntimeError",
+        "relevance",
+        "judge",
+    )
+    assert "judge down" not in (failed.comment or "")
     assert not any(r.trace_id == skipped.trace_id for r in rows)
     st = evaluator.stats()
     assert (st.offered, st.selected, st.judge_errors) == (3, 2, 1)

@@ -68,6 +68,7 @@ def test_public_api_is_sorted_and_complete() -> None:
         "llm_call",
         "metrics_app",
         "metrics_asgi_app",
+        "record_eval_error",
         "record_feedback",
         "record_score",
         "reset",

@@ -55,6 +55,12 @@ def point_has_data(rule: Rule, series: Series) -> BoolArray:
     return ok
 
 
+def data_ticks(rule: Rule, ticks: FloatArray) -> FloatArray:
+    """Return the instants whose data the evaluator judges at ``ticks``: each tick minus the rule's
+    ``evaluation_delay`` (a new array per rule, so no rule's delay reaches another's ticks)."""
+    return np.asarray(ticks, dtype=np.float64) - rule.evaluation_delay.total_seconds()
+
+
 def slice_starts(ticks: FloatArray, step_s: float, lookback_s: float) -> FloatArray:
     """Return where each tick's fetch starts: the lookback for the first, the previous grid point after."""
     starts = np.empty(len(ticks))

@@ -129,7 +129,7 @@ class CachedSource:
 
     def _wanted(self, rule: Rule, group: Group) -> Wanted:
         step = rule_step(rule, group)
-        first = self.start - rule_lookback(rule, group) - step
+        first = self.start - rule.evaluation_delay - rule_lookback(rule, group) - step
         lean = rule.model_copy(update={"traces": NO_TRACES})
         return Wanted(_fetch_key(rule, step, first), lean, first, step)
 

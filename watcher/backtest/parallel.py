@@ -34,7 +34,7 @@ from ..engine.group import rule_lookback, rule_step
 from ..errors import WatcherError
 from ..rules.schema import Group, Rule
 from ..sources.base import Source
-from .batch import RulePlan, SeriesPlan, fallback_plan, plan_rule, slice_starts
+from .batch import RulePlan, SeriesPlan, data_ticks, fallback_plan, plan_rule, slice_starts
 from .cache import group_ticks
 from .prefetch import Assembly, FetchSet
 
@@ -173,7 +173,9 @@ def score_rule(
     """Score a rule's whole-range series (in a worker); return the compact plan (None: the scoring
     failed, the evaluator runs live detectors) and the CPU time."""
     c0 = time.process_time()
-    ticks = np.array([to_epoch(t) for t in group_ticks(group, start, end)], dtype=np.float64)
+    ticks = data_ticks(
+        rule, np.array([to_epoch(t) for t in group_ticks(group, start, end)], dtype=np.float64)
+    )
     step_s = rule_step(rule, group).total_seconds()
     starts = slice_starts(ticks, step_s, rule_lookback(rule, group).total_seconds())
     try:

@@ -29,7 +29,7 @@ from ..notify.templates import EXPLANATION, RELEASE
 from ..rules.schema import Group, Rule
 from ..sources.base import Source
 from ..store.markers import Marker, StaticMarkers
-from .batch import RulePlan, fallback_plan, plan_rule, slice_starts
+from .batch import RulePlan, data_ticks, fallback_plan, plan_rule, slice_starts
 from .cache import CachedSource, group_ticks, shared_caches
 from .parallel import Workers, start_workers
 
@@ -222,12 +222,14 @@ def _replay_group(
         for rule in group.rules:
             entry = caches[rule.source].prefetch(rule, group)
             step_s = entry.step.total_seconds()
-            starts = slice_starts(ticks, step_s, rule_lookback(rule, group).total_seconds())
-            caches[rule.source].schedule(rule, ticks, starts)
+            # per rule: the instants its data ends at (``evaluation_delay``), never a group-wide switch
+            rule_ticks = data_ticks(rule, ticks)
+            starts = slice_starts(rule_ticks, step_s, rule_lookback(rule, group).total_seconds())
+            caches[rule.source].schedule(rule, rule_ticks, starts)
             plan = ready.get(id(rule))
             if plan is None:
                 try:
-                    plan = plan_rule(rule, entry.series, ticks, starts, step_s)
+                    plan = plan_rule(rule, entry.series, rule_ticks, starts, step_s)
                 except WatcherError:  # the evaluator reports it at every tick, as the daemon would
                     plan = fallback_plan(rule, len(ticks))
             plans[id(rule)] = plan

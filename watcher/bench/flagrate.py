@@ -29,7 +29,7 @@ from ..core import FloatArray
 YEAR = 365.25 * 86_400.0
 NATIVE = {"year": YEAR, "quarter": YEAR / 4, "month": YEAR / 12, "week": 7 * 86_400.0, "30min": 1800.0}
 START = 1_767_571_200.0  # 2026-01-05 00:00 UTC, a Monday (the corpus' start)
-KINDS = ("rolling", "ewma", "seasonal", "auto", "rate")
+KINDS = ("rolling", "ewma", "seasonal", "auto", "rate", "drift")
 
 
 @dataclass

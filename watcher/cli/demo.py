@@ -41,6 +41,8 @@ REFUSAL_RATE = 0.02
 PROMPTS = {"support-rag": "rag-v7", "summarize": "sum-v3", "agent": "agent-v12"}
 """The prompt version each feature runs; the groundedness incident is a canary of ``CANARY``."""
 CANARY = ("support-rag", "rag-v8", 0.8)
+SAME_SIGNAL = {"GroundednessDrop": ("GroundednessDrift",)}
+"""Shipped rules that watch an incident's signal too: their alert on it is a detection, not a false one."""
 """(feature, prompt version, share of the feature's calls) rolled out as the groundedness incident starts."""
 
 
@@ -326,7 +328,7 @@ def run_demo(
             (
                 i
                 for i in incidents
-                if i.rule == rule
+                if rule in (i.rule, *SAME_SIGNAL.get(i.rule, ()))
                 and all(labels.get(k) == v for k, v in i.labels.items())
                 and i.covers(at, timedelta(hours=1))
             ),

@@ -63,6 +63,12 @@ def warmup(spec: Any, step: timedelta) -> Warmup:
         ready = spec.min_history if spec.min_history is not None else 2 * min(seasons)
     elif kind == "auto":
         ready = timedelta(days=2)  # the seasonal path (a daily season detected after two days)
+    elif kind == "drift":
+        # both windows' points and a day of history (drift.MIN_SPAN); its statistic joins its
+        # own empirical tail one recent window after each verdict (``drift``)
+        ready = max(spec.recent + min(spec.reference, timedelta(days=1)), 2 * spec.min_points * step)
+        tail = ready + spec.recent + MIN_RING * step
+        return Warmup(ready, tail, tail)
     else:
         raise ValueError(f"unknown detector kind {kind!r}")
     return Warmup(ready, ready + TAIL_POINTS * step, ready + RUN_POINTS * step)

@@ -18,7 +18,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..core import Labels
-from ..rules.schema import Rule, SqlQuery
+from ..rules.schema import ALL_SCORES, Rule, SqlQuery
+from ..sources.sql import lag_column, missing_score_condition
 from ..store.db import Store
 from ..store.tables import Call, Score
 from .contribution import DIMENSIONS, REFERENCE_GAP, Explanation, Rows, explain_rows, reference_span
@@ -35,10 +36,14 @@ def metric_name(rule: Rule) -> str:
     if q is None:
         return rule.alert
     what = q.score if rule.source == "scores" else (q.field or "calls")
+    if q.field == "lag_s":
+        what = f"{q.score} lag_s"
     if q.agg == "ratio":
         hits = [f"{k}={v if isinstance(v, str) else '|'.join(v)}" for k, v in q.match.items()]
         if q.below is not None:
             hits.append(f"{what}<{q.below:g}")
+        if q.missing_score is not None:
+            hits.append(f"no {q.missing_score} score")
         return "rate of " + ", ".join(hits)
     if q.agg == "quantile":
         return f"p{(q.quantile or 0.5) * 100:g} {what}"
@@ -67,14 +72,14 @@ def fetch_rows(
         dim_cols = {d: c[d] for d in SCORE_DIMENSIONS}
         for d in ("prompt_version", "user_id", "operation"):
             dim_cols[d] = sa.select(call.c[d]).where(call.c.trace_id == c.trace_id).limit(1).scalar_subquery()
-    x = _x_column(table, calls, q)
+    x = _x_column(table, calls, q, store.dialect)
     (c_lo, c_hi), (r_lo, r_hi) = current, reference
     conds = [
         sa.or_(sa.and_(c.ts > c_lo, c.ts <= c_hi), sa.and_(c.ts > r_lo, c.ts <= r_hi)),
         *(_is(table, name, wanted) for name, wanted in q.where.items()),
         *(_is(table, name, series[name]) for name in q.by if name in series),
     ]
-    if not calls:
+    if not calls and q.score != ALL_SCORES:
         conds.append(c.name == q.score)
     if q.agg not in ("ratio", "count") and x is not None:
         conds.append(x.is_not(None))
@@ -100,17 +105,19 @@ def fetch_rows(
     return Rows(xs, cur, dims)
 
 
-def _x_column(table: Any, calls: bool, q: SqlQuery) -> Any:
+def _x_column(table: Any, calls: bool, q: SqlQuery, dialect: str) -> Any:
     c = table.c
     if q.agg == "ratio":
         hits = [_is(table, name, wanted) for name, wanted in q.match.items()]
         if q.below is not None:
             hits.append(c.value < q.below)
+        if q.missing_score is not None:
+            hits.append(missing_score_condition(table, q.missing_score))
         return sa.case((sa.and_(*hits), 1.0), else_=0.0)
     if q.agg == "count":
         return None
     if not calls:
-        return c.value
+        return lag_column(c, dialect) if q.field == "lag_s" else c.value
     if q.field == "total_tokens":
         return c.input_tokens + c.output_tokens
     return c[q.field] if q.field is not None else None

@@ -32,10 +32,11 @@ from ..detectors import Detector, make_detector, series_key
 from ..detectors.checkpoint import CheckpointError, get_state, set_state
 from ..errors import SourceError, StoreError, WatcherError
 from ..links import NO_EXEMPLARS, NOTE_KEYS, TRACE_SEARCH, no_exemplars_note, search_link
-from ..notify.templates import FORECAST, render_annotations
+from ..notify.templates import DETAIL, FORECAST, render_annotations
 from ..rules.schema import (
     AutoDetector,
     BudgetDetector,
+    DriftDetector,
     EwmaDetector,
     Group,
     RateDetector,
@@ -86,6 +87,8 @@ def rule_lookback(rule: Rule, group: Group) -> timedelta:
         return 2 * det.halflife + 2 * stp
     if isinstance(det, BudgetDetector):  # back to the period's start, whenever in the period it is
         return (timedelta(days=1) if det.period == "day" else timedelta(days=31)) + 2 * stp
+    if isinstance(det, DriftDetector):
+        return det.reference + det.recent + 2 * stp
     return 2 * stp
 
 
@@ -416,14 +419,17 @@ class GroupEvaluator:
             raise SourceError(f"no source configured for source: {rule.source}", source=rule.source)
         stp = rule_step(rule, self.group)
         step_s = stp.total_seconds()
-        grid_last = math.floor(to_epoch(now) / step_s) * step_s
+        # The data instant: with `evaluation_delay` the rule judges the window ending that long
+        # ago (late scores are in it); the alert state machine keeps the real clock.
+        at = now - rule.evaluation_delay
+        grid_last = math.floor(to_epoch(at) / step_s) * step_s
         if runner.cursor is None and self._checkpoints is not None and rule.detector is not None:
-            self._resume(runner, now)
+            self._resume(runner, at)
         start = (
-            from_epoch(runner.cursor) if runner.cursor is not None else now - rule_lookback(rule, self.group)
+            from_epoch(runner.cursor) if runner.cursor is not None else at - rule_lookback(rule, self.group)
         )
         # a SourceError leaves all state untouched
-        fetched = self._fetch(source, rule, start, now, stp)
+        fetched = self._fetch(source, rule, start, at, stp)
         series_list = fetched
         owns_rule_wide = True
         if self._shard is not None:
@@ -446,7 +452,7 @@ class GroupEvaluator:
             own_labels[fp] = series.labels
             observations[fp] = (
                 labels,
-                self._observe(runner, series, labels, latest, hot, grid_last, fp, now),
+                self._observe(runner, series, labels, latest, hot, grid_last, fp, at),
             )
         absent_fp = Labels(rule.labels).merge({"alertname": rule.alert}).fingerprint
         for fp, alert in runner.alerts.items():
@@ -474,7 +480,7 @@ class GroupEvaluator:
                     deleted.append(fp)
                 continue
             new = self._why.annotate(
-                rule, source, prev, new, own_labels.get(fp), now, rule_lookback(rule, self.group), stp
+                rule, source, prev, new, own_labels.get(fp), at, rule_lookback(rule, self.group), stp
             )
             if prev is None or _stored_differs(new, prev):
                 changed.append(new)
@@ -688,6 +694,8 @@ class GroupEvaluator:
         )
         if v.note and render:
             notes = {**(notes or {}), FORECAST: v.note}
+        if v.detail and render:
+            notes = {DETAIL: v.detail, **(notes or {})}
         if notes:
             annotations = {**notes, **annotations}  # the rule's own annotation of the same name wins
         return Observation(

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 OUTPUT_COLUMNS = ("timestamp", "value", "expected", "lower", "upper", "score", "anomaly", "surprise")
 REPEAT_NUDGE_S = 1e-3
 """Rows that repeat a timestamp are scored this far apart (seconds), in input order."""
-KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto")
+KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto", "drift")
 
 
 class BadInput(Exception):

@@ -20,7 +20,7 @@ from .hooks import configure, flush, reset
 from .record import CallRecord
 from .redact import Redactor
 from .retrieval import Retrieval, retrieval
-from .scores import record_feedback, record_score
+from .scores import record_eval_error, record_feedback, record_score
 from .spans import span
 from .wrap import attribution
 from .wrap_anthropic import instrument_anthropic, uninstrument_anthropic
@@ -42,6 +42,7 @@ __all__ = [
     "llm_call",
     "metrics_app",
     "metrics_asgi_app",
+    "record_eval_error",
     "record_feedback",
     "record_score",
     "reset",

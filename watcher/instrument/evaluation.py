@@ -6,7 +6,8 @@ queue and a worker thread running the user's judges and the built-in reference-f
 each result written with ``record_score`` after the user already has the response) and the
 heuristics themselves: ``groundedness`` (the share of answer sentences supported by the retrieved
 context) and ``refusal`` (the phrase classifier). The application's thread only pays for a queue
-put; overload drops and counts, a failing judge is counted, nothing raises. It does not own
+put; overload drops and counts, a failing judge is counted and stored as an ``eval.error`` score
+(``record_eval_error``), nothing raises. It does not own
 writing scores (``scores``) nor the LLM-as-judge prompts (the user's judges).
 
 Use: ``evaluator = OnlineEvaluator({"relevance": my_judge}, sampler=Sampler(rate=0.05)).start()``
@@ -27,7 +28,7 @@ from typing import Final
 
 from .record import CallRecord
 from .refusal import RefusalClassifier
-from .scores import record_score
+from .scores import record_eval_error, record_score
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,16 @@ class OnlineEvaluator:
                     inp.trace_id,
                     type(exc).__name__,
                     str(exc)[:200],
+                )
+                # stored, so the judge error rate is a rule (the type only: a message may quote the prompt)
+                record_eval_error(
+                    inp.trace_id,
+                    name,
+                    exc,
+                    source=source,
+                    tenant=inp.tenant,
+                    feature=inp.feature,
+                    model=inp.model,
                 )
                 continue
             if value is None:

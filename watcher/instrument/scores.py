@@ -19,6 +19,8 @@ from . import hooks
 from .hooks import _SCORES, _clip, _note_error
 
 SCORE_SOURCES: Final = frozenset({"judge", "heuristic", "human", "feedback", "retrieval"})
+EVAL_ERROR: Final = "eval.error"
+"""The score name of a failed evaluation (``record_eval_error``): value 1.0, label the error's type."""
 
 
 def _event(trace_id: str, name: str, value: float, label: str | None, comment: str | None) -> None:
@@ -103,6 +105,43 @@ def record_score(
         return state.writer.submit(_SCORES, _clip("scores", row))
     except Exception as exc:
         _note_error("record_score", exc)
+        return False
+
+
+def record_eval_error(
+    trace_id: str,
+    evaluator: str,
+    error: BaseException | str,
+    *,
+    source: str = "judge",
+    tenant: str = "",
+    feature: str = "",
+    model: str = "",
+    ts: datetime | None = None,
+) -> bool:
+    """Queue the ``scores`` row of a failed evaluation of a trace; return whether it was queued.
+
+    The row is named ``eval.error`` (value 1.0), with ``evaluator`` the judge that failed and
+    ``label`` the error's type (``TimeoutError``, ``RateLimitError``) — never its message, which
+    may quote the prompt. Quality rules read their own score names and never see these rows; the
+    judge error rate is ``eval.error`` rows out of all of the judge's rows (rules/llm-store.yaml).
+    """
+    try:
+        kind = error if isinstance(error, str) else type(error).__name__
+        return record_score(
+            trace_id,
+            EVAL_ERROR,
+            1.0,
+            label=str(kind)[:128] or "error",
+            source=source,
+            evaluator=evaluator,
+            tenant=tenant,
+            feature=feature,
+            model=model,
+            ts=ts,
+        )
+    except Exception as exc:
+        _note_error("record_eval_error", exc)
         return False
 
 

@@ -55,6 +55,8 @@ def format_number(x: float | None) -> str:
 
 EXPLANATION = "explanation"
 """The annotation the engine writes with an alert's contribution by dimension (``engine.contribution``)."""
+DETAIL = "detail"
+"""The annotation the engine writes with a detector's verdict in words (``drift``: medians before/after)."""
 RELEASE = "release"
 """The annotation the engine writes when an episode follows a release marker (``engine.why``)."""
 FORECAST = "forecast"

@@ -279,6 +279,33 @@ class BudgetDetector(_Frozen):
         return self.amounts.get(key, self.amount) if key is not None else self.amount
 
 
+class DriftDetector(_Frozen):
+    """Distribution shift: a two-sample Kolmogorov–Smirnov test, recent window against a reference."""
+
+    kind: Literal["drift"]
+    reference: Duration = Field(timedelta(days=7), description="reference window, just before `recent`")
+    recent: Duration = Field(timedelta(hours=2), description="recent window, compared with the reference")
+    sensitivity: float = Field(
+        4.0, gt=0, le=100, description="flag when the test's p-value is below the normal tail of this z"
+    )
+    direction: Direction = Field("down", description="down: recent values smaller; up: larger; both")
+    min_points: int = Field(
+        12, ge=3, le=1_000_000, description="points each window needs before the first verdict"
+    )
+    min_shift: float = Field(
+        0.0, ge=0, description="smallest change of the median that flags, in the series' unit"
+    )
+    below: float | None = Field(
+        None, description="also report the share of points below this value, before and after"
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> DriftDetector:
+        if self.reference <= timedelta(0) or self.recent <= timedelta(0):
+            raise ValueError("`reference` and `recent` must be positive")
+        return self
+
+
 DetectorSpec = Annotated[
     ThresholdDetector
     | RollingDetector
@@ -286,10 +313,11 @@ DetectorSpec = Annotated[
     | SeasonalDetector
     | RateDetector
     | AutoDetector
-    | BudgetDetector,
+    | BudgetDetector
+    | DriftDetector,
     Field(discriminator="kind"),
 ]
-DETECTOR_KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto", "budget")
+DETECTOR_KINDS = ("threshold", "rolling", "ewma", "seasonal", "rate", "auto", "budget", "drift")
 
 
 # --- queries for the SQL sources ---------------------------------------------------------------
@@ -320,6 +348,11 @@ GUARDED_LABELS = ("user_id",)
 """Calls columns of unbounded cardinality: ``by`` takes them only behind a top-N guard (``top``)."""
 OTHER = "(other)"
 """The label value of the series the top-N guard folds every smaller group into."""
+ScoreField = Literal["lag_s"]
+"""What a scores rule may aggregate instead of the score value: ``lag_s``, the seconds from the
+newest call of the scored trace to the score (how late the judge is)."""
+ALL_SCORES = "*"
+"""``query.score: "*"``: every score name (e.g. a judge error rate over all of a judge's scores)."""
 Agg = Literal["count", "sum", "mean", "min", "max", "quantile", "ratio"]
 
 
@@ -351,8 +384,15 @@ class SqlQuery(_Frozen):
     """
 
     agg: Agg
-    field: CallField | None = None
-    score: str | None = Field(None, min_length=1, description="score name (scores source only)")
+    field: CallField | ScoreField | None = None
+    score: str | None = Field(
+        None, min_length=1, description='score name (scores source only); "*": every score name'
+    )
+    missing_score: str | None = Field(
+        None,
+        min_length=1,
+        description="ratio of calls: count the calls without a score of this name as matches (calls only)",
+    )
     quantile: float | None = Field(None, gt=0, lt=1)
     where: Filters = Field(default_factory=dict, description="row filters, label → value(s)")
     match: Filters = Field(default_factory=dict, description="numerator filter for ratio")
@@ -372,10 +412,10 @@ class SqlQuery(_Frozen):
             raise ValueError("agg: quantile needs `quantile` (e.g. 0.95)")
         if self.agg != "quantile" and self.quantile is not None:
             raise ValueError("`quantile` is only used with agg: quantile")
-        if self.agg == "ratio" and not self.match and self.below is None:
-            raise ValueError("agg: ratio needs `match` (e.g. {outcome: refused}) or `below`")
-        if self.agg != "ratio" and (self.match or self.below is not None):
-            raise ValueError("`match` and `below` are only used with agg: ratio")
+        if self.agg == "ratio" and not self.match and self.below is None and self.missing_score is None:
+            raise ValueError("agg: ratio needs `match` (e.g. {outcome: refused}), `below` or `missing_score`")
+        if self.agg != "ratio" and (self.match or self.below is not None or self.missing_score is not None):
+            raise ValueError("`match`, `below` and `missing_score` are only used with agg: ratio")
         if self.per is not None and self.agg not in ("sum", "count"):
             raise ValueError("`per` rescales sums and counts only")
         if self.window.total_seconds() <= 0:
@@ -425,6 +465,11 @@ class Rule(_Frozen):
     )
     traces: TracesSpec | None = None
     receivers: list[Annotated[str, Field(max_length=MAX_NAME)]] = Field(default_factory=list)
+    evaluation_delay: Duration = Field(
+        timedelta(0),
+        description="evaluate the window ending this long before each tick, so late rows (a slow "
+        "judge's scores) are in it; calls and scores rules only",
+    )
 
     @model_validator(mode="after")
     def _source_fits(self) -> Rule:
@@ -465,11 +510,18 @@ class Rule(_Frozen):
             if self.source == "scores":
                 if self.query.score is None:
                     raise ValueError("source: scores needs `query.score` (the score name)")
-                if self.query.field is not None:
-                    raise ValueError("`query.field` is for source: calls; scores aggregate their value")
+                if self.query.field is not None and self.query.field not in get_args(ScoreField):
+                    raise ValueError(
+                        "`query.field` over scores can only be lag_s (the judge's delay); "
+                        "scores otherwise aggregate their value"
+                    )
+                if self.query.missing_score is not None:
+                    raise ValueError("`missing_score` is for source: calls (the share of calls not scored)")
             else:
                 if self.query.score is not None:
                     raise ValueError("`query.score` is for source: scores")
+                if self.query.field is not None and self.query.field in get_args(ScoreField):
+                    raise ValueError(f"`field: {self.query.field}` is for source: scores")
                 if self.query.agg in ("sum", "mean", "min", "max", "quantile") and self.query.field is None:
                     raise ValueError(f"agg: {self.query.agg} over calls needs `field` (e.g. cost_usd)")
                 if self.query.below is not None:
@@ -480,6 +532,12 @@ class Rule(_Frozen):
             raise ValueError("`min_value` is greater than `max_value`: the rule could never fire")
         if self.keep_firing_for.total_seconds() < 0 or self.for_.total_seconds() < 0:
             raise ValueError("durations cannot be negative")
+        if self.evaluation_delay.total_seconds() < 0:
+            raise ValueError("`evaluation_delay` cannot be negative")
+        if self.evaluation_delay.total_seconds() > 0 and self.source == "prometheus":
+            raise ValueError(
+                "`evaluation_delay` is for source: calls or scores (PromQL has its own offset modifier)"
+            )
         return self
 
     def _budget_fits(self, det: BudgetDetector) -> None:

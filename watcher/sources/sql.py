@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from ..core import FloatArray, Labels, Series, TraceRef
 from ..errors import QueryError, SourceError, SourceUnavailableError
-from ..rules.schema import GUARDED_LABELS, OTHER, CallField, CallLabel, Rule, ScoreLabel, SqlQuery
+from ..rules.schema import ALL_SCORES, GUARDED_LABELS, OTHER, CallField, CallLabel, Rule, ScoreLabel, SqlQuery
 from ..store.db import Store, describe_error, open_store
 from ..store.tables import Call, Score
 from .base import step_grid
@@ -89,7 +89,8 @@ class SqlSource:
         window_us = round(q.window.total_seconds() * _US)
         want_traces = rule.traces is None or rule.traces.from_ != "none"
         g_us = None
-        if self.aggregate and self.store.dialect in ("sqlite", "postgresql"):
+        # missing_score is judged as of each point (a score counts from its own ts on): rows path
+        if self.aggregate and self.store.dialect in ("sqlite", "postgresql") and q.missing_score is None:
             g_us = bucket_us(q.agg, round(step.total_seconds() * _US), window_us)
         if g_us is not None:
             return self._fetch_windows(rule, q, grid, grid_us, window_us, g_us, want_traces)
@@ -186,8 +187,10 @@ class SqlSource:
         q = rule.query
         if rule.source not in ("calls", "scores") or q is None:
             return None
-        if rule.traces is None or rule.traces.from_ != "none" or q.top is not None:
-            return None  # a top-N guard ranks in its own query
+        if rule.traces is None or rule.traces.from_ != "none":
+            return None
+        if q.top is not None or q.missing_score is not None:
+            return None  # a top-N guard ranks in its own query; a coverage rule reads raw rows
         where = tuple(sorted((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in q.where.items()))
         return (rule.source, where, q.score if rule.source == "scores" else None)
 
@@ -341,9 +344,9 @@ def _parts(rule: Rule, q: SqlQuery, dialect: str) -> tuple[Any, Any, Any, list[A
     calls = rule.source == "calls"
     table: Any = Call.__table__ if calls else Score.__table__  # type: ignore[attr-defined]
     c = table.c
-    value = _value_column(c, calls, q)
+    value = _value_column(c, calls, q, dialect)
     conds = [_condition(table, name, wanted) for name, wanted in q.where.items()]
-    if not calls:
+    if not calls and q.score != ALL_SCORES:
         # Without ANALYZE statistics SQLite picks the equality index on name over the ts range and
         # reads every score of that name ever stored, on every tick; `name || ''` keeps it on ts.
         conds.append((c.name.concat("") if dialect == "sqlite" else c.name) == q.score)
@@ -443,10 +446,23 @@ def _ts_column(c: Any, dialect: str) -> Any:
     return c.ts
 
 
-def _value_column(c: Any, calls: bool, q: SqlQuery) -> Any:
-    """Return the aggregated column: the score, the calls field, or NULL (a calls rule without field)."""
+def _value_column(c: Any, calls: bool, q: SqlQuery, dialect: str) -> Any:
+    """Return the aggregated column: the score, the calls field, or NULL (a calls rule without field).
+
+    ``lag_s`` (scores) is the seconds from the newest call of the scored trace at or before the
+    score to the score; NULL when the trace has no such call (the row then takes no part).
+    """
     if not calls:
+        if q.field == "lag_s":
+            return lag_column(c, dialect)
         return c.value
+    if q.missing_score is not None:
+        first = scored_at_column(c, q.missing_score)
+        if dialect == "sqlite":
+            return sa.type_coerce(first, sa.String)  # naive-UTC text, as ``_ts_column``
+        if dialect == "postgresql":
+            return sa.cast(sa.extract("epoch", first) * _US, sa.BigInteger)
+        return first
     if q.field == "total_tokens":
         return c.input_tokens + c.output_tokens
     if q.field is not None:
@@ -454,11 +470,43 @@ def _value_column(c: Any, calls: bool, q: SqlQuery) -> Any:
     return sa.null()
 
 
+def lag_column(c: Any, dialect: str) -> Any:
+    """Return the judge's lag of each score row in seconds (a correlated subquery on ``calls``)."""
+    calls: Any = Call.__table__  # type: ignore[attr-defined]
+    last_call = (
+        sa.select(sa.func.max(calls.c.ts))
+        .where(calls.c.trace_id == c.trace_id, calls.c.ts <= c.ts)
+        .scalar_subquery()
+    )
+    if dialect == "sqlite":
+        # julianday is a double of days (~4 µs of error at today's dates): rounded to the millisecond
+        return sa.func.round((sa.func.julianday(c.ts) - sa.func.julianday(last_call)) * 86_400.0, 3)
+    if dialect == "postgresql":
+        return sa.extract("epoch", c.ts - last_call)
+    raise QueryError(f"field lag_s is not supported on {dialect}", source="sql")
+
+
+def scored_at_column(c: Any, name: str) -> Any:
+    """Return when each call's trace first got a score named ``name`` (NULL: never)."""
+    scores: Any = Score.__table__  # type: ignore[attr-defined]
+    first = sa.select(sa.func.min(scores.c.ts)).where(scores.c.trace_id == c.trace_id, scores.c.name == name)
+    return first.scalar_subquery()
+
+
+def missing_score_condition(table: Any, name: str) -> Any:
+    """Return the condition "this call's trace has no score named ``name``"."""
+    scores: Any = Score.__table__  # type: ignore[attr-defined]
+    has = sa.select(scores.c.id).where(scores.c.trace_id == table.c.trace_id, scores.c.name == name)
+    return ~sa.exists(has)
+
+
 def _matched_column(table: Any, q: SqlQuery) -> Any:
-    """Return 1 for the rows a ratio counts as hits (``match``, ``below``), else 0."""
+    """Return 1 for the rows a ratio counts as hits (``match``, ``below``, ``missing_score``), else 0."""
     hits = [_condition(table, name, wanted) for name, wanted in q.match.items()]
     if q.below is not None:
         hits.append(table.c.value < q.below)
+    if q.missing_score is not None:
+        hits.append(missing_score_condition(table, q.missing_score))
     return sa.case((sa.and_(*hits), 1), else_=0)
 
 
@@ -466,8 +514,11 @@ def _carries(rule: Rule, q: SqlQuery) -> tuple[bool, bool]:
     """Return whether a fetch selects the value column and the ratio's matched column.
 
     A calls rule without ``field`` has no value (NULL) and only a ratio has matched rows: the
-    constants are filled in numpy rather than sent for each of millions of rows.
+    constants are filled in numpy rather than sent for each of millions of rows. A
+    ``missing_score`` ratio selects when each call was first scored as its value instead.
     """
+    if q.missing_score is not None:
+        return True, False
     return rule.source != "calls" or q.field is not None, q.agg == "ratio"
 
 
@@ -495,15 +546,15 @@ def _shared_statement(
         has_value, has_matched = _carries(rule, q)
         at: dict[str, tuple[int, ...]] = {}
         if has_value:
-            at["value"] = (slot(f"value:{q.field}", _value_column(c, calls, q)),)
+            at["value"] = (slot(f"value:{q.field}", _value_column(c, calls, q, dialect)),)
         if has_matched:
-            key = f"matched:{sorted(q.match.items())!r}:{q.below!r}"
+            key = f"matched:{sorted(q.match.items())!r}:{q.below!r}:{q.missing_score!r}"
             at["matched"] = (slot(key, _matched_column(table, q)),)
         at["by"] = tuple(slot(f"by:{name}", c[name]) for name in q.by)
         where.append(at)
     conds = [c.ts > lo, c.ts <= hi]
     conds += [_condition(table, name, wanted) for name, wanted in first_q.where.items()]
-    if not calls:
+    if not calls and first_q.score != ALL_SCORES:
         conds.append((c.name.concat("") if dialect == "sqlite" else c.name) == first_q.score)
     return sa.select(*columns).where(*conds), where
 
@@ -526,7 +577,17 @@ def _decode(
     ts = _epoch_us(cols.pop(0), dialect)
     # Columns that are constant for this rule are not transferred row by row (see _carries).
     has_value, has_matched = _carries(rule, q)
-    values = np.array(cols.pop(0), dtype=np.float64) if has_value else np.full(len(rows), math.nan)
+    if q.missing_score is not None:  # when each call was first scored, in Unix µs (NaN: never)
+        raw = cols.pop(0)
+        known = [x for x in raw if x is not None]
+        values = np.full(len(rows), math.nan)
+        if known:
+            at = np.fromiter((x is not None for x in raw), dtype=bool, count=len(raw))
+            values[at] = _epoch_us(known, dialect).astype(np.float64)
+    elif has_value:
+        values = np.array(cols.pop(0), dtype=np.float64)
+    else:
+        values = np.full(len(rows), math.nan)
     matched = np.array(cols.pop(0), dtype=bool) if has_matched else np.zeros(len(rows), dtype=bool)
     return ts, values, matched, cols
 
@@ -678,8 +739,20 @@ def _series(
     lo = np.searchsorted(ts, grid_us - window_us, side="right")
     n = hi - lo
     counts = n.astype(np.float64)
+    if q.missing_score is not None:
+        # v: when each call was first scored (µs, NaN: never). The point at t is evaluated at
+        # t + evaluation_delay (the daemon's clock then): a call is unscored at that point when
+        # its score came later. The trace references are the calls unscored for their whole
+        # window (unscored at any point that holds them).
+        asof = grid_us + round(rule.evaluation_delay.total_seconds() * _US)
+        v, scored = np.where(np.isnan(v), np.inf, v), v
+        unscored = np.array([np.count_nonzero(v[a:b] > t) for a, b, t in zip(lo, hi, asof, strict=True)])
+        matched = v > ts + window_us + (asof[0] - grid_us[0])
+        v = scored
     with np.errstate(invalid="ignore", divide="ignore"):
-        if q.agg == "count":
+        if q.missing_score is not None:
+            values = unscored / counts
+        elif q.agg == "count":
             values = counts.copy()
         elif q.agg in ("sum", "mean"):
             cs = np.concatenate(([0.0], np.cumsum(v)))
@@ -833,4 +906,14 @@ class PointTraces(Sequence[tuple[TraceRef, ...]]):
         return id(self)
 
 
-__all__ = ["CALL_FIELDS", "CALL_LABELS", "SCORE_LABELS", "PointTraces", "SqlSource", "SqlSourceRecipe"]
+__all__ = [
+    "CALL_FIELDS",
+    "CALL_LABELS",
+    "SCORE_LABELS",
+    "PointTraces",
+    "SqlSource",
+    "SqlSourceRecipe",
+    "lag_column",
+    "missing_score_condition",
+    "scored_at_column",
+]
