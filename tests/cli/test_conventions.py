@@ -318,7 +318,7 @@ def test_bash_completion_follows_the_parser(tmp_path: Path) -> None:
     assert _complete(script, "watcher back") == ["backtest"]
     assert _complete(script, "watcher backtest --fr") == ["--from"]
     assert _complete(script, "watcher run --log-level w") == ["warning"]
-    assert set(_complete(script, "watcher db ")) == {"stats", "vacuum", "purge"}
+    assert set(_complete(script, "watcher db ")) == {"stats", "vacuum", "purge", "partition"}
     assert "--json" in _complete(script, "watcher silence list --")
     assert "--serve" in _complete(script, "watcher demo --")
 
