@@ -82,6 +82,16 @@ def _every_day() -> list[Weekday]:
 _MATCHER_RE = r"^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*(.*?)\s*$"
 
 
+def _check_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from None
+    return value
+
+
 def _check_matchers(matchers: list[str]) -> list[str]:
     import re
 
@@ -156,13 +166,7 @@ class MaintenanceWindow(_Section):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+        return _check_zone(value)
 
 
 class InhibitRule(_Section):
@@ -204,13 +208,7 @@ class CostDigestSettings(_Section):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from None
-        return value
+        return _check_zone(value)
 
     @field_validator("window")
     @classmethod

@@ -38,7 +38,7 @@ def watcher(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
 def test_check_shipped_rules_pass() -> None:
     proc = watcher("check", str(ROOT / "rules"), cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Checking" in proc.stdout and "SUCCESS: 7 rules found" in proc.stdout
+    assert "Checking" in proc.stdout and "SUCCESS: 11 rules found" in proc.stdout
 
 
 def test_check_schema_is_json() -> None:
