@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing_component
 from watcher.store.db import open_store
 from watcher.store.tables import Call
 
@@ -344,7 +345,7 @@ def test_zsh_completion_follows_the_parser(tmp_path: Path) -> None:
     assert proc.stdout.startswith("#compdef watcher\n")
     zsh = shutil.which("zsh")
     if zsh is None:
-        pytest.skip("zsh is not installed")
+        missing_component("zsh is not installed (Debian: zsh; .ci/run installs it)")
     (tmp_path / "_watcher").write_text(proc.stdout)
     (tmp_path / "drive.zsh").write_text(ZSH_DRIVER)
 
@@ -362,6 +363,8 @@ def test_zsh_completion_follows_the_parser(tmp_path: Path) -> None:
         "stats:rows, oldest and newest per table, file size",
         "vacuum:reclaim space (SQLite VACUUM, PostgreSQL VACUUM ANALYZE)",
         "purge:delete rows past their retention now",
+        "partition:PostgreSQL: partition calls and scores by time (converts them once; retention then drops "
+        "whole partitions)",
     ]
     assert complete("watcher run --log-level ") == ["debug", "info", "warning", "error"]
     assert complete("watcher backtest --json ") == ["FILES"]
