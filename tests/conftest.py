@@ -10,7 +10,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -18,7 +18,7 @@ REQUIRE_INTEGRATION = os.environ.get("WATCHER_REQUIRE_INTEGRATION") == "1"
 PG_ADMIN_URL = os.environ.get("WATCHER_TEST_PG", "postgresql://127.0.0.1:5432/test")
 
 
-def missing_component(reason: str) -> None:
+def missing_component(reason: str) -> NoReturn:
     """Skip the test (or fail it, when integration is required) because a component is absent."""
     if REQUIRE_INTEGRATION:
         pytest.fail(f"required integration component missing: {reason}")
