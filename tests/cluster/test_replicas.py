@@ -165,10 +165,16 @@ def test_three_replicas_share_groups_and_page_once_through_a_kill(
     finally:
         for p in procs:
             p.close()
+        engine.dispose()  # a failed assertion below must not leave pooled connections to the GC
 
     pages = _pages(http_receiver)
-    assert len({nid for nid, _, _ in pages}) == len(pages), pages
-    assert Counter((name, status) for _, name, status in pages) == Counter(
+    # At-least-once (docs/scaling.md): the only duplicate possible is the one send in flight when
+    # the victim died (the receiver accepted it, the row was not yet marked sent), sent again with
+    # the same notification_id by the replica that took the victim's group over.
+    repeated = [p for p in pages if [q[0] for q in pages].count(p[0]) > 1]
+    assert len(repeated) in (0, 2) and {name for _, name, _ in repeated} <= {f"Burst_{moved}"}, pages
+    unique = list(dict.fromkeys(pages))
+    assert Counter((name, status) for _, name, status in unique) == Counter(
         {(f"Burst_{g}", s): 1 for g in groups for s in ("firing", "resolved")}
     ), pages
 
