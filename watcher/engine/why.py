@@ -22,7 +22,7 @@ from typing import Protocol
 from ..core import Alert, AlertState, Labels, to_epoch
 from ..detectors import Detector
 from ..errors import WatcherError
-from ..notify.templates import EXPLANATION, RELEASE
+from ..notify.templates import EXPLANATION, RELEASE, format_elapsed
 from ..rules.schema import Rule
 from ..sources.prometheus import PrometheusSource
 from ..sources.sql import SqlSource
@@ -74,18 +74,10 @@ def sql_store(source: object) -> Store | None:
     return None
 
 
-def _ago(d: timedelta) -> str:
-    s = int(d.total_seconds())
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    return f"{s // 3600} h {s % 3600 // 60} min" if s % 3600 >= 60 else f"{s // 3600} h"
-
-
 def release_note(marker: Marker, start: datetime) -> str:
     """Return ``started 4 min after deploy api-v2.3 (2026-12-07 14:01 UTC)``."""
-    return f"started {_ago(start - marker.ts)} after {marker.title()} ({marker.ts:%Y-%m-%d %H:%M} UTC)"
+    ago = format_elapsed(start - marker.ts)
+    return f"started {ago} after {marker.title()} ({marker.ts:%Y-%m-%d %H:%M} UTC)"
 
 
 class Why:

@@ -81,19 +81,25 @@ def with_unit(x: float | None, unit: str) -> str:
     return f"{text} {unit}"
 
 
-def _fmt_duration(d: timedelta) -> str:
-    """Format a duration compactly: ``40s``, ``25m``, ``2h 5m``, ``3d 4h``."""
+def _two_units(d: timedelta, units: tuple[str, str, str, str]) -> str:
+    """Format ``d`` in its largest unit and the next one (days, hours, minutes, seconds)."""
     s = max(0, int(d.total_seconds()))
     days, s = divmod(s, 86400)
     hours, s = divmod(s, 3600)
     minutes, seconds = divmod(s, 60)
+    d_, h_, m_, s_ = units
     if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
+        return f"{days}{d_} {hours}{h_}" if hours else f"{days}{d_}"
     if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+        return f"{hours}{h_} {minutes}{m_}" if minutes else f"{hours}{h_}"
     if minutes:
-        return f"{minutes}m"
-    return f"{seconds}s"
+        return f"{minutes}{m_}"
+    return f"{seconds}{s_}"
+
+
+def _fmt_duration(d: timedelta) -> str:
+    """Format a duration compactly: ``40s``, ``25m``, ``2h 5m``, ``3d 4h``."""
+    return _two_units(d, ("d", "h", "m", "s"))
 
 
 def format_elapsed(d: timedelta) -> str:
@@ -101,17 +107,7 @@ def format_elapsed(d: timedelta) -> str:
 
     Messages use it for elapsed time so that it cannot be read as a rule's ``for: 25m``.
     """
-    s = max(0, int(d.total_seconds()))
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, seconds = divmod(s, 60)
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min"
-    return f"{seconds} s"
+    return _two_units(d, (" d", " h", " min", " s"))
 
 
 def _fmt_time(ts: datetime) -> str:
