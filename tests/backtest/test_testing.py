@@ -149,8 +149,8 @@ def test_shipped_pack_unit_tests_pass(capsys: pytest.CaptureFixture[str]) -> Non
     [
         (0, "min_value: 0.5 ", "min_value: 50  "),  # a floor too high: the runaway loop no longer pages
         (3, "max_value: 0.8 ", "max_value: 0.9 "),  # a ceiling too high: summarize's 0.86 would page
-        (6, "direction: down, min_spread: 0.01", "direction: up, min_spread: 0.01"),  # the wrong side
-        (7, "min_value: 0.1 ", "min_value: 0.3 "),  # a floor too high: 24% empty retrievals no longer page
+        (7, "direction: down, min_spread: 0.01", "direction: up, min_spread: 0.01"),  # the wrong side
+        (8, "min_value: 0.1 ", "min_value: 0.3 "),  # a floor too high: 24% empty retrievals no longer page
     ],
 )
 def test_unit_tests_catch_a_broken_threshold(tmp_path: Path, case: int, old: str, new: str) -> None:

@@ -75,15 +75,28 @@ def test_a_run_of_flags_pages_once_when_it_has_lasted_for_and_a_gap_restarts_it(
 def test_sustained_sets_the_option_on_the_kinds_that_take_it_only() -> None:
     rules = L.shipped_rules(sustained=True)
     assert rules["spend"].detector.sustained and rules["ttft"].detector.sustained
-    assert rules["refusal"].detector.kind == "rate"  # rate has no such option: left as shipped
-    assert not L.shipped_rules()["spend"].detector.sustained
+    assert rules["refusal"].detector.kind == "rate" and rules["refusal"].detector.sustained
+    shipped = L.shipped_rules()  # the pack sets it on spend and refusals only
+    assert shipped["spend"].detector.sustained and shipped["refusal"].detector.sustained
+    assert not shipped["ttft"].detector.sustained and not shipped["grounded"].detector.sustained
 
 
 def test_sustained_spend_pages_the_night_runaway_without_false_episodes() -> None:
-    # The night runaway is ~2 sigma per minute: the default never pages it (docs/benchmarks.md).
+    # The night runaway is ~2 sigma per minute: without sustained evidence it never pages
+    # (docs/benchmarks.md).
     # With sustained evidence it pages; the day after the holiday returns to a known level
     # instead of paging as a lasting shift (3 false episodes before that check).
     res = L.run(only=["spend.globex"], sustained=True)
     night = next(i for i in res["incidents"] if i["incident"] == "night-runaway")
     assert night["caught"] and night["minutes_to_page"] <= 15
     assert res["false_episodes"] == 0
+
+
+def test_the_shipped_rules_page_every_incident_of_the_suite_without_a_false_episode() -> None:
+    # As shipped (spend and refusals with sustained evidence): the night runaway and the refusal
+    # spike on a few calls a minute page too; none of the four traps does.
+    res = L.run()
+    assert res["caught"] == 5, res["incidents"]
+    assert res["false_episodes"] == 0, res["false"]
+    pages = {i["incident"]: i["minutes_to_page"] for i in res["incidents"]}
+    assert pages["night-runaway"] <= 15 and pages["refusal-spike"] <= 20, pages

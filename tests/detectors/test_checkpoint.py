@@ -20,6 +20,7 @@ SPECS: list[dict[str, Any]] = [
     {"kind": "seasonal"},
     {"kind": "auto"},
     {"kind": "rate", "halflife": "1h"},
+    {"kind": "rate", "halflife": "1h", "sustained": True},
     {"kind": "threshold", "above": 3},
     {"kind": "drift", "reference": "6h", "recent": "30m", "direction": "up", "below": 1.0},
 ]

@@ -60,6 +60,8 @@ SPECS: list[Any] = [
     SeasonalDetector(
         kind="seasonal", seasons=["1h"], history="4h", refit="20m", resolution="5m", sustained=True
     ),
+    RateDetector(kind="rate", min_trials=3, min_count=1, direction="both", halflife="1h", sustained=True),
+    RateDetector(kind="rate", min_trials=5, min_count=3, min_delta=0.0, sensitivity=0.5, sustained=True),
     BudgetDetector(kind="budget", amount=100.0),
     BudgetDetector(kind="budget", period="day", amount=5.0, require="all"),
     DriftDetector(kind="drift", reference="1h", recent="10m", min_points=3),

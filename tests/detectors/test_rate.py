@@ -135,3 +135,75 @@ def test_causal_with_counts(pts: list[tuple[int, float, int]], cut: int) -> None
 def test_impossible_parameters_are_detector_errors(kw: dict[str, Any]) -> None:
     with pytest.raises(DetectorError):
         RateBaseline(**kw)
+
+
+def _night(det: RateBaseline, p: float, start: int, minutes: int, seed: int, calls: int = 6) -> list[Any]:
+    """Feed one-minute points of ``calls`` calls at refusal rate ``p``; return the verdicts."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(start, start + minutes):
+        out.append(det.update(60.0 * i, rng.binomial(calls, p) / calls, calls))
+    return out
+
+
+def test_sustained_pools_a_rise_that_no_single_point_can_show() -> None:
+    # 3 % -> 15 % on 6 calls a minute: below min_count, so one point is never judged; pooled, the
+    # last 16 minutes page within 20 minutes of the start, and the default never does
+    for sustained in (False, True):
+        det = RateBaseline(sustained=sustained)
+        _night(det, 0.03, 0, 3000, seed=1)
+        spike = _night(det, 0.15, 3000, 60, seed=2)
+        flagged = [i for i, v in enumerate(spike) if v.anomalous]
+        if sustained:
+            assert flagged and flagged[0] <= 20, flagged
+            assert len(flagged) >= 30  # most of the hour, not a blip
+        else:
+            assert flagged == []
+
+
+def test_a_run_flag_ends_with_the_incident_and_one_extreme_point_cannot_carry_a_run() -> None:
+    det = RateBaseline(sustained=True)
+    _night(det, 0.03, 0, 3000, seed=1)
+    spike = _night(det, 0.15, 3000, 60, seed=2)
+    after = _night(det, 0.03, 3060, 60, seed=3)
+    assert any(v.anomalous for v in spike)
+    # a point at or below the baseline is never flagged by the run; the run decays within 16 points
+    assert not any(v.anomalous for v in after if v.value <= v.expected)
+    assert not any(v.anomalous for v in after[16:])
+    # one minute with 10 of 12 calls refused is flagged by the point test; the clip at 3 sd keeps
+    # it from carrying the next minutes
+    v = det.update(60.0 * 3120, 10 / 12, 12)
+    assert v is not None and v.anomalous
+    quiet = _night(det, 0.03, 3121, 30, seed=4)
+    assert not any(q.anomalous for q in quiet)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sustained_keeps_its_false_flag_budget_on_overdispersed_rates(seed: int) -> None:
+    # a rate that wanders (beta, concentration 200) at few calls per point: the pooled test uses
+    # the over-dispersion, so it does not add up noise into evidence
+    rng = np.random.default_rng(seed)
+    det = RateBaseline(sustained=True, direction="both")
+    n = rng.poisson(4.0, 20_000)
+    p = rng.beta(0.05 * 200, 0.95 * 200, 20_000)
+    flags = ready = 0
+    for i in range(20_000):
+        if n[i] == 0:
+            continue
+        v = det.update(60.0 * i, rng.binomial(n[i], p[i]) / n[i], float(n[i]))
+        if v is not None and v.ready:
+            ready += 1
+            flags += v.anomalous
+    assert ready > 15_000 and flags / ready < 5e-4  # sensitivity 4: a few per 10,000 at most
+
+
+def test_the_run_band_holds_every_point_it_does_not_flag() -> None:
+    det = RateBaseline(sustained=True)
+    verdicts = _night(det, 0.03, 0, 3000, seed=5) + _night(det, 0.2, 3000, 40, seed=6)
+    for v in verdicts:
+        if not v.ready:
+            continue
+        if v.anomalous:
+            assert not (v.value <= v.upper), v  # NaN upper never holds it either
+        elif not math.isnan(v.upper):
+            assert v.value <= v.upper, v

@@ -141,11 +141,12 @@ class Cell:
         return 1e4 * self.flagged / self.ready if self.ready else None
 
 
-def measure(kind: str, ds: Dataset, ts: FloatArray) -> Cell | None:
+def measure(kind: str, ds: Dataset, ts: FloatArray, sustained: bool = False) -> Cell | None:
     """Run detector ``kind`` at default sensitivity, both directions, over one dataset.
 
     ``rate`` applies only to proportions with trial counts (None otherwise); ``auto`` picks ``rate``
-    itself when the series carries counts.
+    itself when the series carries counts. ``sustained`` sets ``sustained: true`` on the kinds that
+    take it (the others run as they are).
     """
     from ..detectors import make_detector
     from ..evals.scoring import build_spec
@@ -153,18 +154,22 @@ def measure(kind: str, ds: Dataset, ts: FloatArray) -> Cell | None:
     if kind == "rate" and ds.counts is None:
         return None
     spec = build_spec(kind, "both" if kind != "rate" else "up", [])
+    if sustained and "sustained" in type(spec).model_fields:
+        spec = spec.model_copy(update={"sustained": True})
     verdicts = make_detector(spec).update_many(ts, ds.values, ds.counts)
     ready = [v for v in verdicts if v.ready]
     surprise = max((v.surprise for v in ready), default=0.0)
     return Cell(len(ds.values), len(ready), sum(v.anomalous for v in ready), surprise)
 
 
-def run(datasets: Sequence[Dataset], kinds: Sequence[str], spacing: str) -> dict[str, dict[str, Cell | None]]:
+def run(
+    datasets: Sequence[Dataset], kinds: Sequence[str], spacing: str, sustained: bool = False
+) -> dict[str, dict[str, Cell | None]]:
     """Return ``{dataset: {kind: Cell or None}}`` for every dataset and detector kind."""
     out: dict[str, dict[str, Cell | None]] = {}
     for ds in datasets:
         ts = timestamps(ds, spacing)
-        out[f"{ds.source}:{ds.name}"] = {k: measure(k, ds, ts) for k in kinds}
+        out[f"{ds.source}:{ds.name}"] = {k: measure(k, ds, ts, sustained) for k in kinds}
     return out
 
 

@@ -283,7 +283,8 @@ class RuleSpec:
 def shipped_rules(path: Path = RULES, sustained: bool = False) -> dict[str, RuleSpec]:
     """Return ``{signal: RuleSpec}`` from the shipped rule pack (detector spec validated by the schema).
 
-    ``sustained`` sets ``sustained: true`` on the detectors that take it (not ``rate``/``threshold``).
+    ``sustained`` sets ``sustained: true`` on the detectors that take it (all but ``threshold``); the
+    shipped spend and refusal rules set it themselves.
     """
     import yaml
     from pydantic import TypeAdapter
@@ -296,7 +297,7 @@ def shipped_rules(path: Path = RULES, sustained: bool = False) -> dict[str, Rule
     for signal, alert in SIGNAL_RULE.items():
         rule = by_alert[alert]
         det = dict(rule["detector"])
-        if sustained and det["kind"] in ("rolling", "ewma", "seasonal", "auto"):
+        if sustained and det["kind"] in ("rolling", "ewma", "seasonal", "auto", "rate"):
             det["sustained"] = True
         spec = TypeAdapter(DetectorSpec).validate_python(det)
         out[signal] = RuleSpec(spec, rule.get("min_value"), rule.get("max_value"))

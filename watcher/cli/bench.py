@@ -56,6 +56,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "year, quarter, month, week, 30 min); generated series keep their own timestamps",
     )
     fr.add_argument("--no-generated", action="store_true", help="leave out the generated no-label series")
+    fr.add_argument(
+        "--sustained", action="store_true", help="set `sustained: true` on the kinds that take it"
+    )
     fr.add_argument("--json", action="store_true", help="print the results as JSON")
     fr.set_defaults(func=main_flagrate)
     llm = sub.add_parser(
@@ -524,7 +527,7 @@ def main_flagrate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels/pandas deprecation chatter while loading
         datasets = load(args.dataset, not args.no_generated)
-    table = run(datasets, kinds, args.spacing)
+    table = run(datasets, kinds, args.spacing, args.sustained)
     if args.json:
         payload = {
             key: {

@@ -52,7 +52,7 @@ class AutoSelect(Detector):
         self.direction: Direction = direction
         self.min_spread = float(min_spread)
         self.history = history
-        self.sustained = sustained  # the seasonal path's (``rate`` has its own test)
+        self.sustained = sustained  # both paths': seasonal's run mean, rate's pooled run
         self.inner: Detector | None = None
 
     @property
@@ -70,7 +70,9 @@ class AutoSelect(Detector):
     def _choose(self, value: float, count: float | None) -> Detector:
         """Return the detector for this series, from its first point with a value."""
         if count is not None and math.isfinite(count) and count > 0 and 0.0 <= value <= 1.0:
-            return RateBaseline(sensitivity=self.sensitivity, direction=self.direction)
+            return RateBaseline(
+                sensitivity=self.sensitivity, direction=self.direction, sustained=self.sustained
+            )
         return SeasonalBaseline(
             seasons=None,
             history=self.history,

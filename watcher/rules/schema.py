@@ -200,6 +200,13 @@ class RateDetector(_Frozen):
     min_trials: float = Field(
         200.0, ge=1, le=1e12, description="baseline trials needed before the first verdict"
     )
+    sustained: bool = Field(
+        False,
+        description=(
+            "opt-in: the last 16 points are also pooled and tested (each clipped at 3 sd), so a rise "
+            "too small for any one point's trials pages once enough trials add up"
+        ),
+    )
 
 
 class AutoDetector(_Frozen):
