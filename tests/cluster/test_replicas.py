@@ -252,6 +252,7 @@ def test_a_replica_cut_off_from_postgresql_stops_evaluating_and_sending(
         proxy.cut()
         cut_off.close()
         healthy.close()
+        engine.dispose()  # a failed wait must not leave pooled connections to the next test's GC
     pages = _pages(http_receiver)
     assert Counter((name, status) for _, name, status in pages) == Counter(
         {(f"Burst_{g}", s): 1 for g in groups for s in ("firing", "resolved")}

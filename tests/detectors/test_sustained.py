@@ -74,8 +74,12 @@ def test_sustained_absent_or_false_gives_the_default_verdicts(kind: str) -> None
 def test_sustained_must_be_a_boolean() -> None:
     with pytest.raises(ValidationError):
         TypeAdapter(DetectorSpec).validate_python({"kind": "seasonal", "sustained": "sometimes"})
-    with pytest.raises(ValidationError):  # rate and threshold judge each point on its own
-        TypeAdapter(DetectorSpec).validate_python({"kind": "rate", "sustained": True})
+    with pytest.raises(ValidationError):
+        TypeAdapter(DetectorSpec).validate_python({"kind": "rate", "sustained": "sometimes"})
+    with pytest.raises(ValidationError):  # threshold judges each point on its own
+        TypeAdapter(DetectorSpec).validate_python({"kind": "threshold", "above": 1, "sustained": True})
+    # rate has its own sustained test (the last 16 points pooled)
+    assert TypeAdapter(DetectorSpec).validate_python({"kind": "rate", "sustained": True}).sustained
 
 
 def test_count_floor_is_half_an_event_for_rare_events_and_the_binomial_sd_for_many() -> None:
