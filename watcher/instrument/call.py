@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import attributes as attr
 from . import hooks
+from .deferred import Deferred, PendingSpan, Started
 from .finisher import FINISHER
 from .hooks import _CALLS, _PAYLOADS, _clip, _new_span_id, _new_trace_id, _note_error, _State, _utcnow
 from .record import CallRecord
@@ -90,6 +91,8 @@ class _LLMCall(ContextDecorator):
         self._token: Token[CallRecord | None] | None = None
         self._sampled = False
         self._done = False
+        self._deferred: Deferred | None = None
+        self._started: Started | None = None
 
     def _recreate_cm(self) -> _LLMCall:
         return _LLMCall(self._call, self._params, self._labels, self._server)
@@ -170,9 +173,26 @@ class _LLMCall(ContextDecorator):
             attrs[attr.SERVER_ADDRESS] = self._server[0]
             if self._server[1] is not None:
                 attrs[attr.SERVER_PORT] = self._server[1]
+        name = f"{call['operation']} {call['model']}"
+        deferred = state.deferred()
+        if deferred is not None:  # the SDK's tracer: only the span's context here, the span later
+            span, self._started = deferred.begin(name, SpanKind.CLIENT, attrs)
+            self._deferred = deferred
+            self._span = span
+            ctx = span.get_span_context()
+            self._sampled = ctx.trace_flags.sampled
+            self._otel_token = otel_context.attach(trace.set_span_in_context(span))
+            ts = time.time() if state.clock is _utcnow else state.clock()
+            return CallRecord(
+                **call,
+                trace_id=f"{ctx.trace_id:032x}",
+                span_id=f"{ctx.span_id:016x}",
+                ts=ts,
+                timer=state.timer,
+            )
         outer = hooks._current.get()
         span = state.tracer.start_span(
-            f"{call['operation']} {call['model']}",
+            name,
             kind=SpanKind.CLIENT,
             attributes=attrs,
             record_exception=False,
@@ -220,6 +240,15 @@ class _LLMCall(ContextDecorator):
         """Fill and settle the record, annotate and end the span, observe, queue the rows, offer."""
         state, rec, span = self._state, self._rec, self._span
         assert state is not None and rec is not None
+        if self._started is not None:  # a deferred span: the SDK span is started now, as of the call's start
+            pending, span = span, None
+            try:
+                assert self._deferred is not None
+                span = self._deferred.create(self._started)
+                if isinstance(pending, PendingSpan):
+                    pending.resolve(span)
+            except Exception as err:
+                _note_error("span start", err)
         try:
             if fill is not None:
                 try:
