@@ -8,8 +8,13 @@ children, and nothing that goes wrong may reach the application.
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -358,10 +363,62 @@ def test_a_broken_sampler_or_processor_never_reaches_the_application(
     before = hook_state.stats().errors
     with llm_call(provider="openai", model="gpt-4o") as rec:
         rec.output_tokens = 3
+        current = trace.get_current_span()
+        current.set_attribute("app.step", "answer")
     with pytest.raises(AppError), llm_call(provider="openai", model="gpt-4o"):
         raise AppError("the application's own")
     assert instrument.flush(timeout=5)
     assert hook_state.stats().errors == before + 2
     rows: list[Call] = calls()
     assert [r.outcome for r in rows] == ["ok", "error"] and rows[0].output_tokens == 3
+    assert not current.is_recording()  # no span: what the application did to it went nowhere
     provider.shutdown()
+
+
+GLOBAL_PROVIDER = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from watcher import instrument
+from watcher.instrument.deferred import PendingSpan
+
+instrument.configure(metrics=False)  # before the global provider is set: the hooks hold a proxy tracer
+with instrument.llm_call(provider="openai", model="early"):
+    early = type(trace.get_current_span()).__name__
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+with instrument.llm_call(provider="openai", model="gpt-4o"):
+    deferred = isinstance(trace.get_current_span(), PendingSpan)
+    trace.get_tracer("app").start_span("inside").end()
+instrument.flush()
+spans = {s.name: s for s in exporter.get_finished_spans()}
+chat, inside = spans["chat gpt-4o"], spans["inside"]
+print(json.dumps({"early": early, "deferred": deferred, "names": sorted(spans),
+                  "linked": inside.parent.span_id == chat.context.span_id}))
+"""
+
+
+def test_the_global_provider_set_after_configure_gets_deferred_spans() -> None:
+    """The hooks' proxy tracer is looked through once the application sets its global provider."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-c", GLOBAL_PROVIDER],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {
+        "early": "NonRecordingSpan",  # no provider yet: a no-op span, as before
+        "deferred": True,
+        "names": ["chat gpt-4o", "inside"],
+        "linked": True,
+    }

@@ -1,11 +1,13 @@
 """``llm_call``: one model call as a span, metrics with trace exemplars, a row and a payload.
 
-This module owns the lifecycle of one call. On the caller's thread: start the span
-(``"{operation} {model}"``, kind CLIENT, the ``gen_ai.*`` attributes a sampler may use) and make
-it current; at the end take the duration and end time, leave the context and queue the rest for
-the ``finisher``'s thread: settle the outcome (provider signals, then the refusal-phrase
-classifier; ``llm_call`` used directly settles on the caller, whose record it is), set the
-request and response attributes and end the span, observe the metrics, queue the ``calls`` row
+This module owns the lifecycle of one call. On the caller's thread: the span
+(``"{operation} {model}"``, kind CLIENT, the ``gen_ai.*`` attributes a sampler may use) made
+current; with the SDK's tracer only its context is drawn here and the SDK span is started later
+with the call's start time (``deferred``), other tracers start it here. At the end: take the
+duration and end time, leave the context and queue the rest for the ``finisher``'s thread: start
+the deferred span, settle the outcome (provider signals, then the refusal-phrase classifier;
+``llm_call`` used directly settles on the caller, whose record it is), set the request and
+response attributes and end the span, observe the metrics, queue the ``calls`` row
 and the redacted ``payloads`` row when capture is on, and offer the call to the online evaluator.
 A streamed call leaves the caller's context when ``create`` returns (``detach``) and ends when
 the stream ends (``finish``). It does not own the process-wide state (``hooks``), the background
@@ -249,6 +251,8 @@ class _LLMCall(ContextDecorator):
                     pending.resolve(span)
             except Exception as err:
                 _note_error("span start", err)
+                if isinstance(pending, PendingSpan):
+                    pending.resolve(trace.INVALID_SPAN)  # what the application did to it goes nowhere
         try:
             if fill is not None:
                 try:

@@ -21,6 +21,7 @@ on the caller as before. It does not own the call's lifecycle (``call``) nor the
 from __future__ import annotations
 
 import contextvars
+import logging
 import sys
 import threading
 import time
@@ -31,6 +32,8 @@ from typing import Any, Final
 
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+log = logging.getLogger(__name__)
 
 _SDK_TRACE: Final = "opentelemetry.sdk.trace"
 _RANDOM: Final = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
@@ -68,12 +71,17 @@ class PendingSpan(trace.Span):
         getattr(real, method)(*args)
 
     def resolve(self, real: trace.Span) -> None:
-        """Replay what was done so far on ``real``; from now on everything goes to it."""
+        """Replay what was done so far on ``real``; from now on everything goes to it.
+
+        ``INVALID_SPAN`` when no SDK span could be started: what was kept is dropped.
+        """
         with _PENDING_LOCK:
-            for method, args in self._ops or ():
-                getattr(real, method)(*args)
-            self._ops = None
-            self._real = real
+            ops, self._ops, self._real = self._ops, None, real
+            for method, args in ops or ():
+                try:
+                    getattr(real, method)(*args)
+                except Exception as exc:  # the SDK logs bad values itself; this is a last guard
+                    log.warning("watcher hooks: replaying %s on the call's span failed (%s)", method, exc)
 
     def get_span_context(self) -> SpanContext:
         """Return the context drawn on the caller's thread (the SDK span gets the same)."""
@@ -90,15 +98,15 @@ class PendingSpan(trace.Span):
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Set attributes (kept until the SDK span exists)."""
-        self._do("set_attributes", {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()})
+        self._do("set_attributes", _copy(attributes))
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         """Add an event stamped now unless ``timestamp`` says otherwise."""
-        self._do("add_event", name, None if attributes is None else dict(attributes), _now(timestamp))
+        self._do("add_event", name, _copy(attributes), _now(timestamp))
 
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
         """Add a link (kept until the SDK span exists)."""
-        self._do("add_link", context, None if attributes is None else dict(attributes))
+        self._do("add_link", context, _copy(attributes))
 
     def update_name(self, name: str) -> None:
         """Rename the span (kept until the SDK span exists)."""
@@ -116,9 +124,13 @@ class PendingSpan(trace.Span):
         escaped: bool = False,
     ) -> None:
         """Record an exception event with the stack trace it has now (a re-raise would lengthen it)."""
-        merged: dict[str, Any] = {_STACKTRACE: "".join(traceback.format_exception(exception))}
-        if attributes:
-            merged.update(attributes)
+        merged: Any = attributes
+        try:
+            merged = {_STACKTRACE: "".join(traceback.format_exception(exception))}
+            if attributes:
+                merged.update(attributes)
+        except Exception:  # not an exception after all: the SDK span gets it as it came
+            merged = attributes
         self._do("record_exception", exception, merged, _now(timestamp), escaped)
 
     def end(self, end_time: int | None = None) -> None:
@@ -131,6 +143,16 @@ class PendingSpan(trace.Span):
 
 def _now(timestamp: int | None) -> int:
     return time.time_ns() if timestamp is None else timestamp
+
+
+def _copy(attributes: Any) -> Any:
+    """Return the attributes as they are now (the SDK copies them when set; lists become tuples)."""
+    if attributes is None:
+        return None
+    try:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()}
+    except Exception:  # not a mapping: the SDK span gets it as it came, and says what it thinks
+        return attributes
 
 
 @dataclass(slots=True)
