@@ -242,11 +242,12 @@ class _LLMCall(ContextDecorator):
         """Fill and settle the record, annotate and end the span, observe, queue the rows, offer."""
         state, rec, span = self._state, self._rec, self._span
         assert state is not None and rec is not None
-        if self._started is not None:  # a deferred span: the SDK span is started now, as of the call's start
+        started, self._started = self._started, None  # (it holds the caller's context snapshot)
+        if started is not None:  # a deferred span: the SDK span is started now, as of the call's start
             pending, span = span, None
             try:
                 assert self._deferred is not None
-                span = self._deferred.create(self._started)
+                span = self._deferred.create(started)
                 if isinstance(pending, PendingSpan):
                     pending.resolve(span)
             except Exception as err:

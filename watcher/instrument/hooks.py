@@ -162,7 +162,7 @@ class _State:
             d = self._deferred = for_tracer(self.tracer, TRACER_NAME)
         if d is True or d is False or not d.ok:
             return None
-        if "start_span" in vars(d.tracer) or "start_span" in vars(self.tracer):
+        if "start_span" in _own_attributes(d.tracer) or "start_span" in _own_attributes(self.tracer):
             return None
         return d
 
@@ -172,6 +172,11 @@ class _State:
             return None
         text = str(text)[:MAX_PAYLOAD_CHARS]
         return self.redactor.redact(text) if self.redactor is not None else text
+
+
+def _own_attributes(obj: object) -> Any:
+    """Return the instance's own attributes (none for an object with slots only)."""
+    return getattr(obj, "__dict__", ())
 
 
 @dataclass(frozen=True, slots=True)
