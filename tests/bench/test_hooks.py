@@ -23,6 +23,12 @@ def test_hooks_bench_writes_every_row_and_reports_each_arm() -> None:
     assert arms["baseline"]["added_p50_us"] == 0
 
 
+def test_hooks_bench_caller_span_arm_runs_and_writes_its_rows() -> None:
+    result = run_hooks_bench(calls=20, rounds=2, caller_span=True)
+    assert set(result["arms"]) >= {"baseline", "watcher", "w-caller"}
+    assert result["rows_written"] == result["rows_submitted"] == 40  # both watcher arms write rows
+
+
 def test_hooks_bench_streams_read_every_chunk_and_write_every_row() -> None:
     result = run_hooks_bench(calls=20, rounds=2, stream=True)
     assert result["streamed"] and result["rows_written"] == result["rows_submitted"] == 20

@@ -167,11 +167,15 @@ def run_hooks_bench(
     model: str = "gpt-4o-mini",
     http: bool = False,
     stream: bool = False,
+    caller_span: bool = False,
 ) -> dict[str, Any]:
     """Time ``calls`` wrapped calls per arm in ``rounds`` interleaved rounds; return µs statistics.
 
     ``stream`` makes every call a streamed one, read to its end (the watcher arm asks for the
-    usage chunk and hides it: that extra chunk is part of its cost).
+    usage chunk and hides it: that extra chunk is part of its cost). ``caller_span`` adds the arm
+    ``w-caller``: the watcher arm with its SDK span started on the caller's thread, as before
+    deferred spans (the tracer's ``start_span`` replaced on the instance by itself, which the
+    hooks respect), to compare the two in the same run.
 
     Per round and arm: the p50 of the calls' wall time, the p50 of the calling thread's CPU
     time, and the process CPU time per call (all threads, so the writer's inserts and the span
@@ -193,6 +197,8 @@ def run_hooks_bench(
 
     per_round = max(1, calls // rounds)
     arms = {"baseline": _Arm(), "watcher": _Arm()}
+    if caller_span:
+        arms["w-caller"] = _Arm()
     if peer is not None:
         arms["otel"] = _Arm()
     provider = TracerProvider()
@@ -223,14 +229,19 @@ def run_hooks_bench(
             p0 = time.process_time()
             if name == "baseline":
                 wall, cpu = _time_calls(call, per_round)
-            elif name == "watcher":
+            elif name in ("watcher", "w-caller"):
                 hooks.configure(store, tracer_provider=provider, registry=CollectorRegistry())
+                if name == "w-caller":
+                    tracer: Any = hooks._state.tracer
+                    tracer.start_span = tracer.start_span  # on the instance: spans start on the caller
                 instrument_openai(client)
                 wall, cpu = _time_calls(call, per_round)
                 uninstrument_openai(client)
                 hooks.flush()  # the calls' background finishing is charged to this arm's process CPU
                 stats = hooks.stats().writer
                 hooks.reset()  # closes the writer: the rows are written
+                if name == "w-caller":
+                    del tracer.start_span
                 rows += stats.submitted if stats else 0
             else:
                 inst = peer()

@@ -225,7 +225,9 @@ def main_cluster_bench(args: argparse.Namespace) -> int:
 def _main_hooks(args: argparse.Namespace) -> int:
     from ..bench.hooks import run_hooks_bench
 
-    result = run_hooks_bench(args.calls, args.rounds, http=args.http, stream=args.stream)
+    result = run_hooks_bench(
+        args.calls, args.rounds, http=args.http, stream=args.stream, caller_span=args.caller_span
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -267,6 +269,11 @@ def add_hooks_bench_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
     p.add_argument("--http", action="store_true", help="call the loopback stub server (noisier)")
     p.add_argument("--stream", action="store_true", help="streamed calls, each read to its end")
+    p.add_argument(
+        "--caller-span",
+        action="store_true",
+        help="add the arm w-caller: watcher with its span started on the caller (not deferred)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_main_hooks)
     return p

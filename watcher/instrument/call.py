@@ -1,11 +1,13 @@
 """``llm_call``: one model call as a span, metrics with trace exemplars, a row and a payload.
 
-This module owns the lifecycle of one call. On the caller's thread: start the span
-(``"{operation} {model}"``, kind CLIENT, the ``gen_ai.*`` attributes a sampler may use) and make
-it current; at the end take the duration and end time, leave the context and queue the rest for
-the ``finisher``'s thread: settle the outcome (provider signals, then the refusal-phrase
-classifier; ``llm_call`` used directly settles on the caller, whose record it is), set the
-request and response attributes and end the span, observe the metrics, queue the ``calls`` row
+This module owns the lifecycle of one call. On the caller's thread: the span
+(``"{operation} {model}"``, kind CLIENT, the ``gen_ai.*`` attributes a sampler may use) made
+current; with the SDK's tracer only its context is drawn here and the SDK span is started later
+with the call's start time (``deferred``), other tracers start it here. At the end: take the
+duration and end time, leave the context and queue the rest for the ``finisher``'s thread: start
+the deferred span, settle the outcome (provider signals, then the refusal-phrase classifier;
+``llm_call`` used directly settles on the caller, whose record it is), set the request and
+response attributes and end the span, observe the metrics, queue the ``calls`` row
 and the redacted ``payloads`` row when capture is on, and offer the call to the online evaluator.
 A streamed call leaves the caller's context when ``create`` returns (``detach``) and ends when
 the stream ends (``finish``). It does not own the process-wide state (``hooks``), the background
@@ -29,6 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import attributes as attr
 from . import hooks
+from .deferred import Deferred, PendingSpan, Started
 from .finisher import FINISHER
 from .hooks import _CALLS, _PAYLOADS, _clip, _new_span_id, _new_trace_id, _note_error, _State, _utcnow
 from .record import CallRecord
@@ -90,6 +93,8 @@ class _LLMCall(ContextDecorator):
         self._token: Token[CallRecord | None] | None = None
         self._sampled = False
         self._done = False
+        self._deferred: Deferred | None = None
+        self._started: Started | None = None
 
     def _recreate_cm(self) -> _LLMCall:
         return _LLMCall(self._call, self._params, self._labels, self._server)
@@ -170,9 +175,26 @@ class _LLMCall(ContextDecorator):
             attrs[attr.SERVER_ADDRESS] = self._server[0]
             if self._server[1] is not None:
                 attrs[attr.SERVER_PORT] = self._server[1]
+        name = f"{call['operation']} {call['model']}"
+        deferred = state.deferred()
+        if deferred is not None:  # the SDK's tracer: only the span's context here, the span later
+            span, self._started = deferred.begin(name, SpanKind.CLIENT, attrs)
+            self._deferred = deferred
+            self._span = span
+            ctx = span.get_span_context()
+            self._sampled = ctx.trace_flags.sampled
+            self._otel_token = otel_context.attach(trace.set_span_in_context(span))
+            ts = time.time() if state.clock is _utcnow else state.clock()
+            return CallRecord(
+                **call,
+                trace_id=f"{ctx.trace_id:032x}",
+                span_id=f"{ctx.span_id:016x}",
+                ts=ts,
+                timer=state.timer,
+            )
         outer = hooks._current.get()
         span = state.tracer.start_span(
-            f"{call['operation']} {call['model']}",
+            name,
             kind=SpanKind.CLIENT,
             attributes=attrs,
             record_exception=False,
@@ -220,6 +242,18 @@ class _LLMCall(ContextDecorator):
         """Fill and settle the record, annotate and end the span, observe, queue the rows, offer."""
         state, rec, span = self._state, self._rec, self._span
         assert state is not None and rec is not None
+        started, self._started = self._started, None  # (it holds the caller's context snapshot)
+        if started is not None:  # a deferred span: the SDK span is started now, as of the call's start
+            pending, span = span, None
+            try:
+                assert self._deferred is not None
+                span = self._deferred.create(started)
+                if isinstance(pending, PendingSpan):
+                    pending.resolve(span)
+            except Exception as err:
+                _note_error("span start", err)
+                if isinstance(pending, PendingSpan):
+                    pending.resolve(trace.INVALID_SPAN)  # what the application did to it goes nowhere
         try:
             if fill is not None:
                 try:

@@ -1,9 +1,10 @@
 """The background thread that finishes model calls after the application has its response.
 
 This module owns the bounded queue of finished calls and the one daemon thread that drains it:
-what a call costs beyond starting its span and measuring its times (span attributes and end,
-Prometheus observations with their exemplars, the ``calls`` and ``payloads`` rows, redaction,
-the online evaluator) runs here, not on the caller's thread. The caller pays one append to a
+what a call costs beyond making its span current and measuring its times (the SDK span's start
+when it is deferred, its attributes and end, Prometheus observations with their exemplars, the
+``calls`` and ``payloads`` rows, redaction, the online evaluator) runs here, not on the caller's
+thread. The caller pays one append to a
 deque, with no lock and no wake-up: the thread polls the queue every ``interval_s`` while
 calls arrive and backs off to ``idle_s`` when none do. A full queue drops the call and counts
 it. ``flush`` wakes the thread and waits for what was queued so far; the hooks call it before

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import Tracer, TracerProvider
 
+from .deferred import Deferred, for_tracer
 from .finisher import FINISHER, FinisherStats, register_at_exit
 from .labels import DEFAULT_LABEL_LIMIT, DEFAULT_LABELS
 from .pricing import load_pricing, warm
@@ -126,6 +127,8 @@ class _State:
     meter_provider: Any = None
     """None: OpenTelemetry's global meter provider (a no-op until the application sets one)."""
     _meters: GenAIMeters | None = None
+    _deferred: Deferred | bool = True
+    """Deferred spans for the tracer, or whether to look again (True) or not (False)."""
 
     def metrics(self) -> LLMMetrics | None:
         """Return the metrics of the configured registry (created on first use), or None if off."""
@@ -149,12 +152,31 @@ class _State:
             self._meters = GenAIMeters(self.meter_provider)
         return self._meters
 
+    def deferred(self) -> Deferred | None:
+        """Return the deferred spans of the tracer, or None: start spans on the caller's thread.
+
+        None too while the tracer's ``start_span`` is replaced on the instance (respect it).
+        """
+        d = self._deferred
+        if d is True:
+            d = self._deferred = for_tracer(self.tracer, TRACER_NAME)
+        if d is True or d is False or not d.ok:
+            return None
+        if "start_span" in _own_attributes(d.tracer) or "start_span" in _own_attributes(self.tracer):
+            return None
+        return d
+
     def scrub(self, text: str | None) -> str | None:
         """Return ``text`` cut to ``MAX_PAYLOAD_CHARS`` and redacted (unless redaction is off)."""
         if text is None:
             return None
         text = str(text)[:MAX_PAYLOAD_CHARS]
         return self.redactor.redact(text) if self.redactor is not None else text
+
+
+def _own_attributes(obj: object) -> Any:
+    """Return the instance's own attributes (none for an object with slots only)."""
+    return getattr(obj, "__dict__", ())
 
 
 @dataclass(frozen=True, slots=True)
