@@ -122,7 +122,7 @@ class SqlSource:
             out.append(
                 _series(rule, q, labels, grid, grid_us, window_us, ts[idx], values[idx], matched[idx], refs)
             )
-        out.sort(key=lambda s: tuple(s.labels.items()))
+        out.sort(key=lambda s: s.labels.pairs)
         return out
 
     def _fetch_windows(
@@ -174,7 +174,7 @@ class SqlSource:
             values = w.values[code]
             traces = batch.traces(code, values) if batch is not None else ()
             out.append(Series(labels, grid, values, w.counts[code], traces))
-        out.sort(key=lambda s: tuple(s.labels.items()))
+        out.sort(key=lambda s: s.labels.pairs)
         return out
 
     def shared_key(self, rule: Rule) -> tuple[Any, ...] | None:
@@ -271,7 +271,7 @@ class SqlSource:
                 series.append(
                     _series(rule, q, labels, grid, grid_us, window_us, rts[g], values[g], matched[g], None)
                 )
-            series.sort(key=lambda s: tuple(s.labels.items()))
+            series.sort(key=lambda s: s.labels.pairs)
             out.append(series)
         return out
 
