@@ -69,6 +69,8 @@ class SqlSource:
         """``aggregate=False`` computes every window from the raw rows in numpy (the reference)."""
         self.store = store
         self.aggregate = aggregate
+        self._labels: dict[tuple[tuple[str, ...], tuple[Any, ...]], Labels] = {}
+        """``(by, key)`` → the label set handed out for it last time (a tick builds none anew)."""
 
     def portable(self) -> SqlSourceRecipe | None:
         """Return how to open this source in another process, or None for an in-memory database."""
@@ -169,8 +171,14 @@ class SqlSource:
         grid.flags.writeable = False  # one grid shared by every series of the fetch
         batch = _TraceBatch(self, rule, q, grid_us, window_us, w.groups) if want_traces else None
         out = []
+        known = self._labels
+        if len(known) > 4 * len(w.groups) + 1024:  # series gone since: start over rather than grow
+            known.clear()
+        names = tuple(q.by)
         for code, key in enumerate(w.groups):
-            labels = Labels(dict(zip(q.by, key, strict=True)))
+            labels = known.get((names, key))
+            if labels is None:
+                labels = known[(names, key)] = Labels(dict(zip(names, key, strict=True)))
             values = w.values[code]
             traces = batch.traces(code, values) if batch is not None else ()
             out.append(Series(labels, grid, values, w.counts[code], traces))
