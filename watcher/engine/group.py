@@ -635,22 +635,24 @@ class GroupEvaluator:
                 det = self._why.wrap(made, key.merge(rule.labels))
                 runner.detectors[key] = det
             t0 = time.perf_counter()
-            if len(series.values) == 1:
+            single = len(series.values) == 1
+            if single:
                 t, v = float(series.timestamps[0]), float(series.values[0])
                 counts = series.counts
                 one = det.step_one(t, v, None if counts is None else float(counts[0]))
                 verdicts = [one] if one is not None else []
-                if math.isfinite(v) and t > runner.last_seen.get(key, -math.inf):
-                    runner.last_seen[key] = t
             else:
                 verdicts = det.update_many(series.timestamps, series.values, series.counts)
-                runner.see(key, series)
             if self._metrics:
                 kind = rule.detector.kind
                 fit = self._fit_children.get(kind)
                 if fit is None:  # ``labels()`` per series was a tenth of a steady tick's own work
                     fit = self._fit_children[kind] = self._metrics.detector_fit_duration.labels(kind)
                 fit.observe(time.perf_counter() - t0)
+            if not single:
+                runner.see(key, series)
+            elif math.isfinite(v) and t > runner.last_seen.get(key, -math.inf):
+                runner.last_seen[key] = t  # ``see`` of a one-point series, without numpy
         if self._keep_history:
             runner.record(key, verdicts)
         if len(verdicts) == 1:
