@@ -148,6 +148,11 @@ class Labels(Mapping[str, str]):
             self._fingerprint = digest[:16]
         return self._fingerprint
 
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """Return the ``(name, value)`` pairs, sorted by name: ``tuple(self.items())``, without the walk."""
+        return self._items
+
     def merge(self, other: Mapping[str, Any]) -> Labels:
         """Return a new label set with ``other`` laid over this one (cached: evaluation repeats merges)."""
         key = tuple((str(k), str(v)) for k, v in other.items())

@@ -66,6 +66,16 @@ class Detector(abc.ABC):
                 out.append(verdict)
         return out
 
+    def step_one(self, ts: float, value: float, count: float | None = None) -> Verdict | None:
+        """Score the one new point of a tick: what ``update_many`` returns for one point, unwrapped.
+
+        ``ts``, ``value`` and ``count`` are Python floats (as ``update_many`` makes them); None for a
+        stale timestamp. The daemon calls this when a fetch brings a series one point (every steady
+        tick), skipping the arrays' conversions; a kind or wrapper whose ``update_many`` is more
+        than ``update`` point by point overrides it with the same one-point behaviour.
+        """
+        return self.update(ts, value, count)
+
     @abc.abstractmethod
     def _update(self, ts: float, value: float, count: float | None) -> Verdict:
         """Score one finite point that is newer than every point seen so far."""

@@ -142,6 +142,8 @@ class _RuleRunner:
     """Grid time of the rule's last detector checkpoint (or of the one it resumed from)."""
     interned: dict[Labels, Labels] = field(default_factory=dict)
     """Series labels → the first equal label set seen, whose merges and fingerprint are cached."""
+    alert_ids: dict[Labels, tuple[Labels, str]] = field(default_factory=dict)
+    """Interned series labels → the alert's labels (the rule's laid over) and its fingerprint."""
 
     def intern(self, labels: Labels) -> Labels:
         """Return the label set kept for ``labels`` (a source builds new ones at every fetch)."""
@@ -149,6 +151,14 @@ class _RuleRunner:
         if kept is None:
             kept = self.interned[labels] = labels
         return kept
+
+    def alert_id(self, key: Labels) -> tuple[Labels, str]:
+        """Return the alert labels and fingerprint of the series ``key`` (interned labels), cached."""
+        got = self.alert_ids.get(key)
+        if got is None:
+            labels = key.merge(self.rule.labels)
+            got = self.alert_ids[key] = (labels, labels.merge({"alertname": self.rule.alert}).fingerprint)
+        return got
 
     @property
     def history_points(self) -> int:
@@ -162,7 +172,10 @@ class _RuleRunner:
         if hist is None:
             hist = self.history[labels] = VerdictRing(self.history_points)
             self.by_alert_labels[labels.merge(self.rule.labels)] = labels
-        hist.extend(verdicts)
+        if len(verdicts) == 1:
+            hist.append(verdicts[0])
+        else:
+            hist.extend(verdicts)
 
     @property
     def top(self) -> int:
@@ -170,7 +183,7 @@ class _RuleRunner:
             return 0
         return self.rule.traces.top if self.rule.traces is not None else DEFAULT_TOP_TRACES
 
-    def see(self, series: Series) -> None:
+    def see(self, key: Labels, series: Series) -> None:
         """Note the time of the series' newest point with a value (a live series: its last point)."""
         values = series.values
         if len(values) and math.isfinite(values[-1]):
@@ -180,8 +193,8 @@ class _RuleRunner:
             if not len(seen):
                 return
             newest = float(series.timestamps[seen[-1]])
-        if newest > self.last_seen.get(series.labels, -math.inf):
-            self.last_seen[series.labels] = newest
+        if newest > self.last_seen.get(key, -math.inf):
+            self.last_seen[key] = newest
 
     def prune(self, grid_last: float) -> int:
         """Forget the series gone for longer than their state reaches back; return how many.
@@ -203,7 +216,14 @@ class _RuleRunner:
             alert_labels = labels.merge(self.rule.labels)
             if alert_labels.merge({"alertname": self.rule.alert}).fingerprint in self.alerts:
                 continue
-            for state in (self.detectors, self.last_verdicts, self.history, self.last_seen, self.interned):
+            for state in (
+                self.detectors,
+                self.last_verdicts,
+                self.history,
+                self.last_seen,
+                self.interned,
+                self.alert_ids,
+            ):
                 state.pop(labels, None)
             self.by_alert_labels.pop(alert_labels, None)
             dropped += 1
@@ -214,6 +234,20 @@ class _RuleRunner:
         if r.min_value is not None and not value >= r.min_value:
             return False
         return not (r.max_value is not None and not value <= r.max_value)
+
+
+def _quiet(runner: _RuleRunner, latest: Verdict | None) -> bool:
+    """Tell whether a series without an alert stays without one after this verdict.
+
+    A ready verdict that is not active, or a not-ready one that is not "no data" (warming up,
+    re-baselining: no verdict, state kept), steps no alert into existence; "no data" and no
+    verdict at all go through the rule's ``no_data`` policy.
+    """
+    if latest is None:
+        return False
+    if latest.ready:
+        return not (latest.anomalous and runner.passes_floor(latest.value))
+    return latest.reason != "no data"
 
 
 def _stored_differs(new: Alert, prev: Alert) -> bool:
@@ -442,14 +476,21 @@ class GroupEvaluator:
         own_labels: dict[str, Labels] = {}
         # Every series' verdict first; then the trace references of the alerting ones, which a
         # source may read in one query when it is told which series will ask (``want``).
-        seen = [(series, self._detect(runner, series, grid_last)) for series in series_list]
-        for series, (_, hot) in seen:
+        seen = []
+        intern, detect, alert_id, alerts = runner.intern, self._detect, runner.alert_id, runner.alerts
+        for series in series_list:
+            # the interned labels key every per-series dict, so their lookups hit by identity
+            key = intern(series.labels)
+            latest, hot = detect(runner, series, key, grid_last)
             if hot:
                 want_traces(series.traces)
-        for series, (latest, hot) in seen:
-            labels = runner.intern(series.labels).merge(rule.labels)
-            fp = labels.merge({"alertname": rule.alert}).fingerprint
-            own_labels[fp] = series.labels
+            labels, fp = alert_id(key)
+            # A series without an alert that stays without one (a ready inactive verdict, or none
+            # yet while warming up) would step to no alert: it is left out of the steps entirely.
+            if fp in alerts or not _quiet(runner, latest):
+                seen.append((series, key, labels, fp, latest, hot))
+        for series, key, labels, fp, latest, hot in seen:
+            own_labels[fp] = key
             observations[fp] = (
                 labels,
                 self._observe(runner, series, labels, latest, hot, grid_last, fp, at),
@@ -487,8 +528,6 @@ class GroupEvaluator:
             runner.alerts[fp] = new
         for fp in [f for f in runner.episode_start if f not in runner.alerts or runner.alerts[f].resolved]:
             del runner.episode_start[fp]
-        for series in series_list:
-            runner.see(series)
         runner.prune(grid_last)
         self._checkpoint(runner, grid_last)
         return len(series_list), changed, deleted
@@ -574,35 +613,54 @@ class GroupEvaluator:
                 self._metrics.source_query_duration.labels(rule.source).observe(time.perf_counter() - t0)
 
     def _detect(
-        self, runner: _RuleRunner, series: Series, grid_last: float
+        self, runner: _RuleRunner, series: Series, key: Labels, grid_last: float
     ) -> tuple[Verdict | None, list[float] | None]:
         """Run the series' detector; return the verdict at ``grid_last`` and, when it is active
-        and the rule wants trace references, the times of the episode's points behind them."""
+        and the rule wants trace references, the times of the episode's points behind them.
+
+        ``key`` is the series' interned labels. A series of one point (a steady tick) is stepped
+        with ``Detector.step_one``: the same verdict as ``update_many``, without its arrays.
+        """
         rule = runner.rule
         if rule.detector is None:
             verdicts = [
                 Verdict(ts=float(t), value=float(v), anomalous=math.isfinite(v), ready=math.isfinite(v))
                 for t, v in zip(series.timestamps, series.values, strict=True)
             ]
+            runner.see(key, series)
         else:
-            det = runner.detectors.get(series.labels)
+            det = runner.detectors.get(key)
             if det is None:
-                made = self._make_detector(rule, series.labels)
-                det = self._why.wrap(made, series.labels.merge(rule.labels))
-                runner.detectors[series.labels] = det
+                made = self._make_detector(rule, key)
+                det = self._why.wrap(made, key.merge(rule.labels))
+                runner.detectors[key] = det
             t0 = time.perf_counter()
-            verdicts = det.update_many(series.timestamps, series.values, series.counts)
+            single = len(series.values) == 1
+            if single:
+                t, v = float(series.timestamps[0]), float(series.values[0])
+                counts = series.counts
+                one = det.step_one(t, v, None if counts is None else float(counts[0]))
+                verdicts = [one] if one is not None else []
+            else:
+                verdicts = det.update_many(series.timestamps, series.values, series.counts)
             if self._metrics:
                 kind = rule.detector.kind
                 fit = self._fit_children.get(kind)
                 if fit is None:  # ``labels()`` per series was a tenth of a steady tick's own work
                     fit = self._fit_children[kind] = self._metrics.detector_fit_duration.labels(kind)
                 fit.observe(time.perf_counter() - t0)
+            if not single:
+                runner.see(key, series)
+            elif math.isfinite(v) and t > runner.last_seen.get(key, -math.inf):
+                runner.last_seen[key] = t  # ``see`` of a one-point series, without numpy
         if self._keep_history:
-            runner.record(series.labels, verdicts)
-        latest = next((v for v in reversed(verdicts) if v.ts == grid_last), None)
+            runner.record(key, verdicts)
+        if len(verdicts) == 1:
+            latest = verdicts[0] if verdicts[0].ts == grid_last else None
+        else:
+            latest = next((v for v in reversed(verdicts) if v.ts == grid_last), None)
         if latest is not None:
-            runner.last_verdicts[series.labels] = latest
+            runner.last_verdicts[key] = latest
         if latest is None or not latest.ready or not runner.top:
             return latest, None
         if not (latest.anomalous and runner.passes_floor(latest.value)):

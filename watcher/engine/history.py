@@ -58,18 +58,31 @@ class VerdictRing:
                 self._append(v)
                 last = v.ts
 
+    def append(self, v: Verdict) -> None:
+        """Append one verdict if it is newer than the newest kept one (``extend`` of one, cheaper)."""
+        if v.ts > self.last_ts:
+            self._append(v)
+
     def _append(self, v: Verdict) -> None:
-        row = (v.ts, v.value, v.expected, v.lower, v.upper, v.score)
+        ts, value, expected, lower, upper, score = self._cols
         flag = (_ANOMALOUS if v.anomalous else 0) | (_READY if v.ready else 0)
         if self._n < self._cap:
-            for col, x in zip(self._cols, row, strict=True):
-                col.append(x)
+            ts.append(v.ts)
+            value.append(v.value)
+            expected.append(v.expected)
+            lower.append(v.lower)
+            upper.append(v.upper)
+            score.append(v.score)
             self._flags.append(flag)
             self._n += 1
             return
         i = self._head
-        for col, x in zip(self._cols, row, strict=True):
-            col[i] = x
+        ts[i] = v.ts
+        value[i] = v.value
+        expected[i] = v.expected
+        lower[i] = v.lower
+        upper[i] = v.upper
+        score[i] = v.score
         self._flags[i] = flag
         self._head = (i + 1) % self._cap
 

@@ -74,6 +74,22 @@ class Rebaselining(Detector):
                 break
         return out
 
+    def step_one(self, ts: float, value: float, count: float | None = None) -> Verdict | None:
+        """Score one point as ``update_many`` does for a run of one (its fast branch included)."""
+        if (
+            self._scheduled
+            or self._grace_values
+            or self.offset != 0.0
+            or ((self.last_ts is None or self.last_ts <= self._grace_until) and self._grace_until > -math.inf)
+        ):
+            return self.update(ts, value, count)
+        inner = self.inner
+        v = inner.step_one(ts, value, count)
+        self.last_ts = inner.last_ts
+        if v is not None and math.isfinite(v.expected):
+            self._expected = v.expected
+        return v
+
     def update(self, ts: float, value: float, count: float | None = None) -> Verdict | None:
         """Score one point (see the module docstring); None for a stale timestamp."""
         ts = float(ts)

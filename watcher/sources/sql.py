@@ -69,6 +69,8 @@ class SqlSource:
         """``aggregate=False`` computes every window from the raw rows in numpy (the reference)."""
         self.store = store
         self.aggregate = aggregate
+        self._labels: dict[tuple[tuple[str, ...], tuple[Any, ...]], Labels] = {}
+        """``(by, key)`` → the label set handed out for it last time (a tick builds none anew)."""
 
     def portable(self) -> SqlSourceRecipe | None:
         """Return how to open this source in another process, or None for an in-memory database."""
@@ -122,7 +124,7 @@ class SqlSource:
             out.append(
                 _series(rule, q, labels, grid, grid_us, window_us, ts[idx], values[idx], matched[idx], refs)
             )
-        out.sort(key=lambda s: tuple(s.labels.items()))
+        out.sort(key=lambda s: s.labels.pairs)
         return out
 
     def _fetch_windows(
@@ -169,12 +171,18 @@ class SqlSource:
         grid.flags.writeable = False  # one grid shared by every series of the fetch
         batch = _TraceBatch(self, rule, q, grid_us, window_us, w.groups) if want_traces else None
         out = []
+        known = self._labels
+        if len(known) > 4 * len(w.groups) + 1024:  # series gone since: start over rather than grow
+            known.clear()
+        names = tuple(q.by)
         for code, key in enumerate(w.groups):
-            labels = Labels(dict(zip(q.by, key, strict=True)))
+            labels = known.get((names, key))
+            if labels is None:
+                labels = known[(names, key)] = Labels(dict(zip(names, key, strict=True)))
             values = w.values[code]
             traces = batch.traces(code, values) if batch is not None else ()
             out.append(Series(labels, grid, values, w.counts[code], traces))
-        out.sort(key=lambda s: tuple(s.labels.items()))
+        out.sort(key=lambda s: s.labels.pairs)
         return out
 
     def shared_key(self, rule: Rule) -> tuple[Any, ...] | None:
@@ -271,7 +279,7 @@ class SqlSource:
                 series.append(
                     _series(rule, q, labels, grid, grid_us, window_us, rts[g], values[g], matched[g], None)
                 )
-            series.sort(key=lambda s: tuple(s.labels.items()))
+            series.sort(key=lambda s: s.labels.pairs)
             out.append(series)
         return out
 
