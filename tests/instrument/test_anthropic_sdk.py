@@ -60,7 +60,9 @@ def check(span: ReadableSpan, row: Call, *, streamed: bool, observed_ttft: float
     if streamed:
         assert row.ttft_s is not None and row.ttft_s >= DELAY
         if observed_ttft is not None:
-            assert row.ttft_s == pytest.approx(observed_ttft, abs=0.02)
+            # the hook stamps the chunk in the wrapper, just before the application gets it: never
+            # later than the application saw it (scheduling can only add to the application's own time)
+            assert row.ttft_s <= observed_ttft + 0.005, (row.ttft_s, observed_ttft)
         assert row.duration_s is not None and row.duration_s >= row.ttft_s
     else:
         assert row.ttft_s is None

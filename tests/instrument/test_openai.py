@@ -73,12 +73,14 @@ def check_span_and_row(
     assert row.cost_usd == pytest.approx(COST) and row.cost_known and not row.tokens_estimated
     assert row.outcome == "ok" and row.finish_reason == "stop"
     if streamed:
-        # The stub holds the first content chunk back by DELAY: TTFT is at least that, and it is
-        # the moment the application saw the first content (within 20 ms), not when create()
-        # returned nor when the stream ended. On an idle machine it is DELAY + ~5 ms.
+        # The stub holds the first content chunk back by DELAY: TTFT is at least that (not when
+        # create() returned), and no later than the application saw the first content (not when the
+        # stream ended). On an idle machine it is DELAY + ~5 ms.
         assert row.ttft_s is not None and row.ttft_s >= DELAY
         if observed_ttft is not None:
-            assert row.ttft_s == pytest.approx(observed_ttft, abs=0.02)
+            # the hook stamps the chunk in the wrapper, just before the application gets it: never
+            # later than the application saw it (scheduling can only add to the application's own time)
+            assert row.ttft_s <= observed_ttft + 0.005, (row.ttft_s, observed_ttft)
         assert row.duration_s is not None and row.duration_s >= row.ttft_s
     else:
         assert row.ttft_s is None
