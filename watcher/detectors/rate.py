@@ -224,8 +224,7 @@ class RateBaseline(Detector):
         watch_up = self.direction == "up" or (self.direction == "both" and p_up <= p_down)
         tail, z = (p_up, z_up) if watch_up else (p_down, z_down)
         score = min(1.0, max(0.0, 1.0 - 2.0 * tail))
-        # -log10 p; past float range the normal tail's logarithm carries on, so it never saturates.
-        surprise = -math.log10(tail) if tail > 1e-300 else -log_normal_sf(z) / math.log(10.0)
+        surprise = _surprise(tail, z)
         anomalous = value > upper or value < lower
         if anomalous and score <= 0.0:
             score = 1.0
@@ -296,7 +295,7 @@ class RateBaseline(Detector):
         elif not up and lower <= point.value:
             lower = math.nextafter(point.value, math.inf)
         tail = normal_sf(z)
-        surprise = -math.log10(tail) if tail > 1e-300 else -log_normal_sf(z) / math.log(10.0)
+        surprise = _surprise(tail, z)
         return replace(
             point,
             upper=upper,
@@ -317,6 +316,11 @@ class RateBaseline(Detector):
             self.rho = min(max(self.rho, RHO_MIN), RHO_MAX)
         self.k += p * trials
         self.n += trials
+
+
+def _surprise(tail: float, z: float) -> float:
+    """Return -log10 of ``tail``; past float range the normal tail of ``z`` carries on (never saturates)."""
+    return -math.log10(tail) if tail > 1e-300 else -log_normal_sf(z) / math.log(10.0)
 
 
 def _nan_or(x: float, default: float) -> float:
